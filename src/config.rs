@@ -1,0 +1,167 @@
+//! Config: every limit, timeout and switch the server runs with, validated, with no I/O.
+//!
+//! Built by `cli.rs` from flags; read (never written) by workers, drivers, proto and handler.
+//! Each limit documents its default and the status code a request that crosses it receives.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which I/O driver runs the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Our own io_uring completion loop (the default).
+    Uring,
+    /// A mio (epoll) readiness loop with sendfile(2).
+    Epoll,
+    /// One tokio-uring runtime per worker (cargo feature `tokio-uring`).
+    TokioUring,
+}
+
+impl Backend {
+    /// The name used by `--backend` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Epoll => "epoll",
+            Backend::TokioUring => "tokio-uring",
+        }
+    }
+
+    /// Every backend, in the order reports list them.
+    pub const ALL: [Backend; 3] = [Backend::Uring, Backend::Epoll, Backend::TokioUring];
+}
+
+/// Request-size limits. Each maps to the status a request that crosses it gets.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest request line (method + target + version), bytes. Default 8 KiB → 414.
+    pub max_request_line: usize,
+    /// Largest header section (request line excluded), bytes. Default 16 KiB → 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request. Default 100 → 431.
+    pub max_headers: usize,
+    /// Largest request body that is read and discarded, bytes. Default 1 MiB → 413.
+    pub max_body: u64,
+    /// Most open connections per worker; past it the worker stops accepting (backpressure).
+    /// Default 16384.
+    pub max_conns_per_worker: usize,
+    /// Most responses a connection may have queued ahead of the socket before the server stops
+    /// reading further pipelined requests from it. Default 64.
+    pub max_pipeline_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_line: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body: 1024 * 1024,
+            max_conns_per_worker: 16 * 1024,
+            max_pipeline_depth: 64,
+        }
+    }
+}
+
+/// Timeouts. On expiry the connection is closed.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// From the first byte of a request (or accept) to its complete header. Default 10 s.
+    pub header_read: Duration,
+    /// Idle keep-alive connection with nothing in flight. Default 60 s.
+    pub keepalive: Duration,
+    /// A send that makes no progress for this long. Default 60 s.
+    pub send_stall: Duration,
+    /// Graceful shutdown: how long in-flight responses may take before workers exit. Default 10 s.
+    pub shutdown: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Duration::from_secs(10),
+            keepalive: Duration::from_secs(60),
+            send_stall: Duration::from_secs(60),
+            shutdown: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The per-worker open-file cache.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// How long a cached entry (fd, metadata, encoded head) is trusted before it is re-checked
+    /// with a stat. Default 1 s.
+    pub valid: Duration,
+    /// Most cached entries per worker. Default 4096.
+    pub max_entries: usize,
+    /// Most bytes of in-memory file bodies per worker. Default 64 MiB.
+    pub max_bytes: usize,
+    /// Files up to this size are kept in memory and sent as one head+body buffer; larger
+    /// bodies are spliced (uring), sendfile'd (epoll). Default 64 KiB.
+    pub small_file_max: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            valid: Duration::from_secs(1),
+            max_entries: 4096,
+            max_bytes: 64 * 1024 * 1024,
+            small_file_max: 64 * 1024,
+        }
+    }
+}
+
+/// Everything a worker needs to run. Cloned once per worker; never shared mutably.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Folder served. Canonical, absolute, checked to be a readable directory by the CLI.
+    pub root: PathBuf,
+    /// Address every worker binds (SO_REUSEPORT). Default 127.0.0.1:8080.
+    pub listen: SocketAddr,
+    /// Worker threads. Default: the CPUs this process may run on.
+    pub workers: usize,
+    /// Pin worker i to the i-th allowed CPU.
+    pub pin: bool,
+    /// I/O driver.
+    pub backend: Backend,
+    /// Combined-format access log, buffered per worker; None = off (the default).
+    pub access_log: Option<PathBuf>,
+    /// Let symlinks inside the root be followed (still never out of it). Default off.
+    pub follow_symlinks: bool,
+    /// Serve names starting with '.'. Default off: dotfiles answer 404.
+    pub serve_dotfiles: bool,
+    /// Value of the Server header.
+    pub server_name: String,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub cache: CacheConfig,
+    /// Pipes per worker for splice (file → pipe → socket). Default 64; a connection that finds
+    /// none free waits for one.
+    pub pipe_pool: usize,
+    /// Size of each splice pipe, bytes (fcntl F_SETPIPE_SZ). Default 256 KiB.
+    pub pipe_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("."),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 1,
+            pin: true,
+            backend: Backend::Uring,
+            access_log: None,
+            follow_symlinks: false,
+            serve_dotfiles: false,
+            server_name: concat!("ringd/", env!("CARGO_PKG_VERSION")).to_string(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            cache: CacheConfig::default(),
+            pipe_pool: 64,
+            pipe_size: 256 * 1024,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! `ringd doctor`: what the kernel offers and what limits the server, with advice.

@@ -1,0 +1,1 @@
+//! Spawning and pinning workers, binding their SO_REUSEPORT listeners, shutdown signalling.
