@@ -571,6 +571,18 @@ mod tests {
     }
 
     #[test]
+    fn errno_maps_to_status() {
+        let st = |e: i32| ServeError::from(io::Error::from_raw_os_error(e)).status();
+        assert_eq!(st(libc::EMFILE), 503);
+        assert_eq!(st(libc::ENFILE), 503);
+        assert_eq!(st(libc::ENOENT), 404);
+        assert_eq!(st(libc::EXDEV), 404); // RESOLVE_BENEATH escape
+        assert_eq!(st(libc::ELOOP), 404); // symlink refused
+        assert_eq!(st(libc::EACCES), 403);
+        assert_eq!(st(libc::EIO), 500);
+    }
+
+    #[test]
     fn byte_budget() {
         let dir = TempDir::new("cache-bytes");
         dir.write("a", &[1u8; 600]);
