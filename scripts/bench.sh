@@ -1,0 +1,641 @@
+#!/usr/bin/env bash
+# One command that benchmarks ringd (every backend it has) against nginx and gunicorn on this
+# machine: builds, starts and pins the servers, runs `loadgen compare` per scenario, and writes
+# results/<date>-<host>/ (reports, raw JSON, histograms, env.txt) plus results/README.md.
+set -euo pipefail
+
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello"
+
+usage() {
+    cat <<EOF
+Usage: scripts/bench.sh [options]
+
+Builds ringd and loadgen (release), starts ringd once per backend it has, nginx and gunicorn
+(scripts/peers.sh), pins the servers and the generator to separate cores and runs
+'loadgen compare' for each scenario (nginx is the baseline):
+
+  small      1000-byte file, keep-alive, C connections, closed loop
+  pipelined  the same with pipelining depth 16 (gunicorn left out: it does not pipeline)
+  medium     100 KiB file            large   10 MiB file (bytes/s matters)
+  connect    a new connection per request
+  latency    open loop at 50% and 80% of the slowest server's closed-loop maximum (from the
+             small scenario, run first if needed), percentile spectrum compared
+  hello      ringd and nginx serve hello.txt, gunicorn its hello WSGI app
+
+Results go to results/<YYYY-MM-DD>-<host>/<scenario>/ with env.txt beside them, and
+results/README.md is regenerated (scripts/benchtool.py headline) from the newest run.
+
+Options:
+  --workers N          server workers/processes for every target (default: half the cores, >= 1)
+  --rounds R           interleaved rounds per target (default 3)
+  --duration D         duration of each measured run, e.g. 10s (default 10s)
+  --warmup D           warm-up before each measured run, measured apart by loadgen (default 1s;
+                       none with --smoke)
+  --connections C      connections (default 64)
+  --pipeline N         depth for the pipelined scenario (default 16)
+  --scenarios LIST     comma-separated subset of: $ALL_SCENARIOS
+  --backends LIST      ringd backends to try (default: every one 'ringd --help' names)
+  --smoke              about 1 s per scenario, 1 round, debug build; checks that every target
+                       answered and every report was written; writes to a temp dir (or --out)
+  --compare-tuning     run small and connect before and after 'scripts/tune-kernel.sh apply'
+                       (root), report the difference, then revert
+  --scaling LIST       e.g. 1,2,4,8: small and large for ringd (uring) and nginx with that many
+                       workers on that many cores (generator on the rest), plus a plot
+  --peers-dir DIR      offline peers: nginx as unpacked .deb (or .deb files), gunicorn wheels
+  --out DIR            output directory (default: results/<date>-<host>)
+  --server-cpus LIST   CPUs for the servers (default: the first --workers cores, leaving >= 1)
+  --gen-cpus LIST      CPUs for loadgen (default: the remaining cores)
+  --gunicorn-class C   gunicorn worker class (default sync)
+  --release | --debug  build profile (default: release; --smoke defaults to debug)
+  --no-build           use the binaries already built (target/<profile>/, or \$RINGD_BIN and
+                       \$LOADGEN_BIN when set)
+  -h, --help           this text
+
+Ports (environment): RINGD_PORT_BASE=$RINGD_PORT_BASE (+1 uring, +2 epoll, +3 tokio-uring),
+NGINX_PORT=$NGINX_PORT, GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT, GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT.
+EOF
+}
+
+# ------------------------------------------------------------------------------ options
+
+WORKERS=""
+ROUNDS=3
+DURATION=10s
+WARMUP=1s
+CONNECTIONS=64
+PIPELINE=16
+SCENARIOS="$ALL_SCENARIOS"
+BACKENDS=""
+SMOKE=0
+COMPARE_TUNING=0
+SCALING=""
+PEERS_DIR=""
+OUT=""
+SERVER_CPUS=""
+GEN_CPUS=""
+GUNICORN_CLASS=sync
+PROFILE=""
+BUILD=1
+ROUNDS_SET=0
+DURATION_SET=0
+WARMUP_SET=0
+ORIG_ARGS=("$@")
+
+while (($#)); do
+    case "$1" in
+    --workers) WORKERS="${2:?--workers needs a value}" && shift ;;
+    --rounds) ROUNDS="${2:?--rounds needs a value}" && ROUNDS_SET=1 && shift ;;
+    --duration) DURATION="${2:?--duration needs a value}" && DURATION_SET=1 && shift ;;
+    --warmup) WARMUP="${2:?--warmup needs a value}" && WARMUP_SET=1 && shift ;;
+    --connections) CONNECTIONS="${2:?--connections needs a value}" && shift ;;
+    --pipeline) PIPELINE="${2:?--pipeline needs a value}" && shift ;;
+    --scenarios) SCENARIOS="${2:?--scenarios needs a value}" && shift ;;
+    --backends) BACKENDS="${2:?--backends needs a value}" && shift ;;
+    --smoke) SMOKE=1 ;;
+    --compare-tuning) COMPARE_TUNING=1 ;;
+    --scaling) SCALING="${2:?--scaling needs a list such as 1,2,4,8}" && shift ;;
+    --peers-dir) PEERS_DIR="${2:?--peers-dir needs a value}" && shift ;;
+    --out) OUT="${2:?--out needs a value}" && shift ;;
+    --server-cpus) SERVER_CPUS="${2:?--server-cpus needs a value}" && shift ;;
+    --gen-cpus) GEN_CPUS="${2:?--gen-cpus needs a value}" && shift ;;
+    --gunicorn-class) GUNICORN_CLASS="${2:?--gunicorn-class needs a value}" && shift ;;
+    --release) PROFILE=release ;;
+    --debug) PROFILE=debug ;;
+    --no-build) BUILD=0 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *) die "unknown option '$1' (see --help)" ;;
+    esac
+    shift
+done
+
+is_posint() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
+is_posint "$ROUNDS" || die "--rounds wants a positive integer, got '$ROUNDS'"
+is_posint "$CONNECTIONS" || die "--connections wants a positive integer, got '$CONNECTIONS'"
+is_posint "$PIPELINE" || die "--pipeline wants a positive integer, got '$PIPELINE'"
+[[ "$DURATION" =~ ^[0-9]+(\.[0-9]+)?(ms|s|m)?$ ]] || die "--duration wants e.g. 10s, got '$DURATION'"
+[[ -z "$WARMUP" || "$WARMUP" =~ ^[0-9]+(\.[0-9]+)?(ms|s|m)?$ ]] || die "--warmup wants e.g. 2s, got '$WARMUP'"
+[[ -z "$PEERS_DIR" || -d "$PEERS_DIR" ]] || die "--peers-dir $PEERS_DIR is not a directory"
+[[ -n "$PEERS_DIR" ]] && PEERS_DIR="$(cd "$PEERS_DIR" && pwd)"
+((COMPARE_TUNING == 0 || ${#SCALING} == 0)) || die "--compare-tuning and --scaling are separate runs; pick one"
+
+declare -A SCENARIO_OK=()
+IFS=',' read -r -a SCENARIO_LIST <<<"$SCENARIOS"
+for s in "${SCENARIO_LIST[@]}"; do
+    case "$s" in
+    small | pipelined | medium | large | connect | latency | hello) SCENARIO_OK[$s]=1 ;;
+    *) die "unknown scenario '$s' (want a subset of $ALL_SCENARIOS)" ;;
+    esac
+done
+
+if ((SMOKE)); then
+    ((DURATION_SET)) || DURATION=1s
+    ((ROUNDS_SET)) || ROUNDS=1
+    ((WARMUP_SET)) || WARMUP=""
+    PROFILE="${PROFILE:-debug}"
+fi
+PROFILE="${PROFILE:-release}"
+
+NCPU="$(ncpus)"
+if [[ -z "$WORKERS" ]]; then
+    WORKERS=$((NCPU / 2))
+    ((WORKERS >= 1)) || WORKERS=1
+fi
+is_posint "$WORKERS" || die "--workers wants a positive integer, got '$WORKERS'"
+
+# Servers on the first cores, the generator on the rest.
+layout_cpus() {
+    local workers="$1" n="$NCPU" s
+    if ((n == 1)); then
+        L_SERVER_CPUS=0 L_GEN_CPUS=0
+        warn "one CPU: servers and generator share it; figures will understate every server"
+        return
+    fi
+    s=$((workers < n - 1 ? workers : n - 1))
+    L_SERVER_CPUS="$(cpu_range 0 $((s - 1)))"
+    L_GEN_CPUS="$(cpu_range "$s" $((n - 1)))"
+}
+layout_cpus "$WORKERS"
+SERVER_CPUS="${SERVER_CPUS:-$L_SERVER_CPUS}"
+GEN_CPUS="${GEN_CPUS:-$L_GEN_CPUS}"
+expand_cpus "$SERVER_CPUS" >/dev/null
+expand_cpus "$GEN_CPUS" >/dev/null
+
+HOST="$(hostname -s 2>/dev/null || hostname)"
+if [[ -z "$OUT" ]]; then
+    if ((SMOKE)); then
+        OUT="$(mktemp -d "${TMPDIR:-/tmp}/ringd-smoke.XXXXXX")"
+    else
+        base="$REPO_ROOT/results/$(date +%F)-$HOST"
+        OUT="$base"
+        i=2
+        while [[ -e "$OUT" ]]; do
+            OUT="$base-$i"
+            i=$((i + 1))
+        done
+    fi
+fi
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+ENV_TXT="$OUT/env.txt"
+# Where scenario directories go: OUT, or a sub-directory of it in tuning and scaling runs.
+BASE="$OUT"
+MANIFEST="$OUT/scenarios.tsv"
+
+# ------------------------------------------------------------------------------ cleanup
+
+declare -A RINGD_PID=() RINGD_PORT=()
+PEERS_STARTED=0
+LOADGEN_PID=""
+TUNED=0
+CLEANED=0
+
+stop_ringds() {
+    local b
+    for b in "${!RINGD_PID[@]}"; do
+        stop_pid "${RINGD_PID[$b]}" TERM
+        rm -f "$RUN_DIR/ringd-$b.pid"
+        unset "RINGD_PID[$b]"
+    done
+}
+
+stop_peers() {
+    if ((PEERS_STARTED)); then
+        "$SCRIPTS_DIR/peers.sh" stop || warn "peers.sh stop failed"
+        PEERS_STARTED=0
+    fi
+}
+
+revert_tuning() {
+    if ((TUNED)); then
+        log "reverting kernel settings"
+        record "$SCRIPTS_DIR/tune-kernel.sh" revert
+        "$SCRIPTS_DIR/tune-kernel.sh" revert || warn "tune-kernel.sh revert failed; run it by hand"
+        TUNED=0
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    ((CLEANED)) && return
+    CLEANED=1
+    trap - INT TERM
+    # TERM, not INT: commands a script starts in the background ignore SIGINT.
+    [[ -n "$LOADGEN_PID" ]] && stop_pid "$LOADGEN_PID" TERM
+    stop_ringds
+    stop_peers
+    revert_tuning
+    if ((rc != 0)); then
+        warn "bench.sh failed (exit $rc); partial output in $OUT"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------------------------ environment
+
+# Append a command line to env.txt's list of the exact commands run.
+record() {
+    quote_cmd "$@" >>"$OUT/commands.txt"
+}
+
+write_env() {
+    local commit dirty
+    commit="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+    # Uncommitted changes outside results/ (which this run is writing).
+    dirty="$(git -C "$REPO_ROOT" status --porcelain -- . ':!results' 2>/dev/null | grep -c . || true)"
+    {
+        echo "# ringd benchmark environment"
+        echo "date:          $(date -u +%FT%TZ)"
+        echo "host:          $HOST"
+        echo "kernel:        $(uname -srvm)"
+        echo "cpu:           $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || echo unknown)"
+        echo "cores online:  $NCPU ($(cat /sys/devices/system/cpu/online 2>/dev/null || echo '?'))"
+        echo "memory:        $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+        echo "git commit:    $commit (uncommitted changes: $dirty files)"
+        echo "build profile: $PROFILE"
+        echo "workers:       $WORKERS"
+        echo "server cpus:   $SERVER_CPUS"
+        echo "loadgen cpus:  $GEN_CPUS (threads: $(count_cpus "$GEN_CPUS"))"
+        echo "rounds:        $ROUNDS"
+        echo "duration:      $DURATION${WARMUP:+ (warm-up $WARMUP)}"
+        echo "connections:   $CONNECTIONS"
+        echo "pipeline:      $PIPELINE"
+        echo
+        echo "## tool versions"
+        echo "rustc:    $(rustc -V 2>/dev/null || echo missing)"
+        echo "cargo:    $(cargo -V 2>/dev/null || echo missing)"
+        echo "ringd:    $("$RINGD_BIN" --version 2>/dev/null | head -n1 || echo '?') ($RINGD_BIN)"
+        echo "loadgen:  $("$LOADGEN_BIN" --version 2>/dev/null | head -n1 || echo '?') ($LOADGEN_BIN)"
+        echo "nginx:    $(nginx_cmd -v 2>&1 | head -n1) ($NGINX_BIN)"
+        echo "gunicorn: $("$GUNICORN_BIN" --version 2>&1 | head -n1) ($GUNICORN_BIN)"
+        echo "python3:  $(python3 -V 2>&1)"
+        echo
+        echo "## limits (this shell; the servers inherit them)"
+        echo "RLIMIT_NOFILE soft/hard:  $(ulimit -Sn)/$(ulimit -Hn)"
+        echo "RLIMIT_MEMLOCK soft/hard: $(ulimit -Sl)/$(ulimit -Hl) KiB"
+        echo
+        echo "## kernel settings (scripts/tune-kernel.sh check)"
+        "$SCRIPTS_DIR/tune-kernel.sh" check 2>&1 || true
+        echo
+        echo "## ringd doctor (what this kernel and build offer)"
+        timeout 10 "$RINGD_BIN" doctor 2>&1 || true
+        echo
+        echo "## scaling governor / turbo"
+        echo "governor: $(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo 'n/a')"
+        echo "no_turbo: $(cat /sys/devices/system/cpu/intel_pstate/no_turbo 2>/dev/null || echo 'n/a')"
+    } >"$ENV_TXT"
+}
+
+# Close env.txt with the exact commands, in order.
+finish_env() {
+    {
+        echo
+        echo "## commands run (in order)"
+        cat "$OUT/commands.txt" 2>/dev/null || true
+    } >>"$ENV_TXT"
+    rm -f "$OUT/commands.txt"
+}
+
+# ------------------------------------------------------------------------------ build
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+RINGD_BIN="${RINGD_BIN:-$TARGET_DIR/$PROFILE/ringd}"
+LOADGEN_BIN="${LOADGEN_BIN:-$TARGET_DIR/$PROFILE/loadgen}"
+
+build() {
+    local -a cmd=(cargo build --workspace --bins)
+    [[ "$PROFILE" == release ]] && cmd+=(--release)
+    if ((BUILD)); then
+        log "building: ${cmd[*]}"
+        record "${cmd[@]}"
+        (cd "$REPO_ROOT" && "${cmd[@]}") >&2
+    fi
+    [[ -x "$RINGD_BIN" ]] || die "no ringd binary at $RINGD_BIN"
+    [[ -x "$LOADGEN_BIN" ]] || die "no loadgen binary at $LOADGEN_BIN"
+}
+
+# ------------------------------------------------------------------------------ servers
+
+backend_port() {
+    case "$1" in
+    uring) echo $((RINGD_PORT_BASE + 1)) ;;
+    epoll) echo $((RINGD_PORT_BASE + 2)) ;;
+    tokio-uring) echo $((RINGD_PORT_BASE + 3)) ;;
+    *) die "unknown backend '$1'" ;;
+    esac
+}
+
+# The backends this ringd build names in its --help (all three when it does not say).
+detect_backends() {
+    local help found=() b
+    help="$("$RINGD_BIN" --help 2>&1 || true)"
+    for b in uring epoll tokio-uring; do
+        if grep -Eq "(^|[^-a-z])$b([^-a-z]|$)" <<<"$help"; then found+=("$b"); fi
+    done
+    ((${#found[@]})) || found=(uring epoll tokio-uring)
+    echo "${found[*]}"
+}
+
+# Start one ringd per backend; a backend that fails to start is skipped with a message.
+start_ringds() {
+    local workers="$1" cpus="$2" b port pid log_file
+    local -a want
+    if [[ -n "$BACKENDS" ]]; then
+        IFS=',' read -r -a want <<<"$BACKENDS"
+    else
+        read -r -a want <<<"$(detect_backends)"
+    fi
+    for b in "${want[@]}"; do
+        port="$(backend_port "$b")"
+        # A ringd left behind by an earlier run that was killed outright: ours, by its PID file.
+        pid="$(head -n1 "$RUN_DIR/ringd-$b.pid" 2>/dev/null || true)"
+        if [[ -n "$pid" ]] && pid_is "$pid" ringd; then
+            warn "stopping ringd --backend $b left by an earlier run (PID $pid)"
+            stop_pid "$pid" TERM
+        fi
+        rm -f "$RUN_DIR/ringd-$b.pid"
+        if port_busy "$port"; then
+            die "port $port for ringd --backend $b is taken (set RINGD_PORT_BASE)"
+        fi
+        log_file="$RUN_DIR/ringd-$b.log"
+        local -a cmd=(taskset -c "$cpus" "$RINGD_BIN" --listen "127.0.0.1:$port" --workers "$workers"
+            --backend "$b" "$WWW_DIR")
+        record "${cmd[@]}"
+        "${cmd[@]}" </dev/null >"$log_file" 2>&1 &
+        pid=$!
+        echo "$pid" >"$RUN_DIR/ringd-$b.pid"
+        if wait_http "http://127.0.0.1:$port/hello.txt" 15 "$pid"; then
+            RINGD_PID[$b]="$pid"
+            RINGD_PORT[$b]="$port"
+            log "ringd --backend $b up on 127.0.0.1:$port (PID $pid, CPUs $cpus)"
+        else
+            warn "ringd --backend $b did not come up; skipping it. Its output:"
+            sed 's/^/    /' "$log_file" | tail -n 15 >&2 || true
+            stop_pid "$pid" TERM
+            rm -f "$RUN_DIR/ringd-$b.pid"
+        fi
+    done
+    ((${#RINGD_PID[@]})) || die "no ringd backend started (see the messages above)"
+}
+
+start_peers() {
+    local workers="$1" cpus="$2" only="${3:-}"
+    local -a cmd=("$SCRIPTS_DIR/peers.sh" start --workers "$workers" --cpus "$cpus"
+        --gunicorn-class "$GUNICORN_CLASS")
+    [[ -n "$PEERS_DIR" ]] && cmd+=(--peers-dir "$PEERS_DIR")
+    [[ -n "$only" ]] && cmd+=(--only "$only")
+    record "${cmd[@]}"
+    PEERS_STARTED=1
+    "${cmd[@]}"
+    cat "$RUN_DIR/commands.txt" >>"$OUT/commands.txt"
+}
+
+start_servers() {
+    local workers="$1" cpus="$2" only_peers="${3:-}"
+    start_ringds "$workers" "$cpus"
+    start_peers "$workers" "$cpus" "$only_peers"
+}
+
+stop_servers() {
+    stop_ringds
+    stop_peers
+}
+
+# Ordered ringd target names (ringd-uring, ringd-epoll, ringd-tokio-uring) that are running.
+ringd_targets() {
+    local b
+    for b in uring epoll tokio-uring; do
+        [[ -n "${RINGD_PID[$b]:-}" ]] && echo "ringd-$b"
+    done
+    return 0
+}
+
+# URL of target NAME for file PATH (a path under the served root, e.g. /small.bin).
+target_url() {
+    local name="$1" path="$2"
+    case "$name" in
+    ringd-*) echo "http://127.0.0.1:${RINGD_PORT[${name#ringd-}]}$path" ;;
+    nginx) echo "http://127.0.0.1:$NGINX_PORT$path" ;;
+    gunicorn) echo "http://127.0.0.1:$GUNICORN_FILES_PORT$path" ;;
+    gunicorn-hello) echo "http://127.0.0.1:$GUNICORN_HELLO_PORT/" ;;
+    esac
+}
+
+# The PID whose CPU time is the server's: ringd's process, nginx's or gunicorn's master.
+# loadgen adds up the whole process tree (threads, live worker processes and reaped children),
+# so the master stands for its workers, whose time reaches the master's own counters only
+# after they exit.
+target_pid() {
+    local pids
+    case "$1" in
+    ringd-*) echo "${RINGD_PID[${1#ringd-}]}" ;;
+    nginx) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
+    gunicorn) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-files)" && echo "${pids%% *}" ;;
+    gunicorn-hello) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-hello)" && echo "${pids%% *}" ;;
+    esac
+}
+
+# ------------------------------------------------------------------------------ scenarios
+
+# run_compare DIR TITLE PATH "TARGETS" [loadgen args...]: TARGETS are names; gunicorn-hello
+# is reported as "gunicorn".
+run_compare() {
+    local dir="$1" title="$2" path="$3" targets="$4" t name pid rel
+    shift 4
+    local -a args=(compare -t "$(count_cpus "$GEN_CPUS")" --rounds "$ROUNDS" -c "$CONNECTIONS"
+        -d "$DURATION" --baseline nginx --out "$dir" --title "$title"
+        --meta "host=$HOST" --meta "kernel=$(uname -r)" --meta "workers=$CUR_WORKERS"
+        --meta "server_cpus=$CUR_SERVER_CPUS" --meta "loadgen_cpus=$CUR_GEN_CPUS"
+        --meta "commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+        --meta "profile=$PROFILE")
+    [[ -n "$WARMUP" ]] && args+=(--warmup "$WARMUP")
+    local names=()
+    for t in $targets; do
+        name="$t"
+        [[ "$t" == gunicorn-hello ]] && name=gunicorn
+        names+=("$name")
+        pid="$(target_pid "$t")"
+        args+=(--target "$name=$(target_url "$t" "$path")" --server-pid "$name=$pid")
+    done
+    args+=("$@")
+    mkdir -p "$dir"
+    rel="${dir#"$OUT"/}"
+    printf '%s\t%s\t%s\n' "$rel" "$(
+        IFS=,
+        echo "${names[*]}"
+    )" "$title" >>"$MANIFEST"
+    local -a cmd=(taskset -c "$CUR_GEN_CPUS" "$LOADGEN_BIN" "${args[@]}")
+    record "${cmd[@]}"
+    log "== $rel: $title"
+    # In the background and waited for, so a signal to this script is handled at once (bash
+    # runs traps only between foreground commands) and cleanup can stop loadgen by its PID.
+    "${cmd[@]}" </dev/null > >(tee "$dir/loadgen.log" >&2) 2>&1 &
+    LOADGEN_PID=$!
+    local rc=0
+    wait "$LOADGEN_PID" || rc=$?
+    LOADGEN_PID=""
+    ((rc == 0)) || die "loadgen failed (exit $rc) in $rel; see $dir/loadgen.log"
+}
+
+FILE_TARGETS_EXTRA="nginx gunicorn"
+
+run_scenario() {
+    local s="$1" ringd
+    ringd="$(ringd_targets | tr '\n' ' ')"
+    case "$s" in
+    small)
+        run_compare "$BASE/small" "small: 1000-byte file, keep-alive, $CONNECTIONS connections, closed loop" \
+            /small.bin "$ringd $FILE_TARGETS_EXTRA"
+        ;;
+    pipelined)
+        run_compare "$BASE/pipelined" "pipelined: 1000-byte file, pipeline depth $PIPELINE, $CONNECTIONS connections" \
+            /small.bin "$ringd nginx" --pipeline "$PIPELINE"
+        ;;
+    medium)
+        run_compare "$BASE/medium" "medium: 100 KiB file, keep-alive, $CONNECTIONS connections, closed loop" \
+            /medium.bin "$ringd $FILE_TARGETS_EXTRA"
+        ;;
+    large)
+        run_compare "$BASE/large" "large: 10 MiB file, keep-alive, $CONNECTIONS connections, closed loop" \
+            /large.bin "$ringd $FILE_TARGETS_EXTRA"
+        ;;
+    connect)
+        run_compare "$BASE/connect" "connect: 1000-byte file, a new connection per request, $CONNECTIONS concurrent" \
+            /small.bin "$ringd $FILE_TARGETS_EXTRA" --no-keepalive
+        ;;
+    latency)
+        if [[ ! -s "$BASE/small/report.json" ]]; then
+            log "latency needs the closed-loop maximum: running small first"
+            run_scenario small
+        fi
+        local max pct rate
+        # shellcheck disable=SC2086 # $ringd is a list of names
+        max="$(python3 "$SCRIPTS_DIR/benchtool.py" max-rps "$BASE/small" $ringd nginx)"
+        for pct in 50 80; do
+            rate=$((max * pct / 100))
+            ((rate >= 1)) || rate=1
+            run_compare "$BASE/latency-$pct" "latency: open loop at $pct% of the slowest server's maximum ($rate of $max req/s), 1000-byte file" \
+                /small.bin "$ringd nginx" -R "$rate"
+        done
+        ;;
+    hello)
+        run_compare "$BASE/hello" "hello: 13-byte hello body (ringd/nginx: hello.txt, gunicorn: WSGI app), keep-alive" \
+            /hello.txt "$ringd nginx gunicorn-hello"
+        ;;
+    esac
+}
+
+run_matrix() {
+    local s
+    CUR_WORKERS="$WORKERS" CUR_SERVER_CPUS="$SERVER_CPUS" CUR_GEN_CPUS="$GEN_CPUS"
+    start_servers "$WORKERS" "$SERVER_CPUS"
+    for s in small pipelined medium large connect latency hello; do
+        [[ -n "${SCENARIO_OK[$s]:-}" ]] || continue
+        # latency may already have run small; never run a scenario twice.
+        if [[ "$s" == small && -s "$BASE/small/report.json" ]]; then continue; fi
+        run_scenario "$s"
+    done
+    stop_servers
+}
+
+run_compare_tuning() {
+    [[ $EUID -eq 0 ]] || die "--compare-tuning applies kernel settings and needs root"
+    local state="${TUNE_STATE:-/var/tmp/ringd-tune.state}"
+    [[ ! -e "$state" ]] || die "kernel settings are already applied ($state); revert them first"
+    local phase s
+    CUR_WORKERS="$WORKERS" CUR_SERVER_CPUS="$SERVER_CPUS" CUR_GEN_CPUS="$GEN_CPUS"
+    mkdir -p "$OUT/tuning"
+    for phase in before after; do
+        if [[ "$phase" == after ]]; then
+            log "applying recommended kernel settings"
+            record "$SCRIPTS_DIR/tune-kernel.sh" apply
+            TUNED=1
+            "$SCRIPTS_DIR/tune-kernel.sh" apply | tee "$OUT/tuning/applied.txt" >&2
+        fi
+        # Restart the servers in each phase: listen() backlogs are capped when they listen.
+        start_servers "$WORKERS" "$SERVER_CPUS"
+        BASE="$OUT/tuning/$phase"
+        for s in small connect; do run_scenario "$s"; done
+        BASE="$OUT"
+        stop_servers
+    done
+    revert_tuning
+    python3 "$SCRIPTS_DIR/benchtool.py" tuning-diff "$OUT/tuning/before" "$OUT/tuning/after" \
+        --applied "$OUT/tuning/applied.txt" >"$OUT/tuning/README.md"
+    cat "$OUT/tuning/README.md"
+}
+
+run_scaling() {
+    local w n="$NCPU" ran=0
+    local -a ws
+    IFS=',' read -r -a ws <<<"$SCALING"
+    for w in "${ws[@]}"; do is_posint "$w" || die "--scaling wants positive worker counts, got '$w'"; done
+    BACKENDS=uring
+    for w in "${ws[@]}"; do
+        if ((n > 1 && w >= n)); then
+            warn "scaling: skipping $w workers: needs $((w + 1)) cores (this machine has $n)"
+            continue
+        fi
+        layout_cpus "$w"
+        CUR_WORKERS="$w" CUR_SERVER_CPUS="$L_SERVER_CPUS" CUR_GEN_CPUS="$L_GEN_CPUS"
+        GEN_CPUS="$L_GEN_CPUS"
+        start_servers "$w" "$L_SERVER_CPUS" nginx
+        BASE="$OUT/scaling/w$w"
+        run_compare "$BASE/small" "scaling, $w workers: 1000-byte file, keep-alive, $CONNECTIONS connections" \
+            /small.bin "ringd-uring nginx"
+        run_compare "$BASE/large" "scaling, $w workers: 10 MiB file, keep-alive, $CONNECTIONS connections" \
+            /large.bin "ringd-uring nginx"
+        BASE="$OUT"
+        stop_servers
+        ran=$((ran + 1))
+    done
+    ((ran)) || die "scaling: no worker count in '$SCALING' fits $n cores"
+    python3 "$SCRIPTS_DIR/benchtool.py" scaling "$OUT/scaling"
+}
+
+# ------------------------------------------------------------------------------ main
+
+main() {
+    mkdir -p "$RUN_DIR"
+    : >"$OUT/commands.txt"
+    : >"$MANIFEST"
+    record "$SCRIPTS_DIR/bench.sh" "${ORIG_ARGS[@]}"
+    # Every connection is a file descriptor; raise the soft limit as far as allowed.
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+    build
+    make_www
+    ensure_nginx "$PEERS_DIR"
+    ensure_gunicorn "$PEERS_DIR"
+    write_env
+    log "output: $OUT (servers on CPUs $SERVER_CPUS, loadgen on CPUs $GEN_CPUS)"
+
+    if ((COMPARE_TUNING)); then
+        run_compare_tuning
+    elif [[ -n "$SCALING" ]]; then
+        run_scaling
+    else
+        run_matrix
+    fi
+    finish_env
+
+    if ((SMOKE)); then
+        python3 "$SCRIPTS_DIR/benchtool.py" check "$OUT"
+        log "smoke passed: every target answered and every report was written ($OUT)"
+    fi
+    if [[ "$OUT" == "$REPO_ROOT/results/"* ]]; then
+        python3 "$SCRIPTS_DIR/benchtool.py" headline "$REPO_ROOT/results" --readme "$REPO_ROOT/README.md"
+        log "results/README.md regenerated"
+    fi
+    log "done: $OUT"
+}
+
+main

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# What CI runs for the benchmark harness: installs the peers if missing (nginx from Debian's
+# packages, gunicorn into .venv/), then `scripts/bench.sh --smoke`, so the harness cannot rot.
+# Exits non-zero when any scenario fails, a target does not answer or a report is missing.
+set -euo pipefail
+
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+case "${1:-}" in
+-h | --help)
+    cat <<USAGE
+Usage: scripts/ci-smoke.sh [bench.sh options]
+
+Installs nginx (apt-get) and gunicorn (venv) when missing, then runs
+'scripts/bench.sh --smoke' (about a second per scenario, debug build, output in a temp dir)
+with any extra options given. Needs no terminal or standard input.
+USAGE
+    exit 0
+    ;;
+esac
+
+exec </dev/null
+export DEBIAN_FRONTEND=noninteractive
+ensure_nginx ""
+ensure_gunicorn ""
+log "nginx: $NGINX_BIN; gunicorn: $GUNICORN_BIN"
+python3 "$SCRIPTS_DIR/test_benchtool.py"
+"$SCRIPTS_DIR/bench.sh" --smoke "$@"

@@ -1,0 +1,253 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/peers.sh, scripts/bench.sh and scripts/tune-kernel.sh: logging,
+# process bookkeeping by PID, port checks, CPU lists and installing what the peers need.
+# Sourced, never run. Expects `set -euo pipefail` in the caller.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCRIPTS_DIR="$REPO_ROOT/scripts"
+# Run directory for configs, logs, PID files and the served root (git-ignored).
+RUN_DIR="${RINGD_RUN_DIR:-$REPO_ROOT/.peers}"
+WWW_DIR="$RUN_DIR/www"
+VENV_DIR="${RINGD_VENV_DIR:-$REPO_ROOT/.venv}"
+# gunicorn version installed from PyPI (or from the wheels in --peers-dir).
+GUNICORN_SPEC="${GUNICORN_SPEC:-gunicorn>=23,<28}"
+
+# Loopback ports, each overridable from the environment.
+NGINX_PORT="${NGINX_PORT:-18081}"
+GUNICORN_HELLO_PORT="${GUNICORN_HELLO_PORT:-18082}"
+GUNICORN_FILES_PORT="${GUNICORN_FILES_PORT:-18083}"
+RINGD_PORT_BASE="${RINGD_PORT_BASE:-18090}"
+
+log() { printf '%s %s\n' "[$(date +%H:%M:%S)]" "$*" >&2; }
+warn() { printf '%s warning: %s\n' "[$(date +%H:%M:%S)]" "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Quote a command line so it can be pasted back into a shell.
+quote_cmd() {
+    local out="" arg
+    for arg in "$@"; do
+        out+="$(printf '%q' "$arg") "
+    done
+    printf '%s\n' "${out% }"
+}
+
+ncpus() { nproc 2>/dev/null || getconf _NPROCESSORS_ONLN; }
+
+# Expand a CPU list such as "0-2,5" into one CPU number per line.
+expand_cpus() {
+    local part lo hi i
+    local IFS=','
+    for part in $1; do
+        if [[ "$part" =~ ^([0-9]+)-([0-9]+)$ ]]; then
+            lo="${BASH_REMATCH[1]}" hi="${BASH_REMATCH[2]}"
+            for ((i = lo; i <= hi; i++)); do echo "$i"; done
+        elif [[ "$part" =~ ^[0-9]+$ ]]; then
+            echo "$part"
+        else
+            die "bad CPU list '$1' (want e.g. 0-3,6)"
+        fi
+    done
+}
+
+# Number of CPUs in a list such as "0-2,5".
+count_cpus() { expand_cpus "$1" | wc -l; }
+
+# "a-b" for a non-empty range, used to build taskset lists.
+cpu_range() {
+    if (($1 == $2)); then echo "$1"; else echo "$1-$2"; fi
+}
+
+# nginx worker_cpu_affinity masks: worker i on the i-th CPU of the list (wrapping around).
+nginx_affinity_masks() {
+    local workers="$1" cpus="$2" i j cpu mask masks=""
+    local -a list
+    mapfile -t list < <(expand_cpus "$cpus")
+    for ((i = 0; i < workers; i++)); do
+        cpu="${list[i % ${#list[@]}]}"
+        mask="1"
+        for ((j = 0; j < cpu; j++)); do mask+="0"; done
+        masks+="$mask "
+    done
+    echo "${masks% }"
+}
+
+# The most open files a process started from here may have: 1048576 where the hard limit can be
+# raised that far (root with CAP_SYS_RESOURCE), else the current hard limit.
+max_nofile() {
+    local hard
+    if (ulimit -Hn 1048576) 2>/dev/null; then
+        echo 1048576
+        return
+    fi
+    hard="$(ulimit -Hn)"
+    [[ "$hard" == unlimited ]] && hard=1048576
+    echo "$hard"
+}
+
+# True when PID is alive and its command line contains WORD (guards against PID reuse).
+pid_is() {
+    local pid="$1" word="$2"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [[ -r "/proc/$pid/cmdline" ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$word"
+}
+
+# Stop one process by PID: SIGTERM (or the given signal), wait up to 10 s, then SIGKILL.
+stop_pid() {
+    local pid="$1" sig="${2:-TERM}" i
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -s "$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        # Reap it if it is our child, so it does not linger as a zombie.
+        if [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" == "Z" ]]; then
+            wait "$pid" 2>/dev/null || true
+            return 0
+        fi
+        sleep 0.1
+    done
+    warn "PID $pid did not exit after SIG$sig; sending SIGKILL"
+    kill -s KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Direct children of a PID (by parent PID, never by name).
+child_pids() {
+    pgrep -P "$1" 2>/dev/null | tr '\n' ' ' | sed 's/ $//' || true
+}
+
+# True when something listens on 127.0.0.1:PORT.
+port_busy() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Wait until URL answers 200 (up to $2 seconds, default 15) while PID $3 (if given) lives.
+wait_http() {
+    local url="$1" secs="${2:-15}" pid="${3:-}" i
+    for ((i = 0; i < secs * 10; i++)); do
+        if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+            return 1
+        fi
+        if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# Create the served root: small.bin (1000 B), medium.bin (100 KiB), large.bin (10 MiB) and
+# hello.txt, with deterministic content (rewritten only when it differs).
+make_www() {
+    python3 "$SCRIPTS_DIR/benchtool.py" mkdata "$WWW_DIR" >&2
+}
+
+# Debian package installation without starting services; runs `apt-get update` only when the
+# package is not known to apt yet.
+apt_install() {
+    local pkg="$1"
+    command -v apt-get >/dev/null || die "apt-get not found; install $pkg yourself or use --peers-dir"
+    [[ $EUID -eq 0 ]] || die "installing $pkg needs root (or install it yourself, or use --peers-dir)"
+    if ! apt-cache show "$pkg" >/dev/null 2>&1; then
+        log "apt-get update (package lists lack $pkg)"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    fi
+    log "apt-get install -y $pkg"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >&2; then
+        log "apt-get install failed; retrying after apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >&2
+    fi
+}
+
+# Path of the nginx binary, installing or unpacking it when missing. With a peers dir, nginx comes
+# from it: either an unpacked tree (DIR/usr/sbin/nginx) or .deb files unpacked with dpkg -x.
+NGINX_BIN=""
+NGINX_LD_PATH=""
+ensure_nginx() {
+    local peers_dir="${1:-}"
+    if [[ -n "$peers_dir" ]]; then
+        local root="" deb
+        if [[ -x "$peers_dir/usr/sbin/nginx" ]]; then
+            root="$peers_dir"
+        else
+            root="$RUN_DIR/offline-root"
+            if [[ ! -x "$root/usr/sbin/nginx" ]]; then
+                local found=0
+                mkdir -p "$root"
+                for deb in "$peers_dir"/*.deb; do
+                    [[ -e "$deb" ]] || continue
+                    log "unpacking $(basename "$deb") (dpkg -x)"
+                    dpkg -x "$deb" "$root"
+                    found=1
+                done
+                ((found)) || die "--peers-dir $peers_dir holds neither usr/sbin/nginx nor .deb files"
+            fi
+            [[ -x "$root/usr/sbin/nginx" ]] || die "no usr/sbin/nginx in the .deb files of $peers_dir"
+        fi
+        NGINX_BIN="$root/usr/sbin/nginx"
+        if [[ -d "$root/usr/lib/x86_64-linux-gnu" || -d "$root/lib/x86_64-linux-gnu" ]]; then
+            NGINX_LD_PATH="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu"
+        fi
+        return 0
+    fi
+    if command -v nginx >/dev/null; then
+        NGINX_BIN="$(command -v nginx)"
+    elif [[ -x /usr/sbin/nginx ]]; then
+        NGINX_BIN=/usr/sbin/nginx
+    else
+        # Debian's policy-rc.d/no-init keeps the packaged service from starting on port 80;
+        # we never use it, only the binary.
+        apt_install nginx
+        NGINX_BIN=/usr/sbin/nginx
+    fi
+}
+
+# Run nginx with the library path an offline unpacked tree may need.
+nginx_cmd() {
+    if [[ -n "$NGINX_LD_PATH" ]]; then
+        env LD_LIBRARY_PATH="$NGINX_LD_PATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$NGINX_BIN" "$@"
+    else
+        "$NGINX_BIN" "$@"
+    fi
+}
+
+# gunicorn in the project's venv: from PyPI, or offline from wheels in the peers dir.
+GUNICORN_BIN=""
+ensure_gunicorn() {
+    local peers_dir="${1:-}"
+    GUNICORN_BIN="$VENV_DIR/bin/gunicorn"
+    [[ -x "$GUNICORN_BIN" ]] && return 0
+    if [[ ! -x "$VENV_DIR/bin/python" ]]; then
+        log "creating venv $VENV_DIR"
+        python3 -m venv "$VENV_DIR" >&2 || die "python3 -m venv failed (apt-get install python3-venv?)"
+    fi
+    if [[ -n "$peers_dir" ]]; then
+        log "pip install --no-index --find-links $peers_dir '$GUNICORN_SPEC'"
+        "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --no-index \
+            --find-links "$peers_dir" "$GUNICORN_SPEC" >&2
+    else
+        log "pip install '$GUNICORN_SPEC' into $VENV_DIR"
+        "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check "$GUNICORN_SPEC" >&2
+    fi
+    [[ -x "$GUNICORN_BIN" ]] || die "gunicorn did not install into $VENV_DIR"
+}
+
+# Render a template: replaces every @KEY@ with its value from KEY=VALUE arguments.
+render_template() {
+    local tmpl="$1" out="$2" pair key val content
+    shift 2
+    content="$(<"$tmpl")"
+    for pair in "$@"; do
+        key="${pair%%=*}" val="${pair#*=}"
+        content="${content//@"$key"@/$val}"
+    done
+    if [[ "$content" =~ @[A-Z_]+@ ]]; then
+        die "template $tmpl left ${BASH_REMATCH[0]} unfilled"
+    fi
+    printf '%s\n' "$content" >"$out"
+}

@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# Start, stop and inspect the servers ringd is compared with: nginx (static files) and gunicorn
+# (a hello WSGI app and a wsgi.file_wrapper file app), on loopback ports, from the templates in
+# scripts/peers/, with their PIDs recorded in the run dir (.peers/).
+set -euo pipefail
+
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+    cat <<EOF
+Usage: scripts/peers.sh start|stop|status|pids [options]
+
+  start    install what is missing (nginx from Debian's packages, gunicorn from PyPI into
+           .venv/), write configs into $RUN_DIR from scripts/peers/, create the served root
+           $WWW_DIR and start the peers on loopback; a peer already running is restarted
+  stop     stop the peers by their recorded PIDs (never by name) and wait for them to exit
+  status   show each peer's recorded PIDs, whether it is alive and whether it answers HTTP
+  pids P   print the PIDs whose CPU time counts for peer P (master and workers)
+
+Options (start):
+  --workers N          worker processes for nginx and gunicorn (default: 1)
+  --cpus LIST          CPUs to pin the peers to, e.g. 0 or 0-3 (default: the first N CPUs)
+  --peers-dir DIR      offline: nginx from DIR/usr/sbin/nginx or DIR/*.deb (dpkg -x),
+                       gunicorn from the wheels in DIR (pip --no-index --find-links DIR)
+  --only LIST          start only these of: nginx,gunicorn-hello,gunicorn-files (default: all)
+  --gunicorn-workers N gunicorn worker count (default: --workers)
+  --gunicorn-class C   gunicorn worker class: sync (default), gthread, ...
+  --gunicorn-threads N threads per gunicorn worker (gthread; default 1)
+  -h, --help           this text
+
+Ports (environment): NGINX_PORT=$NGINX_PORT GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT
+GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT. Run dir: RINGD_RUN_DIR (default .peers/).
+EOF
+}
+
+ALL_PEERS=(nginx gunicorn-hello gunicorn-files)
+
+peer_port() {
+    case "$1" in
+    nginx) echo "$NGINX_PORT" ;;
+    gunicorn-hello) echo "$GUNICORN_HELLO_PORT" ;;
+    gunicorn-files) echo "$GUNICORN_FILES_PORT" ;;
+    *) die "unknown peer '$1' (want one of: ${ALL_PEERS[*]})" ;;
+    esac
+}
+
+# The URL that proves a peer serves what the benchmark asks of it.
+peer_probe_url() {
+    local port
+    port="$(peer_port "$1")"
+    case "$1" in
+    nginx) echo "http://127.0.0.1:$port/hello.txt" ;;
+    gunicorn-hello) echo "http://127.0.0.1:$port/" ;;
+    gunicorn-files) echo "http://127.0.0.1:$port/small.bin" ;;
+    esac
+}
+
+# The word a live peer's command line contains (PID-reuse guard).
+peer_word() {
+    case "$1" in
+    nginx) echo "nginx" ;;
+    gunicorn-*) echo "gunicorn" ;;
+    esac
+}
+
+recorded_pid() {
+    local f="$RUN_DIR/$1.pid"
+    if [[ -s "$f" ]]; then head -n1 "$f"; fi
+}
+
+peer_running() {
+    local pid
+    pid="$(recorded_pid "$1")"
+    [[ -n "$pid" ]] && pid_is "$pid" "$(peer_word "$1")"
+}
+
+# Master PID and the worker PIDs (its children), space-separated.
+peer_pids() {
+    local pid kids
+    peer_running "$1" || return 1
+    pid="$(recorded_pid "$1")"
+    kids="$(child_pids "$pid")"
+    echo "$pid${kids:+ $kids}"
+}
+
+stop_peer() {
+    local name="$1" pid w word
+    word="$(peer_word "$name")"
+    pid="$(recorded_pid "$name")"
+    if [[ -n "$pid" ]] && pid_is "$pid" "$word"; then
+        log "stopping $name (PID $pid)"
+        # nginx: SIGQUIT is a graceful stop; gunicorn: SIGTERM is.
+        if [[ "$name" == nginx ]]; then stop_pid "$pid" QUIT; else stop_pid "$pid" TERM; fi
+    fi
+    # Workers recorded at start that somehow outlived their master.
+    if [[ -s "$RUN_DIR/$name.workers" ]]; then
+        for w in $(<"$RUN_DIR/$name.workers"); do
+            if pid_is "$w" "$word"; then
+                warn "$name worker $w outlived its master; stopping it"
+                stop_pid "$w" TERM
+            fi
+        done
+    fi
+    rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.workers"
+}
+
+record_cmd() {
+    quote_cmd "$@" >>"$RUN_DIR/commands.txt"
+}
+
+start_nginx() {
+    local workers="$1" cpus="$2" nofile conns user_line dir="$RUN_DIR/nginx" pid
+    mkdir -p "$dir/nginx-tmp"
+    nofile="$(max_nofile)"
+    if [[ $EUID -eq 0 ]]; then
+        user_line="user root;"
+    else
+        user_line="# (not root: workers run as $(id -un))"
+    fi
+    conns=$((nofile / 2))
+    ((conns > 65535)) && conns=65535
+    render_template "$SCRIPTS_DIR/peers/nginx.conf.tmpl" "$dir/nginx.conf" \
+        "USER_LINE=$user_line" "WORKERS=$workers" \
+        "AFFINITY=$(nginx_affinity_masks "$workers" "$cpus")" "NOFILE=$nofile" \
+        "WORKER_CONNECTIONS=$conns" "RUN=$dir" "PORT=$NGINX_PORT" "BACKLOG=65535" "WWW=$WWW_DIR"
+    nginx_cmd -t -q -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" >&2 ||
+        die "nginx rejected $dir/nginx.conf (see above)"
+    local -a cmd=(taskset -c "$cpus" "$NGINX_BIN" -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf")
+    record_cmd "${cmd[@]}"
+    if [[ -n "$NGINX_LD_PATH" ]]; then
+        LD_LIBRARY_PATH="$NGINX_LD_PATH" "${cmd[@]}" </dev/null >>"$dir/stdout.log" 2>&1 &
+    else
+        "${cmd[@]}" </dev/null >>"$dir/stdout.log" 2>&1 &
+    fi
+    pid=$!
+    echo "$pid" >"$RUN_DIR/nginx.pid"
+    finish_start nginx "$pid" "$workers" "$dir/nginx-error.log"
+}
+
+start_gunicorn() {
+    local name="$1" app="$2" workers="$3" cpus="$4" klass="$5" threads="$6" port pid conf
+    port="$(peer_port "$name")"
+    conf="$RUN_DIR/$name.conf.py"
+    render_template "$SCRIPTS_DIR/peers/gunicorn.conf.py.tmpl" "$conf" \
+        "PORT=$port" "WORKERS=$workers" "WORKER_CLASS=$klass" "THREADS=$threads" \
+        "BACKLOG=2048" "RUN=$RUN_DIR" "APP=$app" "APP_DIR=$SCRIPTS_DIR/peers" "WWW=$WWW_DIR"
+    local -a cmd=(taskset -c "$cpus" "$GUNICORN_BIN" -c "$conf" "app:$app")
+    record_cmd "${cmd[@]}"
+    # No __pycache__ beside app.py in the source tree.
+    PYTHONDONTWRITEBYTECODE=1 "${cmd[@]}" </dev/null >>"$RUN_DIR/$name.out" 2>&1 &
+    pid=$!
+    echo "$pid" >"$RUN_DIR/$name.pid"
+    finish_start "$name" "$pid" "$workers" "$RUN_DIR/gunicorn-$app-error.log"
+}
+
+# Wait until the peer answers and all its workers are up, then record the worker PIDs.
+finish_start() {
+    local name="$1" pid="$2" workers="$3" errlog="$4" url kids i
+    url="$(peer_probe_url "$name")"
+    if ! wait_http "$url" 20 "$pid"; then
+        warn "$name (PID $pid) did not answer $url; last lines of $errlog:"
+        tail -n 20 "$errlog" >&2 2>/dev/null || true
+        stop_peer "$name"
+        die "$name failed to start"
+    fi
+    for ((i = 0; i < 100; i++)); do
+        kids="$(child_pids "$pid")"
+        (($(wc -w <<<"$kids") >= workers)) && break
+        sleep 0.1
+    done
+    echo "$kids" >"$RUN_DIR/$name.workers"
+    log "$name up: $url (master $pid, workers $kids)"
+}
+
+cmd_start() {
+    local workers=1 cpus="" peers_dir="" only="" gworkers="" gclass=sync gthreads=1
+    while (($#)); do
+        case "$1" in
+        --workers) workers="${2:?--workers needs a value}" && shift ;;
+        --cpus) cpus="${2:?--cpus needs a value}" && shift ;;
+        --peers-dir) peers_dir="${2:?--peers-dir needs a value}" && shift ;;
+        --only) only="${2:?--only needs a value}" && shift ;;
+        --gunicorn-workers) gworkers="${2:?--gunicorn-workers needs a value}" && shift ;;
+        --gunicorn-class) gclass="${2:?--gunicorn-class needs a value}" && shift ;;
+        --gunicorn-threads) gthreads="${2:?--gunicorn-threads needs a value}" && shift ;;
+        -h | --help) usage && exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+        esac
+        shift
+    done
+    [[ "$workers" =~ ^[1-9][0-9]*$ ]] || die "--workers wants a positive integer, got '$workers'"
+    gworkers="${gworkers:-$workers}"
+    [[ "$gworkers" =~ ^[1-9][0-9]*$ ]] || die "--gunicorn-workers wants a positive integer"
+    [[ "$gthreads" =~ ^[1-9][0-9]*$ ]] || die "--gunicorn-threads wants a positive integer"
+    if [[ -z "$cpus" ]]; then
+        local n
+        n="$(ncpus)"
+        cpus="$(cpu_range 0 $(((workers < n ? workers : n) - 1)))"
+    fi
+    expand_cpus "$cpus" >/dev/null
+    [[ -z "$peers_dir" || -d "$peers_dir" ]] || die "--peers-dir $peers_dir is not a directory"
+    local -a peers=("${ALL_PEERS[@]}")
+    if [[ -n "$only" ]]; then
+        IFS=',' read -r -a peers <<<"$only"
+        local p
+        for p in "${peers[@]}"; do peer_port "$p" >/dev/null; done
+    fi
+
+    mkdir -p "$RUN_DIR"
+    : >"$RUN_DIR/commands.txt"
+    make_www
+    local p want_nginx=0 want_gunicorn=0
+    for p in "${peers[@]}"; do
+        case "$p" in nginx) want_nginx=1 ;; gunicorn-*) want_gunicorn=1 ;; esac
+    done
+    ((want_nginx)) && ensure_nginx "$peers_dir"
+    ((want_gunicorn)) && ensure_gunicorn "$peers_dir"
+    for p in "${peers[@]}"; do
+        if peer_running "$p"; then
+            log "$p is running; restarting it with the new settings"
+            stop_peer "$p"
+        fi
+        if port_busy "$(peer_port "$p")"; then
+            die "port $(peer_port "$p") for $p is taken by another process (set the port variables, see --help)"
+        fi
+    done
+    for p in "${peers[@]}"; do
+        case "$p" in
+        nginx) start_nginx "$workers" "$cpus" ;;
+        gunicorn-hello) start_gunicorn "$p" hello "$gworkers" "$cpus" "$gclass" "$gthreads" ;;
+        gunicorn-files) start_gunicorn "$p" files "$gworkers" "$cpus" "$gclass" "$gthreads" ;;
+        esac
+    done
+}
+
+cmd_stop() {
+    local p
+    for p in "${ALL_PEERS[@]}"; do stop_peer "$p"; done
+}
+
+cmd_status() {
+    local p pid state answer code=0
+    for p in "${ALL_PEERS[@]}"; do
+        pid="$(recorded_pid "$p")"
+        if peer_running "$p"; then
+            state="running (PIDs $(peer_pids "$p"))"
+            if curl -fsS -o /dev/null --max-time 2 "$(peer_probe_url "$p")"; then
+                answer="answers $(peer_probe_url "$p")"
+            else
+                answer="does NOT answer $(peer_probe_url "$p")"
+                code=1
+            fi
+        elif [[ -n "$pid" ]]; then
+            state="dead (recorded PID $pid)" answer=""
+            code=1
+        else
+            state="stopped" answer=""
+        fi
+        printf '%-15s %s %s\n' "$p" "$state" "$answer"
+    done
+    return "$code"
+}
+
+main() {
+    (($#)) || {
+        usage >&2
+        exit 2
+    }
+    local sub="$1"
+    shift
+    case "$sub" in
+    start) cmd_start "$@" ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    pids)
+        [[ $# -eq 1 ]] || die "usage: scripts/peers.sh pids nginx|gunicorn-hello|gunicorn-files"
+        peer_port "$1" >/dev/null
+        peer_pids "$1" || die "$1 is not running"
+        ;;
+    -h | --help | help) usage ;;
+    *) die "unknown command '$sub' (see --help)" ;;
+    esac
+}
+
+main "$@"
