@@ -485,13 +485,17 @@ fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) 
                 return Step::Again;
             }
             budget -= 1;
-            let (asked, res) = match out {
-                Output::Bytes(b) => (b.len(), (&conn.sock).write(b)),
+            // `full`: whether a short count proves the socket buffer is full.
+            let (full, res) = match out {
+                Output::Bytes(b) => {
+                    let asked = b.len();
+                    let res = (&conn.sock).write(b);
+                    (res.as_ref().is_ok_and(|&n| n < asked), res)
+                }
+                // Never clear `writable` on a short sendfile: only EAGAIN proves the socket is
+                // full (sendfile can stop short for file-side reasons).
                 Output::File { fd, offset, len } => {
-                    // Never clear `writable` on a short sendfile: only EAGAIN proves the socket
-                    // is full (sendfile can stop short for file-side reasons).
-                    let res = send_file(conn.sock.as_raw_fd(), fd, offset, len);
-                    (usize::MAX, res)
+                    (false, send_file(conn.sock.as_raw_fd(), fd, offset, len))
                 }
             };
             match res {
@@ -499,7 +503,7 @@ fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) 
                 // whose length is already promised. Nothing honest can follow.
                 Ok(0) => return Step::Close,
                 Ok(n) => {
-                    if n < asked {
+                    if full {
                         conn.writable = false;
                     }
                     conn.session.consume(svc, n, now);
