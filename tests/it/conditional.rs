@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use crate::harness::{fixed_mtime, ServerBuilder};
 use crate::http::{find, req, Client, Response};
-use crate::static_files::{expect, site, MEDIUM_LEN, SMALL};
+use crate::static_files::{expect, site, BIG_LEN, MEDIUM_LEN, SMALL};
 
 /// Case 8b: ranges on a small (in-memory) file and on a spliced/sendfile'd one.
 pub fn ranges(backend: &str) {
-    let site = site(false);
+    let site = site(true);
     let srv = ServerBuilder::new(backend, site.dir.path()).start();
     let mut c = Client::new(srv.connect());
     let mut range = |spec: &str| c.exchange(&req("GET", "/small.txt", &[("Range", spec)]));
@@ -71,8 +71,8 @@ pub fn ranges(backend: &str) {
     );
 
     // Ranges of the large file (splice/sendfile with an offset).
-    let mut big = |spec: &str| c.exchange(&req("GET", "/medium.bin", &[("Range", spec)]));
-    let r = big("bytes=100000-199999");
+    let mut medium = |spec: &str| c.exchange(&req("GET", "/medium.bin", &[("Range", spec)]));
+    let r = medium("bytes=100000-199999");
     expect(
         &srv,
         "medium range",
@@ -80,7 +80,7 @@ pub fn ranges(backend: &str) {
         206,
         Some(&site.medium[100_000..200_000]),
     );
-    let r = big("bytes=-1000");
+    let r = medium("bytes=-1000");
     expect(
         &srv,
         "medium suffix",
@@ -88,13 +88,31 @@ pub fn ranges(backend: &str) {
         206,
         Some(&site.medium[MEDIUM_LEN - 1000..]),
     );
-    let r = big(&format!("bytes={}-", MEDIUM_LEN - 1));
+    let r = medium(&format!("bytes={}-", MEDIUM_LEN - 1));
     expect(
         &srv,
         "medium last byte",
         &r,
         206,
         Some(&site.medium[MEDIUM_LEN - 1..]),
+    );
+
+    let mut big = |spec: &str| c.exchange(&req("GET", "/big.bin", &[("Range", spec)]));
+    let r = big("bytes=1000000-2000000");
+    expect(
+        &srv,
+        "big range",
+        &r,
+        206,
+        Some(&site.big[1_000_000..=2_000_000]),
+    );
+    let r = big("bytes=-70000");
+    expect(
+        &srv,
+        "big suffix",
+        &r,
+        206,
+        Some(&site.big[BIG_LEN - 70000..]),
     );
 
     // If-Range: a matching validator keeps the range, anything else gets the whole file.

@@ -399,9 +399,9 @@ pub fn request_errors(backend: &str) {
     }
     reject(
         &srv,
-        "Transfer-Encoding: gzip, chunked",
-        b"POST /small.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-        &[400, 501],
+        "Transfer-Encoding: gzip",
+        b"POST /small.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        &[400, 501], // RFC 9112 §6.3: chunked not final → 400; §6.1: unknown coding → 501
     );
     reject(
         &srv,

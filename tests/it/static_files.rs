@@ -61,6 +61,7 @@ pub fn site(big: bool) -> Site {
 }
 
 /// Assert status and exact body, with the server's diagnostics on failure.
+#[track_caller]
 pub fn expect(srv: &Server, what: &str, r: &Response, status: u16, body: Option<&[u8]>) {
     assert_eq!(
         r.status,
@@ -80,7 +81,7 @@ pub fn expect(srv: &Server, what: &str, r: &Response, status: u16, body: Option<
     }
 }
 
-/// Case 2a: a 3 MiB file byte-exact (twice on one connection), HEAD, and a range of it.
+/// Case 2a: a 3 MiB file byte-exact (twice on one connection) and HEAD.
 pub fn big_file(backend: &str) {
     let site = site(true);
     let srv = ServerBuilder::new(backend, site.dir.path()).start();
@@ -96,26 +97,6 @@ pub fn big_file(backend: &str) {
     // Had the HEAD carried a body, this would parse garbage.
     let r = c.exchange(&req("GET", "/small.txt", &[]));
     expect(&srv, "GET after HEAD", &r, 200, Some(SMALL));
-    let r = c.exchange(&req(
-        "GET",
-        "/big.bin",
-        &[("Range", "bytes=1000000-2000000")],
-    ));
-    expect(
-        &srv,
-        "range of big",
-        &r,
-        206,
-        Some(&site.big[1_000_000..=2_000_000]),
-    );
-    let r = c.exchange(&req("GET", "/big.bin", &[("Range", "bytes=-70000")]));
-    expect(
-        &srv,
-        "suffix of big",
-        &r,
-        206,
-        Some(&site.big[BIG_LEN - 70000..]),
-    );
 }
 
 /// Case 2b: two concurrent slow readers (64 KiB, then 20 ms) both get the 3 MiB file intact,
@@ -135,21 +116,25 @@ pub fn slow_readers(backend: &str) {
                 })
             })
             .collect();
+        // The slow readers need about a second; meanwhile other clients (on both workers,
+        // by SO_REUSEPORT hashing) must not wait for them.
         thread::sleep(Duration::from_millis(200));
-        let t0 = Instant::now();
-        let r = get(&srv, "/small.txt", &[]);
-        expect(
-            &srv,
-            "fast client beside slow readers",
-            &r,
-            200,
-            Some(SMALL),
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(2),
-            "a small GET took {:?} while slow readers were active",
-            t0.elapsed()
-        );
+        for i in 0..4 {
+            let t0 = Instant::now();
+            let r = get(&srv, "/small.txt", &[]);
+            expect(
+                &srv,
+                "fast client beside slow readers",
+                &r,
+                200,
+                Some(SMALL),
+            );
+            assert!(
+                t0.elapsed() < Duration::from_millis(700),
+                "small GET #{i} took {:?} while slow readers were active",
+                t0.elapsed()
+            );
+        }
         for h in readers {
             let (i, r) = h.join().expect("slow reader panicked");
             expect(&srv, &format!("slow reader {i}"), &r, 200, Some(&site.big));
@@ -229,6 +214,7 @@ pub fn methods_dirs_headers(backend: &str) {
 }
 
 /// Date, Server, Content-Type, Content-Length, ETag, Last-Modified, Accept-Ranges.
+#[track_caller]
 pub fn check_common_headers(r: &Response, content_type: &str, len: usize) {
     let date = r.header("date").unwrap_or_else(|| panic!("no Date: {r:?}"));
     let date = httpdate::parse_http_date(date).unwrap_or_else(|e| panic!("Date {date:?}: {e}"));
