@@ -110,15 +110,20 @@ pub struct Client {
     /// When set: read at most this many bytes at a time and sleep after each read.
     pub throttle: Option<(usize, Duration)>,
     eof: bool,
+    /// The last response read announced the close of the connection (`Connection: close`).
+    closing: bool,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Client {
     pub fn new(stream: TcpStream) -> Client {
         Client {
+            peer: stream.peer_addr().ok(),
             stream,
             buf: Vec::new(),
             throttle: None,
             eof: false,
+            closing: false,
         }
     }
 
@@ -335,15 +340,32 @@ impl Client {
     }
 
     /// Send `req` and read its response (panics on a read error, with the request shown).
+    /// When the previous response announced a close, a new connection to the same peer is
+    /// opened first: a server may close after any response it marks so (RFC 9112 §9.6).
     pub fn exchange(&mut self, req: &[u8]) -> Response {
+        if self.closing {
+            let addr = self.peer.expect("peer address");
+            let fresh = TcpStream::connect(addr).expect("reconnect");
+            fresh
+                .set_read_timeout(self.stream.read_timeout().unwrap())
+                .unwrap();
+            fresh
+                .set_write_timeout(self.stream.write_timeout().unwrap())
+                .unwrap();
+            let throttle = self.throttle;
+            *self = Client::new(fresh);
+            self.throttle = throttle;
+        }
         self.send(req);
         let head = req.starts_with(b"HEAD ");
-        self.read_response(head).unwrap_or_else(|e| {
+        let r = self.read_response(head).unwrap_or_else(|e| {
             panic!(
                 "no response to {:?}: {e}",
                 String::from_utf8_lossy(&req[..req.len().min(300)])
             )
-        })
+        });
+        self.closing = r.closes();
+        r
     }
 }
 
