@@ -24,10 +24,11 @@
 //! access log, and sweeps all connections for expired deadlines (`Session::deadline`).
 //!
 //! # Closing
-//! When the session says `should_close` and the peer has not sent EOF, we shut down our sending
-//! side and read (and discard) until EOF for at most [`LINGER`]: closing a socket with unread
-//! input makes the kernel send RST, which can destroy a response still in flight (the same
-//! "lingering close" nginx and Apache do).
+//! When the session says `should_close` while input the session will never read is waiting in
+//! the socket (a peek says so), we shut down our sending side and read (and discard) until EOF
+//! for at most [`LINGER`]: closing a socket with unread input makes the kernel send RST, which
+//! can destroy a response still in flight (the "lingering close" nginx and Apache do). Otherwise
+//! the socket is closed at once, and the FIN follows the queued response.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -545,12 +546,17 @@ fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) 
     }
 }
 
-/// The session is done with this connection: close at once if the peer already sent EOF,
-/// otherwise send our FIN and wait (bounded) for theirs.
+/// The session is done with this connection. Close at once unless input is waiting unread
+/// (then the kernel would answer our close with RST, which can destroy the tail of a response
+/// still in flight): in that case send our FIN and read until theirs, bounded by [`LINGER`].
 fn start_linger(conn: &mut Conn, buf: &mut [u8], now: Instant) -> Step {
-    if conn.eof || conn.sock.shutdown(Shutdown::Write).is_err() {
+    if conn.eof || !matches!(conn.sock.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
         return Step::Close;
     }
+    if conn.sock.shutdown(Shutdown::Write).is_err() {
+        return Step::Close;
+    }
+    conn.readable = true;
     conn.linger_until = Some(now + LINGER);
     linger(conn, buf)
 }

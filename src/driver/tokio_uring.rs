@@ -588,9 +588,12 @@ async fn send_file(
     }
 }
 
-/// Our FIN is going out; read and discard until the peer's EOF, [`LINGER`] or the byte cap.
+/// Lingering close: send our FIN, read and discard until the peer's EOF, [`LINGER`] or the
+/// byte cap.
+/// Only when input is waiting unread: closing then would make the kernel send RST, which can
+/// destroy the tail of a response still in flight. Otherwise the close (and FIN) follows at once.
 async fn linger(conn: &Rc<Conn>, io: &mut ConnIo) {
-    if io.read_abandoned || conn.stream.shutdown(Shutdown::Write).is_err() {
+    if io.read_abandoned || !unread_input(io.fd) || conn.stream.shutdown(Shutdown::Write).is_err() {
         return;
     }
     let deadline = Instant::now() + LINGER;
@@ -758,6 +761,22 @@ impl PipePool {
             eprintln!("ringd: worker {id}: cannot create a splice pipe: {e} (logged once)");
         }
     }
+}
+
+/// Whether bytes are waiting in the socket's receive queue (a non-blocking one-byte peek).
+fn unread_input(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most one byte into `byte`, a local that outlives the call; `fd` is
+    // a socket the caller owns.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
