@@ -23,37 +23,111 @@
 //! whatever else is called on the session meanwhile (`feed` included). Moving the `Session`
 //! value itself does not move that memory (it lives on the heap).
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
+use crate::handler::{Files, Reply, Sent};
+use crate::proto::conn::{BufPool, OutQueue};
+use crate::proto::framing::{BodyReader, Framing};
+use crate::proto::head::{self, ConnHeader, DATE_LEN, LOG_DATE_LEN};
+use crate::proto::log;
+use crate::proto::parse::{self, Parsed, Request};
+use crate::proto::ProtoError;
 
 /// Per-worker HTTP state: config, root directory, open-file cache, cached Date, access log.
 pub struct Service {
-    _private: (),
+    config: Config,
+    files: Files,
+    knobs: Knobs,
+    pool: BufPool,
+    secs: Option<u64>,
+    date: [u8; DATE_LEN],
+    log_date: [u8; LOG_DATE_LEN],
+    log_on: bool,
+    log: Vec<u8>,
 }
 
 impl Service {
     /// `root` is an `O_PATH | O_DIRECTORY` fd of the served folder (opened by the worker).
     pub fn new(config: &Config, root: OwnedFd) -> Service {
-        let _ = (config, root);
-        todo!("core: Service::new")
+        let knobs = Knobs::from(config);
+        THREAD_KNOBS.with(|k| k.set(Some(knobs)));
+        let mut svc = Service {
+            config: config.clone(),
+            files: Files::new(config, root),
+            knobs,
+            pool: BufPool::default(),
+            secs: None,
+            date: [0; DATE_LEN],
+            log_date: [0; LOG_DATE_LEN],
+            log_on: config.access_log.is_some(),
+            log: Vec::new(),
+        };
+        svc.set_time(SystemTime::UNIX_EPOCH);
+        svc
     }
 
     /// Tell the service the wall-clock time; call at least once a second (refreshes the cached
     /// Date header and access-log timestamp).
     pub fn set_time(&mut self, wall: SystemTime) {
-        let _ = wall;
-        todo!("core: Service::set_time")
+        let secs = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.secs != Some(secs) {
+            self.secs = Some(secs);
+            head::fmt_http_date(secs, &mut self.date);
+            head::fmt_log_date(secs, &mut self.log_date);
+        }
     }
 
     /// Access-log bytes waiting to be written (combined format, one line per response).
     /// The driver writes them to the log file when it likes (at least once a second) and clears
     /// the buffer. Always empty when the access log is off.
     pub fn access_log(&mut self) -> &mut Vec<u8> {
-        todo!("core: Service::access_log")
+        &mut self.log
     }
+
+    /// The configuration this service runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// The config values a session needs without a `Service` at hand (`deadline`, `wants_read`).
+#[derive(Clone, Copy, Debug)]
+struct Knobs {
+    header_read: Duration,
+    keepalive: Duration,
+    send_stall: Duration,
+    depth: usize,
+    /// Unparsed input above this (while blocked) stops reading.
+    max_unparsed: usize,
+    max_body: u64,
+    max_trailer: usize,
+}
+
+impl From<&Config> for Knobs {
+    fn from(c: &Config) -> Knobs {
+        Knobs {
+            header_read: c.timeouts.header_read,
+            keepalive: c.timeouts.keepalive,
+            send_stall: c.timeouts.send_stall,
+            depth: c.limits.max_pipeline_depth.max(1),
+            max_unparsed: c.limits.max_request_line + c.limits.max_header_bytes + 4,
+            max_body: c.limits.max_body,
+            max_trailer: c.limits.max_header_bytes,
+        }
+    }
+}
+
+thread_local! {
+    /// The knobs of the last `Service` created on this thread (the worker's), so that
+    /// `Session::new`, which is given no `Service`, starts with the configured header
+    /// timeout. Every `feed`/`consume` refreshes the session's copy from its `Service`.
+    static THREAD_KNOBS: Cell<Option<Knobs>> = const { Cell::new(None) };
 }
 
 /// One piece of output to write to the socket.
@@ -67,61 +141,291 @@ pub enum Output<'a> {
 
 /// One HTTP/1.1 connection: request parsing, pipelining, keep-alive, timeouts, responses.
 pub struct Session {
-    _private: (),
+    peer: SocketAddr,
+    knobs: Knobs,
+    /// Received bytes; `inp[in_pos..]` is not yet answered.
+    inp: Vec<u8>,
+    in_pos: usize,
+    out: OutQueue,
+    /// Discarding the body of the request whose head sits at `in_pos` (its length first).
+    body: Option<(usize, BodyReader)>,
+    /// Answer nothing more (an error, or `Connection: close`, was answered).
+    closing: bool,
+    eof: bool,
+    shutdown: bool,
+    /// When the request being received began (accept, or its first byte); None when idle.
+    req_start: Option<Instant>,
+    /// When the output queue last became empty.
+    idle_since: Instant,
+    /// Last time output was queued onto an empty queue or `consume` made progress.
+    progress_at: Instant,
 }
 
 impl Session {
     pub fn new(peer: SocketAddr, now: Instant) -> Session {
-        let _ = (peer, now);
-        todo!("core: Session::new")
+        let knobs = THREAD_KNOBS
+            .with(Cell::get)
+            .unwrap_or_else(|| Knobs::from(&Config::default()));
+        Session {
+            peer,
+            knobs,
+            inp: Vec::new(),
+            in_pos: 0,
+            out: OutQueue::default(),
+            body: None,
+            closing: false,
+            eof: false,
+            shutdown: false,
+            req_start: Some(now),
+            idle_since: now,
+            progress_at: now,
+        }
     }
 
     /// Bytes received from the peer. Parses and answers as many complete requests as the
     /// pipeline limit allows; responses are queued as output.
     pub fn feed(&mut self, svc: &mut Service, data: &[u8], now: Instant) {
-        let _ = (svc, data, now);
-        todo!("core: Session::feed")
+        self.knobs = svc.knobs;
+        if data.is_empty() || self.closing || self.eof || self.shutdown {
+            return;
+        }
+        if self.inp.capacity() == 0 {
+            self.inp = svc.pool.take();
+        } else if self.in_pos > 0 {
+            self.inp.drain(..self.in_pos);
+            self.in_pos = 0;
+        }
+        if self.req_start.is_none() {
+            self.req_start = Some(now);
+        }
+        self.inp.extend_from_slice(data);
+        self.process(svc, now);
     }
 
     /// The peer closed its sending side (recv returned 0): answer what is complete, then close.
     pub fn feed_eof(&mut self, now: Instant) {
         let _ = now;
-        todo!("core: Session::feed_eof")
+        self.eof = true;
     }
 
     /// The next piece of output, or None when nothing is queued. Calling it again without
     /// `consume` returns the same piece.
     pub fn next_output(&mut self) -> Option<Output<'_>> {
-        todo!("core: Session::next_output")
+        self.out.peek()
     }
 
     /// `n` bytes of the piece last returned by `next_output` were written. May answer further
     /// pipelined requests that were waiting, so call `next_output` again afterwards.
     pub fn consume(&mut self, svc: &mut Service, n: usize, now: Instant) {
-        let _ = (svc, n, now);
-        todo!("core: Session::consume")
+        self.knobs = svc.knobs;
+        let was_blocked = self.out.responses() >= self.knobs.depth;
+        let done = self.out.consume(n, &mut svc.pool);
+        if n > 0 {
+            self.progress_at = now;
+        }
+        if self.out.is_empty() {
+            self.idle_since = now;
+        }
+        if done > 0 && self.in_pos < self.inp.len() {
+            if was_blocked {
+                self.req_start = Some(now);
+            }
+            self.process(svc, now);
+        }
     }
 
     /// True once the connection should be closed: all output written and no more to come
     /// (error, `Connection: close`, HTTP/1.0 without keep-alive, EOF, shutdown, or idle).
     pub fn should_close(&self) -> bool {
-        todo!("core: Session::should_close")
+        self.out.is_empty() && (self.closing || self.eof || self.shutdown)
     }
 
     /// False while the server wants no more bytes from this peer (too much queued output,
     /// closing after an error). The driver stops reading until it turns true.
     pub fn wants_read(&self) -> bool {
-        todo!("core: Session::wants_read")
+        !(self.closing || self.eof || self.shutdown)
+            && self.out.responses() < self.knobs.depth
+            && self.inp.len() - self.in_pos <= self.knobs.max_unparsed
     }
 
     /// When this connection times out in its current phase (header read, keep-alive idle,
     /// send stall). The driver closes it when `now >= deadline`.
     pub fn deadline(&self) -> Option<Instant> {
-        todo!("core: Session::deadline")
+        let k = &self.knobs;
+        let mut d = None;
+        if !self.out.is_empty() {
+            d = Some(self.progress_at + k.send_stall);
+        }
+        if self.closing || self.eof || self.shutdown {
+            return d;
+        }
+        let waiting = self.out.responses() < k.depth;
+        let own = match self.req_start {
+            Some(t) if waiting => Some(t + k.header_read),
+            Some(_) => None,
+            None if self.out.is_empty() => Some(self.idle_since + k.keepalive),
+            None => None,
+        };
+        match (d, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Graceful shutdown: answer nothing new; finish what is in flight, then `should_close`.
     pub fn start_shutdown(&mut self) {
-        todo!("core: Session::start_shutdown")
+        if self.shutdown {
+            return;
+        }
+        self.shutdown = true;
+        self.in_pos = self.inp.len();
+        self.body = None;
+        // Tell the peer on the last queued response, if it has not been handed out yet.
+        if !self.closing {
+            self.out.close_last();
+        }
+    }
+
+    /// Answers complete requests from the input until it runs dry, the pipeline is full, or
+    /// the connection stops answering.
+    fn process(&mut self, svc: &mut Service, now: Instant) {
+        loop {
+            if self.closing || self.shutdown || self.out.responses() >= self.knobs.depth {
+                break;
+            }
+            if let Some((head_len, reader)) = &mut self.body {
+                let start = self.in_pos + *head_len;
+                match reader.feed(&self.inp[start..]) {
+                    Ok(n) => {
+                        self.inp.drain(start..start + n);
+                        if n > 0 {
+                            self.req_start = Some(now);
+                        }
+                        if !reader.done() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        self.fail(svc, e, now);
+                        break;
+                    }
+                }
+            } else {
+                self.in_pos += parse::leading_empty_lines(&self.inp[self.in_pos..]);
+            }
+            if self.in_pos == self.inp.len() {
+                break;
+            }
+            let parsed = parse::parse(&self.inp[self.in_pos..], &svc.config.limits);
+            let req = match parsed {
+                Ok(Parsed::Partial) => break,
+                Ok(Parsed::Complete(req)) => req,
+                Err(e) => {
+                    self.fail(svc, e, now);
+                    break;
+                }
+            };
+            let head_len = req.head_len;
+            if req.framing != Framing::None && self.body.is_none() {
+                match BodyReader::new(req.framing, self.knobs.max_body, self.knobs.max_trailer) {
+                    Ok(r) => {
+                        self.body = Some((head_len, r));
+                        continue;
+                    }
+                    Err(e) => {
+                        self.fail(svc, e, now);
+                        break;
+                    }
+                }
+            }
+            let keep = answer(svc, &mut self.out, self.peer, &req, now);
+            if self.out.responses() == 1 {
+                self.progress_at = now;
+            }
+            self.body = None;
+            self.in_pos += head_len;
+            self.closing |= !keep;
+            self.req_start = (self.in_pos < self.inp.len()).then_some(now);
+        }
+        if self.in_pos == self.inp.len() && self.body.is_none() && self.inp.capacity() > 0 {
+            svc.pool.give(std::mem::take(&mut self.inp));
+            self.in_pos = 0;
+        }
+    }
+
+    /// Answers a protocol error with its status and `Connection: close`; nothing after it on
+    /// this connection is answered.
+    fn fail(&mut self, svc: &mut Service, e: ProtoError, now: Instant) {
+        let status = e.status();
+        let buf = self.out.bytes(&mut svc.pool);
+        let (body_bytes, _) = head::simple(
+            buf,
+            status,
+            &svc.date,
+            &svc.config.server_name,
+            b"",
+            ConnHeader::Close,
+            false,
+        );
+        self.out.end_response();
+        if self.out.responses() == 1 {
+            self.progress_at = now;
+        }
+        if svc.log_on {
+            let entry = log::Entry {
+                peer: self.peer.ip(),
+                date: &svc.log_date,
+                request: None,
+                status,
+                body_bytes,
+                referer: None,
+                user_agent: None,
+            };
+            log::write(&mut svc.log, &entry);
+        }
+        self.closing = true;
+        self.body = None;
+        self.in_pos = self.inp.len();
     }
 }
+
+/// Answers one complete request; returns whether the connection stays open after it.
+fn answer(
+    svc: &mut Service,
+    out: &mut OutQueue,
+    peer: SocketAddr,
+    req: &Request<'_>,
+    now: Instant,
+) -> bool {
+    let conn = if !req.keep_alive {
+        ConnHeader::Close
+    } else if req.keep_alive_10 {
+        ConnHeader::KeepAlive
+    } else {
+        ConnHeader::None
+    };
+    let mut reply = Reply {
+        out,
+        pool: &mut svc.pool,
+        date: &svc.date,
+        conn,
+    };
+    let Sent { status, body_bytes } = svc.files.respond(req, &mut reply, now);
+    if svc.log_on {
+        let entry = log::Entry {
+            peer: peer.ip(),
+            date: &svc.log_date,
+            request: Some((req.method_str, req.target, req.minor)),
+            status,
+            body_bytes,
+            referer: req.fields.referer,
+            user_agent: req.fields.user_agent,
+        };
+        log::write(&mut svc.log, &entry);
+    }
+    conn != ConnHeader::Close
+}
+
+#[cfg(test)]
+#[path = "proto/session_tests.rs"]
+mod tests;

@@ -1,0 +1,400 @@
+//! Request body framing (RFC 9112 §6): which framing a head declares, and a streaming reader
+//! that discards a Content-Length or chunked body while checking its syntax and size.
+
+use super::ProtoError;
+
+/// How the body of a request is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes (never 0: a zero length is `None`).
+    Length(u64),
+    /// Chunked transfer coding, final.
+    Chunked,
+}
+
+/// Elements of a comma-separated header list, trimmed of spaces and tabs, empty ones skipped.
+pub fn list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+}
+
+/// `v` without leading and trailing spaces and tabs.
+pub fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// RFC 9112 §6.1–6.3 for a request, refusing everything a smuggler could exploit: TE with CL,
+/// TE on HTTP/1.0, TE whose final coding is not a single `chunked`, and any CL that is not one
+/// plain decimal number on one line.
+pub fn request_framing(
+    minor: u8,
+    te: Option<&[u8]>,
+    cl: Option<&[u8]>,
+    cl_count: u32,
+) -> Result<Framing, ProtoError> {
+    if let Some(te) = te {
+        if cl.is_some() {
+            return Err(ProtoError::BadRequest(
+                "Transfer-Encoding with Content-Length",
+            ));
+        }
+        if minor == 0 {
+            return Err(ProtoError::BadRequest("Transfer-Encoding in HTTP/1.0"));
+        }
+        let mut last_chunked = false;
+        for coding in list(te) {
+            if last_chunked {
+                return Err(ProtoError::BadRequest("chunked is not the final coding"));
+            }
+            if !coding.iter().all(|&b| is_tchar(b)) {
+                return Err(ProtoError::BadRequest("invalid transfer coding"));
+            }
+            last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+        }
+        if !last_chunked {
+            return Err(ProtoError::BadRequest(
+                "Transfer-Encoding without final chunked",
+            ));
+        }
+        return Ok(Framing::Chunked);
+    }
+    match cl {
+        None => Ok(Framing::None),
+        Some(_) if cl_count > 1 => Err(ProtoError::BadRequest("duplicate Content-Length")),
+        Some(v) => match parse_decimal(v) {
+            Some(0) => Ok(Framing::None),
+            Some(n) => Ok(Framing::Length(n)),
+            None => Err(ProtoError::BadRequest("invalid Content-Length")),
+        },
+    }
+}
+
+/// 1*DIGIT without overflow.
+pub fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// RFC 9110 token character.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Where a chunked body decoder stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Reading hex digits of a chunk size; `digits` so far.
+    Size {
+        digits: u8,
+    },
+    /// In a chunk extension, after `;`.
+    Ext {
+        quoted: bool,
+        escaped: bool,
+    },
+    /// Saw CR after the size line; expect LF.
+    SizeLf,
+    /// Inside chunk data.
+    Data,
+    /// After chunk data; expect CR then LF.
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final blank line).
+    TrailerStart,
+    /// Inside a trailer field line.
+    Trailer,
+    /// Saw CR in a trailer line; expect LF.
+    TrailerLf {
+        blank: bool,
+    },
+    Done,
+}
+
+/// Discards a request body, validating its framing. Feed it bytes; it says how many it used.
+#[derive(Debug)]
+pub struct BodyReader {
+    /// Bytes of data still expected (Content-Length, or the current chunk).
+    remaining: u64,
+    /// Body bytes seen so far (the total checked against `max_body`).
+    total: u64,
+    max_body: u64,
+    /// Bytes of trailer section so far (bounded by `max_trailer`).
+    trailer: usize,
+    max_trailer: usize,
+    chunk: Option<Chunk>,
+}
+
+impl BodyReader {
+    /// A reader for `framing`, or the 413 error when a declared length is over `max_body`.
+    pub fn new(framing: Framing, max_body: u64, max_trailer: usize) -> Result<Self, ProtoError> {
+        let (remaining, chunk) = match framing {
+            Framing::None => (0, None),
+            Framing::Length(n) if n > max_body => return Err(ProtoError::BodyTooLarge),
+            Framing::Length(n) => (n, None),
+            Framing::Chunked => (0, Some(Chunk::Size { digits: 0 })),
+        };
+        Ok(BodyReader {
+            remaining,
+            total: 0,
+            max_body,
+            trailer: 0,
+            max_trailer,
+            chunk,
+        })
+    }
+
+    /// True once the whole body (and any trailer) has been read.
+    pub fn done(&self) -> bool {
+        match self.chunk {
+            None => self.remaining == 0,
+            Some(c) => c == Chunk::Done,
+        }
+    }
+
+    /// Consumes body bytes from the start of `buf`; returns how many belonged to the body.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ProtoError> {
+        let Some(mut st) = self.chunk else {
+            let n = self.remaining.min(buf.len() as u64);
+            self.remaining -= n;
+            return Ok(n as usize);
+        };
+        let mut i = 0;
+        while i < buf.len() && st != Chunk::Done {
+            let b = buf[i];
+            st = match st {
+                Chunk::Size { digits } => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        if digits >= 16 {
+                            return Err(ProtoError::BadRequest("chunk size too long"));
+                        }
+                        let d = (b as char).to_digit(16).unwrap_or(0);
+                        self.remaining = self.remaining * 16 + u64::from(d);
+                        Chunk::Size { digits: digits + 1 }
+                    }
+                    b';' if digits > 0 => Chunk::Ext {
+                        quoted: false,
+                        escaped: false,
+                    },
+                    b'\r' if digits > 0 => Chunk::SizeLf,
+                    _ => return Err(ProtoError::BadRequest("invalid chunk size")),
+                },
+                Chunk::Ext { quoted, escaped } => match b {
+                    _ if escaped => {
+                        if b != b'\t' && (b < 0x20 || b == 0x7f) {
+                            return Err(ProtoError::BadRequest("invalid chunk extension"));
+                        }
+                        Chunk::Ext {
+                            quoted,
+                            escaped: false,
+                        }
+                    }
+                    b'"' => Chunk::Ext {
+                        quoted: !quoted,
+                        escaped: false,
+                    },
+                    b'\\' if quoted => Chunk::Ext {
+                        quoted,
+                        escaped: true,
+                    },
+                    b'\r' if !quoted => Chunk::SizeLf,
+                    b'\t' | b' ' => Chunk::Ext { quoted, escaped },
+                    _ if quoted && b >= 0x20 && b != 0x7f => Chunk::Ext { quoted, escaped },
+                    _ if is_tchar(b) || b == b'=' || b == b';' => Chunk::Ext { quoted, escaped },
+                    _ => return Err(ProtoError::BadRequest("invalid chunk extension")),
+                },
+                Chunk::SizeLf => {
+                    if b != b'\n' {
+                        return Err(ProtoError::BadRequest("chunk size line not ended by CRLF"));
+                    }
+                    self.total = self.total.saturating_add(self.remaining);
+                    if self.total > self.max_body {
+                        return Err(ProtoError::BodyTooLarge);
+                    }
+                    if self.remaining == 0 {
+                        Chunk::TrailerStart
+                    } else {
+                        Chunk::Data
+                    }
+                }
+                Chunk::Data => {
+                    let n = self.remaining.min((buf.len() - i) as u64);
+                    self.remaining -= n;
+                    i += n as usize;
+                    st = if self.remaining == 0 {
+                        Chunk::DataCr
+                    } else {
+                        Chunk::Data
+                    };
+                    continue;
+                }
+                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
+                Chunk::DataLf if b == b'\n' => Chunk::Size { digits: 0 },
+                Chunk::DataCr | Chunk::DataLf => {
+                    return Err(ProtoError::BadRequest("chunk data not ended by CRLF"))
+                }
+                Chunk::TrailerStart => match b {
+                    b'\r' => Chunk::TrailerLf { blank: true },
+                    b' ' | b'\t' => return Err(ProtoError::BadRequest("obs-fold in trailer")),
+                    _ => self.trailer_byte(b)?,
+                },
+                Chunk::Trailer => match b {
+                    b'\r' => Chunk::TrailerLf { blank: false },
+                    _ => self.trailer_byte(b)?,
+                },
+                Chunk::TrailerLf { blank } => {
+                    if b != b'\n' {
+                        return Err(ProtoError::BadRequest("trailer line not ended by CRLF"));
+                    }
+                    if blank {
+                        Chunk::Done
+                    } else {
+                        Chunk::TrailerStart
+                    }
+                }
+                Chunk::Done => Chunk::Done,
+            };
+            i += 1;
+        }
+        self.chunk = Some(st);
+        Ok(i)
+    }
+
+    fn trailer_byte(&mut self, b: u8) -> Result<Chunk, ProtoError> {
+        self.trailer += 1;
+        if self.trailer > self.max_trailer {
+            return Err(ProtoError::HeadersTooLarge);
+        }
+        if b == 0 || b == b'\n' {
+            return Err(ProtoError::BadRequest("invalid byte in trailer"));
+        }
+        Ok(Chunk::Trailer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(max: u64) -> BodyReader {
+        BodyReader::new(Framing::Chunked, max, 1024).unwrap()
+    }
+
+    /// Feeds `body` in pieces of `step` bytes; returns bytes used and whether it finished.
+    fn run(mut r: BodyReader, body: &[u8], step: usize) -> Result<(usize, bool), ProtoError> {
+        let mut off = 0;
+        while !r.done() && off < body.len() {
+            let end = (off + step).min(body.len());
+            let n = r.feed(&body[off..end])?;
+            off += n;
+            if off < end {
+                break; // the reader stops early only once the body is complete
+            }
+        }
+        Ok((off, r.done()))
+    }
+
+    #[test]
+    fn chunked_bodies_any_split() {
+        let cases: &[&[u8]] = &[
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"A\r\n0123456789\r\n0\r\n\r\n",
+            b"5;ext=1;x=\"q;\\\"v\"\r\nhello\r\n000\r\n\r\n",
+            b"3\r\nabc\r\n0\r\nTrailer: x\r\nOther: y\r\n\r\n",
+        ];
+        for body in cases {
+            for step in 1..=body.len() {
+                let mut full = body.to_vec();
+                full.extend_from_slice(b"GET /next");
+                assert_eq!(
+                    run(chunked(1000), &full, step).unwrap(),
+                    (body.len(), true),
+                    "{:?} step {step}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_errors() {
+        for body in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"1;\x01\r\n",
+            b"1;\"open\r\n",
+            b"11111111111111111\r\n",
+            b"0\r\n bad\r\n\r\n",
+            b"a \r\n0123456789\r\n0\r\n\r\n",
+            b"0\r\nX: a\nb\r\n\r\n",
+        ] {
+            assert!(run(chunked(1000), body, body.len()).is_err(), "{:?}", body);
+        }
+    }
+
+    #[test]
+    fn chunked_over_max_body() {
+        let r = run(chunked(4), b"5\r\nhello\r\n0\r\n\r\n", 3);
+        assert_eq!(r, Err(ProtoError::BodyTooLarge));
+        assert_eq!(
+            run(chunked(5), b"5\r\nhello\r\n0\r\n\r\n", 3),
+            Ok((15, true))
+        );
+    }
+
+    #[test]
+    fn content_length_bodies() {
+        let mut r = BodyReader::new(Framing::Length(5), 10, 0).unwrap();
+        assert_eq!(r.feed(b"he").unwrap(), 2);
+        assert!(!r.done());
+        assert_eq!(r.feed(b"lloGET").unwrap(), 3);
+        assert!(r.done());
+        assert!(matches!(
+            BodyReader::new(Framing::Length(11), 10, 0),
+            Err(ProtoError::BodyTooLarge)
+        ));
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(request_framing(1, None, Some(b"0"), 1), Ok(Framing::None));
+        assert_eq!(
+            request_framing(1, None, Some(b"007"), 1),
+            Ok(Framing::Length(7))
+        );
+        assert!(request_framing(1, None, Some(b"+7"), 1).is_err());
+        assert!(request_framing(1, None, Some(b"7,7"), 1).is_err());
+        assert!(request_framing(1, Some(b"identity"), None, 0).is_err());
+        assert!(request_framing(1, Some(b"chunked"), Some(b"1"), 1).is_err());
+        assert_eq!(
+            request_framing(1, Some(b"Chunked"), None, 0),
+            Ok(Framing::Chunked)
+        );
+        assert!(request_framing(1, Some(b"chunked,"), None, 0).is_ok());
+        assert!(request_framing(1, Some(b"chunked, chunked"), None, 0).is_err());
+        assert!(request_framing(1, Some(b"pigeons"), None, 0).is_err());
+        assert!(request_framing(1, Some(b""), None, 0).is_err());
+    }
+
+    #[test]
+    fn list_and_trim() {
+        let v: Vec<&[u8]> = list(b" a ,, b\t,c").collect();
+        assert_eq!(v, vec![&b"a"[..], b"b", b"c"]);
+        assert_eq!(trim(b"  "), b"");
+    }
+}
