@@ -24,12 +24,12 @@
 //! access log, and sweeps all connections for expired deadlines (`Session::deadline`).
 //!
 //! # Closing
-//! When the session says `should_close` and the peer has not sent EOF, we shut down our sending
-//! side and read (and discard) until EOF for at most [`LINGER`]: closing a socket with unread
-//! input makes the kernel send RST, which can destroy a response still in flight (the same
-//! "lingering close" nginx and Apache do).
+//! When the session says `should_close` while input the session will never read is waiting in
+//! the socket (a peek says so), we shut down our sending side and read (and discard) until EOF
+//! for at most [`LINGER`]: closing a socket with unread input makes the kernel send RST, which
+//! can destroy a response still in flight (the "lingering close" nginx and Apache do). Otherwise
+//! the socket is closed at once, and the FIN follows the queued response.
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
@@ -39,7 +39,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{DriverError, WorkerCtx};
+use super::{expired, AccessLog, DriverError, WorkerCtx, TICK};
 use crate::session::{Output, Service, Session};
 
 /// Token of the listening socket.
@@ -47,8 +47,6 @@ const LISTENER: Token = Token(usize::MAX);
 /// Token of the shutdown eventfd.
 const SHUTDOWN: Token = Token(usize::MAX - 1);
 
-/// Housekeeping period: time for the service, access-log flush, deadline sweep.
-const TICK: Duration = Duration::from_millis(250);
 /// Readiness events taken from the kernel per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
 /// The per-worker read buffer (reused for every connection and every read).
@@ -159,8 +157,7 @@ struct Worker {
     buf: Vec<u8>,
     /// Connections that used up their budget and must be driven again.
     again: Vec<usize>,
-    access_log: Option<File>,
-    access_log_failed: bool,
+    access_log: AccessLog,
     /// When shutdown began, the instant by which the worker exits regardless.
     shutdown_deadline: Option<Instant>,
 }
@@ -185,10 +182,7 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
     poll.registry()
         .register(&mut SourceFd(&shutdown_fd), SHUTDOWN, Interest::READABLE)?;
 
-    let access_log = match &config.access_log {
-        Some(path) => Some(OpenOptions::new().append(true).create(true).open(path)?),
-        None => None,
-    };
+    let access_log = AccessLog::open(&config)?;
 
     let mut svc = Service::new(&config, root);
     svc.set_time(SystemTime::now());
@@ -207,7 +201,6 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         buf: vec![0; READ_BUF_SIZE],
         again: Vec::new(),
         access_log,
-        access_log_failed: false,
         shutdown_deadline: None,
     };
     let shutdown_timeout = config.timeouts.shutdown;
@@ -419,7 +412,7 @@ impl Worker {
                 Some(t) => Some(t),
                 None => conn.session.deadline(),
             };
-            if deadline.is_some_and(|d| now >= d) {
+            if expired(deadline, now) {
                 self.close(i);
             }
         }
@@ -430,22 +423,7 @@ impl Worker {
     }
 
     fn flush_access_log(&mut self) {
-        let pending = self.svc.access_log();
-        if pending.is_empty() {
-            return;
-        }
-        if let Some(file) = self.access_log.as_mut() {
-            if let Err(e) = file.write_all(pending) {
-                if !self.access_log_failed {
-                    self.access_log_failed = true;
-                    eprintln!(
-                        "ringd: worker {}: writing the access log failed: {e} (logged once)",
-                        self.id
-                    );
-                }
-            }
-        }
-        pending.clear();
+        self.access_log.flush(self.svc.access_log());
     }
 
     /// Drives connection `i` and applies the outcome.
@@ -545,12 +523,17 @@ fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) 
     }
 }
 
-/// The session is done with this connection: close at once if the peer already sent EOF,
-/// otherwise send our FIN and wait (bounded) for theirs.
+/// The session is done with this connection. Close at once unless input is waiting unread
+/// (then the kernel would answer our close with RST, which can destroy the tail of a response
+/// still in flight): in that case send our FIN and read until theirs, bounded by [`LINGER`].
 fn start_linger(conn: &mut Conn, buf: &mut [u8], now: Instant) -> Step {
-    if conn.eof || conn.sock.shutdown(Shutdown::Write).is_err() {
+    if conn.eof || !matches!(conn.sock.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
         return Step::Close;
     }
+    if conn.sock.shutdown(Shutdown::Write).is_err() {
+        return Step::Close;
+    }
+    conn.readable = true;
     conn.linger_until = Some(now + LINGER);
     linger(conn, buf)
 }

@@ -42,9 +42,8 @@
 //! dropping the runtime then cancels whatever is left.
 
 use std::cell::{Cell, RefCell};
-use std::fs::{File, OpenOptions};
 use std::future::{poll_fn, Future};
-use std::io::{self, Write};
+use std::io;
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -58,14 +57,12 @@ use tokio::sync::Notify;
 use tokio_uring::net::{TcpListener, TcpStream};
 use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 
-use super::{DriverError, WorkerCtx};
+use super::{AccessLog, DriverError, WorkerCtx, TICK};
 use crate::config::Config;
 use crate::session::{Output, Service, Session};
 
 /// Submission queue entries of each worker's ring (the completion queue gets twice as many).
 const RING_ENTRIES: u32 = 1024;
-/// Housekeeping period: wall-clock time for the service and the access-log flush.
-const TICK: Duration = Duration::from_millis(250);
 /// Per-connection read buffer (allocated once per connection, reused for every read).
 const READ_BUF_SIZE: usize = 16 * 1024;
 /// How long accepting pauses after EMFILE/ENFILE (or another resource error) on accept.
@@ -89,8 +86,7 @@ struct Worker {
     id: usize,
     config: Config,
     svc: RefCell<Service>,
-    access_log: RefCell<Option<File>>,
-    access_log_failed: Cell<bool>,
+    access_log: RefCell<AccessLog>,
     shutting_down: Cell<bool>,
     /// Woken (notify_waiters) when shutdown begins.
     shutdown: Notify,
@@ -104,21 +100,7 @@ struct Worker {
 impl Worker {
     fn flush_access_log(&self) {
         let mut svc = self.svc.borrow_mut();
-        let pending = svc.access_log();
-        if pending.is_empty() {
-            return;
-        }
-        if let Some(file) = self.access_log.borrow_mut().as_mut() {
-            if let Err(e) = file.write_all(pending) {
-                if !self.access_log_failed.replace(true) {
-                    eprintln!(
-                        "ringd: worker {}: writing the access log failed: {e} (logged once)",
-                        self.id
-                    );
-                }
-            }
-        }
-        pending.clear();
+        self.access_log.borrow_mut().flush(svc.access_log());
     }
 }
 
@@ -131,10 +113,7 @@ async fn serve(ctx: WorkerCtx) -> Result<(), DriverError> {
         shutdown,
     } = ctx;
 
-    let access_log = match &config.access_log {
-        Some(path) => Some(OpenOptions::new().append(true).create(true).open(path)?),
-        None => None,
-    };
+    let access_log = AccessLog::open(&config)?;
     let mut svc = Service::new(&config, root);
     svc.set_time(SystemTime::now());
     let pipes = PipePool::new(config.pipe_pool.max(1), config.pipe_size);
@@ -143,7 +122,6 @@ async fn serve(ctx: WorkerCtx) -> Result<(), DriverError> {
         config,
         svc: RefCell::new(svc),
         access_log: RefCell::new(access_log),
-        access_log_failed: Cell::new(false),
         shutting_down: Cell::new(false),
         shutdown: Notify::new(),
         live: Cell::new(0),
@@ -588,9 +566,12 @@ async fn send_file(
     }
 }
 
-/// Our FIN is going out; read and discard until the peer's EOF, [`LINGER`] or the byte cap.
+/// Lingering close: send our FIN, read and discard until the peer's EOF, [`LINGER`] or the
+/// byte cap.
+/// Only when input is waiting unread: closing then would make the kernel send RST, which can
+/// destroy the tail of a response still in flight. Otherwise the close (and FIN) follows at once.
 async fn linger(conn: &Rc<Conn>, io: &mut ConnIo) {
-    if io.read_abandoned || conn.stream.shutdown(Shutdown::Write).is_err() {
+    if io.read_abandoned || !unread_input(io.fd) || conn.stream.shutdown(Shutdown::Write).is_err() {
         return;
     }
     let deadline = Instant::now() + LINGER;
@@ -758,6 +739,22 @@ impl PipePool {
             eprintln!("ringd: worker {id}: cannot create a splice pipe: {e} (logged once)");
         }
     }
+}
+
+/// Whether bytes are waiting in the socket's receive queue (a non-blocking one-byte peek).
+fn unread_input(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most one byte into `byte`, a local that outlives the call; `fd` is
+    // a socket the caller owns.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {

@@ -459,14 +459,14 @@ impl Driver {
     }
 
     /// All output is written and the session is done: shut the write side and linger, or
-    /// close right away when the peer has closed too or the worker is shutting down.
+    /// close right away when the peer has closed too. (Also while shutting down: a close
+    /// with unread bytes would reset responses the peer has not read yet.)
     fn close_graceful(&mut self, idx: u32, gen: u32) {
         let now = self.now;
-        let draining = self.draining.is_some();
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
         };
-        if c.eof || draining || sys::shutdown_write(&c.fd).is_err() {
+        if c.eof || sys::shutdown_write(&c.fd).is_err() {
             self.close(idx, gen);
             return;
         }
@@ -548,7 +548,7 @@ impl Driver {
         }
     }
 
-    /// Graceful shutdown: every open session stops taking new requests; lingering ones close.
+    /// Graceful shutdown: every open session stops taking new requests.
     pub(super) fn shutdown_sessions(&mut self) {
         for idx in 0..self.conns.capacity() {
             let Some((gen, c)) = self.conns.get_any(idx) else {
@@ -559,8 +559,7 @@ impl Driver {
                     c.session.start_shutdown();
                     self.ready.push((idx, gen));
                 }
-                Phase::Lingering(_) => self.close(idx, gen),
-                Phase::Closing => {}
+                Phase::Lingering(_) | Phase::Closing => {}
             }
         }
     }

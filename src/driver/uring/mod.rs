@@ -89,6 +89,8 @@ pub(crate) struct Driver {
     svc: Service,
     log: AccessLog,
     listener: Option<TcpListener>,
+    /// Sockets accepted while at the connection limit, waiting for a free slot.
+    parked: VecDeque<OwnedFd>,
     /// user_data of the armed multishot accept.
     accept: Option<u64>,
     accept_cancel: bool,
@@ -129,6 +131,7 @@ impl Driver {
             svc,
             log,
             listener: Some(ctx.listener),
+            parked: VecDeque::new(),
             accept: None,
             accept_cancel: false,
             accept_retry_at: None,
@@ -253,7 +256,16 @@ impl Driver {
     /// Arm the multishot accept unless shutting down, at the connection limit, already armed,
     /// or paused after EMFILE.
     fn maybe_arm_accept(&mut self) {
-        if self.accept.is_some() || self.draining.is_some() {
+        if self.draining.is_some() {
+            return;
+        }
+        while self.conns.len() < self.config.limits.max_conns_per_worker {
+            let Some(fd) = self.parked.pop_front() else {
+                break;
+            };
+            self.add_conn(fd);
+        }
+        if self.accept.is_some() {
             return;
         }
         if self.conns.len() >= self.config.limits.max_conns_per_worker {
@@ -298,7 +310,13 @@ impl Driver {
         if res >= 0 {
             // SAFETY: a successful accept completion hands us a new fd nobody else owns.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            if self.draining.is_none() {
+            if self.draining.is_some() {
+                drop(fd);
+            } else if self.conns.len() >= self.config.limits.max_conns_per_worker {
+                // Accepted by the multishot before our cancel took effect: park it unread
+                // (as if still in the backlog) until a connection closes.
+                self.parked.push_back(fd);
+            } else {
                 self.add_conn(fd);
             }
         } else {
@@ -341,6 +359,7 @@ impl Driver {
         if self.accept.is_none() {
             self.listener = None;
         }
+        self.parked.clear();
         self.shutdown_sessions();
     }
 
