@@ -245,12 +245,9 @@ impl ServerBuilder {
                     let status = server.wait_exit(Duration::from_secs(5));
                     thread::sleep(Duration::from_millis(50));
                     let err = server.stderr_text();
-                    let lower = err.to_ascii_lowercase();
-                    if let Some(w) = UNAVAILABLE_WORDS.iter().find(|w| lower.contains(*w)) {
-                        let first = err.lines().find(|l| l.to_ascii_lowercase().contains(w));
+                    if let Some(why) = unavailable_reason(&err) {
                         std::panic::panic_any(Skip(format!(
-                            "ringd exited at start ({status:?}): {}",
-                            first.unwrap_or(err.trim())
+                            "ringd exited at start ({status:?}): {why}"
                         )));
                     }
                     panic!(
@@ -262,6 +259,19 @@ impl ServerBuilder {
             }
         }
     }
+}
+
+/// The stderr line saying that a backend (or io_uring itself) cannot run on this machine or
+/// build, if there is one: such a start-up failure is a skip, not a test failure.
+pub fn unavailable_reason(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find(|line| {
+            let l = line.to_ascii_lowercase();
+            let about = ["backend", "io_uring", "io-uring", "tokio-uring"];
+            about.iter().any(|w| l.contains(w)) && UNAVAILABLE_WORDS.iter().any(|w| l.contains(w))
+        })
+        .map(|l| l.trim().to_string())
 }
 
 /// Find `http://127.0.0.1:PORT/` in a line.

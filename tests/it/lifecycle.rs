@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{run_ringd, ServerBuilder, Skip, TempDir};
+use crate::harness::{run_ringd, unavailable_reason, ServerBuilder, Skip, TempDir};
 use crate::http::{req, Client, ReadError};
 use crate::static_files::{expect, site, ROOT_INDEX, SMALL};
 
@@ -249,9 +249,8 @@ pub fn port_in_use(backend: &str) {
         ],
         Duration::from_secs(10),
     );
-    let lower = err.to_ascii_lowercase();
-    if !err.contains(&addr) && (lower.contains("not available") || lower.contains("unavailable")) {
-        std::panic::panic_any(Skip(err.trim().to_string()));
+    if let Some(why) = unavailable_reason(&err).filter(|_| !err.contains(&addr)) {
+        std::panic::panic_any(Skip(why));
     }
     assert!(
         !status.success(),
