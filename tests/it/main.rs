@@ -2,7 +2,8 @@
 //! sockets, every case once per backend (`case::uring`, `case::epoll`, `case::tokio_uring`).
 //!
 //! A backend that cannot run on this machine prints `SKIP backend=X: reason` on stderr (never
-//! a silent pass). `RINGD_TEST_BACKENDS=uring,epoll` limits the backends that run.
+//! a silent pass). `RINGD_TEST_BACKENDS=uring,epoll` limits the backends that run;
+//! `RINGD_CORPUS_VERBOSE=1` prints every llhttp case with the statuses it got.
 
 mod conditional;
 mod corpus;
