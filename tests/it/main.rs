@@ -51,6 +51,7 @@ per_backend! {
     conditional_requests => crate::conditional::conditionals,
     precompressed_sidecars => crate::static_files::precompressed,
     connection_management => crate::limits::connection_management,
+    expect_100_continue => crate::limits::expect_continue,
     request_limits_and_errors => crate::limits::request_errors,
     access_log_combined_format => crate::lifecycle::access_log,
     cli_port_in_use => crate::lifecycle::port_in_use,
