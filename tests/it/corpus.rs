@@ -49,7 +49,7 @@ use crate::http::{Client, ReadError, Response};
 /// Threads replaying cases at once.
 const PARALLEL: usize = 8;
 /// Silence after which we stop waiting for more responses.
-const QUIET: Duration = Duration::from_millis(1500);
+const QUIET: Duration = Duration::from_secs(2);
 
 /// One corpus case.
 struct Case {
