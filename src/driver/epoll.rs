@@ -10,7 +10,8 @@
 //! stops or starts wanting to write, or it would spin on an always-writable socket). The price is
 //! that readiness must be remembered: each connection keeps `readable`/`writable` flags that are
 //! set by events and cleared only when a syscall says `EAGAIN` (or a short read/write proves the
-//! kernel buffer ran dry/full, which saves the extra `EAGAIN` round trip, as tokio does). Work
+//! kernel buffer ran dry/full, which saves the extra `EAGAIN` round trip, as tokio does; but
+//! once `EPOLLRDHUP` was seen a short read proves nothing, as the FIN's edge is spent). Work
 //! deferred while a flag is still set — backpressure from `Session::wants_read`, or the
 //! per-pass budget — is picked up again without waiting for a new edge.
 //!
@@ -73,6 +74,8 @@ struct Conn {
     writable: bool,
     /// The peer sent EOF (read returned 0).
     eof: bool,
+    /// An event said the peer shut down its side (EPOLLRDHUP): reads go on until they return 0.
+    peer_fin: bool,
     /// Lingering close: our FIN is sent, discarding input until EOF or this instant.
     linger_until: Option<Instant>,
     /// Bytes discarded while lingering.
@@ -251,6 +254,9 @@ impl Worker {
                         let Some(conn) = self.conns.get_mut(i) else {
                             continue; // stale event for a connection closed in this batch
                         };
+                        if ev.is_read_closed() {
+                            conn.peer_fin = true;
+                        }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             conn.readable = true;
                         }
@@ -321,6 +327,7 @@ impl Worker {
                         readable: false,
                         writable: false,
                         eof: false,
+                        peer_fin: false,
                         linger_until: None,
                         lingered: 0,
                     });
@@ -510,8 +517,10 @@ fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) 
                 conn.session.feed_eof(now);
             }
             Ok(n) => {
-                if n < buf.len() {
-                    // The receive queue is drained; the next arrival raises a new edge.
+                if n < buf.len() && !conn.peer_fin {
+                    // The receive queue is drained; the next arrival raises a new edge. (Not
+                    // so for a FIN that came with the data: it raised its edge already, and
+                    // only the next read returns it.)
                     conn.readable = false;
                 }
                 conn.session.feed(svc, &buf[..n], now);
@@ -551,7 +560,7 @@ fn linger(conn: &mut Conn, buf: &mut [u8]) -> Step {
                 if conn.lingered > LINGER_MAX_BYTES {
                     return Step::Close;
                 }
-                if n < buf.len() {
+                if n < buf.len() && !conn.peer_fin {
                     conn.readable = false;
                 }
             }

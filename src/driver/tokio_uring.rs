@@ -14,8 +14,11 @@
 //! - One spawned task per connection owns its [`Conn`] (socket + `Session`). It alternates:
 //!   drain the session's output, then read (owned-buffer `read`) and `feed`. Reading waits while
 //!   output is pending, which is what HTTP/1.1 ordering needs anyway.
-//! - `Output::Bytes` is copied into the connection's reused owned `Vec` and sent with
-//!   tokio-uring's `write` (owned buffer; a partial write is consumed and the rest resent).
+//! - `Output::Bytes` is copied into an owned `Vec` lent from the worker's [`WriteBufs`] for the
+//!   one write, and sent with tokio-uring's `write` (owned buffer; a partial write is consumed
+//!   and the rest copied and sent again). The copy is the price of tokio-uring's owned-buffer
+//!   API: the session's memory cannot be handed to it without tying the session's lifetime to
+//!   the op.
 //! - `Output::File` goes file → pipe → socket with two `IORING_OP_SPLICE` custom ops, through a
 //!   bounded per-worker [`PipePool`] (`config.pipe_pool` pipes of `config.pipe_size`). A pipe is
 //!   filled only when empty, drained to the socket, and only returned to the pool empty.
@@ -63,8 +66,12 @@ use crate::session::{Output, Service, Session};
 
 /// Submission queue entries of each worker's ring (the completion queue gets twice as many).
 const RING_ENTRIES: u32 = 1024;
-/// Per-connection read buffer (allocated once per connection, reused for every read).
-const READ_BUF_SIZE: usize = 16 * 1024;
+/// Per-connection read buffer (allocated once per connection, reused for every read; an idle
+/// keep-alive connection holds it in its pending read, as tokio-uring has no buffer rings).
+const READ_BUF_SIZE: usize = 8 * 1024;
+/// Write buffers the worker keeps for reuse, and the largest capacity it keeps.
+const WRITE_BUFS_KEPT: usize = 256;
+const WRITE_BUF_MAX_KEPT: usize = 256 * 1024;
 /// How long accepting pauses after EMFILE/ENFILE (or another resource error) on accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest lingering close (waiting for the peer's EOF after our FIN).
@@ -95,6 +102,7 @@ struct Worker {
     /// A connection task ended (connection limit backpressure, shutdown drain).
     conn_done: Notify,
     pipes: PipePool,
+    write_bufs: WriteBufs,
 }
 
 impl Worker {
@@ -127,6 +135,7 @@ async fn serve(ctx: WorkerCtx) -> Result<(), DriverError> {
         live: Cell::new(0),
         conn_done: Notify::new(),
         pipes,
+        write_bufs: WriteBufs::default(),
     });
 
     // A blocking listener: io_uring waits for connections by polling it internally.
@@ -257,7 +266,6 @@ struct Conn {
 struct ConnIo {
     fd: RawFd,
     rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
     pipe: Option<Pipe>,
     /// The peer sent EOF.
     eof: bool,
@@ -300,7 +308,6 @@ async fn conn_task(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let mut io = ConnIo {
         fd,
         rbuf: Vec::with_capacity(READ_BUF_SIZE),
-        wbuf: Vec::new(),
         pipe: None,
         eof: false,
         shutdown_seen: false,
@@ -331,21 +338,21 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
             match session.next_output() {
                 None => None,
                 Some(Output::Bytes(b)) => {
-                    io.wbuf.clear();
-                    io.wbuf.extend_from_slice(b);
-                    Some(None)
+                    let mut buf = w.write_bufs.take();
+                    buf.extend_from_slice(b);
+                    Some(Err(buf))
                 }
-                Some(Output::File { fd, offset, len }) => Some(Some((fd, offset, len))),
+                Some(Output::File { fd, offset, len }) => Some(Ok((fd, offset, len))),
             }
         };
         match piece {
-            Some(None) => {
-                if let Err(end) = write_bytes(w, conn, io).await {
+            Some(Err(buf)) => {
+                if let Err(end) = write_bytes(w, conn, io, buf).await {
                     return end;
                 }
                 continue;
             }
-            Some(Some((file, offset, len))) => {
+            Some(Ok((file, offset, len))) => {
                 if let Err(end) = send_file(w, conn, io, file, offset, len).await {
                     return end;
                 }
@@ -427,15 +434,20 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
     }
 }
 
-/// Sends (a prefix of) `io.wbuf`, the session's current `Output::Bytes`, and consumes it.
-async fn write_bytes(w: &Worker, conn: &Rc<Conn>, io: &mut ConnIo) -> Result<(), End> {
+/// Sends (a prefix of) `buf`, a copy of the session's current `Output::Bytes`, and consumes
+/// what went out.
+async fn write_bytes(
+    w: &Worker,
+    conn: &Rc<Conn>,
+    io: &mut ConnIo,
+    buf: Vec<u8>,
+) -> Result<(), End> {
     let deadline = conn.session.borrow().deadline();
-    let buf = std::mem::take(&mut io.wbuf);
     let (res, buf) = match with_deadline(deadline, conn.stream.write(buf).submit()).await {
         Some(r) => r,
         None => return Err(End::Close), // send stall: the buffer stays with the abandoned op
     };
-    io.wbuf = buf;
+    w.write_bufs.put(buf);
     match res {
         Ok(0) => Err(End::Close),
         Ok(n) => {
@@ -646,6 +658,27 @@ unsafe fn submit<D: Unpin + 'static>(
     sqe: squeue::Entry,
 ) -> impl Future<Output = (io::Result<u32>, D)> {
     UnsubmittedOneshot::new(data, Keep(PhantomData), sqe).submit()
+}
+
+/// Owned buffers lent to one write each (the copy of an `Output::Bytes`), so that buffer
+/// memory follows the writes in flight rather than the connections open.
+#[derive(Default)]
+struct WriteBufs {
+    free: RefCell<Vec<Vec<u8>>>,
+}
+
+impl WriteBufs {
+    fn take(&self) -> Vec<u8> {
+        self.free.borrow_mut().pop().unwrap_or_default()
+    }
+
+    fn put(&self, mut buf: Vec<u8>) {
+        let mut free = self.free.borrow_mut();
+        if buf.capacity() <= WRITE_BUF_MAX_KEPT && free.len() < WRITE_BUFS_KEPT {
+            buf.clear();
+            free.push(buf);
+        }
+    }
 }
 
 /// A pipe used to splice file bodies: `held` bytes are in it and not yet sent.
