@@ -1,2 +1,251 @@
 //! Thin, safe wrappers over the Linux calls the drivers and worker share (openat2, eventfd,
 //! pipes, signals, rlimits).
+
+use std::ffi::CString;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// Turn a libc return value into an `io::Result`, reading errno on -1.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Open `path` as an `O_PATH | O_DIRECTORY | O_CLOEXEC` fd, the handle every worker resolves
+/// request paths beneath.
+pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let fd = cvt(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: `open` just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A non-blocking, close-on-exec eventfd starting at 0.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall without pointers.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: `eventfd` just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Add `value` to an eventfd's counter (makes it readable).
+pub fn eventfd_write(fd: BorrowedFd<'_>, value: u64) -> io::Result<()> {
+    let buf = value.to_ne_bytes();
+    // SAFETY: `buf` is 8 valid bytes for the duration of the call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    if n == 8 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Read and reset an eventfd's counter; `Ok(None)` when it is 0 (non-blocking eventfd).
+pub fn eventfd_read(fd: BorrowedFd<'_>) -> io::Result<Option<u64>> {
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` is 8 writable bytes for the duration of the call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n == 8 {
+        return Ok(Some(u64::from_ne_bytes(buf)));
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(err)
+    }
+}
+
+/// A pipe (read end, write end), both non-blocking and close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two fds pipe2 writes.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 just returned these fds and nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Ask for a pipe capacity of `size` bytes (F_SETPIPE_SZ); returns the capacity it has after.
+pub fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
+    let size = libc::c_int::try_from(size)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pipe size too large"))?;
+    // SAFETY: fcntl with an integer argument.
+    let got = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) })?;
+    Ok(got as usize)
+}
+
+/// A pipe's capacity in bytes (F_GETPIPE_SZ).
+pub fn pipe_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    // SAFETY: fcntl without pointer arguments.
+    let got = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) })?;
+    Ok(got as usize)
+}
+
+/// The signals that request graceful shutdown.
+pub const SHUTDOWN_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+fn shutdown_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it fully before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in SHUTDOWN_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Block SIGINT and SIGTERM in the calling thread. Threads spawned afterwards inherit the
+/// mask, so the signals stay pending until `wait_shutdown_signal` takes them.
+pub fn block_shutdown_signals() -> io::Result<()> {
+    let set = shutdown_sigset();
+    // SAFETY: `set` is an initialised sigset; the old mask is not requested.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Wait up to `timeout` for SIGINT or SIGTERM (which must be blocked); the signal number, or
+/// None when the time ran out.
+pub fn wait_shutdown_signal(timeout: Duration) -> io::Result<Option<libc::c_int>> {
+    let set = shutdown_sigset();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are valid for the call; no siginfo is requested.
+    let rc = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if rc >= 0 {
+        return Ok(Some(rc));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+        _ => Err(err),
+    }
+}
+
+/// A resource limit, soft and hard (`u64::MAX` = unlimited).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rlimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Read a resource limit (e.g. `libc::RLIMIT_NOFILE`).
+pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<Rlimit> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid, writable rlimit.
+    cvt(unsafe { libc::getrlimit(resource, &mut rl) })?;
+    Ok(Rlimit {
+        soft: rl.rlim_cur,
+        hard: rl.rlim_max,
+    })
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit; returns the limit now in force.
+pub fn raise_nofile_limit() -> io::Result<Rlimit> {
+    let mut rl = getrlimit(libc::RLIMIT_NOFILE)?;
+    if rl.soft < rl.hard {
+        let new = libc::rlimit {
+            rlim_cur: rl.hard,
+            rlim_max: rl.hard,
+        };
+        // SAFETY: `new` is a valid rlimit read for the call.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) })?;
+        rl.soft = rl.hard;
+    }
+    Ok(rl)
+}
+
+/// A sysctl value from /proc/sys (`name` with dots, e.g. `net.core.somaxconn`), trimmed.
+pub fn read_sysctl(name: &str) -> io::Result<String> {
+    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+    Ok(std::fs::read_to_string(path)?.trim().to_string())
+}
+
+/// The CPUs this process may run on (sched_getaffinity), in ascending order.
+pub fn allowed_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default()
+}
+
+/// Prepare a freshly accepted TCP socket: disable Nagle (responses are written whole, and a
+/// head followed by a spliced body must not wait for a delayed ACK); return its peer address.
+pub fn setup_accepted(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(&fd);
+    sock.set_tcp_nodelay(true)?;
+    let peer = sock.peer_addr()?;
+    peer.as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "peer is not an IP socket"))
+}
+
+/// Shut the write side of a socket (the peer sees EOF after what was sent).
+pub fn shutdown_write(fd: impl AsFd) -> io::Result<()> {
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)
+}
+
+/// Borrow a raw fd for the duration of a call.
+///
+/// # Safety
+/// `fd` must be open for the lifetime `'a`.
+pub unsafe fn borrow_fd<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: upheld by the caller.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eventfd_roundtrip() {
+        let fd = eventfd().unwrap();
+        assert_eq!(eventfd_read(fd.as_fd()).unwrap(), None);
+        eventfd_write(fd.as_fd(), 2).unwrap();
+        eventfd_write(fd.as_fd(), 3).unwrap();
+        assert_eq!(eventfd_read(fd.as_fd()).unwrap(), Some(5));
+        assert_eq!(eventfd_read(fd.as_fd()).unwrap(), None);
+    }
+
+    #[test]
+    fn pipe_size_can_be_set_or_reports_failure() {
+        let (r, _w) = pipe().unwrap();
+        let before = pipe_size(r.as_fd()).unwrap();
+        assert!(before >= 4096);
+        if let Ok(got) = set_pipe_size(r.as_fd(), 128 * 1024) {
+            assert!(got >= 128 * 1024);
+            assert_eq!(pipe_size(r.as_fd()).unwrap(), got);
+        }
+    }
+
+    #[test]
+    fn open_dir_path_rejects_files_and_missing() {
+        let dir = std::env::temp_dir();
+        assert!(open_dir_path(&dir).is_ok());
+        assert!(open_dir_path(Path::new("/nonexistent/ringd-test")).is_err());
+        assert!(open_dir_path(Path::new("/proc/self/status")).is_err());
+    }
+}

@@ -1,1 +1,285 @@
 //! Spawning and pinning workers, binding their SO_REUSEPORT listeners, shutdown signalling.
+//!
+//! The main thread binds every listener first (so bind errors come out before any thread
+//! starts), blocks SIGINT/SIGTERM (the workers inherit the mask), spawns one pinned thread per
+//! worker, then waits for a signal. On a signal it writes every worker's shutdown eventfd and
+//! joins them within the shutdown timeout. Workers share nothing after the hand-off.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, OwnedFd};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::driver::{self, DriverError, WorkerCtx};
+use crate::sys;
+
+/// Listen backlog of each worker's socket (the kernel caps it at net.core.somaxconn).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// How long past `--shutdown-timeout` the main thread waits for workers before giving up.
+pub const JOIN_GRACE: Duration = Duration::from_secs(2);
+
+/// How often the main thread looks at its workers while waiting for a signal.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why the server could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0} is already in use (pick another with --listen)")]
+    AddrInUse(SocketAddr),
+    #[error("permission denied binding {0} (ports below 1024 need root or CAP_NET_BIND_SERVICE)")]
+    BindPermission(SocketAddr),
+    #[error("cannot listen on {0}: the address is not available on this machine")]
+    AddrNotAvailable(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot open root folder {path}: {source}")]
+    Root {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot set up worker {id}: {source}")]
+    Setup { id: usize, source: io::Error },
+    #[error("worker {id} failed: {source}")]
+    Worker { id: usize, source: DriverError },
+    #[error("worker {id} panicked")]
+    Panicked { id: usize },
+    #[error("{0} worker(s) did not stop within the shutdown timeout")]
+    ShutdownTimeout(usize),
+    #[error("a second signal arrived during shutdown; exiting without waiting for workers")]
+    Forced,
+}
+
+/// Listeners bound and ready; nothing spawned yet.
+pub struct Server {
+    config: Config,
+    listeners: Vec<TcpListener>,
+    local: SocketAddr,
+}
+
+/// Bind one SO_REUSEPORT listener on `addr`.
+fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    let map = |e: io::Error| match e.kind() {
+        io::ErrorKind::AddrInUse => ServerError::AddrInUse(addr),
+        io::ErrorKind::PermissionDenied => ServerError::BindPermission(addr),
+        io::ErrorKind::AddrNotAvailable => ServerError::AddrNotAvailable(addr),
+        _ => ServerError::Bind { addr, source: e },
+    };
+    let sock =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(map)?;
+    sock.set_reuse_address(true).map_err(map)?;
+    sock.set_reuse_port(true).map_err(map)?;
+    sock.set_nonblocking(true).map_err(map)?;
+    sock.bind(&addr.into()).map_err(map)?;
+    sock.listen(LISTEN_BACKLOG).map_err(map)?;
+    Ok(sock.into())
+}
+
+/// Whether a socket other than ours already listens on `addr` (SO_REUSEPORT would otherwise
+/// let us silently share a port with another process of the same user).
+fn port_taken(addr: SocketAddr) -> bool {
+    let Ok(sock) = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)) else {
+        return false;
+    };
+    // No SO_REUSEPORT here: the bind fails if anyone holds the port.
+    let _ = sock.set_reuse_address(true);
+    sock.bind(&addr.into()).is_err()
+}
+
+impl Server {
+    /// Bind `config.workers` listeners on `config.listen`. With port 0 the first listener
+    /// picks the port and the rest join it.
+    pub fn bind(config: &Config) -> Result<Server, ServerError> {
+        let mut addr = config.listen;
+        if addr.port() != 0 && port_taken(addr) {
+            return Err(ServerError::AddrInUse(addr));
+        }
+        let mut listeners = Vec::with_capacity(config.workers);
+        for _ in 0..config.workers.max(1) {
+            let l = bind_one(addr)?;
+            if addr.port() == 0 {
+                addr = l
+                    .local_addr()
+                    .map_err(|e| ServerError::Bind { addr, source: e })?;
+            }
+            listeners.push(l);
+        }
+        Ok(Server {
+            config: config.clone(),
+            listeners,
+            local: addr,
+        })
+    }
+
+    /// The address the listeners are bound to (the real port when `--listen` said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Spawn the workers, wait for SIGINT/SIGTERM (or a worker failing), shut down.
+    pub fn run(self) -> Result<(), ServerError> {
+        sys::block_shutdown_signals().map_err(|e| ServerError::Setup { id: 0, source: e })?;
+        let cpus = sys::allowed_cpus();
+        let mut workers: Vec<(OwnedFd, JoinHandle<Result<(), DriverError>>)> = Vec::new();
+        let mut start_err = None;
+        for (id, listener) in self.listeners.into_iter().enumerate() {
+            match spawn_worker(id, &self.config, listener, &cpus) {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    start_err = Some(e);
+                    break;
+                }
+            }
+        }
+        if start_err.is_none() {
+            start_err = watch(&workers);
+        }
+        for (efd, _) in &workers {
+            // A failed write means the worker has exited already; nothing to wake.
+            let _ = sys::eventfd_write(efd.as_fd(), 1);
+        }
+        let deadline = Instant::now() + self.config.timeouts.shutdown + JOIN_GRACE;
+        let result = join_all(workers, deadline);
+        match start_err {
+            Some(e) => Err(e),
+            None => result,
+        }
+    }
+}
+
+/// Start worker `id`: its root fd and shutdown eventfd, then the pinned thread.
+fn spawn_worker(
+    id: usize,
+    config: &Config,
+    listener: TcpListener,
+    cpus: &[usize],
+) -> Result<(OwnedFd, JoinHandle<Result<(), DriverError>>), ServerError> {
+    let root = sys::open_dir_path(&config.root).map_err(|e| ServerError::Root {
+        path: config.root.clone(),
+        source: e,
+    })?;
+    let shutdown = sys::eventfd().map_err(|e| ServerError::Setup { id, source: e })?;
+    let wake = shutdown
+        .try_clone()
+        .map_err(|e| ServerError::Setup { id, source: e })?;
+    let ctx = WorkerCtx {
+        id,
+        config: config.clone(),
+        listener,
+        root,
+        shutdown,
+    };
+    let core = (config.pin && !cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+    let handle = std::thread::Builder::new()
+        .name(format!("ringd-w{id}"))
+        .spawn(move || {
+            if let Some(core) = core {
+                // Pinning is an optimisation: a refusal (e.g. a changed cpuset) is not fatal.
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                    eprintln!("ringd: worker {id}: could not pin to CPU {core}; running unpinned");
+                }
+            }
+            driver::run(ctx)
+        })
+        .map_err(|e| ServerError::Setup { id, source: e })?;
+    Ok((wake, handle))
+}
+
+/// Wait for a shutdown signal, or for a worker that stops on its own (an error).
+fn watch(workers: &[(OwnedFd, JoinHandle<Result<(), DriverError>>)]) -> Option<ServerError> {
+    loop {
+        match sys::wait_shutdown_signal(WATCH_INTERVAL) {
+            Ok(Some(_)) => return None,
+            Ok(None) => {}
+            Err(e) => return Some(ServerError::Setup { id: 0, source: e }),
+        }
+        if workers.iter().any(|(_, h)| h.is_finished()) {
+            // Its error is collected by join_all; stop the others.
+            return None;
+        }
+    }
+}
+
+/// Join every worker by `deadline`; the first error wins.
+fn join_all(
+    mut workers: Vec<(OwnedFd, JoinHandle<Result<(), DriverError>>)>,
+    deadline: Instant,
+) -> Result<(), ServerError> {
+    let mut first_err = None;
+    let mut ids: Vec<usize> = (0..workers.len()).collect();
+    while !workers.is_empty() {
+        let mut i = 0;
+        while i < workers.len() {
+            if workers[i].1.is_finished() {
+                let (_, h) = workers.swap_remove(i);
+                let id = ids.swap_remove(i);
+                let res = match h.join() {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(ServerError::Worker { id, source: e }),
+                    Err(_) => Err(ServerError::Panicked { id }),
+                };
+                if let Err(e) = res {
+                    first_err.get_or_insert(e);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if workers.is_empty() {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            first_err.get_or_insert(ServerError::ShutdownTimeout(workers.len()));
+            break;
+        }
+        let wait = (deadline - now).min(Duration::from_millis(10));
+        if let Ok(Some(_)) = sys::wait_shutdown_signal(wait) {
+            first_err.get_or_insert(ServerError::Forced);
+            break;
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_workers_share_one_port() {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            workers: 3,
+            ..Config::default()
+        };
+        let s = Server::bind(&config).unwrap();
+        let port = s.local_addr().port();
+        assert_ne!(port, 0);
+        for l in &s.listeners {
+            assert_eq!(l.local_addr().unwrap().port(), port);
+        }
+    }
+
+    #[test]
+    fn port_in_use_is_reported() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = Config {
+            listen: other.local_addr().unwrap(),
+            workers: 1,
+            ..Config::default()
+        };
+        match Server::bind(&config) {
+            Err(ServerError::AddrInUse(a)) => assert_eq!(a, config.listen),
+            Err(e) => panic!("wrong error {e}"),
+            Ok(_) => panic!("bound a port that is in use"),
+        }
+    }
+}

@@ -7,7 +7,7 @@
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 
 pub mod epoll;
 #[cfg(feature = "tokio-uring")]
@@ -28,13 +28,109 @@ pub struct WorkerCtx {
     pub shutdown: OwnedFd,
 }
 
+/// Run one worker on the backend its config names; returns after graceful shutdown.
+pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
+    match ctx.config.backend {
+        Backend::Uring => uring::run(ctx),
+        Backend::Epoll => epoll::run(ctx),
+        #[cfg(feature = "tokio-uring")]
+        Backend::TokioUring => tokio_uring::run(ctx),
+        #[cfg(not(feature = "tokio-uring"))]
+        Backend::TokioUring => Err(tokio_uring_missing()),
+    }
+}
+
+#[cfg(not(feature = "tokio-uring"))]
+fn tokio_uring_missing() -> DriverError {
+    DriverError::Unavailable {
+        backend: "tokio-uring",
+        why: "this ringd was built without the `tokio-uring` cargo feature \
+              (rebuild with --features tokio-uring, or use --backend uring or epoll)"
+            .to_string(),
+    }
+}
+
+/// Check, before any worker starts, that `backend` can run with this build and kernel, so
+/// the user gets one clear error instead of one per worker.
+pub fn check_available(backend: Backend) -> Result<(), DriverError> {
+    match backend {
+        Backend::Uring => uring::check_available(),
+        Backend::Epoll => Ok(()),
+        #[cfg(feature = "tokio-uring")]
+        Backend::TokioUring => uring::check_available().map_err(|e| DriverError::Unavailable {
+            backend: "tokio-uring",
+            why: e.to_string(),
+        }),
+        #[cfg(not(feature = "tokio-uring"))]
+        Backend::TokioUring => Err(tokio_uring_missing()),
+    }
+}
+
 /// Why a driver could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("io_uring setup failed: {0} (is kernel.io_uring_disabled set? try --backend epoll)")]
+    #[error(
+        "io_uring is unavailable: {0} (set the sysctl kernel.io_uring_disabled=0, \
+         or use --backend epoll)"
+    )]
     UringSetup(std::io::Error),
     #[error("{backend} backend is not available: {why}")]
     Unavailable { backend: &'static str, why: String },
     #[error("I/O error in the event loop: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// How often every driver runs its housekeeping tick: set the wall clock on the `Service`,
+/// close connections past their `Session::deadline()`, flush the access log.
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The per-worker access-log file: `Service::access_log()` bytes are appended to it on every
+/// tick (and at exit). Each worker opens the file itself with `O_APPEND`, so whole-buffer
+/// writes from different workers never interleave inside a line.
+pub struct AccessLog {
+    file: Option<std::fs::File>,
+    /// Set after the first write error, so a full disk is reported once, not every tick.
+    failed: bool,
+}
+
+impl AccessLog {
+    /// Open `config.access_log` for appending (created if missing); no file when it is off.
+    pub fn open(config: &Config) -> Result<AccessLog, DriverError> {
+        let file = match &config.access_log {
+            None => None,
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)?,
+            ),
+        };
+        Ok(AccessLog {
+            file,
+            failed: false,
+        })
+    }
+
+    /// Write out and clear whatever the service has buffered. A write error is reported once
+    /// on stderr and the lines are dropped: logging must never stop the server.
+    pub fn flush(&mut self, buf: &mut Vec<u8>) {
+        use std::io::Write;
+        if buf.is_empty() {
+            return;
+        }
+        if let Some(file) = &mut self.file {
+            if let Err(e) = file.write_all(buf) {
+                if !self.failed {
+                    eprintln!("ringd: access log write failed: {e} (further lines are dropped)");
+                    self.failed = true;
+                }
+            }
+        }
+        buf.clear();
+    }
+}
+
+/// Whether a driver's `Instant` deadline has passed.
+pub fn expired(deadline: Option<std::time::Instant>, now: std::time::Instant) -> bool {
+    deadline.is_some_and(|d| now >= d)
 }

@@ -1,9 +1,416 @@
 //! The io_uring driver: a per-core completion loop (multishot accept, multishot recv into a
 //! provided-buffer ring, send, splice through a bounded pipe pool, timeouts).
+//!
+//! One `Driver` per worker thread owns the ring, the connections, the buffers and the pipes;
+//! nothing is shared. Each pass: flush the backlog, submit and wait for at least one
+//! completion, handle at most `MAX_CQES_PER_PASS` completions, then drive the connections
+//! woken meanwhile. A `Timeout` op ticks every `TICK` for the clock, deadlines and the access
+//! log.
 
-use super::{DriverError, WorkerCtx};
+mod conn;
+mod pipes;
+pub mod ring;
+mod token;
 
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime};
+
+use io_uring::{cqueue, opcode, types};
+
+use super::{AccessLog, DriverError, WorkerCtx, TICK};
+use crate::config::Config;
+use crate::session::Service;
+use conn::Conns;
+use pipes::PipePool;
+use ring::{BufRing, Sq};
+use token::{Op, Token};
+
+/// Most completions handled in one loop pass (the rest wait for the next pass).
+pub const MAX_CQES_PER_PASS: usize = 1024;
+/// Most zero-length outputs skipped in one go before yielding (guards against spinning).
+pub const MAX_EMPTY_OUTPUTS: usize = 64;
+/// Provided recv buffers per worker (a power of two).
+pub const RECV_BUFS: u16 = 512;
+/// Size of each provided recv buffer.
+pub const RECV_BUF_SIZE: usize = 8192;
+/// Buffer group id of the recv buffer ring.
+const RECV_BGID: u16 = 0;
+/// How long a closing connection keeps reading (and discarding) after its response, so the
+/// close does not reset a response the peer has not read yet.
+pub const LINGER: Duration = Duration::from_secs(1);
+/// After an accept failed for lack of fds or memory, wait this long before accepting again.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// After the shutdown deadline closed every connection, how long to wait for their cancelled
+/// ops to complete before exiting anyway.
+pub const FORCE_GRACE: Duration = Duration::from_secs(1);
+/// At exit, how long to wait for the last ops (timer, shutdown poll) to be cancelled.
+pub const EXIT_DRAIN: Duration = Duration::from_secs(1);
+
+/// Check that io_uring works here with every opcode and feature the driver needs.
+pub fn check_available() -> Result<(), DriverError> {
+    let (ring, _) = ring::build(8, 16).map_err(DriverError::UringSetup)?;
+    let missing = ring::missing_required(&ring)?;
+    if !missing.is_empty() {
+        return Err(DriverError::Unavailable {
+            backend: "uring",
+            why: format!(
+                "the kernel lacks io_uring operations: {} (use --backend epoll)",
+                missing.join(", ")
+            ),
+        });
+    }
+    let br = BufRing::new(&ring, 0, 2, 64).map_err(|e| DriverError::Unavailable {
+        backend: "uring",
+        why: format!("provided-buffer rings (Linux 5.19+) are unavailable: {e}"),
+    })?;
+    br.unregister(&ring);
+    Ok(())
+}
+
+/// Run one worker's io_uring loop until graceful shutdown completes.
 pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
-    let _ = ctx;
-    todo!("uring driver")
+    let mut d = Driver::new(ctx)?;
+    let res = d.run_loop();
+    d.finish();
+    res
+}
+
+pub(crate) struct Driver {
+    sq: Sq,
+    bufs: BufRing,
+    conns: Conns,
+    pipes: PipePool,
+    /// Connections waiting for a free pipe, first come first served (stale ids skipped).
+    pipe_waiters: VecDeque<(u32, u32)>,
+    /// Connections to drive at the end of this pass.
+    ready: Vec<(u32, u32)>,
+    svc: Service,
+    log: AccessLog,
+    listener: Option<TcpListener>,
+    /// Sockets accepted while at the connection limit, waiting for a free slot.
+    parked: VecDeque<OwnedFd>,
+    /// user_data of the armed multishot accept.
+    accept: Option<u64>,
+    accept_cancel: bool,
+    /// Accepting paused (EMFILE and the like) until then.
+    accept_retry_at: Option<Instant>,
+    emfile_logged: bool,
+    shutdown_fd: OwnedFd,
+    shutdown_poll: Option<u64>,
+    tick: Option<u64>,
+    /// Read by the kernel when the Timeout is submitted.
+    tick_ts: Box<types::Timespec>,
+    /// Set when graceful shutdown began: the deadline for connections to finish.
+    draining: Option<Instant>,
+    /// In `finish`: no more re-arming of anything.
+    exiting: bool,
+    config: Config,
+    now: Instant,
+    cqes: Vec<(u64, i32, u32)>,
+}
+
+impl Driver {
+    fn new(ctx: WorkerCtx) -> Result<Driver, DriverError> {
+        let (ring, _flags) =
+            ring::build(ring::SQ_ENTRIES, ring::CQ_ENTRIES).map_err(DriverError::UringSetup)?;
+        // Older kernels lack the cap; splices then just use the default io-wq limits.
+        let _ = ring::cap_iowq(&ring);
+        let bufs = BufRing::new(&ring, RECV_BGID, RECV_BUFS, RECV_BUF_SIZE)?;
+        let log = AccessLog::open(&ctx.config)?;
+        let mut svc = Service::new(&ctx.config, ctx.root);
+        svc.set_time(SystemTime::now());
+        Ok(Driver {
+            sq: Sq::new(ring),
+            bufs,
+            conns: Conns::default(),
+            pipes: PipePool::new(ctx.config.pipe_pool, ctx.config.pipe_size),
+            pipe_waiters: VecDeque::new(),
+            ready: Vec::new(),
+            svc,
+            log,
+            listener: Some(ctx.listener),
+            parked: VecDeque::new(),
+            accept: None,
+            accept_cancel: false,
+            accept_retry_at: None,
+            emfile_logged: false,
+            shutdown_fd: ctx.shutdown,
+            shutdown_poll: None,
+            tick: None,
+            tick_ts: Box::new(types::Timespec::from(TICK)),
+            draining: None,
+            exiting: false,
+            config: ctx.config,
+            now: Instant::now(),
+            cqes: Vec::with_capacity(MAX_CQES_PER_PASS),
+        })
+    }
+
+    fn run_loop(&mut self) -> Result<(), DriverError> {
+        self.arm_tick();
+        self.arm_shutdown_poll();
+        self.maybe_arm_accept();
+        loop {
+            self.sq.flush_backlog()?;
+            match self.sq.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) => match e.raw_os_error() {
+                    // EBUSY: the CQ is overflowing; reap first. EINTR/ETIME: just go on.
+                    Some(libc::EBUSY) | Some(libc::EINTR) | Some(libc::ETIME) => {}
+                    _ => return Err(e.into()),
+                },
+            }
+            self.now = Instant::now();
+            self.cqes.clear();
+            for cqe in self.sq.ring.completion().take(MAX_CQES_PER_PASS) {
+                self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+            }
+            for i in 0..self.cqes.len() {
+                let (ud, res, flags) = self.cqes[i];
+                self.complete(ud, res, flags);
+            }
+            for (idx, gen) in std::mem::take(&mut self.ready) {
+                self.drive(idx, gen);
+            }
+            if let Some(deadline) = self.draining {
+                if self.conns.len() == 0 && self.accept.is_none() {
+                    return Ok(());
+                }
+                if self.now >= deadline + FORCE_GRACE {
+                    eprintln!(
+                        "ringd: {} connection(s) still closing after the shutdown timeout",
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, ud: u64, res: i32, flags: u32) {
+        let Some(tok) = self.sq.tokens.get(ud) else {
+            debug_assert!(false, "completion with unknown user_data {ud:#x}");
+            return;
+        };
+        let more = cqueue::more(flags);
+        if !more {
+            self.sq.tokens.remove(ud);
+        }
+        match tok.op {
+            Op::Tick => {
+                self.tick = None;
+                if res != -libc::ECANCELED {
+                    self.on_tick();
+                }
+            }
+            Op::Shutdown => {
+                self.shutdown_poll = None;
+                if res >= 0 {
+                    self.begin_drain();
+                } else if res != -libc::ECANCELED && !self.exiting {
+                    self.arm_shutdown_poll();
+                }
+            }
+            Op::Accept => self.on_accept(res, more),
+            Op::Cancel if tok.conn == u32::MAX => {}
+            _ => self.on_conn_op(tok, res, flags, more),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.exiting {
+            return;
+        }
+        self.svc.set_time(SystemTime::now());
+        self.log.flush(self.svc.access_log());
+        self.sweep();
+        if let Some(deadline) = self.draining {
+            if self.now >= deadline {
+                self.close_all();
+            }
+        }
+        self.maybe_arm_accept();
+        self.arm_tick();
+    }
+
+    fn arm_tick(&mut self) {
+        if self.tick.is_some() {
+            return;
+        }
+        let entry = opcode::Timeout::new(&*self.tick_ts).build();
+        // SAFETY: the timespec is boxed in the driver and outlives the ring's use of it (the
+        // kernel copies it at submission; the box lives until the driver is dropped).
+        self.tick = Some(unsafe { self.sq.push(entry, Token::global(Op::Tick)) });
+    }
+
+    fn arm_shutdown_poll(&mut self) {
+        let entry =
+            opcode::PollAdd::new(types::Fd(self.shutdown_fd.as_raw_fd()), libc::POLLIN as u32)
+                .build();
+        // SAFETY: no buffer; the eventfd is owned by the driver, which outlives the op.
+        self.shutdown_poll = Some(unsafe { self.sq.push(entry, Token::global(Op::Shutdown)) });
+    }
+
+    /// Arm the multishot accept unless shutting down, at the connection limit, already armed,
+    /// or paused after EMFILE.
+    fn maybe_arm_accept(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        while self.conns.len() < self.config.limits.max_conns_per_worker {
+            let Some(fd) = self.parked.pop_front() else {
+                break;
+            };
+            self.add_conn(fd);
+        }
+        if self.accept.is_some() {
+            return;
+        }
+        if self.conns.len() >= self.config.limits.max_conns_per_worker {
+            return;
+        }
+        if let Some(at) = self.accept_retry_at {
+            if self.now < at {
+                return;
+            }
+            self.accept_retry_at = None;
+        }
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build();
+        // SAFETY: no buffer (no peer address is requested); the listener is dropped only
+        // once this op has completed (`accept` is None).
+        self.accept = Some(unsafe { self.sq.push(entry, Token::global(Op::Accept)) });
+        self.accept_cancel = false;
+    }
+
+    fn cancel_accept(&mut self) {
+        if let (Some(ud), false) = (self.accept, self.accept_cancel) {
+            // SAFETY: AsyncCancel carries no buffer; `ud` names the live accept token.
+            unsafe {
+                self.sq.push(
+                    opcode::AsyncCancel::new(ud).build(),
+                    Token::global(Op::Cancel),
+                )
+            };
+            self.accept_cancel = true;
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, more: bool) {
+        if !more {
+            self.accept = None;
+            self.accept_cancel = false;
+        }
+        if res >= 0 {
+            // SAFETY: a successful accept completion hands us a new fd nobody else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            if self.draining.is_some() {
+                drop(fd);
+            } else if self.conns.len() >= self.config.limits.max_conns_per_worker {
+                // Accepted by the multishot before our cancel took effect: park it unread
+                // (as if still in the backlog) until a connection closes.
+                self.parked.push_back(fd);
+            } else {
+                self.add_conn(fd);
+            }
+        } else {
+            match -res {
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                    if !self.emfile_logged {
+                        eprintln!(
+                            "ringd: accept failed: {} (still serving open connections; \
+                             raise the fd limit or --max-conns)",
+                            std::io::Error::from_raw_os_error(-res)
+                        );
+                        self.emfile_logged = true;
+                    }
+                    self.accept_retry_at = Some(self.now + ACCEPT_RETRY);
+                    self.cancel_accept();
+                }
+                // ECANCELED: ours. ECONNABORTED and the like: the peer left; keep going.
+                _ => {}
+            }
+        }
+        if self.conns.len() >= self.config.limits.max_conns_per_worker {
+            self.cancel_accept();
+        }
+        if self.draining.is_some() {
+            if self.accept.is_none() {
+                self.listener = None;
+            }
+        } else {
+            self.maybe_arm_accept();
+        }
+    }
+
+    /// Graceful shutdown requested: stop accepting, let every session finish.
+    fn begin_drain(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        self.draining = Some(self.now + self.config.timeouts.shutdown);
+        self.cancel_accept();
+        if self.accept.is_none() {
+            self.listener = None;
+        }
+        self.parked.clear();
+        self.shutdown_sessions();
+    }
+
+    /// After the loop: flush the log, cancel the timer and shutdown poll, and wait (bounded)
+    /// for every op to complete so no buffer is freed under the kernel. If some op does not
+    /// complete, the buffers and connections are leaked instead (the process is exiting).
+    fn finish(mut self) {
+        self.log.flush(self.svc.access_log());
+        // Nothing new from here on: no accept, no tick re-arming, sessions closed.
+        self.draining.get_or_insert(self.now);
+        self.exiting = true;
+        self.close_all();
+        for ud in [self.tick, self.shutdown_poll, self.accept]
+            .into_iter()
+            .flatten()
+        {
+            // SAFETY: AsyncCancel carries no buffer; `ud` names a live token.
+            unsafe {
+                self.sq.push(
+                    opcode::AsyncCancel::new(ud).build(),
+                    Token::global(Op::Cancel),
+                )
+            };
+        }
+        let until = Instant::now() + EXIT_DRAIN;
+        let wait = types::Timespec::from(Duration::from_millis(50));
+        while self.sq.tokens.live() > 0 && Instant::now() < until {
+            if self.sq.flush_backlog().is_err() {
+                break;
+            }
+            let args = types::SubmitArgs::new().timespec(&wait);
+            match self.sq.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+                Err(_) => break,
+            }
+            self.now = Instant::now();
+            self.cqes.clear();
+            for cqe in self.sq.ring.completion().take(MAX_CQES_PER_PASS) {
+                self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+            }
+            for i in 0..self.cqes.len() {
+                let (ud, res, flags) = self.cqes[i];
+                self.complete(ud, res, flags);
+            }
+        }
+        if self.sq.tokens.live() > 0 {
+            // Some op still references our memory: never free it under the kernel.
+            std::mem::forget(self);
+            return;
+        }
+        self.bufs.unregister(&self.sq.ring);
+    }
 }

@@ -1,0 +1,462 @@
+//! Command-line flags (clap) and their translation into a validated `Config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use ringd::config::{Backend, CacheConfig, Config, Limits, Timeouts};
+
+const EXAMPLES: &str = "\
+Examples:
+  ringd ./public                       serve ./public on http://127.0.0.1:8080/
+  ringd --listen 0.0.0.0:80 /srv/www   serve on every interface, port 80
+  ringd --workers 2 --no-pin .         two unpinned workers
+  ringd --backend epoll .              the epoll driver instead of io_uring
+  ringd --access-log /var/log/ringd.log --keepalive-timeout 5s .
+  ringd doctor                         what this kernel offers, and advice
+
+Sizes take an optional unit: 512, 16K, 16KiB, 1M, 1MiB, 1G (all powers of 1024).
+Durations take a unit: 500ms, 10s, 2m, 1h (a bare number means seconds).";
+
+/// ringd: a thread-per-core HTTP/1.1 static-file server on io_uring.
+///
+/// Serves a folder over HTTP/1.1 with one pinned worker thread per CPU, each with its own
+/// SO_REUSEPORT listener, io_uring ring and open-file cache.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringd",
+    version,
+    about,
+    long_about,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a folder (the same as giving no subcommand). Example: `ringd serve ./public`.
+    #[command(after_help = EXAMPLES)]
+    Serve(Box<ServeArgs>),
+    /// Print what this kernel and build offer (io_uring opcodes, backends, limits) with a line
+    /// of advice for each setting that is too low. Example: `ringd doctor`.
+    Doctor,
+}
+
+/// The I/O driver, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// ringd's own io_uring completion loop (multishot accept/recv, splice).
+    Uring,
+    /// A mio (epoll) readiness loop with sendfile(2).
+    Epoll,
+    /// One tokio-uring runtime per worker (needs the `tokio-uring` cargo feature).
+    TokioUring,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Backend {
+        match b {
+            BackendArg::Uring => Backend::Uring,
+            BackendArg::Epoll => Backend::Epoll,
+            BackendArg::TokioUring => Backend::TokioUring,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Folder to serve [default: the current directory]. Example: `ringd ./public`.
+    #[arg(value_name = "ROOT")]
+    pub root: Option<PathBuf>,
+
+    /// Address and port to listen on; port 0 picks a free port (the URL printed at start
+    /// says which). Example: `--listen 0.0.0.0:8080`, `--listen [::1]:0`.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Worker threads, each with its own listener and ring [default: the CPUs this process
+    /// may run on]. Example: `--workers 4`.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// I/O driver. Example: `--backend epoll`.
+    #[arg(long, value_enum, default_value = "uring")]
+    pub backend: BackendArg,
+
+    /// Append a combined-format access log to this file (buffered per worker, flushed every
+    /// 250 ms) [default: off]. Example: `--access-log /var/log/ringd.log`.
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<PathBuf>,
+
+    /// Follow symlinks that stay inside the root (they never lead out of it). Default: off,
+    /// a symlink answers 404. Example: `--follow-symlinks`.
+    #[arg(long)]
+    pub follow_symlinks: bool,
+
+    /// Serve files and folders whose name starts with '.'. Default: off, they answer 404.
+    /// Example: `--serve-dotfiles`.
+    #[arg(long)]
+    pub serve_dotfiles: bool,
+
+    /// Longest request line (method, target, version); longer → 414. Example:
+    /// `--max-request-line 4K`.
+    #[arg(long, value_name = "SIZE", default_value = "8KiB", value_parser = parse_size)]
+    pub max_request_line: u64,
+
+    /// Largest header section; larger → 431. Example: `--max-header-bytes 32K`.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_size)]
+    pub max_header_bytes: u64,
+
+    /// Most header fields in one request; more → 431. Example: `--max-headers 50`.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_headers)]
+    pub max_headers: usize,
+
+    /// Largest request body that is read and discarded; larger → 413. Example:
+    /// `--max-body 64K`.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_body: u64,
+
+    /// Most open connections per worker; at the limit a worker stops accepting until one
+    /// closes (backpressure). Example: `--max-conns 1024`.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_conns_per_worker)]
+    pub max_conns: usize,
+
+    /// Most responses one connection may have queued before ringd stops reading its
+    /// pipelined requests. Example: `--max-pipeline 16`.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_pipeline_depth)]
+    pub max_pipeline: usize,
+
+    /// Time allowed from the first byte of a request (or the accept) to the end of its
+    /// header; then the connection is closed (slowloris defence). Example: `--header-timeout 5s`.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// How long an idle keep-alive connection stays open. Example: `--keepalive-timeout 15s`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// Close a connection whose response makes no progress for this long. Example:
+    /// `--send-timeout 30s`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, how long responses in flight may take to finish before the workers
+    /// exit. Example: `--shutdown-timeout 3s`.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// How long a cached file (fd, metadata, encoded head) is trusted before it is checked
+    /// again. Example: `--cache-valid 100ms`.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub cache_valid: Duration,
+
+    /// Most entries in each worker's open-file cache. Example: `--cache-entries 10000`.
+    #[arg(long, value_name = "N", default_value_t = CacheConfig::default().max_entries)]
+    pub cache_entries: usize,
+
+    /// Most bytes of small-file bodies each worker keeps in memory. Example:
+    /// `--cache-bytes 256M`.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub cache_bytes: u64,
+
+    /// Files up to this size are served from memory in a single send; larger ones are
+    /// spliced (uring, tokio-uring) or sendfile'd (epoll). Example: `--small-file-max 16K`.
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub small_file_max: u64,
+
+    /// Splice pipes per worker; a connection that finds none free waits for one. Example:
+    /// `--pipe-pool 128`.
+    #[arg(long, value_name = "N", default_value_t = Config::default().pipe_pool)]
+    pub pipe_pool: usize,
+
+    /// Capacity asked for each splice pipe (F_SETPIPE_SZ; the default size is kept if the
+    /// kernel refuses). Example: `--pipe-size 1M`.
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
+    pub pipe_size: u64,
+
+    /// Do not pin worker i to the i-th allowed CPU. Example: `--no-pin`.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+/// Parse a size: a number with an optional unit K, KB, KiB, M, MB, MiB, G, GB, GiB (all
+/// powers of 1024, case-insensitive) or B.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("'{s}' is not a size (examples: 4096, 16K, 1MiB)"));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is too large a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{s}' (use K, M or G)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large a size"))
+}
+
+/// Parse a duration: a number (decimals allowed) with a unit ms, s, m or h; a bare number
+/// means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("'{s}' is not a duration (examples: 500ms, 10s, 2m)");
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
+        return Err(bad());
+    }
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs > 365.0 * 24.0 * 3600.0 {
+        return Err(format!("'{s}' is too long a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn to_usize(v: u64, flag: &str) -> anyhow::Result<usize> {
+    usize::try_from(v).with_context(|| format!("{flag} is too large"))
+}
+
+/// Check the root: exists, is a directory, and can be read; return its canonical path.
+fn check_root(root: &Path) -> anyhow::Result<PathBuf> {
+    let shown = root.display();
+    let canon = match std::fs::canonicalize(root) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("root folder {shown} does not exist")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            bail!("cannot open root folder {shown}: permission denied")
+        }
+        Err(e) => bail!("cannot open root folder {shown}: {e}"),
+    };
+    let meta = std::fs::metadata(&canon).with_context(|| format!("cannot stat {shown}"))?;
+    if !meta.is_dir() {
+        bail!("root {shown} is not a directory");
+    }
+    if let Err(e) = std::fs::read_dir(&canon) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            bail!("cannot read root folder {shown}: permission denied");
+        }
+        bail!("cannot read root folder {shown}: {e}");
+    }
+    Ok(canon)
+}
+
+/// Check that the access log can be opened for appending (the workers open it again).
+fn check_access_log(path: &Path) -> anyhow::Result<PathBuf> {
+    let shown = path.display();
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        Ok(_) => Ok(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            bail!("cannot open access log {shown}: permission denied")
+        }
+        Err(e) => bail!("cannot open access log {shown}: {e}"),
+    }
+}
+
+impl ServeArgs {
+    /// Validate the flags and build the `Config` (checks the root and access log on disk).
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let root = match &self.root {
+            Some(r) => check_root(r)?,
+            None => check_root(Path::new("."))?,
+        };
+        let workers = match self.workers {
+            Some(0) => bail!("--workers must be at least 1"),
+            Some(n) => n,
+            None => ringd::sys::allowed_cpus().len().max(1),
+        };
+        if self.max_conns == 0 {
+            bail!("--max-conns must be at least 1");
+        }
+        if self.max_pipeline == 0 {
+            bail!("--max-pipeline must be at least 1");
+        }
+        if self.max_headers == 0 {
+            bail!("--max-headers must be at least 1");
+        }
+        if self.pipe_pool == 0 {
+            bail!("--pipe-pool must be at least 1");
+        }
+        if self.max_request_line < 16 {
+            bail!("--max-request-line must be at least 16 bytes");
+        }
+        if self.pipe_size < 4096 {
+            bail!("--pipe-size must be at least 4K");
+        }
+        for (flag, d) in [
+            ("--header-timeout", self.header_timeout),
+            ("--keepalive-timeout", self.keepalive_timeout),
+            ("--send-timeout", self.send_timeout),
+        ] {
+            if d.is_zero() {
+                bail!("{flag} must be more than 0");
+            }
+        }
+        let access_log = match &self.access_log {
+            Some(p) => Some(check_access_log(p)?),
+            None => None,
+        };
+        let defaults = Config::default();
+        Ok(Config {
+            root,
+            listen: self.listen,
+            workers,
+            pin: !self.no_pin,
+            backend: self.backend.into(),
+            access_log,
+            follow_symlinks: self.follow_symlinks,
+            serve_dotfiles: self.serve_dotfiles,
+            server_name: defaults.server_name,
+            limits: Limits {
+                max_request_line: to_usize(self.max_request_line, "--max-request-line")?,
+                max_header_bytes: to_usize(self.max_header_bytes, "--max-header-bytes")?,
+                max_headers: self.max_headers,
+                max_body: self.max_body,
+                max_conns_per_worker: self.max_conns,
+                max_pipeline_depth: self.max_pipeline,
+            },
+            timeouts: Timeouts {
+                header_read: self.header_timeout,
+                keepalive: self.keepalive_timeout,
+                send_stall: self.send_timeout,
+                shutdown: self.shutdown_timeout,
+            },
+            cache: CacheConfig {
+                valid: self.cache_valid,
+                max_entries: self.cache_entries,
+                max_bytes: to_usize(self.cache_bytes, "--cache-bytes")?,
+                small_file_max: self.small_file_max,
+            },
+            pipe_pool: self.pipe_pool,
+            pipe_size: to_usize(self.pipe_size, "--pipe-size")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("16K"), Ok(16 * 1024));
+        assert_eq!(parse_size("16kib"), Ok(16 * 1024));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("K").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration(".5s").is_err());
+        assert!(parse_duration("1e9h").is_err());
+    }
+
+    #[test]
+    fn defaults_match_config_defaults() {
+        let cli = Cli::try_parse_from(["ringd", "/"]).unwrap();
+        let c = cli.serve.into_config().unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.limits.max_request_line, d.limits.max_request_line);
+        assert_eq!(c.limits.max_header_bytes, d.limits.max_header_bytes);
+        assert_eq!(c.limits.max_body, d.limits.max_body);
+        assert_eq!(c.timeouts.header_read, d.timeouts.header_read);
+        assert_eq!(c.timeouts.keepalive, d.timeouts.keepalive);
+        assert_eq!(c.timeouts.send_stall, d.timeouts.send_stall);
+        assert_eq!(c.timeouts.shutdown, d.timeouts.shutdown);
+        assert_eq!(c.cache.valid, d.cache.valid);
+        assert_eq!(c.cache.max_bytes, d.cache.max_bytes);
+        assert_eq!(c.cache.small_file_max, d.cache.small_file_max);
+        assert_eq!(c.pipe_size, d.pipe_size);
+        assert!(c.workers >= 1);
+        assert!(c.pin);
+        assert_eq!(c.root, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn subcommands_and_root_parse() {
+        let cli = Cli::try_parse_from(["ringd", "doctor"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Doctor)));
+        let cli = Cli::try_parse_from(["ringd", "serve", "--workers", "3", "/tmp"]).unwrap();
+        match cli.command {
+            Some(Command::Serve(a)) => {
+                assert_eq!(a.workers, Some(3));
+                assert_eq!(a.root, Some(PathBuf::from("/tmp")));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["ringd", "--backend", "tokio-uring", "."]).unwrap();
+        assert_eq!(cli.serve.backend, BackendArg::TokioUring);
+    }
+
+    #[test]
+    fn bad_roots_are_clear_errors() {
+        let e = check_root(Path::new("/nonexistent/ringd")).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = check_root(Path::new("/proc/self/status")).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+    }
+
+    #[test]
+    fn zero_workers_is_rejected() {
+        let cli = Cli::try_parse_from(["ringd", "--workers", "0", "/"]).unwrap();
+        assert!(cli.serve.into_config().is_err());
+    }
+}

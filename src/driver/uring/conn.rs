@@ -1,0 +1,575 @@
+//! Connections in the uring driver: the connection slab, and how a connection's completions
+//! (recv, send, splice, poll, cancel) move its `Session` along, arm its next op, and close it
+//! once every op it had in flight has completed.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Instant;
+
+use io_uring::{cqueue, opcode, types};
+
+use super::pipes::Pipe;
+use super::token::{Op, Token};
+use super::{Driver, LINGER};
+use crate::session::{Output, Session};
+use crate::sys;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading requests, writing responses.
+    Open,
+    /// All output written and the write side shut: reading (and discarding) what the peer
+    /// still sends, so that closing does not turn into a RST that destroys the response.
+    Lingering(Instant),
+    /// Waiting for its in-flight ops to complete (they were cancelled); then freed.
+    Closing,
+}
+
+/// One accepted connection.
+pub struct Conn {
+    pub fd: OwnedFd,
+    pub session: Session,
+    pub phase: Phase,
+    /// Tokens in flight for this connection; it is freed only when this is 0.
+    pub ops: u32,
+    /// user_data of the armed multishot recv.
+    pub recv: Option<u64>,
+    /// An AsyncCancel for `recv` is in flight.
+    pub recv_cancel: bool,
+    /// The one write-side op in flight (Send, SpliceIn, SpliceOut or PollOut).
+    pub write: Option<Op>,
+    /// Splice pipe lent from the pool while a file body is being sent.
+    pub pipe: Option<Pipe>,
+    /// Bytes spliced into `pipe` and not yet out to the socket.
+    pub in_pipe: usize,
+    /// Queued in `Driver::pipe_waiters` for a free pipe.
+    pub waiting_pipe: bool,
+    /// The peer closed its side (recv returned 0).
+    pub eof: bool,
+}
+
+struct Slot {
+    gen: u32,
+    conn: Option<Conn>,
+}
+
+/// Slab of connections; a connection's id is (index, generation).
+#[derive(Default)]
+pub struct Conns {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl Conns {
+    pub fn insert(&mut self, conn: Conn) -> (u32, u32) {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { gen: 0, conn: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.conn = Some(conn);
+        self.live += 1;
+        (idx, slot.gen)
+    }
+
+    /// The connection at `idx` if it is still the one of generation `gen`.
+    pub fn get_mut(&mut self, idx: u32, gen: u32) -> Option<&mut Conn> {
+        self.slots
+            .get_mut(idx as usize)
+            .filter(|s| s.gen == gen)
+            .and_then(|s| s.conn.as_mut())
+    }
+
+    /// The connection at `idx`, whatever its generation, with that generation.
+    pub fn get_any(&mut self, idx: u32) -> Option<(u32, &mut Conn)> {
+        let s = self.slots.get_mut(idx as usize)?;
+        let gen = s.gen;
+        s.conn.as_mut().map(|c| (gen, c))
+    }
+
+    pub fn remove(&mut self, idx: u32) -> Option<Conn> {
+        let slot = self.slots.get_mut(idx as usize)?;
+        let c = slot.conn.take()?;
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.push(idx);
+        self.live -= 1;
+        Some(c)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Upper bound (exclusive) of connection indexes, for sweeps.
+    pub fn capacity(&self) -> u32 {
+        self.slots.len() as u32
+    }
+}
+
+fn errno(res: i32) -> i32 {
+    -res
+}
+
+impl Driver {
+    /// Set up a freshly accepted socket as a connection and start reading from it.
+    pub(super) fn add_conn(&mut self, fd: OwnedFd) {
+        let peer = match sys::setup_accepted(std::os::fd::AsFd::as_fd(&fd)) {
+            Ok(p) => p,
+            // The peer is already gone (ENOTCONN) or the socket is odd: just close it.
+            Err(_) => return,
+        };
+        let conn = Conn {
+            fd,
+            session: Session::new(peer, self.now),
+            phase: Phase::Open,
+            ops: 0,
+            recv: None,
+            recv_cancel: false,
+            write: None,
+            pipe: None,
+            in_pipe: 0,
+            waiting_pipe: false,
+            eof: false,
+        };
+        let (idx, gen) = self.conns.insert(conn);
+        self.drive(idx, gen);
+    }
+
+    /// A completion for a connection op. `more`: a multishot op that stays armed.
+    pub(super) fn on_conn_op(&mut self, tok: Token, res: i32, flags: u32, more: bool) {
+        let (idx, gen) = (tok.conn, tok.conn_gen);
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            // Cannot happen (a connection outlives its ops), but never leak a buffer.
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                self.bufs.recycle(bid);
+            }
+            debug_assert!(false, "completion for a freed connection: {tok:?}");
+            return;
+        };
+        if !more {
+            c.ops -= 1;
+        }
+        match tok.op {
+            Op::Recv => self.on_recv(idx, gen, res, flags, more),
+            Op::Send => self.on_send(idx, gen, res),
+            Op::SpliceIn => self.on_splice_in(idx, gen, res),
+            Op::SpliceOut => self.on_splice_out(idx, gen, res),
+            Op::PollOut => self.on_poll_out(idx, gen, res),
+            Op::Cancel => {}
+            Op::Accept | Op::Tick | Op::Shutdown => unreachable!("not a connection op"),
+        }
+        self.drive(idx, gen);
+    }
+
+    fn on_recv(&mut self, idx: u32, gen: u32, res: i32, flags: u32, more: bool) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        if !more {
+            c.recv = None;
+            c.recv_cancel = false;
+        }
+        let bid = cqueue::buffer_select(flags);
+        if res > 0 {
+            if let Some(bid) = bid {
+                if c.phase == Phase::Open {
+                    let data = self.bufs.get(bid, res as usize);
+                    c.session.feed(&mut self.svc, data, now);
+                }
+                // Fed (copied) or discarded (lingering/closing): the buffer goes back.
+                self.bufs.recycle(bid);
+            }
+            return;
+        }
+        if let Some(bid) = bid {
+            self.bufs.recycle(bid);
+        }
+        if res == 0 {
+            c.eof = true;
+            match c.phase {
+                Phase::Open => c.session.feed_eof(now),
+                Phase::Lingering(_) => self.close(idx, gen),
+                Phase::Closing => {}
+            }
+            return;
+        }
+        match errno(res) {
+            // Out of provided buffers, or our own cancel: drive() re-arms when wanted.
+            libc::ENOBUFS | libc::ECANCELED | libc::EAGAIN | libc::EINTR => {}
+            // ECONNRESET and friends: the connection is dead.
+            _ => self.close(idx, gen),
+        }
+    }
+
+    fn on_send(&mut self, idx: u32, gen: u32, res: i32) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        c.write = None;
+        if c.phase != Phase::Open {
+            return;
+        }
+        if res > 0 {
+            c.session.consume(&mut self.svc, res as usize, now);
+        } else if errno(res) == libc::EAGAIN {
+            self.poll_out(idx, gen);
+        } else {
+            self.close(idx, gen);
+        }
+    }
+
+    fn on_splice_in(&mut self, idx: u32, gen: u32, res: i32) {
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        c.write = None;
+        if c.phase != Phase::Open {
+            return;
+        }
+        if res > 0 {
+            c.in_pipe = res as usize;
+        } else {
+            // 0: the file is shorter than the response promised (truncated while being
+            // served); an error: unreadable. Either way the body cannot be completed.
+            self.close(idx, gen);
+        }
+    }
+
+    fn on_splice_out(&mut self, idx: u32, gen: u32, res: i32) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        c.write = None;
+        if c.phase != Phase::Open {
+            return;
+        }
+        if res > 0 {
+            let n = (res as usize).min(c.in_pipe);
+            c.in_pipe -= n;
+            c.session.consume(&mut self.svc, n, now);
+        } else if errno(res) == libc::EAGAIN {
+            self.poll_out(idx, gen);
+        } else {
+            self.close(idx, gen);
+        }
+    }
+
+    fn on_poll_out(&mut self, idx: u32, gen: u32, res: i32) {
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        c.write = None;
+        if c.phase == Phase::Open && res < 0 {
+            self.close(idx, gen);
+        }
+        // Writable: drive() retries the pending output.
+    }
+
+    /// Wait for the socket to become writable (after -EAGAIN).
+    fn poll_out(&mut self, idx: u32, gen: u32) {
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        let entry = opcode::PollAdd::new(types::Fd(c.fd.as_raw_fd()), libc::POLLOUT as u32).build();
+        let tok = Token {
+            op: Op::PollOut,
+            conn: idx,
+            conn_gen: gen,
+        };
+        // SAFETY: no buffer; the socket fd is owned by the connection, which is freed only
+        // after this op has completed (ops > 0 below).
+        unsafe { self.sq.push(entry, tok) };
+        c.ops += 1;
+        c.write = Some(Op::PollOut);
+    }
+
+    /// Move the connection along: submit its next write, close it when done, start or stop
+    /// reading as the session wants.
+    pub(super) fn drive(&mut self, idx: u32, gen: u32) {
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        match c.phase {
+            Phase::Closing => {
+                if c.ops == 0 {
+                    self.finalize(idx);
+                }
+                return;
+            }
+            Phase::Lingering(_) => {
+                if c.recv.is_none() && !c.eof {
+                    self.arm_recv(idx, gen);
+                }
+                return;
+            }
+            Phase::Open => {}
+        }
+        if c.write.is_none() && !c.waiting_pipe {
+            self.pump_write(idx, gen);
+        }
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        if c.phase != Phase::Open {
+            return;
+        }
+        let idle = c.write.is_none() && !c.waiting_pipe && c.in_pipe == 0;
+        if idle && c.session.next_output().is_none() && c.session.should_close() {
+            self.close_graceful(idx, gen);
+            return;
+        }
+        let want = !c.eof && c.session.wants_read();
+        if want && c.recv.is_none() {
+            self.arm_recv(idx, gen);
+        } else if !want && !c.recv_cancel {
+            if let Some(ud) = c.recv {
+                let tok = Token {
+                    op: Op::Cancel,
+                    conn: idx,
+                    conn_gen: gen,
+                };
+                // SAFETY: AsyncCancel carries no buffer; the user_data names a live token.
+                unsafe { self.sq.push(opcode::AsyncCancel::new(ud).build(), tok) };
+                c.ops += 1;
+                c.recv_cancel = true;
+            }
+        }
+    }
+
+    /// Submit the next write-side op for the session's next output, if any.
+    fn pump_write(&mut self, idx: u32, gen: u32) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        let sock = c.fd.as_raw_fd();
+        let tok = |op| Token {
+            op,
+            conn: idx,
+            conn_gen: gen,
+        };
+        if c.in_pipe > 0 {
+            // Drain the pipe before refilling it.
+            let pipe = c.pipe.as_ref().expect("data in a pipe we hold");
+            let entry = opcode::Splice::new(
+                types::Fd(pipe.r()),
+                -1,
+                types::Fd(sock),
+                -1,
+                c.in_pipe as u32,
+            )
+            .build();
+            // SAFETY: no memory buffer; the pipe and socket fds belong to the connection,
+            // which is freed (and its pipe released) only after this op completes.
+            unsafe { self.sq.push(entry, tok(Op::SpliceOut)) };
+            c.ops += 1;
+            c.write = Some(Op::SpliceOut);
+            return;
+        }
+        // Bound the empty-output skipping so a misbehaving session cannot spin the loop.
+        for _ in 0..super::MAX_EMPTY_OUTPUTS {
+            match c.session.next_output() {
+                None => {
+                    if let Some(p) = c.pipe.take() {
+                        self.pipes.put(p, true);
+                        self.wake_pipe_waiter();
+                    }
+                    return;
+                }
+                Some(Output::Bytes([])) => {
+                    c.session.consume(&mut self.svc, 0, now);
+                }
+                Some(Output::Bytes(b)) => {
+                    let len = b.len().min(u32::MAX as usize) as u32;
+                    let entry = opcode::Send::new(types::Fd(sock), b.as_ptr(), len)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build();
+                    // SAFETY: the session's buffer contract keeps these bytes valid and
+                    // unmoved until `consume` covers them or the Session is dropped; we call
+                    // consume only from this op's completion, and drop the Session only after
+                    // all the connection's ops (this one included) have completed.
+                    unsafe { self.sq.push(entry, tok(Op::Send)) };
+                    c.ops += 1;
+                    c.write = Some(Op::Send);
+                    return;
+                }
+                Some(Output::File { len: 0, .. }) => {
+                    c.session.consume(&mut self.svc, 0, now);
+                }
+                Some(Output::File { fd, offset, len }) => {
+                    if c.pipe.is_none() {
+                        match self.pipes.take() {
+                            Some(p) => c.pipe = Some(p),
+                            None => {
+                                c.waiting_pipe = true;
+                                self.pipe_waiters.push_back((idx, gen));
+                                return;
+                            }
+                        }
+                    }
+                    let pipe = c.pipe.as_ref().expect("just ensured");
+                    let n = len.min(pipe.cap() as u64) as u32;
+                    let entry = opcode::Splice::new(
+                        types::Fd(fd),
+                        offset as i64,
+                        types::Fd(pipe.w()),
+                        -1,
+                        n,
+                    )
+                    .build();
+                    // SAFETY: no memory buffer. The file fd stays open until `consume` covers
+                    // this output (buffer contract), which happens only after the spliced
+                    // bytes left the pipe; the pipe and socket are held by the connection
+                    // until this op completes.
+                    unsafe { self.sq.push(entry, tok(Op::SpliceIn)) };
+                    c.ops += 1;
+                    c.write = Some(Op::SpliceIn);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Arm the multishot recv on the connection's socket.
+    fn arm_recv(&mut self, idx: u32, gen: u32) {
+        let bgid = self.bufs.bgid();
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        let entry = opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), bgid).build();
+        let tok = Token {
+            op: Op::Recv,
+            conn: idx,
+            conn_gen: gen,
+        };
+        // SAFETY: the kernel writes only into provided buffers of the registered ring, which
+        // lives until the driver exits after all ops completed; the socket is held by the
+        // connection until this op's final completion.
+        let ud = unsafe { self.sq.push(entry, tok) };
+        c.ops += 1;
+        c.recv = Some(ud);
+        c.recv_cancel = false;
+    }
+
+    /// All output is written and the session is done: shut the write side and linger, or
+    /// close right away when the peer has closed too. (Also while shutting down: a close
+    /// with unread bytes would reset responses the peer has not read yet.)
+    fn close_graceful(&mut self, idx: u32, gen: u32) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        if c.eof || sys::shutdown_write(&c.fd).is_err() {
+            self.close(idx, gen);
+            return;
+        }
+        c.phase = Phase::Lingering(now + LINGER);
+        if c.recv.is_none() {
+            self.arm_recv(idx, gen);
+        }
+    }
+
+    /// Close now: cancel whatever is in flight on the socket; free it once all completed.
+    pub(super) fn close(&mut self, idx: u32, gen: u32) {
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        if c.phase == Phase::Closing {
+            return;
+        }
+        c.phase = Phase::Closing;
+        c.waiting_pipe = false;
+        if c.ops == 0 {
+            self.finalize(idx);
+            return;
+        }
+        let cancel = types::CancelBuilder::fd(types::Fd(c.fd.as_raw_fd())).all();
+        let tok = Token {
+            op: Op::Cancel,
+            conn: idx,
+            conn_gen: gen,
+        };
+        // SAFETY: AsyncCancel2 carries no buffer; the fd stays open until this cancel and
+        // every op it targets have completed (the connection is freed only at ops == 0).
+        unsafe { self.sq.push(opcode::AsyncCancel2::new(cancel).build(), tok) };
+        c.ops += 1;
+    }
+
+    /// Free a connection whose ops have all completed: return its pipe (or close it if it
+    /// still holds data), drop the session, close the socket.
+    fn finalize(&mut self, idx: u32) {
+        let Some(c) = self.conns.remove(idx) else {
+            return;
+        };
+        debug_assert_eq!(c.ops, 0);
+        if let Some(p) = c.pipe {
+            self.pipes.put(p, c.in_pipe == 0);
+            self.wake_pipe_waiter();
+        }
+        // The rest of `c` (session, socket) is dropped here: the socket closes.
+        self.maybe_arm_accept();
+    }
+
+    /// A pipe came free: let the first still-waiting connection have it.
+    fn wake_pipe_waiter(&mut self) {
+        while let Some((idx, gen)) = self.pipe_waiters.pop_front() {
+            if let Some(c) = self.conns.get_mut(idx, gen) {
+                if c.waiting_pipe {
+                    c.waiting_pipe = false;
+                    self.ready.push((idx, gen));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Housekeeping: close connections past their deadline or linger time.
+    pub(super) fn sweep(&mut self) {
+        let now = self.now;
+        for idx in 0..self.conns.capacity() {
+            let Some((gen, c)) = self.conns.get_any(idx) else {
+                continue;
+            };
+            let expired = match c.phase {
+                Phase::Open => super::super::expired(c.session.deadline(), now),
+                Phase::Lingering(until) => now >= until,
+                Phase::Closing => false,
+            };
+            if expired {
+                self.close(idx, gen);
+            }
+        }
+    }
+
+    /// Graceful shutdown: every open session stops taking new requests.
+    pub(super) fn shutdown_sessions(&mut self) {
+        for idx in 0..self.conns.capacity() {
+            let Some((gen, c)) = self.conns.get_any(idx) else {
+                continue;
+            };
+            match c.phase {
+                Phase::Open => {
+                    c.session.start_shutdown();
+                    self.ready.push((idx, gen));
+                }
+                Phase::Lingering(_) | Phase::Closing => {}
+            }
+        }
+    }
+
+    /// Shutdown deadline passed: close everything still open.
+    pub(super) fn close_all(&mut self) {
+        for idx in 0..self.conns.capacity() {
+            if let Some((gen, _)) = self.conns.get_any(idx) {
+                self.close(idx, gen);
+            }
+        }
+    }
+}
