@@ -137,9 +137,18 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
         return Err(ProtoError::HeadersTooLarge);
     }
     // httparse accepts a bare LF as a line end; RFC 9112 lets us refuse it, and we do (a
-    // front end that treats it differently could otherwise be smuggled past).
-    if has_bare_lf(&buf[line_len..head_len]) {
+    // front end that treats it differently could otherwise be smuggled past). Every header
+    // line starts right after an LF: the byte before that LF must be CR. The request line's
+    // end was checked above; the blank line is checked here.
+    if !buf[..head_len].ends_with(b"\r\n\r\n") {
         return Err(ProtoError::BadRequest("bare LF in header section"));
+    }
+    let base = buf.as_ptr() as usize;
+    for h in req.headers.iter() {
+        let at = (h.name.as_ptr() as usize).wrapping_sub(base);
+        if at != line_len && (at < 2 || at > head_len || buf[at - 2] != b'\r') {
+            return Err(ProtoError::BadRequest("bare LF in header section"));
+        }
     }
 
     let method_str = req.method.unwrap_or("");
@@ -156,10 +165,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     for h in req.headers.iter() {
+        // httparse admits only HTAB, SP, VCHAR and obs-text in values (no NUL, CR or LF).
         let v = h.value;
-        if v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
-            return Err(ProtoError::BadRequest("control byte in a header value"));
-        }
         let n = h.name.as_bytes();
         match n.len() {
             4 if n.eq_ignore_ascii_case(b"host") => {
@@ -229,17 +236,6 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
 
 fn memchr_lf(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\n')
-}
-
-fn has_bare_lf(b: &[u8]) -> bool {
-    let mut prev = b'\r';
-    for &c in b {
-        if c == b'\n' && prev != b'\r' {
-            return true;
-        }
-        prev = c;
-    }
-    false
 }
 
 /// Appends another line of a list-valued field.

@@ -648,3 +648,69 @@ fn access_log_lines() {
     h.roundtrip(&get("/a.txt"));
     assert!(h.svc.access_log().is_empty());
 }
+
+/// Counts heap allocations made by the current thread (the test binary's allocator).
+struct Counting;
+
+thread_local! {
+    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards every call unchanged to the system allocator; only counts.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: `p` came from System.alloc with layout `l`.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: `p` came from System with layout `l`.
+        unsafe { std::alloc::System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+#[test]
+fn cached_small_file_path_does_not_allocate() {
+    let mut h = Harness::new("s-noalloc", Config::default());
+    h.dir.write("k.bin", &[b'k'; 1000]);
+    let one = get("/k.bin");
+    let batch = one.repeat(16);
+    // Warm up: cache entry, buffer pool, queue capacity.
+    for _ in 0..3 {
+        h.feed(&batch);
+        h.drain_by(usize::MAX);
+    }
+    let before = ALLOCS.with(|c| c.get());
+    for _ in 0..50 {
+        h.s.feed(&mut h.svc, &one, h.now);
+        while let Some(o) = h.s.next_output() {
+            let n = match o {
+                Output::Bytes(b) => b.len(),
+                Output::File { len, .. } => len as usize,
+            };
+            h.s.consume(&mut h.svc, n, h.now);
+        }
+        h.s.feed(&mut h.svc, &batch, h.now);
+        while let Some(o) = h.s.next_output() {
+            let n = match o {
+                Output::Bytes(b) => b.len(),
+                Output::File { len, .. } => len as usize,
+            };
+            h.s.consume(&mut h.svc, n, h.now);
+        }
+    }
+    assert_eq!(ALLOCS.with(|c| c.get()) - before, 0);
+    // The counter does count: a cold file (cache miss) allocates its entry.
+    h.dir.write("cold.bin", b"c");
+    let before = ALLOCS.with(|c| c.get());
+    h.roundtrip(&get("/cold.bin"));
+    assert!(ALLOCS.with(|c| c.get()) > before);
+}
