@@ -33,8 +33,11 @@
 //! (RFC 9110 §15: a response may come before the whole request) — it must still close and
 //! answer nothing after. "Pause on CONNECT/Upgrade" is not an error: ringd does not upgrade
 //! (RFC 9110 §7.8 lets it ignore Upgrade), so what follows is parsed as HTTP; at most one error
-//! response to those bytes is allowed.
+//! response to those bytes is allowed. Where llhttp rejects inside a header section that the
+//! input never ends (a duplicate Content-Length and no blank line), a server may wait for the
+//! end of the section: after silence the test sends the missing CRLF, then expects the rejection.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -46,7 +49,7 @@ use crate::http::{Client, ReadError, Response};
 /// Threads replaying cases at once.
 const PARALLEL: usize = 8;
 /// Silence after which we stop waiting for more responses.
-const QUIET: Duration = Duration::from_millis(1500);
+const QUIET: Duration = Duration::from_secs(2);
 
 /// One corpus case.
 struct Case {
@@ -441,6 +444,15 @@ fn check_case(port: u16, case: &Case) -> Result<(), String> {
     let pause = matches!(error, Some((22 | 23, _)));
     let invalid = error.is_some() && !pause;
     let (resps, end) = exchange(port, case, &msgs, invalid);
+    if std::env::var_os("RINGD_CORPUS_VERBOSE").is_some() {
+        let statuses: Vec<u16> = resps.iter().map(|r| r.status).collect();
+        let _ = writeln!(
+            std::io::stderr(),
+            "corpus [{} › {}] error={error:?} → {statuses:?} {end:?}",
+            case.file,
+            case.title
+        );
+    }
     if let End::Broken(e) = &end {
         return Err(format!("unreadable answer: {e}"));
     }

@@ -242,16 +242,18 @@ impl ServerBuilder {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // stdout closed: the process is exiting. Give stderr a moment to drain.
-                    let status = server.wait_exit(Duration::from_secs(5));
+                    let status = server
+                        .wait_exit(Duration::from_secs(5))
+                        .map_or("still running".to_string(), |s| s.to_string());
                     thread::sleep(Duration::from_millis(50));
                     let err = server.stderr_text();
                     if let Some(why) = unavailable_reason(&err) {
                         std::panic::panic_any(Skip(format!(
-                            "ringd exited at start ({status:?}): {why}"
+                            "ringd exited at start ({status}): {why}"
                         )));
                     }
                     panic!(
-                        "ringd --backend {} exited before printing its URL ({status:?})\n{}",
+                        "ringd --backend {} exited before printing its URL ({status})\n{}",
                         server.backend,
                         server.diagnostics()
                     );

@@ -2,7 +2,8 @@
 //! sockets, every case once per backend (`case::uring`, `case::epoll`, `case::tokio_uring`).
 //!
 //! A backend that cannot run on this machine prints `SKIP backend=X: reason` on stderr (never
-//! a silent pass). `RINGD_TEST_BACKENDS=uring,epoll` limits the backends that run.
+//! a silent pass). `RINGD_TEST_BACKENDS=uring,epoll` limits the backends that run;
+//! `RINGD_CORPUS_VERBOSE=1` prints every llhttp case with the statuses it got.
 
 mod conditional;
 mod corpus;
@@ -50,6 +51,7 @@ per_backend! {
     conditional_requests => crate::conditional::conditionals,
     precompressed_sidecars => crate::static_files::precompressed,
     connection_management => crate::limits::connection_management,
+    expect_100_continue => crate::limits::expect_continue,
     request_limits_and_errors => crate::limits::request_errors,
     access_log_combined_format => crate::lifecycle::access_log,
     cli_port_in_use => crate::lifecycle::port_in_use,
