@@ -354,9 +354,12 @@ impl Session {
     }
 
     /// Answers a protocol error with its status and `Connection: close`; nothing after it on
-    /// this connection is answered.
+    /// this connection is answered. The answer to a request whose method token is `HEAD` has
+    /// no body (RFC 9110 §9.3.2), even when the rest of the request was malformed.
     fn fail(&mut self, svc: &mut Service, e: ProtoError, now: Instant) {
         let status = e.status();
+        // The failed request's head starts at `in_pos` (a body error leaves it there too).
+        let head_only = parse::is_head(&self.inp[self.in_pos..]);
         let buf = self.out.bytes(&mut svc.pool);
         let (body_bytes, _) = head::simple(
             buf,
@@ -365,7 +368,7 @@ impl Session {
             &svc.config.server_name,
             b"",
             ConnHeader::Close,
-            false,
+            head_only,
         );
         self.out.end_response();
         if self.out.responses() == 1 {

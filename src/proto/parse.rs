@@ -97,6 +97,12 @@ pub fn leading_empty_lines(buf: &[u8]) -> usize {
     i
 }
 
+/// Whether the request starting at `buf` has the method `HEAD` (its method token is complete),
+/// whatever follows: the answer to it has no body, errors included (RFC 9110 §9.3.2).
+pub fn is_head(buf: &[u8]) -> bool {
+    buf.starts_with(b"HEAD ")
+}
+
 /// Parses one request head at the start of `buf`.
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoError> {
     // Request line limit (414), checked before httparse so a huge line fails early.

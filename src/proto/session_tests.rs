@@ -450,6 +450,50 @@ fn error_closes_and_nothing_after_is_answered() {
 }
 
 #[test]
+fn head_error_answers_have_no_body() {
+    let mut long = b"HEAD /".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 9000));
+    let cases: [(&[u8], u16); 6] = [
+        (b"HEAD /a.txt HTTP/1.1\r\n\r\n", 400),
+        (b"HEAD /a.txt HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        (&long, 414),
+        (
+            b"HEAD / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n",
+            413,
+        ),
+        (
+            b"HEAD / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            400,
+        ),
+        (b"HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n", 404),
+    ];
+    for (bad, status) in cases {
+        let mut h = Harness::new("s-headerr", Config::default());
+        let r = h.roundtrip(bad);
+        let what = String::from_utf8_lossy(&bad[..bad.len().min(60)]);
+        assert!(
+            r.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what:?}: {r}"
+        );
+        // Content-Length as a GET would get it, and nothing after the blank line.
+        assert!(r.contains("Content-Length: "), "{what:?}: {r}");
+        assert!(
+            r.ends_with("\r\n\r\n"),
+            "{what:?}: body after the head: {r}"
+        );
+    }
+    // The access log counts no body bytes for them.
+    let cfg = Config {
+        access_log: Some("/dev/null".into()),
+        ..Default::default()
+    };
+    let mut h = Harness::new("s-headerr-log", cfg);
+    h.roundtrip(b"HEAD /a.txt HTTP/1.1\r\n\r\n");
+    let line = String::from_utf8_lossy(h.svc.access_log()).into_owned();
+    assert!(line.contains("\" 400 0 "), "{line}");
+}
+
+#[test]
 fn request_limits() {
     let mut h = Harness::new("s-limits", Config::default());
     let mut long = b"GET /".to_vec();
