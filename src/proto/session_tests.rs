@@ -541,6 +541,21 @@ fn bodies_are_read_and_discarded() {
 }
 
 #[test]
+fn bad_chunk_extension_answers_400_and_closes() {
+    let mut h = Harness::new("s-chunkext", Config::default());
+    let mut input =
+        b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-encoding: chunked\r\n\r\n2;\r\naa\r\n0\r\n\r\n"
+            .to_vec();
+    input.extend_from_slice(&get("/a.txt"));
+    let r = h.roundtrip(&input);
+    let rs = responses(r.as_bytes(), &[]);
+    assert_eq!(rs.len(), 1, "{r}");
+    assert_eq!(rs[0].0, 400, "{r}");
+    assert_eq!(header(&rs[0].1, "Connection"), Some("close"));
+    assert!(h.s.should_close());
+}
+
+#[test]
 fn pipelining_16_mixed_requests() {
     let mut h = Harness::new("s-pipe16", Config::default());
     let kinds: [(&[u8], u16, bool); 8] = [
