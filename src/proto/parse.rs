@@ -57,6 +57,9 @@ pub struct Request<'a> {
     pub keep_alive: bool,
     /// HTTP/1.0 asked for keep-alive (echo `Connection: keep-alive`).
     pub keep_alive_10: bool,
+    /// An HTTP/1.1 request with `Expect: 100-continue` (ignored in HTTP/1.0, RFC 9110
+    /// §10.1.1). Expectations other than 100-continue fail the parse with 417.
+    pub expect_continue: bool,
     pub fields: Fields<'a>,
 }
 
@@ -168,6 +171,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
     let mut cl: Option<&[u8]> = None;
     let mut cl_count = 0u32;
     let mut te: Option<Cow<'a, [u8]>> = None;
+    let mut expect_continue = false;
+    let mut expect_other = false;
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     for h in req.headers.iter() {
@@ -193,6 +198,16 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
                 }
             }
             10 if n.eq_ignore_ascii_case(b"user-agent") => fields.user_agent = Some(v),
+            6 if n.eq_ignore_ascii_case(b"expect") => {
+                // Expect = #expectation; only 100-continue is defined (RFC 9110 §10.1.1).
+                for tok in framing::list(v) {
+                    if tok.eq_ignore_ascii_case(b"100-continue") {
+                        expect_continue = true;
+                    } else {
+                        expect_other = true;
+                    }
+                }
+            }
             13 if n.eq_ignore_ascii_case(b"if-none-match") => join(&mut fields.if_none_match, v),
             14 if n.eq_ignore_ascii_case(b"content-length") => {
                 cl_count += 1;
@@ -224,6 +239,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
         }
     }
     let framing = framing::request_framing(minor, te.as_deref(), cl, cl_count)?;
+    // After the syntax and framing checks: a malformed request is a 400 whatever it expects.
+    if expect_other {
+        return Err(ProtoError::ExpectationFailed);
+    }
     let keep_alive = !conn_close && (minor == 1 || conn_keep_alive);
 
     Ok(Parsed::Complete(Request {
@@ -236,6 +255,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
         framing,
         keep_alive,
         keep_alive_10: keep_alive && minor == 0,
+        expect_continue: expect_continue && minor == 1,
         fields,
     }))
 }
@@ -472,6 +492,27 @@ mod tests {
             Method::Other
         );
         assert_eq!(err(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn expect_100_continue_recognised_other_expectations_417() {
+        let r = ok(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n\r\n");
+        assert!(r.expect_continue);
+        assert!(!ok(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n").expect_continue);
+        // RFC 9110 §10.1.1: a 100-continue expectation in HTTP/1.0 is ignored.
+        assert!(!ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert!(!ok(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: \r\n\r\n").expect_continue);
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n"),
+            417
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue, x=y\r\n\r\n"),
+            417
+        );
+        assert_eq!(err(b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n"), 417);
+        // A malformed request is a 400 whatever it expects.
+        assert_eq!(err(b"GET / HTTP/1.1\r\nExpect: foo\r\n\r\n"), 400);
     }
 
     #[test]

@@ -556,6 +556,69 @@ fn bad_chunk_extension_answers_400_and_closes() {
 }
 
 #[test]
+fn expect_100_continue_gets_the_final_status_at_once_then_close() {
+    // The body is not sent (the client waits for 100): the 405 must come anyway.
+    let mut h = Harness::new("s-expect", Config::default());
+    let r = h.roundtrip(
+        b"POST /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    let rs = responses(r.as_bytes(), &[]);
+    assert_eq!(rs.len(), 1, "{r}");
+    assert_eq!(rs[0].0, 405, "{r}");
+    assert_eq!(header(&rs[0].1, "Connection"), Some("close"), "{r}");
+    assert!(h.s.should_close() && !h.s.wants_read());
+    // The body arriving after that is never parsed as a request.
+    h.feed(b"GET /");
+    assert!(h.drain().is_empty());
+
+    // GET with a body: served at once, then close; bytes behind the head are not parsed.
+    let mut h = Harness::new("s-expect-get", Config::default());
+    let mut input =
+        b"GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+            .to_vec();
+    input.extend_from_slice(&get("/a.txt"));
+    let r = h.roundtrip(&input);
+    let rs = responses(r.as_bytes(), &[]);
+    assert_eq!(rs.len(), 1, "{r}");
+    assert_eq!((rs[0].0, &rs[0].2[..]), (200, &b"hello world\n"[..]));
+    assert_eq!(header(&rs[0].1, "Connection"), Some("close"));
+
+    // Over max_body: 413 first (the canonical use of Expect).
+    let mut h = Harness::new("s-expect-413", Config::default());
+    let r = h.roundtrip(
+        b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 9000000\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 413 ") && h.s.should_close(), "{r}");
+
+    // No body: nothing to wait for; an ordinary exchange on a kept connection.
+    let mut h = Harness::new("s-expect-nobody", Config::default());
+    let r = h.roundtrip(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 200 ") && !r.contains("Connection:"),
+        "{r}"
+    );
+    assert!(!h.s.should_close());
+
+    // HTTP/1.0 ignores the expectation: the body is read and the connection goes on.
+    let mut h = Harness::new("s-expect-10", Config::default());
+    let mut input = b"POST /a.txt HTTP/1.0\r\nConnection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+    input.extend_from_slice(b"GET /a.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = h.roundtrip(&input);
+    let statuses: Vec<u16> = responses(r.as_bytes(), &[]).iter().map(|r| r.0).collect();
+    assert_eq!(statuses, [405, 200], "{r}");
+    assert!(!h.s.should_close());
+
+    // Another expectation: 417 and close (no body for HEAD).
+    let mut h = Harness::new("s-expect-417", Config::default());
+    let r = h.roundtrip(b"HEAD /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\n\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 417 Expectation Failed\r\n") && r.ends_with("\r\n\r\n"),
+        "{r}"
+    );
+    assert!(h.s.should_close());
+}
+
+#[test]
 fn pipelining_16_mixed_requests() {
     let mut h = Harness::new("s-pipe16", Config::default());
     let kinds: [(&[u8], u16, bool); 8] = [
