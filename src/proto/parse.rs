@@ -139,7 +139,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
             return Ok(Parsed::Partial);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(ProtoError::TooManyHeaders),
-        Err(httparse::Error::Version) => return Err(version_error(&buf[..line_len])),
+        Err(httparse::Error::Version) => {
+            let line = if line_len > 0 { &buf[..line_len] } else { buf };
+            return Err(version_error(line));
+        }
         Err(_) => return Err(ProtoError::BadRequest("malformed request head")),
     };
     if head_len - line_len > limits.max_header_bytes + 2 {
@@ -277,11 +280,21 @@ fn join<'a>(slot: &mut Option<Cow<'a, [u8]>>, v: &'a [u8]) {
     }
 }
 
-/// 505 for a well-formed `HTTP/x.y` that is not 1.0 or 1.1, 400 for anything else.
+/// For a request line httparse refused at its version: 505 when the line is exactly
+/// `method SP target SP HTTP/x.y` with a version other than 1.0 or 1.1, 400 for anything else
+/// (more than three parts, whitespace in the target, a malformed version). `line` is the
+/// request line with its CRLF, or what has arrived of it when httparse failed earlier.
 fn version_error(line: &[u8]) -> ProtoError {
     let line = line.strip_suffix(b"\r\n").unwrap_or(line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-    let ok = version.len() == 8
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return ProtoError::BadRequest("malformed request line");
+    };
+    let ok = !method.is_empty()
+        && !target.is_empty()
+        && version.len() == 8
         && version.starts_with(b"HTTP/")
         && version[5].is_ascii_digit()
         && version[6] == b'.'
@@ -422,6 +435,28 @@ mod tests {
         assert_eq!(err(b"GET / HTTP/1.2\r\nHost: h\r\n\r\n"), 505);
         assert_eq!(err(b"GET / HTTZ/1.1\r\nHost: h\r\n\r\n"), 400);
         assert_eq!(err(b"GET / ICE/1.0\r\n\r\n"), 400);
+        // Refused before the line's end arrived: judged on what is there.
+        assert_eq!(err(b"GET / HTTP/2.0"), 505);
+    }
+
+    #[test]
+    fn malformed_request_line_is_400_not_505() {
+        for line in [
+            &b"GET /foo bar/ HTTP/1.1"[..],
+            b"GET /a b HTTP/2.0",
+            b"GET / HTTP/1.1 HTTP/1.1",
+            b"GET / HTTP/1.1 ",
+            b"GET /  HTTP/1.1",
+            b"GET  / HTTP/1.1",
+            b"GET / HTTP/1.1x",
+            b"GET / HTTP/10.1",
+            b"GET /foo\tbar HTTP/1.1",
+        ] {
+            let mut raw = line.to_vec();
+            raw.extend_from_slice(b"\r\nHost: h\r\n\r\n");
+            assert_eq!(err(&raw), 400, "{:?}", String::from_utf8_lossy(line));
+        }
+        assert_eq!(err(b"GET /foo HTTP/3.0\r\nHost: h\r\n\r\n"), 505);
     }
 
     #[test]
