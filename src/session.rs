@@ -447,3 +447,7 @@ fn answer(
 #[cfg(test)]
 #[path = "proto/session_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "proto/session_error_tests.rs"]
+mod error_tests;
