@@ -1,8 +1,589 @@
 //! The epoll driver: a per-core mio readiness loop with sendfile(2) for file bodies.
+//!
+//! One `mio::Poll` per worker thread drives that worker's listener, its shutdown eventfd and
+//! every connection it accepted. The HTTP work happens in [`Session`]; this file only moves bytes.
+//!
+//! # Edge-triggered, and why
+//! mio registers every source with `EPOLLET`, and we lean on that rather than fight it: each
+//! socket is registered once for both readable and writable interest and never touched with
+//! `epoll_ctl` again (level-triggered would need an `EPOLL_CTL_MOD` every time a connection
+//! stops or starts wanting to write, or it would spin on an always-writable socket). The price is
+//! that readiness must be remembered: each connection keeps `readable`/`writable` flags that are
+//! set by events and cleared only when a syscall says `EAGAIN` (or a short read/write proves the
+//! kernel buffer ran dry/full, which saves the extra `EAGAIN` round trip, as tokio does; but
+//! once `EPOLLRDHUP` was seen a short read proves nothing, as the FIN's edge is spent). Work
+//! deferred while a flag is still set — backpressure from `Session::wants_read`, or the
+//! per-pass budget — is picked up again without waiting for a new edge.
+//!
+//! # Per pass
+//! A connection is driven until it would block, with at most [`IO_BUDGET`] syscalls per pass so
+//! one fast pipelining client cannot starve the others; a connection that used up its budget is
+//! queued and revisited after the next zero-timeout poll.
+//!
+//! # Housekeeping
+//! Every [`TICK`] the loop gives the service the wall-clock time (cached `Date`), flushes the
+//! access log, and sweeps all connections for expired deadlines (`Session::deadline`).
+//!
+//! # Closing
+//! When the session says `should_close` while input the session will never read is waiting in
+//! the socket (a peek says so), we shut down our sending side and read (and discard) until EOF
+//! for at most [`LINGER`]: closing a socket with unread input makes the kernel send RST, which
+//! can destroy a response still in flight (the "lingering close" nginx and Apache do). Otherwise
+//! the socket is closed at once, and the FIN follows the queued response.
 
-use super::{DriverError, WorkerCtx};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant, SystemTime};
 
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::{expired, AccessLog, DriverError, WorkerCtx, TICK};
+use crate::session::{Output, Service, Session};
+
+/// Token of the listening socket.
+const LISTENER: Token = Token(usize::MAX);
+/// Token of the shutdown eventfd.
+const SHUTDOWN: Token = Token(usize::MAX - 1);
+
+/// Readiness events taken from the kernel per `epoll_wait`.
+const EVENTS_CAPACITY: usize = 1024;
+/// The per-worker read buffer (reused for every connection and every read).
+const READ_BUF_SIZE: usize = 64 * 1024;
+/// Most read/write/sendfile syscalls for one connection in one pass before it yields.
+const IO_BUDGET: usize = 32;
+/// Most connections accepted in one pass before the loop serves the ready ones.
+const ACCEPT_BUDGET: usize = 256;
+/// Largest count asked of one sendfile(2) call (the kernel caps it at 0x7ffff000 anyway).
+const SENDFILE_MAX: u64 = 0x7fff_f000;
+/// How long accepting pauses after EMFILE/ENFILE (or another resource error) on accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest lingering close (waiting for the peer's EOF after our FIN).
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read and discarded while lingering before the socket is simply closed.
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
+
+/// One accepted connection.
+struct Conn {
+    sock: TcpStream,
+    session: Session,
+    /// Readiness not yet used up (edge seen, no `EAGAIN` since).
+    readable: bool,
+    writable: bool,
+    /// The peer sent EOF (read returned 0).
+    eof: bool,
+    /// An event said the peer shut down its side (EPOLLRDHUP): reads go on until they return 0.
+    peer_fin: bool,
+    /// Lingering close: our FIN is sent, discarding input until EOF or this instant.
+    linger_until: Option<Instant>,
+    /// Bytes discarded while lingering.
+    lingered: usize,
+}
+
+/// What a pass over one connection decided.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Wait for the next readiness event.
+    Wait,
+    /// Budget used up with work left: revisit after the next (zero-timeout) poll.
+    Again,
+    /// Close the connection now.
+    Close,
+}
+
+/// A slab of connections addressed by mio token (Vec + free list).
+struct Slab {
+    slots: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl Slab {
+    fn new() -> Slab {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// The index the next `insert` will use.
+    fn vacant(&mut self) -> usize {
+        match self.free.last() {
+            Some(&i) => i,
+            None => {
+                self.slots.push(None);
+                self.free.push(self.slots.len() - 1);
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn insert(&mut self, conn: Conn) -> usize {
+        let i = self.vacant();
+        self.free.pop();
+        self.slots[i] = Some(conn);
+        self.len += 1;
+        i
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Conn> {
+        self.slots.get_mut(i).and_then(Option::as_mut)
+    }
+
+    fn remove(&mut self, i: usize) -> Option<Conn> {
+        let conn = self.slots.get_mut(i)?.take()?;
+        self.free.push(i);
+        self.len -= 1;
+        Some(conn)
+    }
+}
+
+/// Everything one worker's loop owns.
+struct Worker {
+    id: usize,
+    poll: Poll,
+    /// None once shutdown has begun (dropped: no longer accepting, out of the reuseport group).
+    listener: Option<TcpListener>,
+    /// Whether the listener is registered with `poll` right now.
+    listening: bool,
+    /// A listener edge has not been drained to `EAGAIN` yet.
+    accept_ready: bool,
+    /// Accepting is paused until then (EMFILE backoff).
+    accept_resume_at: Option<Instant>,
+    accept_error_logged: bool,
+    max_conns: usize,
+    conns: Slab,
+    svc: Service,
+    buf: Vec<u8>,
+    /// Connections that used up their budget and must be driven again.
+    again: Vec<usize>,
+    access_log: AccessLog,
+    /// When shutdown began, the instant by which the worker exits regardless.
+    shutdown_deadline: Option<Instant>,
+}
+
+/// Runs one worker: returns after shutdown once every connection is closed or the shutdown
+/// timeout has passed.
 pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
-    let _ = ctx;
-    todo!("epoll driver")
+    let WorkerCtx {
+        id,
+        config,
+        listener,
+        root,
+        shutdown,
+    } = ctx;
+
+    let poll = Poll::new()?;
+    listener.set_nonblocking(true)?;
+    let mut listener = TcpListener::from_std(listener);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let shutdown_fd = shutdown.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&shutdown_fd), SHUTDOWN, Interest::READABLE)?;
+
+    let access_log = AccessLog::open(&config)?;
+
+    let mut svc = Service::new(&config, root);
+    svc.set_time(SystemTime::now());
+
+    let mut w = Worker {
+        id,
+        poll,
+        listener: Some(listener),
+        listening: true,
+        accept_ready: true,
+        accept_resume_at: None,
+        accept_error_logged: false,
+        max_conns: config.limits.max_conns_per_worker.max(1),
+        conns: Slab::new(),
+        svc,
+        buf: vec![0; READ_BUF_SIZE],
+        again: Vec::new(),
+        access_log,
+        shutdown_deadline: None,
+    };
+    let shutdown_timeout = config.timeouts.shutdown;
+    let result = w.event_loop(shutdown_timeout);
+    w.flush_access_log();
+    // `shutdown` (the eventfd) stays open until here, so its registration stays valid.
+    drop(shutdown);
+    result
+}
+
+impl Worker {
+    fn event_loop(&mut self, shutdown_timeout: Duration) -> Result<(), DriverError> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut now = Instant::now();
+        let mut next_tick = now + TICK;
+        let mut again = Vec::new();
+        loop {
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.len == 0 || now >= deadline {
+                    return Ok(());
+                }
+            }
+
+            let timeout = if !self.again.is_empty() || self.can_accept_now() {
+                Duration::ZERO
+            } else {
+                let mut wake = next_tick;
+                if let Some(t) = self.accept_resume_at {
+                    wake = wake.min(t);
+                }
+                if let Some(t) = self.shutdown_deadline {
+                    wake = wake.min(t);
+                }
+                wake.saturating_duration_since(now)
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+            now = Instant::now();
+
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_ready = true,
+                    SHUTDOWN => self.begin_shutdown(now, shutdown_timeout),
+                    Token(i) => {
+                        let Some(conn) = self.conns.get_mut(i) else {
+                            continue; // stale event for a connection closed in this batch
+                        };
+                        if ev.is_read_closed() {
+                            conn.peer_fin = true;
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            conn.readable = true;
+                        }
+                        if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                            conn.writable = true;
+                        }
+                        self.drive(i, now);
+                    }
+                }
+            }
+
+            // Connections that ran out of budget last pass (deduplicated by the drive itself:
+            // a second pass over a connection with nothing ready is a no-op).
+            std::mem::swap(&mut again, &mut self.again);
+            for i in again.drain(..) {
+                self.drive(i, now);
+            }
+
+            if self.can_accept_now() {
+                self.accept(now);
+            }
+
+            if now >= next_tick {
+                next_tick = now + TICK;
+                self.tick(now);
+            }
+        }
+    }
+
+    /// Whether a listener edge is pending and accepting is allowed right now.
+    fn can_accept_now(&self) -> bool {
+        self.accept_ready
+            && self.listening
+            && self.accept_resume_at.is_none()
+            && self.conns.len < self.max_conns
+    }
+
+    /// Accepts until `EAGAIN`, the connection limit, or the per-pass budget.
+    fn accept(&mut self, now: Instant) {
+        for _ in 0..ACCEPT_BUDGET {
+            if self.conns.len >= self.max_conns {
+                // Backpressure: leave further connections in the kernel's backlog and stop
+                // listening for them until one closes.
+                self.pause_listening();
+                return;
+            }
+            let accepted = match self.listener.as_ref() {
+                Some(listener) => listener.accept(),
+                None => return,
+            };
+            match accepted {
+                Ok((mut sock, peer)) => {
+                    // Responses are written whole (head + body or one buffer): no Nagle delay.
+                    let _ = sock.set_nodelay(true);
+                    let i = self.conns.vacant();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut sock,
+                        Token(i),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        self.log_accept_error(&e);
+                        continue;
+                    }
+                    // The registration reports the socket's current readiness as a first event.
+                    self.conns.insert(Conn {
+                        sock,
+                        session: Session::new(peer, now),
+                        readable: false,
+                        writable: false,
+                        eof: false,
+                        peer_fin: false,
+                        linger_until: None,
+                        lingered: 0,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_ready = false;
+                    return;
+                }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => {}
+                    _ => {
+                        // EMFILE, ENFILE, ENOBUFS, ENOMEM: keep serving the connections we
+                        // have, and retry accepting shortly.
+                        self.log_accept_error(&e);
+                        self.pause_listening();
+                        self.accept_resume_at = Some(now + ACCEPT_BACKOFF);
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn log_accept_error(&mut self, e: &io::Error) {
+        if !self.accept_error_logged {
+            self.accept_error_logged = true;
+            eprintln!(
+                "ringd: worker {}: accept failed: {e}; still serving open connections, \
+                 retrying (logged once)",
+                self.id
+            );
+        }
+    }
+
+    /// Stops listener events (connection limit or accept backoff).
+    fn pause_listening(&mut self) {
+        if let (true, Some(l)) = (self.listening, self.listener.as_mut()) {
+            let _ = self.poll.registry().deregister(l);
+            self.listening = false;
+        }
+    }
+
+    /// Resumes listener events once accepting is allowed again.
+    fn resume_listening(&mut self) {
+        if self.listening || self.accept_resume_at.is_some() || self.conns.len >= self.max_conns {
+            return;
+        }
+        if let Some(l) = self.listener.as_mut() {
+            if self
+                .poll
+                .registry()
+                .register(l, LISTENER, Interest::READABLE)
+                .is_ok()
+            {
+                self.listening = true;
+                // Connections may have queued meanwhile without a new edge reaching us.
+                self.accept_ready = true;
+            }
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, tell every session, close the idle ones.
+    fn begin_shutdown(&mut self, now: Instant, timeout: Duration) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(now + timeout);
+        self.pause_listening();
+        // Dropping the listener takes it out of the SO_REUSEPORT group at once.
+        self.listener = None;
+        self.accept_ready = false;
+        for i in 0..self.conns.slots.len() {
+            if let Some(conn) = self.conns.get_mut(i) {
+                conn.session.start_shutdown();
+                self.drive(i, now);
+            }
+        }
+    }
+
+    /// Time for the service, access-log flush, deadline sweep, accept backoff expiry.
+    fn tick(&mut self, now: Instant) {
+        self.svc.set_time(SystemTime::now());
+        self.flush_access_log();
+        for i in 0..self.conns.slots.len() {
+            let Some(conn) = self.conns.get_mut(i) else {
+                continue;
+            };
+            let deadline = match conn.linger_until {
+                Some(t) => Some(t),
+                None => conn.session.deadline(),
+            };
+            if expired(deadline, now) {
+                self.close(i);
+            }
+        }
+        if self.accept_resume_at.is_some_and(|t| now >= t) {
+            self.accept_resume_at = None;
+            self.resume_listening();
+        }
+    }
+
+    fn flush_access_log(&mut self) {
+        self.access_log.flush(self.svc.access_log());
+    }
+
+    /// Drives connection `i` and applies the outcome.
+    fn drive(&mut self, i: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        match drive_conn(conn, &mut self.svc, &mut self.buf, now) {
+            Step::Wait => {}
+            Step::Again => self.again.push(i),
+            Step::Close => self.close(i),
+        }
+    }
+
+    fn close(&mut self, i: usize) {
+        // Dropping the socket closes it, which also removes it from the epoll set.
+        if self.conns.remove(i).is_some() {
+            self.resume_listening();
+        }
+    }
+}
+
+/// One pass over a connection: write what the session has, read what the peer sent, until the
+/// socket would block, the session holds back, or the budget is spent.
+fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) -> Step {
+    if conn.linger_until.is_some() {
+        return linger(conn, buf);
+    }
+    let mut budget = IO_BUDGET;
+    loop {
+        // Output first: it frees the session to answer further pipelined requests.
+        while conn.writable {
+            let Some(out) = conn.session.next_output() else {
+                break;
+            };
+            if budget == 0 {
+                return Step::Again;
+            }
+            budget -= 1;
+            // `full`: whether a short count proves the socket buffer is full.
+            let (full, res) = match out {
+                Output::Bytes(b) => {
+                    let asked = b.len();
+                    let res = (&conn.sock).write(b);
+                    (res.as_ref().is_ok_and(|&n| n < asked), res)
+                }
+                // Never clear `writable` on a short sendfile: only EAGAIN proves the socket is
+                // full (sendfile can stop short for file-side reasons).
+                Output::File { fd, offset, len } => {
+                    (false, send_file(conn.sock.as_raw_fd(), fd, offset, len))
+                }
+            };
+            match res {
+                // A zero-byte write of a non-empty piece: the file shrank under a response
+                // whose length is already promised. Nothing honest can follow.
+                Ok(0) => return Step::Close,
+                Ok(n) => {
+                    if full {
+                        conn.writable = false;
+                    }
+                    conn.session.consume(svc, n, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Close,
+            }
+        }
+
+        if conn.session.should_close() {
+            return start_linger(conn, buf, now);
+        }
+
+        if !conn.readable || conn.eof || !conn.session.wants_read() {
+            return Step::Wait;
+        }
+        if budget == 0 {
+            return Step::Again;
+        }
+        budget -= 1;
+        match (&conn.sock).read(buf) {
+            Ok(0) => {
+                conn.eof = true;
+                conn.readable = false;
+                conn.session.feed_eof(now);
+            }
+            Ok(n) => {
+                if n < buf.len() && !conn.peer_fin {
+                    // The receive queue is drained; the next arrival raises a new edge. (Not
+                    // so for a FIN that came with the data: it raised its edge already, and
+                    // only the next read returns it.)
+                    conn.readable = false;
+                }
+                conn.session.feed(svc, &buf[..n], now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Close,
+        }
+    }
+}
+
+/// The session is done with this connection. Close at once unless input is waiting unread
+/// (then the kernel would answer our close with RST, which can destroy the tail of a response
+/// still in flight): in that case send our FIN and read until theirs, bounded by [`LINGER`].
+fn start_linger(conn: &mut Conn, buf: &mut [u8], now: Instant) -> Step {
+    if conn.eof || !matches!(conn.sock.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
+        return Step::Close;
+    }
+    if conn.sock.shutdown(Shutdown::Write).is_err() {
+        return Step::Close;
+    }
+    conn.readable = true;
+    conn.linger_until = Some(now + LINGER);
+    linger(conn, buf)
+}
+
+/// Reads and discards until EOF (then close), `EAGAIN` (then wait) or the byte cap (close).
+fn linger(conn: &mut Conn, buf: &mut [u8]) -> Step {
+    for _ in 0..IO_BUDGET {
+        if !conn.readable {
+            return Step::Wait;
+        }
+        match (&conn.sock).read(buf) {
+            Ok(0) => return Step::Close,
+            Ok(n) => {
+                conn.lingered += n;
+                if conn.lingered > LINGER_MAX_BYTES {
+                    return Step::Close;
+                }
+                if n < buf.len() && !conn.peer_fin {
+                    conn.readable = false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Close,
+        }
+    }
+    Step::Again
+}
+
+/// sendfile(2) of `len` bytes of `file` at `offset` to the non-blocking socket `sock`.
+fn send_file(sock: RawFd, file: RawFd, offset: u64, len: u64) -> io::Result<usize> {
+    let mut off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let count = len.min(SENDFILE_MAX) as usize;
+    // SAFETY: `file` stays open until this piece is consumed (the session's buffer contract),
+    // `sock` is owned by the connection for the duration of the call, and `off` is a local the
+    // kernel only writes during the call. sendfile touches no other user memory.
+    let n = unsafe { libc::sendfile(sock, file, &mut off, count) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -283,10 +284,67 @@ fn make_rep(
     })
 }
 
+/// A fast multiplicative hash (FxHash) over 8-byte words, keyed with a per-cache random
+/// seed so that request paths cannot be chosen to collide. Keys are short paths; SipHash
+/// costs more than the rest of a cache hit.
+#[derive(Clone, Copy, Debug)]
+pub struct SeededFx(u64);
+
+impl BuildHasher for SeededFx {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(self.0)
+    }
+}
+
+impl SeededFx {
+    fn random() -> SeededFx {
+        // RandomState is seeded from the OS once per thread; borrow its randomness.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x9e37_79b9_7f4a_7c15);
+        SeededFx(h.finish() | 1)
+    }
+}
+
+pub struct FxHasher(u64);
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, mut bytes: &[u8]) {
+        while bytes.len() >= 8 {
+            let (w, rest) = bytes.split_at(8);
+            self.add(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
+            bytes = rest;
+        }
+        let mut last = [0u8; 8];
+        last[..bytes.len()].copy_from_slice(bytes);
+        self.add(u64::from_le_bytes(last) ^ (bytes.len() as u64) << 56);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // One more round so the last word's bits reach the low bits the table uses.
+        (self.0 ^ self.0 >> 29).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+    }
+}
+
+impl std::fmt::Debug for FxHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FxHasher")
+    }
+}
+
 /// The cache itself: path → slot, slots swept by a clock hand for eviction.
 #[derive(Debug)]
 pub struct FileCache {
-    map: HashMap<Box<[u8]>, usize>,
+    map: HashMap<Box<[u8]>, usize, SeededFx>,
     slots: Vec<Option<(Box<[u8]>, Entry)>>,
     free: Vec<usize>,
     hand: usize,
@@ -299,7 +357,7 @@ pub struct FileCache {
 impl FileCache {
     pub fn new(cfg: &Config) -> FileCache {
         FileCache {
-            map: HashMap::new(),
+            map: HashMap::with_hasher(SeededFx::random()),
             slots: Vec::new(),
             free: Vec::new(),
             hand: 0,
@@ -510,6 +568,18 @@ mod tests {
         assert!(fresh);
         let (_, fresh) = c.lookup(b"f0", now + Duration::from_secs(2)).unwrap();
         assert!(!fresh);
+    }
+
+    #[test]
+    fn errno_maps_to_status() {
+        let st = |e: i32| ServeError::from(io::Error::from_raw_os_error(e)).status();
+        assert_eq!(st(libc::EMFILE), 503);
+        assert_eq!(st(libc::ENFILE), 503);
+        assert_eq!(st(libc::ENOENT), 404);
+        assert_eq!(st(libc::EXDEV), 404); // RESOLVE_BENEATH escape
+        assert_eq!(st(libc::ELOOP), 404); // symlink refused
+        assert_eq!(st(libc::EACCES), 403);
+        assert_eq!(st(libc::EIO), 500);
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! precompressed variants, per-worker open-file cache. `Files::respond` turns one parsed
 //! request into queued output.
 
+pub mod conditional;
 pub mod encoding;
 pub mod filecache;
 pub mod fs;
 pub mod mime;
+pub mod range;
+pub mod render;
 pub mod resolve;
 #[cfg(test)]
 pub(crate) mod testdir;
@@ -18,7 +21,9 @@ use crate::proto::conn::{BufPool, OutQueue};
 use crate::proto::head::{self, ConnHeader, DATE_LEN};
 use crate::proto::parse::{Method, Request};
 
-use filecache::{FileCache, Found, Rep, ServeError};
+use conditional::{Conditions, Precondition};
+use filecache::{FileCache, Found, ServeError};
+use range::Ranges;
 
 /// What a response was, for the access log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +63,8 @@ pub struct Files {
     path: Vec<u8>,
     /// Scratch: NUL-terminated paths for openat2.
     cbuf: Vec<u8>,
+    /// Multipart boundaries are numbered.
+    boundaries: u64,
 }
 
 /// How a request path resolved.
@@ -74,6 +81,7 @@ impl Files {
             cache: FileCache::new(cfg),
             path: Vec::new(),
             cbuf: Vec::new(),
+            boundaries: 0,
         }
     }
 
@@ -102,6 +110,7 @@ impl Files {
         let Some(entry) = self.cache.get(idx) else {
             return reply.simple(&self.cfg.server_name, 500, b"", head_only);
         };
+        let server = &self.cfg.server_name;
         let mut rep = &entry.identity;
         if entry.vary {
             if let Some(ae) = &req.fields.accept_encoding {
@@ -111,7 +120,42 @@ impl Files {
                 }
             }
         }
-        full(rep, reply, head_only)
+        let f = &req.fields;
+        let conds = Conditions {
+            if_match: f.if_match.as_deref(),
+            if_none_match: f.if_none_match.as_deref(),
+            if_modified_since: f.if_modified_since,
+            if_unmodified_since: f.if_unmodified_since,
+        };
+        match conditional::evaluate(&conds, &rep.etag, rep.meta.mtime, true) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => {
+                return render::not_modified(rep, entry.vary, server, reply)
+            }
+            Precondition::Failed => return reply.simple(server, 412, b"", head_only),
+        }
+        // Range is defined for GET only (RFC 9110 §14.2); HEAD gets the 200 headers.
+        if let (Method::Get, Some(r)) = (req.method, f.range) {
+            let honour = f
+                .if_range
+                .is_none_or(|ir| conditional::if_range_holds(ir, &rep.etag, rep.meta.mtime));
+            if honour {
+                let ct = &entry.content_type;
+                match range::evaluate(r, rep.size()) {
+                    Ranges::Full => {}
+                    Ranges::Single(a, b) => {
+                        return render::partial(rep, ct, entry.vary, server, a, b, reply)
+                    }
+                    Ranges::Multi(v) => {
+                        self.boundaries = self.boundaries.wrapping_add(1);
+                        let seq = self.boundaries;
+                        return render::multipart(rep, ct, entry.vary, server, &v, seq, reply);
+                    }
+                    Ranges::Unsatisfiable => return render::unsatisfiable(rep, server, reply),
+                }
+            }
+        }
+        render::full(rep, reply, head_only)
     }
 
     /// Finds (or loads, or revalidates) the cache entry for URL path `path`.
@@ -158,32 +202,5 @@ impl Files {
         let date = [0u8; DATE_LEN]; // patched in per response
         let entry = filecache::build(probe, &self.cfg, &date, now)?;
         Ok(Lookup::Entry(self.cache.insert(path.as_bytes(), entry)))
-    }
-}
-
-/// A full `200` of `rep` from its pre-encoded head: copy, stamp the Date, add the connection
-/// header, then the body (copied when cached in memory, else a file range).
-fn full(rep: &Rep, reply: &mut Reply<'_>, head_only: bool) -> Sent {
-    let buf = reply.out.bytes(reply.pool);
-    let start = buf.len();
-    buf.extend_from_slice(&rep.head);
-    let at = start + rep.date_at;
-    buf[at..at + DATE_LEN].copy_from_slice(reply.date);
-    let conn_at = buf.len();
-    buf.extend_from_slice(reply.conn.line());
-    buf.extend_from_slice(b"\r\n");
-    if !head_only {
-        if let Some(body) = &rep.body {
-            buf.extend_from_slice(body);
-        }
-    }
-    reply.out.mark_conn(conn_at, reply.conn.line().len());
-    if let (false, Some(fd)) = (head_only, &rep.fd) {
-        reply.out.file(fd, 0, rep.size());
-    }
-    reply.out.end_response();
-    Sent {
-        status: 200,
-        body_bytes: if head_only { 0 } else { rep.size() },
     }
 }

@@ -1,0 +1,69 @@
+//! ringd's integration tests: one binary that starts the real `ringd` and talks to it over real
+//! sockets, every case once per backend (`case::uring`, `case::epoll`, `case::tokio_uring`).
+//!
+//! A backend that cannot run on this machine prints `SKIP backend=X: reason` on stderr (never
+//! a silent pass). `RINGD_TEST_BACKENDS=uring,epoll` limits the backends that run;
+//! `RINGD_CORPUS_VERBOSE=1` prints every llhttp case with the statuses it got.
+
+mod conditional;
+mod corpus;
+mod escapes;
+mod harness;
+mod http;
+mod lifecycle;
+mod limits;
+mod static_files;
+
+/// For each `module::function` case, generate `function::{uring, epoll, tokio_uring}` tests.
+macro_rules! per_backend {
+    ($($name:ident => $case:path),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn uring() {
+                    crate::harness::run_case("uring", $case);
+                }
+                #[test]
+                fn epoll() {
+                    crate::harness::run_case("epoll", $case);
+                }
+                #[test]
+                fn tokio_uring() {
+                    crate::harness::run_case("tokio-uring", $case);
+                }
+            }
+        )*
+    };
+}
+
+per_backend! {
+    llhttp_corpus_replay => crate::corpus::replay,
+    big_file_byte_exact => crate::static_files::big_file,
+    big_file_two_slow_readers => crate::static_files::slow_readers,
+    pipelined_16_mixed_requests => crate::limits::pipelining,
+    thousand_concurrent_connections => crate::limits::thousand_connections,
+    path_escapes_never_served => crate::escapes::path_escapes,
+    path_escapes_with_follow_symlinks => crate::escapes::path_escapes_follow,
+    header_timeout_closes_half_sent_request => crate::limits::header_timeout,
+    sigterm_under_load_drains_and_exits_0 => crate::lifecycle::sigterm_under_load,
+    methods_dirs_and_headers => crate::static_files::methods_dirs_headers,
+    ranges => crate::conditional::ranges,
+    conditional_requests => crate::conditional::conditionals,
+    precompressed_sidecars => crate::static_files::precompressed,
+    connection_management => crate::limits::connection_management,
+    expect_100_continue => crate::limits::expect_continue,
+    request_limits_and_errors => crate::limits::request_errors,
+    access_log_combined_format => crate::lifecycle::access_log,
+    cli_port_in_use => crate::lifecycle::port_in_use,
+}
+
+/// Backend-independent CLI behaviour.
+#[test]
+fn cli_missing_root_is_a_clear_error() {
+    lifecycle::missing_root();
+}
+
+#[test]
+fn cli_doctor_reports_io_uring_and_backends() {
+    lifecycle::doctor();
+}
