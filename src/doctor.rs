@@ -30,7 +30,7 @@ fn print_section(out: &mut dyn Write, title: &str, lines: &[Line]) -> io::Result
     writeln!(out, "{title}")?;
     let width = lines.iter().map(|l| l.name.len()).max().unwrap_or(0);
     for l in lines {
-        let mark = if l.advice.is_some() { "LOW " } else { "ok  " };
+        let mark = if l.advice.is_some() { "!!  " } else { "ok  " };
         writeln!(out, "  {mark}{:width$}  {}", l.name, l.value)?;
         if let Some(a) = &l.advice {
             writeln!(out, "        advice: {a}")?;

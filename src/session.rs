@@ -326,8 +326,17 @@ impl Session {
                 }
             };
             let head_len = req.head_len;
+            // `Expect: 100-continue` with a body: the client may be waiting for a 100 before it
+            // sends the body. No response of a static-file server depends on the body, so the
+            // final status goes out at once without reading it (RFC 9110 §10.1.1 allows a final
+            // status instead of 100), and the connection closes after it (`Connection: close`):
+            // whether the client then sends the body or not, its framing on the wire is
+            // ambiguous, so nothing after it can be trusted. The limits come first: a body over
+            // `max_body` is still a 413.
+            let mut skip_body = false;
             if req.framing != Framing::None && self.body.is_none() {
                 match BodyReader::new(req.framing, self.knobs.max_body, self.knobs.max_trailer) {
+                    Ok(_) if req.expect_continue => skip_body = true,
                     Ok(r) => {
                         self.body = Some((head_len, r));
                         continue;
@@ -338,12 +347,16 @@ impl Session {
                     }
                 }
             }
-            let keep = answer(svc, &mut self.out, self.peer, &req, now);
+            let keep = answer(svc, &mut self.out, self.peer, &req, skip_body, now);
             if self.out.responses() == 1 {
                 self.progress_at = now;
             }
             self.body = None;
             self.in_pos += head_len;
+            if skip_body {
+                // Whatever arrived after the head (body or not) is never parsed.
+                self.in_pos = self.inp.len();
+            }
             self.closing |= !keep;
             self.req_start = (self.in_pos < self.inp.len()).then_some(now);
         }
@@ -354,9 +367,12 @@ impl Session {
     }
 
     /// Answers a protocol error with its status and `Connection: close`; nothing after it on
-    /// this connection is answered.
+    /// this connection is answered. The answer to a request whose method token is `HEAD` has
+    /// no body (RFC 9110 §9.3.2), even when the rest of the request was malformed.
     fn fail(&mut self, svc: &mut Service, e: ProtoError, now: Instant) {
         let status = e.status();
+        // The failed request's head starts at `in_pos` (a body error leaves it there too).
+        let head_only = parse::is_head(&self.inp[self.in_pos..]);
         let buf = self.out.bytes(&mut svc.pool);
         let (body_bytes, _) = head::simple(
             buf,
@@ -365,7 +381,7 @@ impl Session {
             &svc.config.server_name,
             b"",
             ConnHeader::Close,
-            false,
+            head_only,
         );
         self.out.end_response();
         if self.out.responses() == 1 {
@@ -389,15 +405,17 @@ impl Session {
     }
 }
 
-/// Answers one complete request; returns whether the connection stays open after it.
+/// Answers one complete request (with `Connection: close` when `close`, or when the request
+/// asks for it); returns whether the connection stays open after it.
 fn answer(
     svc: &mut Service,
     out: &mut OutQueue,
     peer: SocketAddr,
     req: &Request<'_>,
+    close: bool,
     now: Instant,
 ) -> bool {
-    let conn = if !req.keep_alive {
+    let conn = if close || !req.keep_alive {
         ConnHeader::Close
     } else if req.keep_alive_10 {
         ConnHeader::KeepAlive
@@ -429,3 +447,7 @@ fn answer(
 #[cfg(test)]
 #[path = "proto/session_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "proto/session_error_tests.rs"]
+mod error_tests;

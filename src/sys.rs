@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -192,12 +192,9 @@ pub fn allowed_cpus() -> Vec<usize> {
         .unwrap_or_default()
 }
 
-/// Prepare a freshly accepted TCP socket: disable Nagle (responses are written whole, and a
-/// head followed by a spliced body must not wait for a delayed ACK); return its peer address.
-pub fn setup_accepted(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
-    let sock = socket2::SockRef::from(&fd);
-    sock.set_tcp_nodelay(true)?;
-    let peer = sock.peer_addr()?;
+/// The peer address of a connected socket (getpeername).
+pub fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    let peer = socket2::SockRef::from(&fd).peer_addr()?;
     peer.as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "peer is not an IP socket"))
 }
@@ -207,13 +204,9 @@ pub fn shutdown_write(fd: impl AsFd) -> io::Result<()> {
     socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)
 }
 
-/// Borrow a raw fd for the duration of a call.
-///
-/// # Safety
-/// `fd` must be open for the lifetime `'a`.
-pub unsafe fn borrow_fd<'a>(fd: RawFd) -> BorrowedFd<'a> {
-    // SAFETY: upheld by the caller.
-    unsafe { BorrowedFd::borrow_raw(fd) }
+/// Shut both directions of a socket: pending reads see EOF, pending writes fail.
+pub fn shutdown_both(fd: impl AsFd) -> io::Result<()> {
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both)
 }
 
 #[cfg(test)]

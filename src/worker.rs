@@ -74,6 +74,10 @@ fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     sock.set_reuse_address(true).map_err(map)?;
     sock.set_reuse_port(true).map_err(map)?;
     sock.set_nonblocking(true).map_err(map)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (one setsockopt per worker
+    // instead of one per connection): responses are written whole, and a head followed by a
+    // spliced body must not wait for a delayed ACK.
+    sock.set_tcp_nodelay(true).map_err(map)?;
     sock.bind(&addr.into()).map_err(map)?;
     sock.listen(LISTEN_BACKLOG).map_err(map)?;
     Ok(sock.into())

@@ -15,6 +15,9 @@
 //! deferred while a flag is still set — backpressure from `Session::wants_read`, or the
 //! per-pass budget — is picked up again without waiting for a new edge.
 //!
+//! Accepted sockets get `TCP_NODELAY`: a response is written whole (one buffer, or a head and
+//! then the sendfile body), so Nagle could only delay its last segment.
+//!
 //! # Per pass
 //! A connection is driven until it would block, with at most [`IO_BUDGET`] syscalls per pass so
 //! one fast pipelining client cannot starve the others; a connection that used up its budget is

@@ -20,7 +20,8 @@ pub struct WorkerCtx {
     pub id: usize,
     /// This worker's copy of the configuration.
     pub config: Config,
-    /// Bound, listening, non-blocking socket with SO_REUSEPORT (one per worker).
+    /// Bound, listening, non-blocking socket with SO_REUSEPORT (one per worker). It has
+    /// TCP_NODELAY set, which accepted sockets inherit.
     pub listener: TcpListener,
     /// `O_PATH | O_DIRECTORY` fd of the served root.
     pub root: OwnedFd,

@@ -22,9 +22,12 @@
 //! - `Output::File` goes file → pipe → socket with two `IORING_OP_SPLICE` custom ops, through a
 //!   bounded per-worker [`PipePool`] (`config.pipe_pool` pipes of `config.pipe_size`). A pipe is
 //!   filled only when empty, drained to the socket, and only returned to the pool empty.
-//! - Sockets are made non-blocking so a splice to a stalled reader answers `EAGAIN` rather than
-//!   pinning an io-wq worker thread; any `EAGAIN` then waits for readiness with a custom
-//!   `IORING_OP_POLL_ADD` and retries.
+//! - Sockets are made non-blocking so that a splice to a stalled reader can never pin an io-wq
+//!   worker thread in a blocking send. (On 6.18 the kernel mostly arms its internal poll and
+//!   retries by itself: a slow-reader test saw a handful of `EAGAIN`s and idle io-wq workers.)
+//!   Any `EAGAIN` that does come back waits for readiness with a custom `IORING_OP_POLL_ADD`
+//!   and retries. Reads and writes on these sockets are still poll-armed by the kernel, so
+//!   tokio-uring's own ops work unchanged.
 //!
 //! # Keeping kernel memory alive
 //! tokio-uring's own ops hold their buffer and a reference to the fd until the completion,

@@ -100,11 +100,10 @@ enum Chunk {
     Size {
         digits: u8,
     },
-    /// In a chunk extension, after `;`.
-    Ext {
-        quoted: bool,
-        escaped: bool,
-    },
+    /// After the size, in BWS that must lead to `;`.
+    SizeWs,
+    /// In a chunk extension (RFC 9112 §7.1.1), see [`Ext`].
+    Ext(Ext),
     /// Saw CR after the size line; expect LF.
     SizeLf,
     /// Inside chunk data.
@@ -123,6 +122,64 @@ enum Chunk {
     Done,
 }
 
+/// Where a chunk-extension scanner stands, per RFC 9112 §7.1.1:
+/// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`,
+/// name a token, value a token or a quoted-string. Anything else is a 400.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ext {
+    /// After `;`, in BWS: a name must follow.
+    PreName,
+    /// In the name.
+    Name,
+    /// BWS after the name: `=` or `;` must follow.
+    AfterName,
+    /// After `=`, in BWS: a value must follow.
+    PreValue,
+    /// In a token value.
+    Token,
+    /// In a quoted-string value; `escaped` after a backslash.
+    Quoted { escaped: bool },
+    /// Just after the closing quote: `;`, BWS or the line end.
+    Closed,
+    /// BWS after a value: `;` must follow.
+    AfterValue,
+}
+
+/// The next state of the chunk-extension scanner after byte `b`; `SizeLf` at the line's CR.
+fn ext_byte(st: Ext, b: u8) -> Result<Chunk, ProtoError> {
+    let ws = b == b' ' || b == b'\t';
+    let next = match st {
+        Ext::PreName if ws => Ext::PreName,
+        Ext::PreName if is_tchar(b) => Ext::Name,
+        Ext::Name if is_tchar(b) => Ext::Name,
+        Ext::Name | Ext::AfterName if ws => Ext::AfterName,
+        Ext::Name | Ext::AfterName if b == b'=' => Ext::PreValue,
+        Ext::PreValue if ws => Ext::PreValue,
+        Ext::PreValue if b == b'"' => Ext::Quoted { escaped: false },
+        Ext::PreValue if is_tchar(b) => Ext::Token,
+        Ext::Token if is_tchar(b) => Ext::Token,
+        // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+        Ext::Quoted { escaped: true } if b == b'\t' || (b >= 0x20 && b != 0x7f) => {
+            Ext::Quoted { escaped: false }
+        }
+        Ext::Quoted { escaped: false } if b == b'"' => Ext::Closed,
+        Ext::Quoted { escaped: false } if b == b'\\' => Ext::Quoted { escaped: true },
+        // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+        Ext::Quoted { escaped: false } if b == b'\t' || (b >= 0x20 && b != 0x7f) => {
+            Ext::Quoted { escaped: false }
+        }
+        Ext::Token | Ext::Closed | Ext::AfterValue if ws => Ext::AfterValue,
+        Ext::Name | Ext::AfterName | Ext::Token | Ext::Closed | Ext::AfterValue if b == b';' => {
+            Ext::PreName
+        }
+        // The line may end right after a name or a value (not after BWS: the grammar puts
+        // BWS only before `;` and `=`).
+        Ext::Name | Ext::Token | Ext::Closed if b == b'\r' => return Ok(Chunk::SizeLf),
+        _ => return Err(ProtoError::BadRequest("invalid chunk extension")),
+    };
+    Ok(Chunk::Ext(next))
+}
+
 /// Discards a request body, validating its framing. Feed it bytes; it says how many it used.
 #[derive(Debug)]
 pub struct BodyReader {
@@ -133,6 +190,9 @@ pub struct BodyReader {
     max_body: u64,
     /// Bytes of trailer section so far (bounded by `max_trailer`).
     trailer: usize,
+    /// Bytes of chunk extensions so far, all chunks together (also bounded by `max_trailer`:
+    /// they are discarded unread, but must not let a peer stream forever outside `max_body`).
+    ext: usize,
     max_trailer: usize,
     chunk: Option<Chunk>,
 }
@@ -151,6 +211,7 @@ impl BodyReader {
             total: 0,
             max_body,
             trailer: 0,
+            ext: 0,
             max_trailer,
             chunk,
         })
@@ -184,37 +245,23 @@ impl BodyReader {
                         self.remaining = self.remaining * 16 + u64::from(d);
                         Chunk::Size { digits: digits + 1 }
                     }
-                    b';' if digits > 0 => Chunk::Ext {
-                        quoted: false,
-                        escaped: false,
-                    },
+                    b';' if digits > 0 => Chunk::Ext(Ext::PreName),
+                    b' ' | b'\t' if digits > 0 => Chunk::SizeWs,
                     b'\r' if digits > 0 => Chunk::SizeLf,
                     _ => return Err(ProtoError::BadRequest("invalid chunk size")),
                 },
-                Chunk::Ext { quoted, escaped } => match b {
-                    _ if escaped => {
-                        if b != b'\t' && (b < 0x20 || b == 0x7f) {
-                            return Err(ProtoError::BadRequest("invalid chunk extension"));
-                        }
-                        Chunk::Ext {
-                            quoted,
-                            escaped: false,
-                        }
-                    }
-                    b'"' => Chunk::Ext {
-                        quoted: !quoted,
-                        escaped: false,
-                    },
-                    b'\\' if quoted => Chunk::Ext {
-                        quoted,
-                        escaped: true,
-                    },
-                    b'\r' if !quoted => Chunk::SizeLf,
-                    b'\t' | b' ' => Chunk::Ext { quoted, escaped },
-                    _ if quoted && b >= 0x20 && b != 0x7f => Chunk::Ext { quoted, escaped },
-                    _ if is_tchar(b) || b == b'=' || b == b';' => Chunk::Ext { quoted, escaped },
-                    _ => return Err(ProtoError::BadRequest("invalid chunk extension")),
+                Chunk::SizeWs => match b {
+                    b' ' | b'\t' => Chunk::SizeWs,
+                    b';' => Chunk::Ext(Ext::PreName),
+                    _ => return Err(ProtoError::BadRequest("invalid chunk size")),
                 },
+                Chunk::Ext(e) => {
+                    self.ext += 1;
+                    if self.ext > self.max_trailer {
+                        return Err(ProtoError::BadRequest("chunk extensions too long"));
+                    }
+                    ext_byte(e, b)?
+                }
                 Chunk::SizeLf => {
                     if b != b'\n' {
                         return Err(ProtoError::BadRequest("chunk size line not ended by CRLF"));
@@ -345,6 +392,75 @@ mod tests {
         ] {
             assert!(run(chunked(1000), body, body.len()).is_err(), "{:?}", body);
         }
+    }
+
+    #[test]
+    fn chunk_extensions_follow_the_grammar() {
+        // RFC 9112 §7.1.1: BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ].
+        for ext in [
+            &b";a"[..],
+            b";a=b",
+            b";a=b;c",
+            b" ;a",
+            b"\t; a = b ;c=\"d\"",
+            b";a=\"\"",
+            b";a=\"x\\\"y;z\\\\\"",
+            b";a=\"tab\there\x80\"",
+            b";ilovew3;somuchlove=aretheseparametersfor;another=withvalue",
+        ] {
+            let mut body = b"2".to_vec();
+            body.extend_from_slice(ext);
+            body.extend_from_slice(b"\r\naa\r\n0\r\n\r\n");
+            for step in 1..=body.len() {
+                assert_eq!(
+                    run(chunked(1000), &body, step),
+                    Ok((body.len(), true)),
+                    "{:?} step {step}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+        }
+        for ext in [
+            &b";"[..],    // empty name: llhttp's "No extension after semicolon"
+            b";;a",       // empty name between semicolons
+            b"; ",        // only BWS after ;
+            b";a;",       // trailing ; without a name
+            b";=b",       // value without a name
+            b";a=",       // = without a value
+            b";a= ",      // = then only BWS
+            b";a ",       // BWS before the line end
+            b";a=b ",     // BWS after a value before the line end
+            b";a=\"b\" ", // same after a quoted value
+            b";a=b c",    // two tokens
+            b";a=\"b\"c", // text after the closing quote
+            b";a=b=c",    // = in a token value
+            b";a@b",      // non-token in a name
+            b";a=\"b",    // unbalanced quote (reaches CR inside it: CR is not qdtext)
+            b";a=\"\x7f\"",
+            b";a=\"\\\x01\"",
+            b" a",        // BWS after the size not followed by ;
+            b";\xc3\xa9", // non-ASCII name
+        ] {
+            let mut body = b"2".to_vec();
+            body.extend_from_slice(ext);
+            body.extend_from_slice(b"\r\naa\r\n0\r\n\r\n");
+            assert!(
+                matches!(run(chunked(1000), &body, 1), Err(ProtoError::BadRequest(_))),
+                "{:?}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
+    #[test]
+    fn chunk_extensions_are_bounded() {
+        let mut body = b"2;a=".to_vec();
+        body.extend(std::iter::repeat_n(b'x', 1100));
+        body.extend_from_slice(b"\r\naa\r\n0\r\n\r\n");
+        assert_eq!(
+            run(chunked(1000), &body, 64),
+            Err(ProtoError::BadRequest("chunk extensions too long"))
+        );
     }
 
     #[test]

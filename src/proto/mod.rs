@@ -31,6 +31,9 @@ pub enum ProtoError {
     /// Body over `limits.max_body`.
     #[error("request body too large")]
     BodyTooLarge,
+    /// An `Expect` expectation other than `100-continue` (RFC 9110 §10.1.1).
+    #[error("unsupported expectation")]
+    ExpectationFailed,
 }
 
 impl ProtoError {
@@ -42,6 +45,7 @@ impl ProtoError {
             ProtoError::VersionNotSupported => 505,
             ProtoError::BadRequest(_) => 400,
             ProtoError::BodyTooLarge => 413,
+            ProtoError::ExpectationFailed => 417,
         }
     }
 }

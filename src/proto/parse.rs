@@ -57,6 +57,9 @@ pub struct Request<'a> {
     pub keep_alive: bool,
     /// HTTP/1.0 asked for keep-alive (echo `Connection: keep-alive`).
     pub keep_alive_10: bool,
+    /// An HTTP/1.1 request with `Expect: 100-continue` (ignored in HTTP/1.0, RFC 9110
+    /// §10.1.1). Expectations other than 100-continue fail the parse with 417.
+    pub expect_continue: bool,
     pub fields: Fields<'a>,
 }
 
@@ -97,6 +100,12 @@ pub fn leading_empty_lines(buf: &[u8]) -> usize {
     i
 }
 
+/// Whether the request starting at `buf` has the method `HEAD` (its method token is complete),
+/// whatever follows: the answer to it has no body, errors included (RFC 9110 §9.3.2).
+pub fn is_head(buf: &[u8]) -> bool {
+    buf.starts_with(b"HEAD ")
+}
+
 /// Parses one request head at the start of `buf`.
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoError> {
     // Request line limit (414), checked before httparse so a huge line fails early.
@@ -130,7 +139,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
             return Ok(Parsed::Partial);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(ProtoError::TooManyHeaders),
-        Err(httparse::Error::Version) => return Err(version_error(&buf[..line_len])),
+        Err(httparse::Error::Version) => {
+            let line = if line_len > 0 { &buf[..line_len] } else { buf };
+            return Err(version_error(line));
+        }
         Err(_) => return Err(ProtoError::BadRequest("malformed request head")),
     };
     if head_len - line_len > limits.max_header_bytes + 2 {
@@ -162,6 +174,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
     let mut cl: Option<&[u8]> = None;
     let mut cl_count = 0u32;
     let mut te: Option<Cow<'a, [u8]>> = None;
+    let mut expect_continue = false;
+    let mut expect_other = false;
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     for h in req.headers.iter() {
@@ -187,6 +201,16 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
                 }
             }
             10 if n.eq_ignore_ascii_case(b"user-agent") => fields.user_agent = Some(v),
+            6 if n.eq_ignore_ascii_case(b"expect") => {
+                // Expect = #expectation; only 100-continue is defined (RFC 9110 §10.1.1).
+                for tok in framing::list(v) {
+                    if tok.eq_ignore_ascii_case(b"100-continue") {
+                        expect_continue = true;
+                    } else {
+                        expect_other = true;
+                    }
+                }
+            }
             13 if n.eq_ignore_ascii_case(b"if-none-match") => join(&mut fields.if_none_match, v),
             14 if n.eq_ignore_ascii_case(b"content-length") => {
                 cl_count += 1;
@@ -218,6 +242,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
         }
     }
     let framing = framing::request_framing(minor, te.as_deref(), cl, cl_count)?;
+    // After the syntax and framing checks: a malformed request is a 400 whatever it expects.
+    if expect_other {
+        return Err(ProtoError::ExpectationFailed);
+    }
     let keep_alive = !conn_close && (minor == 1 || conn_keep_alive);
 
     Ok(Parsed::Complete(Request {
@@ -230,6 +258,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
         framing,
         keep_alive,
         keep_alive_10: keep_alive && minor == 0,
+        expect_continue: expect_continue && minor == 1,
         fields,
     }))
 }
@@ -251,11 +280,21 @@ fn join<'a>(slot: &mut Option<Cow<'a, [u8]>>, v: &'a [u8]) {
     }
 }
 
-/// 505 for a well-formed `HTTP/x.y` that is not 1.0 or 1.1, 400 for anything else.
+/// For a request line httparse refused at its version: 505 when the line is exactly
+/// `method SP target SP HTTP/x.y` with a version other than 1.0 or 1.1, 400 for anything else
+/// (more than three parts, whitespace in the target, a malformed version). `line` is the
+/// request line with its CRLF, or what has arrived of it when httparse failed earlier.
 fn version_error(line: &[u8]) -> ProtoError {
     let line = line.strip_suffix(b"\r\n").unwrap_or(line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-    let ok = version.len() == 8
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return ProtoError::BadRequest("malformed request line");
+    };
+    let ok = !method.is_empty()
+        && !target.is_empty()
+        && version.len() == 8
         && version.starts_with(b"HTTP/")
         && version[5].is_ascii_digit()
         && version[6] == b'.'
@@ -396,6 +435,28 @@ mod tests {
         assert_eq!(err(b"GET / HTTP/1.2\r\nHost: h\r\n\r\n"), 505);
         assert_eq!(err(b"GET / HTTZ/1.1\r\nHost: h\r\n\r\n"), 400);
         assert_eq!(err(b"GET / ICE/1.0\r\n\r\n"), 400);
+        // Refused before the line's end arrived: judged on what is there.
+        assert_eq!(err(b"GET / HTTP/2.0"), 505);
+    }
+
+    #[test]
+    fn malformed_request_line_is_400_not_505() {
+        for line in [
+            &b"GET /foo bar/ HTTP/1.1"[..],
+            b"GET /a b HTTP/2.0",
+            b"GET / HTTP/1.1 HTTP/1.1",
+            b"GET / HTTP/1.1 ",
+            b"GET /  HTTP/1.1",
+            b"GET  / HTTP/1.1",
+            b"GET / HTTP/1.1x",
+            b"GET / HTTP/10.1",
+            b"GET /foo\tbar HTTP/1.1",
+        ] {
+            let mut raw = line.to_vec();
+            raw.extend_from_slice(b"\r\nHost: h\r\n\r\n");
+            assert_eq!(err(&raw), 400, "{:?}", String::from_utf8_lossy(line));
+        }
+        assert_eq!(err(b"GET /foo HTTP/3.0\r\nHost: h\r\n\r\n"), 505);
     }
 
     #[test]
@@ -466,6 +527,27 @@ mod tests {
             Method::Other
         );
         assert_eq!(err(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn expect_100_continue_recognised_other_expectations_417() {
+        let r = ok(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n\r\n");
+        assert!(r.expect_continue);
+        assert!(!ok(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n").expect_continue);
+        // RFC 9110 §10.1.1: a 100-continue expectation in HTTP/1.0 is ignored.
+        assert!(!ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert!(!ok(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: \r\n\r\n").expect_continue);
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n"),
+            417
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue, x=y\r\n\r\n"),
+            417
+        );
+        assert_eq!(err(b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n"), 417);
+        // A malformed request is a 400 whatever it expects.
+        assert_eq!(err(b"GET / HTTP/1.1\r\nExpect: foo\r\n\r\n"), 400);
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub(crate) struct Driver {
     /// Accepting paused (EMFILE and the like) until then.
     accept_retry_at: Option<Instant>,
     emfile_logged: bool,
+    accept_err_logged: bool,
+    warned_unknown: bool,
     shutdown_fd: OwnedFd,
     shutdown_poll: Option<u64>,
     tick: Option<u64>,
@@ -136,6 +138,8 @@ impl Driver {
             accept_cancel: false,
             accept_retry_at: None,
             emfile_logged: false,
+            accept_err_logged: false,
+            warned_unknown: false,
             shutdown_fd: ctx.shutdown,
             shutdown_poll: None,
             tick: None,
@@ -191,7 +195,11 @@ impl Driver {
 
     fn complete(&mut self, ud: u64, res: i32, flags: u32) {
         let Some(tok) = self.sq.tokens.get(ud) else {
-            debug_assert!(false, "completion with unknown user_data {ud:#x}");
+            // Every submission has a token, so this is a driver bug; say so once, go on.
+            if !self.warned_unknown {
+                eprintln!("ringd: internal: completion for unknown user_data {ud:#x} ignored");
+                self.warned_unknown = true;
+            }
             return;
         };
         let more = cqueue::more(flags);
@@ -333,8 +341,21 @@ impl Driver {
                     self.accept_retry_at = Some(self.now + ACCEPT_RETRY);
                     self.cancel_accept();
                 }
-                // ECANCELED: ours. ECONNABORTED and the like: the peer left; keep going.
-                _ => {}
+                // Ours, or the peer left before we took it: keep accepting.
+                libc::ECANCELED | libc::ECONNABORTED | libc::EINTR | libc::EAGAIN => {}
+                // Anything else (EPERM from a firewall hook, EPROTO…): keep serving, retry
+                // after a pause so a persistent error cannot spin the loop.
+                e => {
+                    if !self.accept_err_logged {
+                        eprintln!(
+                            "ringd: accept failed: {} (retrying)",
+                            std::io::Error::from_raw_os_error(e)
+                        );
+                        self.accept_err_logged = true;
+                    }
+                    self.accept_retry_at = Some(self.now + ACCEPT_RETRY);
+                    self.cancel_accept();
+                }
             }
         }
         if self.conns.len() >= self.config.limits.max_conns_per_worker {
