@@ -1,1 +1,57 @@
-fn main() {}
+//! The `loadgen` binary: flags → one run or a comparison → reports → exit code.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use cli::{Cli, Cmd};
+use loadgen::report;
+use loadgen::run::{self, RunOptions};
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Cli) -> Result<()> {
+    match args.cmd {
+        Some(Cmd::Compare(c)) => {
+            let cc = cli::build_compare(&c)?;
+            let cmp = loadgen::compare::run(&cc)?;
+            print!("{}", report::md::render(&cmp));
+            eprintln!("reports written to {}", cc.out.display());
+            Ok(())
+        }
+        None => {
+            let r = &args.run;
+            let cfg = cli::build_config(&r.load, r.url.as_deref(), r.server_pid)?;
+            let opts = RunOptions {
+                progress: !r.load.quiet,
+                label: String::new(),
+            };
+            let result = run::run(&cfg, &opts)?;
+            print!("{}", report::text::summary(&result));
+            if let Some(path) = &r.json {
+                std::fs::write(path, result.to_json() + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if let Some(path) = &r.hgrm {
+                std::fs::write(path, loadgen::hist::hgrm(&result.hists.latency))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if result.interrupted {
+                anyhow::bail!("interrupted");
+            }
+            Ok(())
+        }
+    }
+}

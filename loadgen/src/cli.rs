@@ -1,0 +1,413 @@
+//! Command-line flags: parsed and validated here, turned into a `RunConfig` / `CompareConfig`;
+//! nothing past this file sees a flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use loadgen::compare::{CompareConfig, CompareTarget};
+use loadgen::config::{RunConfig, Stop};
+use loadgen::schedule::Arrival;
+use loadgen::target::{RequestSet, RequestSpec, Url};
+
+/// An HTTP/1.1 load generator: closed loop like wrk, open loop with coordinated-omission
+/// correction like wrk2, and side-by-side comparison of servers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// Subcommand (omit to run one load test).
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    /// Load-test flags.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run several targets interleaved over rounds and write a comparison report.
+    Compare(CompareArgs),
+}
+
+/// One load test.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Target: http://host:port/path or unix:/path/to.sock:/path
+    pub url: Option<String>,
+    /// Load settings.
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Write the result as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the corrected latency distribution in .hgrm form to this file.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+    /// Measure this server process's CPU time per request (threads and children included).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+}
+
+/// Open-loop arrival process.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ArrivalArg {
+    /// Evenly spaced.
+    Constant,
+    /// Exponential gaps.
+    Poisson,
+}
+
+/// Settings shared by a single run and by `compare`.
+#[derive(Debug, Args, Clone)]
+pub struct LoadArgs {
+    /// Connections in total (spread over threads).
+    #[arg(short = 'c', long = "connections", default_value_t = 64)]
+    pub connections: usize,
+    /// Threads, each pinned to a core [default: available cores].
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Measured duration, e.g. 10s, 500ms, 2m [default: 10s].
+    #[arg(short = 'd', long = "duration", conflicts_with = "requests")]
+    pub duration: Option<String>,
+    /// Stop after this many requests instead of a duration.
+    #[arg(short = 'n', long = "requests")]
+    pub requests: Option<u64>,
+    /// Open loop at this many requests per second in total (default: closed loop).
+    #[arg(short = 'R', long = "rate")]
+    pub rate: Option<f64>,
+    /// Open-loop arrival process.
+    #[arg(long, value_enum, default_value = "constant")]
+    pub arrival: ArrivalArg,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// A new connection per request (connect time is measured separately).
+    #[arg(long)]
+    pub no_keepalive: bool,
+    /// Extra request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// Request method.
+    #[arg(short = 'm', long = "method", default_value = "GET")]
+    pub method: String,
+    /// Request body (sent with Content-Length); @FILE reads it from a file.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Weighted URL mix: one `URL` or `WEIGHT URL` per line (paths are relative to the target).
+    #[arg(long, value_name = "FILE")]
+    pub urls: Option<PathBuf>,
+    /// Warm-up before the measured window (measured, reported apart), e.g. 2s.
+    #[arg(long, default_value = "0s")]
+    pub warmup: String,
+    /// A request or connect with no answer after this long fails as a timeout.
+    #[arg(long, default_value = "10s")]
+    pub timeout: String,
+    /// Do not pin threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// No progress bar.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Seed for Poisson arrivals and the URL mix.
+    #[arg(long, default_value_t = 0x10AD)]
+    pub seed: u64,
+}
+
+/// `loadgen compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// A target, NAME=URL (repeatable; each may use its own path).
+    #[arg(long = "target", value_name = "NAME=URL", required = true)]
+    pub targets: Vec<String>,
+    /// A target's server process, NAME=PID, for CPU per request (repeatable).
+    #[arg(long = "server-pid", value_name = "NAME=PID")]
+    pub server_pids: Vec<String>,
+    /// The target the ratios are computed against [default: the first].
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Rounds; each round runs every target once, in order.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Output directory for report.md, report.html, report.json and NAME.hgrm.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Report title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Metadata recorded in the report, KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Pause between runs, so one server's tail does not land in the next one's window.
+    #[arg(long, default_value = "1s")]
+    pub pause: String,
+    /// Load settings, identical for every target.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// Parse `10s`, `500ms`, `250us`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num
+        .parse()
+        .with_context(|| format!("invalid duration {s:?} (expected e.g. 10s, 500ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "ns" => v / 1e9,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        other => bail!("invalid duration unit {other:?} in {s:?} (use ns, us, ms, s, m or h)"),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        bail!("invalid duration {s:?}");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn request_spec(load: &LoadArgs) -> Result<RequestSpec> {
+    RequestSpec::check_method(&load.method)?;
+    let headers = load
+        .headers
+        .iter()
+        .map(|h| RequestSpec::parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = match &load.body {
+        None => None,
+        Some(b) => match b.strip_prefix('@') {
+            Some(file) => {
+                Some(std::fs::read(file).with_context(|| format!("cannot read body file {file}"))?)
+            }
+            None => Some(b.clone().into_bytes()),
+        },
+    };
+    Ok(RequestSpec {
+        method: load.method.clone(),
+        headers,
+        body,
+        close: load.no_keepalive,
+    })
+}
+
+/// Build a validated run configuration for `url` (or the `--urls` mix).
+pub fn build_config(
+    load: &LoadArgs,
+    url: Option<&str>,
+    server_pid: Option<u32>,
+) -> Result<RunConfig> {
+    if load.connections == 0 {
+        bail!("-c/--connections must be at least 1");
+    }
+    if load.pipeline == 0 || load.pipeline > 1024 {
+        bail!("--pipeline must be between 1 and 1024");
+    }
+    if load.no_keepalive && load.pipeline > 1 {
+        bail!("--pipeline needs keep-alive connections (drop --no-keepalive)");
+    }
+    if let Some(t) = load.threads {
+        if t == 0 {
+            bail!("-t/--threads must be at least 1");
+        }
+    }
+    if let Some(r) = load.rate {
+        if !(r.is_finite() && r > 0.0) {
+            bail!("-R/--rate must be a positive number of requests per second");
+        }
+    }
+    let stop = match (load.requests, &load.duration) {
+        (Some(0), _) => bail!("-n/--requests must be at least 1"),
+        (Some(n), _) => Stop::Count(n),
+        (None, Some(d)) => {
+            let d = parse_duration(d)?;
+            if d.is_zero() {
+                bail!("-d/--duration must be positive");
+            }
+            Stop::Duration(d)
+        }
+        (None, None) => Stop::Duration(Duration::from_secs(10)),
+    };
+    let timeout = parse_duration(&load.timeout)?;
+    if timeout.is_zero() {
+        bail!("--timeout must be positive");
+    }
+    let spec = request_spec(load)?;
+    let base = url.map(Url::parse).transpose()?;
+    let requests = match (&load.urls, &base) {
+        (Some(file), base) => RequestSet::from_file(&file.to_string_lossy(), base.as_ref(), &spec)?,
+        (None, Some(u)) => RequestSet::single(u, &spec),
+        (None, None) => bail!("a target URL (or --urls FILE) is required"),
+    };
+    let threads = load
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    Ok(RunConfig {
+        requests,
+        threads,
+        connections: load.connections,
+        pipeline: load.pipeline,
+        keepalive: !load.no_keepalive,
+        stop,
+        warmup: parse_duration(&load.warmup)?,
+        timeout,
+        rate: load.rate,
+        arrival: match load.arrival {
+            ArrivalArg::Constant => Arrival::Constant,
+            ArrivalArg::Poisson => Arrival::Poisson,
+        },
+        pin: !load.no_pin,
+        server_pid,
+        seed: load.seed,
+    })
+}
+
+fn split_pair<'a>(s: &'a str, what: &str) -> Result<(&'a str, &'a str)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k, v)),
+        _ => bail!("invalid {what} {s:?}: expected NAME=VALUE"),
+    }
+}
+
+/// Build a validated comparison.
+pub fn build_compare(args: &CompareArgs) -> Result<CompareConfig> {
+    if args.load.urls.is_some() {
+        bail!("compare takes one URL per target (--target NAME=URL), not --urls");
+    }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let mut targets: Vec<CompareTarget> = Vec::new();
+    for t in &args.targets {
+        let (name, url) = split_pair(t, "--target")?;
+        if targets.iter().any(|x| x.name == name) {
+            bail!("target name {name:?} given twice");
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bail!("target name {name:?} may only hold letters, digits, '-', '_' and '.'");
+        }
+        let cfg =
+            build_config(&args.load, Some(url), None).with_context(|| format!("target {name}"))?;
+        targets.push(CompareTarget {
+            name: name.to_string(),
+            config: cfg,
+        });
+    }
+    for p in &args.server_pids {
+        let (name, pid) = split_pair(p, "--server-pid")?;
+        let pid: u32 = pid
+            .parse()
+            .with_context(|| format!("invalid pid in --server-pid {p:?}"))?;
+        let t = targets
+            .iter_mut()
+            .find(|t| t.name == name)
+            .with_context(|| format!("--server-pid names unknown target {name:?}"))?;
+        t.config.server_pid = Some(pid);
+    }
+    let baseline = match &args.baseline {
+        Some(b) => {
+            if !targets.iter().any(|t| &t.name == b) {
+                bail!("--baseline {b:?} is not one of the targets");
+            }
+            b.clone()
+        }
+        None => targets[0].name.clone(),
+    };
+    let mut meta = Vec::new();
+    for m in &args.meta {
+        let (k, v) = split_pair(m, "--meta")?;
+        meta.push((k.to_string(), v.to_string()));
+    }
+    Ok(CompareConfig {
+        targets,
+        baseline,
+        rounds: args.rounds,
+        out: args.out.clone(),
+        title: args
+            .title
+            .clone()
+            .unwrap_or_else(|| "loadgen comparison".to_string()),
+        meta,
+        pause: parse_duration(&args.pause)?,
+        progress: !args.load.quiet,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("100us").unwrap(), Duration::from_micros(100));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn flags_parse_and_validate() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "http://127.0.0.1:1/",
+            "-c",
+            "8",
+            "--rate",
+            "100",
+            "-d",
+            "2s",
+        ])
+        .unwrap();
+        let cfg = build_config(&cli.run.load, cli.run.url.as_deref(), None).unwrap();
+        assert_eq!(cfg.rate, Some(100.0));
+        assert_eq!(cfg.stop, Stop::Duration(Duration::from_secs(2)));
+        assert!(Cli::try_parse_from(["loadgen", "http://x/", "-d", "1s", "-n", "5"]).is_err());
+        let cli =
+            Cli::try_parse_from(["loadgen", "http://127.0.0.1:1/", "--pipeline", "0"]).unwrap();
+        assert!(build_config(&cli.run.load, cli.run.url.as_deref(), None).is_err());
+        let cli = Cli::try_parse_from(["loadgen", "nonsense://"]).unwrap();
+        assert!(build_config(&cli.run.load, cli.run.url.as_deref(), None).is_err());
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "compare",
+            "--target",
+            "a=http://127.0.0.1:1/x",
+            "--target",
+            "b=http://127.0.0.1:2/y",
+            "--out",
+            "/tmp/x",
+            "--meta",
+            "cpu=foo",
+            "-R",
+            "5",
+        ])
+        .unwrap();
+        let Some(Cmd::Compare(c)) = cli.cmd else {
+            panic!("expected compare")
+        };
+        let cc = build_compare(&c).unwrap();
+        assert_eq!(cc.baseline, "a");
+        assert_eq!(
+            cc.targets[1].config.requests.urls[0],
+            "http://127.0.0.1:2/y"
+        );
+        assert_eq!(cc.meta, vec![("cpu".to_string(), "foo".to_string())]);
+    }
+}

@@ -1,0 +1,167 @@
+//! CPU time from /proc: a server process's user+system time with its threads, its live
+//! descendants (e.g. nginx workers) and its reaped children, and this process's own use.
+
+use std::fs;
+use std::io;
+
+use thiserror::Error;
+
+/// Why a process's CPU time could not be read.
+#[derive(Debug, Error)]
+pub enum ProcError {
+    /// /proc/PID/stat could not be read (no such process?).
+    #[error("cannot read /proc/{pid}/stat: {source}")]
+    Read {
+        /// The process id.
+        pid: u32,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// /proc/PID/stat did not have the expected fields.
+    #[error("unexpected format of /proc/{0}/stat")]
+    Format(u32),
+}
+
+/// The fields of /proc/PID/stat that matter here, in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    /// Parent process id.
+    pub ppid: u32,
+    /// User time of all threads.
+    pub utime: u64,
+    /// System time of all threads.
+    pub stime: u64,
+    /// User time of waited-for children.
+    pub cutime: u64,
+    /// System time of waited-for children.
+    pub cstime: u64,
+}
+
+/// Parse the text of /proc/PID/stat. The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let after = &text[text.rfind(')')? + 1..];
+    // Fields after the name start at field 3 (state).
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let num = |field: usize| f.get(field - 3)?.parse::<u64>().ok();
+    Some(Stat {
+        ppid: num(4)? as u32,
+        utime: num(14)?,
+        stime: num(15)?,
+        cutime: num(16)?,
+        cstime: num(17)?,
+    })
+}
+
+/// Read /proc/PID/stat.
+pub fn read_stat(pid: u32) -> Result<Stat, ProcError> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|source| ProcError::Read { pid, source })?;
+    parse_stat(&text).ok_or(ProcError::Format(pid))
+}
+
+/// Nanoseconds per clock tick.
+pub fn tick_ns() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        1_000_000_000 / hz as u64
+    } else {
+        10_000_000
+    }
+}
+
+/// Total CPU time (ns) of `pid`: all its threads, all its live descendants, and the children
+/// it has already reaped.
+pub fn tree_cpu_ns(pid: u32) -> Result<u64, ProcError> {
+    let root = read_stat(pid)?;
+    let mut ticks = root.utime + root.stime + root.cutime + root.cstime;
+    // Walk every process once, then add each descendant of `pid` (their own time only: their
+    // reaped children are in their cutime, and they are our descendants too only while alive).
+    let mut procs: Vec<(u32, Stat)> = Vec::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if p == pid {
+                continue;
+            }
+            if let Ok(st) = read_stat(p) {
+                procs.push((p, st));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        for (p, st) in &procs {
+            if st.ppid == parent {
+                tree.push(*p);
+                ticks += st.utime + st.stime + st.cutime + st.cstime;
+            }
+        }
+        i += 1;
+    }
+    Ok(ticks * tick_ns())
+}
+
+/// This process's (user, system) CPU time in ns.
+pub fn self_cpu_ns() -> (u64, u64) {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000;
+    (ns(ru.ru_utime), ns(ru.ru_stime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_with_spaces_and_parens() {
+        let text = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 \
+                    250 75 3 4 20 0 5 0 100 1000000 200 18446744073709551615";
+        let st = parse_stat(text).unwrap();
+        assert_eq!(
+            st,
+            Stat {
+                ppid: 1,
+                utime: 250,
+                stime: 75,
+                cutime: 3,
+                cstime: 4
+            }
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn reads_own_process_and_counts_children() {
+        let me = std::process::id();
+        let before = tree_cpu_ns(me).unwrap();
+        // Burn a little CPU in a child thread; the process stat includes threads.
+        std::thread::spawn(|| {
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            while t.elapsed().as_millis() < 60 {
+                x = x.wrapping_mul(31).wrapping_add(1);
+            }
+            std::hint::black_box(x);
+        })
+        .join()
+        .unwrap();
+        let after = tree_cpu_ns(me).unwrap();
+        assert!(after > before, "{before} -> {after}");
+        assert!(read_stat(u32::MAX).is_err());
+    }
+}

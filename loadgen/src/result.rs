@@ -1,0 +1,422 @@
+//! The result of one run: merged thread measurements turned into the figures every report
+//! prints, with the JSON shape `--json` writes (key names are part of the interface).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::{RunConfig, Stop};
+use crate::hist::{self, HistSet, Summary};
+use crate::schedule::Arrival;
+use crate::stats::{ErrorClass, Interval, ThreadResult, Window, MAX_STATUS};
+
+/// Above this share of wall time busy, a generator thread counts as saturated.
+pub const SATURATED: f64 = 0.90;
+/// Below this share of the target rate, the open loop counts as not keeping up.
+pub const KEEP_UP: f64 = 0.95;
+
+/// The settings a run used (echoed into its result).
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    /// Threads.
+    pub threads: usize,
+    /// Connections.
+    pub connections: usize,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// Connections reused across requests.
+    pub keepalive: bool,
+    /// Measured duration asked for, seconds (`-d`).
+    pub duration_s: Option<f64>,
+    /// Requests asked for (`-n`).
+    pub count: Option<u64>,
+    /// Warm-up, seconds.
+    pub warmup_s: f64,
+    /// Request timeout, seconds.
+    pub timeout_s: f64,
+    /// Open-loop arrival process (`constant` / `poisson`), absent in closed loop.
+    pub arrival: Option<&'static str>,
+    /// Threads pinned to cores.
+    pub pinned: bool,
+}
+
+/// The generator's own CPU use.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GeneratorCpu {
+    /// User time of all load threads, seconds.
+    pub user_s: f64,
+    /// System time of all load threads, seconds.
+    pub sys_s: f64,
+    /// CPU time per response, microseconds.
+    pub us_per_request: f64,
+    /// Busy share of wall time, per thread (1.0 = one core fully used).
+    pub thread_utilization: Vec<f64>,
+    /// The busiest thread's share.
+    pub max_utilization: f64,
+    /// Time spent spinning to pace open-loop sends on time, seconds (counted in the CPU time
+    /// above, but not towards saturation).
+    pub pacing_spin_s: f64,
+    /// The busiest thread's share without pacing spins: what `saturated` is judged on.
+    pub max_work_utilization: f64,
+    /// Some thread was busier than [`SATURATED`]: the server may not have been the limit.
+    pub saturated: bool,
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntervalOut {
+    /// Second since the start (warm-up included).
+    pub t_s: u64,
+    /// Part of the warm-up.
+    pub warmup: bool,
+    /// Responses.
+    pub requests: u64,
+    /// Failures.
+    pub errors: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Mean corrected latency, µs.
+    pub mean_us: f64,
+    /// Largest corrected latency, µs.
+    pub max_us: f64,
+}
+
+/// The warm-up window, reported apart.
+#[derive(Clone, Debug, Serialize)]
+pub struct WarmupOut {
+    /// Responses during the warm-up.
+    pub requests: u64,
+    /// Warm-up length, seconds.
+    pub duration_s: f64,
+    /// Failures.
+    pub errors: u64,
+    /// Corrected latency.
+    pub latency_us: Summary,
+    /// Latency histogram (base64 V2).
+    pub histogram: String,
+}
+
+/// Every histogram of the measured window in HdrHistogram's base64 V2 (deflate) encoding.
+#[derive(Clone, Debug, Serialize)]
+pub struct Histograms {
+    /// Unit of the recorded values.
+    pub unit: &'static str,
+    /// Corrected latency.
+    pub latency: String,
+    /// Uncorrected latency.
+    pub latency_uncorrected: String,
+    /// Connect time.
+    pub connect: String,
+    /// Time to first byte.
+    pub ttfb: String,
+    /// Pipelined batch latency.
+    pub batch: String,
+    /// Send lag behind the schedule.
+    pub schedule_lag: String,
+}
+
+/// The result of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    /// The target URL (the first one of a mix).
+    pub url: String,
+    /// Every URL of the mix.
+    pub urls: Vec<String>,
+    /// `closed` or `open`.
+    pub mode: &'static str,
+    /// Settings used.
+    pub settings: Settings,
+    /// Complete responses in the measured window.
+    pub requests: u64,
+    /// Length of the measured window, seconds.
+    pub duration_s: f64,
+    /// Responses per second.
+    pub rps: f64,
+    /// Bytes received (heads, bodies, framing).
+    pub bytes: u64,
+    /// Bytes received per second.
+    pub bytes_per_s: f64,
+    /// Decoded body bytes received.
+    pub body_bytes: u64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Responses per status code.
+    pub status: BTreeMap<String, u64>,
+    /// Failures per class.
+    pub errors: BTreeMap<String, u64>,
+    /// Total failures.
+    pub errors_total: u64,
+    /// Latency from the intended send time (coordinated-omission corrected in open loop).
+    pub latency_us: Summary,
+    /// Latency from the actual send time.
+    pub latency_uncorrected_us: Summary,
+    /// Connect time.
+    pub connect_us: Summary,
+    /// Time to first response byte.
+    pub ttfb_us: Summary,
+    /// Pipelined batch latency (with `--pipeline` > 1).
+    pub batch_us: Option<Summary>,
+    /// How late sends went out against the schedule (open loop).
+    pub schedule_lag_us: Summary,
+    /// Open-loop target rate.
+    pub target_rps: Option<f64>,
+    /// Rate at which requests actually went out.
+    pub achieved_rps: f64,
+    /// Open loop: requests that were due but never sent by the end.
+    pub unsent: Option<u64>,
+    /// Connections established.
+    pub connects: u64,
+    /// The generator's own CPU.
+    pub generator_cpu: GeneratorCpu,
+    /// Server CPU time per response (with `--server-pid`), µs.
+    pub server_cpu_us_per_request: Option<f64>,
+    /// Server CPU time over the measured window (with `--server-pid`), seconds.
+    pub server_cpu_s: Option<f64>,
+    /// Server CPU share of one core over the window (with `--server-pid`).
+    pub server_cpu_utilization: Option<f64>,
+    /// Per-second intervals.
+    pub intervals: Vec<IntervalOut>,
+    /// The warm-up window, if any.
+    pub warmup: Option<WarmupOut>,
+    /// Things the reader must know (saturation, not keeping up, errors).
+    pub warnings: Vec<String>,
+    /// The run was stopped early by Ctrl-C.
+    pub interrupted: bool,
+    /// Histograms, mergeable later.
+    pub histograms: Histograms,
+    /// The merged histograms themselves (not serialised).
+    #[serde(skip)]
+    pub hists: HistSet,
+}
+
+/// What the coordinator measured around the threads.
+#[derive(Clone, Debug, Default)]
+pub struct Outside {
+    /// Server CPU time (ns) over the measured window.
+    pub server_cpu_ns: Option<u64>,
+    /// Length of the warm-up actually run, ns.
+    pub warmup_ns: u64,
+}
+
+fn status_map(w: &Window) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for (code, &n) in w.counters.status.iter().enumerate().take(MAX_STATUS + 1) {
+        if n > 0 {
+            let key = if code == 0 {
+                "other".to_string()
+            } else {
+                code.to_string()
+            };
+            m.insert(key, n);
+        }
+    }
+    m
+}
+
+fn error_map(w: &Window) -> BTreeMap<String, u64> {
+    ErrorClass::ALL
+        .iter()
+        .map(|c| (c.name().to_string(), w.counters.errors[*c as usize]))
+        .collect()
+}
+
+impl RunResult {
+    /// Merge thread results and compute every figure.
+    pub fn build(cfg: &RunConfig, threads: &[ThreadResult], outside: &Outside) -> RunResult {
+        let mut main = Window::default();
+        let mut warm = Window::default();
+        let mut intervals: Vec<Interval> = Vec::new();
+        let mut gen = GeneratorCpu::default();
+        let mut wall_ns = 0u64;
+        let mut scheduled = 0u64;
+        for t in threads {
+            main.merge(&t.main);
+            warm.merge(&t.warmup);
+            if intervals.len() < t.intervals.len() {
+                intervals.resize(t.intervals.len(), Interval::default());
+            }
+            for (a, b) in intervals.iter_mut().zip(&t.intervals) {
+                a.merge(b);
+            }
+            gen.user_s += t.cpu_user_ns as f64 / 1e9;
+            gen.sys_s += t.cpu_sys_ns as f64 / 1e9;
+            let util = if t.wall_ns > 0 {
+                (t.cpu_user_ns + t.cpu_sys_ns) as f64 / t.wall_ns as f64
+            } else {
+                0.0
+            };
+            gen.thread_utilization.push(round3(util));
+            gen.max_utilization = gen.max_utilization.max(round3(util));
+            gen.pacing_spin_s += t.spin_ns as f64 / 1e9;
+            let work = if t.wall_ns > 0 {
+                (t.cpu_user_ns + t.cpu_sys_ns).saturating_sub(t.spin_ns) as f64 / t.wall_ns as f64
+            } else {
+                0.0
+            };
+            gen.max_work_utilization = gen.max_work_utilization.max(round3(work));
+            wall_ns = wall_ns.max(t.wall_ns);
+            scheduled += t.scheduled;
+        }
+        let warmup_ns = outside.warmup_ns.min(wall_ns);
+        // A timed run measures exactly its window (the loop stops at its end, possibly a little
+        // late); a counted run measures until its last answer.
+        let mut measured_ns = wall_ns.saturating_sub(warmup_ns).max(1);
+        if let Stop::Duration(d) = cfg.stop {
+            measured_ns = measured_ns.min(d.as_nanos() as u64);
+        }
+        let duration_s = measured_ns as f64 / 1e9;
+        let c = &main.counters;
+        let requests = c.responses;
+        let rps = requests as f64 / duration_s;
+        gen.saturated = gen.max_work_utilization > SATURATED;
+        gen.us_per_request = if requests > 0 {
+            (gen.user_s + gen.sys_s) * 1e6 / (requests + warm.counters.responses) as f64
+        } else {
+            0.0
+        };
+        let achieved_rps = c.sent as f64 / duration_s;
+        let mut warnings = Vec::new();
+        if gen.saturated {
+            warnings.push(format!(
+                "generator thread(s) were {:.0}% busy: the generator, not the server, may have \
+                 been the limit (add threads with -t)",
+                gen.max_work_utilization * 100.0
+            ));
+        }
+        let unsent = cfg
+            .rate
+            .map(|_| scheduled.saturating_sub(c.sent + warm.counters.sent));
+        if let Some(target) = cfg.rate {
+            if achieved_rps < target * KEEP_UP {
+                let lag = hist::summary(&main.hists.lag);
+                warnings.push(format!(
+                    "could not keep up: sent {achieved_rps:.0} req/s of {target:.0} target \
+                     ({} due requests never sent; send lag p99 {:.0} µs, max {:.0} µs){}",
+                    unsent.unwrap_or(0),
+                    lag.p99,
+                    lag.max,
+                    if gen.saturated {
+                        " — the generator was saturated"
+                    } else {
+                        " — connections were all busy: the server was the limit"
+                    }
+                ));
+            }
+        }
+        if threads.iter().any(|t| t.gave_up) {
+            warnings.push(format!(
+                "stopped before the requested count: no connection could be made for {:.1}s \
+                 (--timeout)",
+                cfg.timeout.as_secs_f64()
+            ));
+        }
+        let errors_total = c.error_total();
+        if errors_total > 0 {
+            warnings.push(format!("{errors_total} requests or connects failed"));
+        }
+        let server_cpu_us_per_request = outside
+            .server_cpu_ns
+            .filter(|_| requests > 0)
+            .map(|ns| ns as f64 / 1000.0 / requests as f64);
+        let h = &main.hists;
+        let warmup = (warmup_ns > 0).then(|| WarmupOut {
+            requests: warm.counters.responses,
+            duration_s: warmup_ns as f64 / 1e9,
+            errors: warm.counters.error_total(),
+            latency_us: hist::summary(&warm.hists.latency),
+            histogram: hist::encode(&warm.hists.latency),
+        });
+        let warm_secs = warmup_ns.div_ceil(1_000_000_000);
+        RunResult {
+            url: cfg.requests.urls[0].clone(),
+            urls: cfg.requests.urls.clone(),
+            mode: if cfg.rate.is_some() { "open" } else { "closed" },
+            settings: Settings {
+                threads: threads.len(),
+                connections: cfg.connections,
+                pipeline: cfg.pipeline,
+                keepalive: cfg.keepalive,
+                duration_s: match cfg.stop {
+                    Stop::Duration(d) => Some(d.as_secs_f64()),
+                    Stop::Count(_) => None,
+                },
+                count: match cfg.stop {
+                    Stop::Count(n) => Some(n),
+                    Stop::Duration(_) => None,
+                },
+                warmup_s: cfg.warmup.as_secs_f64(),
+                timeout_s: cfg.timeout.as_secs_f64(),
+                arrival: cfg.rate.map(|_| match cfg.arrival {
+                    Arrival::Constant => "constant",
+                    Arrival::Poisson => "poisson",
+                }),
+                pinned: cfg.pin,
+            },
+            requests,
+            duration_s,
+            rps,
+            bytes: c.bytes,
+            bytes_per_s: c.bytes as f64 / duration_s,
+            body_bytes: c.body_bytes,
+            sent: c.sent,
+            status: status_map(&main),
+            errors: error_map(&main),
+            errors_total,
+            latency_us: hist::summary(&h.latency),
+            latency_uncorrected_us: hist::summary(&h.uncorrected),
+            connect_us: hist::summary(&h.connect),
+            ttfb_us: hist::summary(&h.ttfb),
+            batch_us: (cfg.pipeline > 1).then(|| hist::summary(&h.batch)),
+            schedule_lag_us: hist::summary(&h.lag),
+            target_rps: cfg.rate,
+            achieved_rps,
+            unsent,
+            connects: c.connects + warm.counters.connects,
+            generator_cpu: gen,
+            server_cpu_us_per_request,
+            server_cpu_s: outside.server_cpu_ns.map(|ns| ns as f64 / 1e9),
+            server_cpu_utilization: outside
+                .server_cpu_ns
+                .map(|ns| round3(ns as f64 / measured_ns as f64)),
+            intervals: intervals
+                .iter()
+                .enumerate()
+                .map(|(i, iv)| IntervalOut {
+                    t_s: i as u64,
+                    warmup: (i as u64) < warm_secs,
+                    requests: iv.responses,
+                    errors: iv.errors,
+                    bytes: iv.bytes,
+                    mean_us: if iv.responses > 0 {
+                        iv.latency_sum_ns as f64 / iv.responses as f64 / 1000.0
+                    } else {
+                        0.0
+                    },
+                    max_us: iv.latency_max_ns as f64 / 1000.0,
+                })
+                .collect(),
+            warmup,
+            warnings,
+            interrupted: false,
+            histograms: Histograms {
+                unit: "ns",
+                latency: hist::encode(&h.latency),
+                latency_uncorrected: hist::encode(&h.uncorrected),
+                connect: hist::encode(&h.connect),
+                ttfb: hist::encode(&h.ttfb),
+                batch: hist::encode(&h.batch),
+                schedule_lag: hist::encode(&h.lag),
+            },
+            hists: main.hists,
+        }
+    }
+
+    /// The result as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("result serialises")
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
