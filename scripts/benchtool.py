@@ -8,8 +8,11 @@ Subcommands:
   tuning-diff BEFORE AFTER   markdown table of before/after `tune-kernel.sh apply`
   scaling DIR                table + SVG of req/s against server cores from DIR/w*/
   headline RESULTS           regenerate RESULTS/README.md (index + headline table)
+  wrk-check DIR              summary.md of scripts/wrk-check.sh (wrk/loadgen runs, server CPU)
+  soak DIR                   summary.md of scripts/soak.sh (RSS growth, fd leak check)
 
-Every figure comes from loadgen's report.json files; nothing here is typed by hand.
+Every figure comes from loadgen's report.json files (wrk-check and soak: from the raw files
+those scripts record); nothing here is typed by hand.
 """
 
 import argparse
@@ -577,6 +580,450 @@ def cmd_headline(args):
     return 0
 
 
+# ---------------------------------------------------------------------------- wrk-check
+#
+# scripts/wrk-check.sh runs wrk and loadgen with the servers and the generator pinned to one core
+# each, records one line per run in DIR/runs.tsv (the raw wrk output or loadgen JSON, GNU time's
+# "%e %U %S" for the generator, and the server's utime+stime clock ticks over the run), and this
+# turns those raw files into DIR/summary.md. Nothing in the summary is typed by hand.
+
+RUNS_COLUMNS = ("section", "file", "size", "round", "target", "tool", "raw", "time", "server_ticks", "clk_tck")
+ISSUE2_BARS = {"small_rps": 1.3, "small_cpu": 0.7, "large_bps": 1.0, "large_cpu": 1.0}
+PIPELINE_BAR = 1_500_000
+SATURATED = 0.95  # a process that used this share of its core was (nearly) the limit
+
+_BINARY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
+_TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_wrk(text):
+    """The figures of one wrk run: requests, rps, duration_s, transfer_bps (wrk's Transfer/sec,
+    headers included, in bytes), socket_errors (sum of connect/read/write/timeout) and non2xx."""
+    out = {"requests": None, "rps": None, "duration_s": None, "transfer_bps": None, "socket_errors": 0, "non2xx": 0}
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", text, re.M)
+    if m:
+        out["requests"] = int(m.group(1))
+        out["duration_s"] = float(m.group(2)) * _TIME_UNITS[m.group(3)]
+    m = re.search(r"^Requests/sec:\s*([\d.]+)", text, re.M)
+    if m:
+        out["rps"] = float(m.group(1))
+        # wrk prints the run time with two decimals but computes Requests/sec from microseconds.
+        if out["requests"] and out["rps"]:
+            out["duration_s"] = out["requests"] / out["rps"]
+    m = re.search(r"^Transfer/sec:\s*([\d.]+)([KMGTP]?)B", text, re.M)
+    if m:
+        out["transfer_bps"] = float(m.group(1)) * _BINARY_UNITS[m.group(2)]
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        out["socket_errors"] = sum(int(g) for g in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        out["non2xx"] = int(m.group(1))
+    return out
+
+
+def parse_loadgen(doc):
+    """The same figures from a `loadgen --json` document."""
+    status = doc.get("status") or {}
+    non2xx = sum(n for code, n in status.items() if not str(code).startswith(("2", "3")))
+    return {
+        "requests": _num(doc.get("requests")),
+        "rps": _num(doc.get("rps")),
+        "duration_s": _num(doc.get("duration_s")),
+        "transfer_bps": _num(doc.get("bytes_per_s")),
+        "socket_errors": _num(doc.get("errors_total")) or 0,
+        "non2xx": non2xx,
+        "saturated": bool((doc.get("generator_cpu") or {}).get("saturated")),
+        "warnings": list(doc.get("warnings") or []),
+    }
+
+
+def parse_gnu_time(text):
+    """GNU time's `-f '%e %U %S'` line (the last line; a killed child adds one before it):
+    (elapsed, user, sys) in seconds, or None."""
+    for line in reversed(text.strip().splitlines()):
+        parts = line.split()
+        if len(parts) == 3:
+            try:
+                return tuple(float(p) for p in parts)
+            except ValueError:
+                continue
+    return None
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _div(a, b):
+    return a / b if a is not None and b else None
+
+
+def wrk_check_rows(run_dir):
+    """Every run of DIR/runs.tsv with its figures computed from the raw files."""
+    rows = []
+    with open(os.path.join(run_dir, "runs.tsv"), encoding="utf-8") as f:
+        lines = [line.rstrip("\n") for line in f if line.strip()]
+    if not lines or lines[0].split("\t") != list(RUNS_COLUMNS):
+        raise ValueError(f"{run_dir}/runs.tsv: header is not {' '.join(RUNS_COLUMNS)}")
+    for line in lines[1:]:
+        parts = line.split("\t")
+        if len(parts) != len(RUNS_COLUMNS):
+            raise ValueError(f"{run_dir}/runs.tsv: bad line {line!r}")
+        r = dict(zip(RUNS_COLUMNS, parts))
+        r["size"], r["round"] = int(r["size"]), int(r["round"])
+        raw = _read_text(os.path.join(run_dir, r["raw"]))
+        if raw is None:
+            fig = {"requests": None, "rps": None, "duration_s": None, "transfer_bps": None, "socket_errors": 0, "non2xx": 0}
+        elif r["tool"] == "loadgen":
+            try:
+                fig = parse_loadgen(json.loads(raw))
+            except ValueError:
+                fig = parse_loadgen({})
+        else:
+            fig = parse_wrk(raw)
+        r.update(fig)
+        r.setdefault("saturated", False)
+        r.setdefault("warnings", [])
+        req = r["requests"] or 0
+        r["body_bps"] = r["rps"] * r["size"] if r["rps"] is not None else None
+        ticks, hz = r.pop("server_ticks"), r.pop("clk_tck")
+        r["server_cpu_s"] = int(ticks) / int(hz) if ticks.isdigit() and hz.isdigit() and int(hz) else None
+        r["server_us_per_req"] = _div(r["server_cpu_s"] * 1e6 if r["server_cpu_s"] is not None else None, req)
+        r["server_ns_per_byte"] = _div(r["server_cpu_s"] * 1e9 if r["server_cpu_s"] is not None else None, req * r["size"])
+        r["server_util"] = _div(r["server_cpu_s"], r["duration_s"])
+        t = parse_gnu_time(_read_text(os.path.join(run_dir, r["time"])) or "") if r["time"] else None
+        if t:
+            r["gen_elapsed_s"], gen = t[0], t[1] + t[2]
+            r["gen_cpu_s"] = gen
+            r["gen_us_per_req"] = _div(gen * 1e6, req)
+            r["gen_util"] = _div(gen, t[0])
+        else:
+            r["gen_elapsed_s"] = r["gen_cpu_s"] = r["gen_us_per_req"] = r["gen_util"] = None
+        r["errors"] = (r["socket_errors"] or 0) + (r["non2xx"] or 0)
+        r["valid"] = bool(req) and r["errors"] <= req
+        rows.append(r)
+    return rows
+
+
+def _med(rows, key):
+    return _median(sorted(r[key] for r in rows if r.get(key) is not None and r.get("valid")))
+
+
+def _pct_util(x):
+    return "–" if x is None else f"{x * 100:.0f}%"
+
+
+def _verdict(ok, text):
+    return f"- **{'n/a' if ok is None else ('PASS' if ok else 'FAIL')}** {text}"
+
+
+def _ratio_check(label, num, den, bar, higher, num_name, den_name, fmt):
+    ratio = _div(num, den)
+    ok = None if ratio is None else (ratio >= bar if higher else ratio <= bar)
+    sign = "≥" if higher else "≤"
+    rtxt = "–" if ratio is None else f"{ratio:.2f}×"
+    return ok, _verdict(ok, f"{label}: {num_name} {fmt(num)} vs {den_name} {fmt(den)} = {rtxt} (bar {sign} {bar:.2f}×)")
+
+
+def _fmt2(x):
+    return fmt_num(x, 2)
+
+
+def _fmt3(x):
+    return fmt_num(x, 3)
+
+
+def wrk_check_report(run_dir):
+    rows = wrk_check_rows(run_dir)
+    env = read_env(run_dir)
+    verdicts = []
+    body = []
+
+    def flag(r, gen_key="gen_util"):
+        notes = []
+        if not r["valid"]:
+            notes.append("INVALID")
+        elif r["errors"]:
+            notes.append(f"{r['errors']} errors")
+        if (r.get(gen_key) or 0) >= SATURATED or r.get("saturated"):
+            notes.append("generator saturated")
+        return ", ".join(notes)
+
+    # Issue 2: ringd against nginx, the server's CPU per request and per byte.
+    server = [r for r in rows if r["section"] == "server"]
+    files = []
+    for r in server:
+        if r["file"] not in files:
+            files.append(r["file"])
+    for fname in files:
+        frows = [r for r in server if r["file"] == fname]
+        size = frows[0]["size"]
+        large = size >= 1024 * 1024
+        targets = []
+        for r in frows:
+            if r["target"] not in targets:
+                targets.append(r["target"])
+        title = "10 MiB file" if size == 10 * 1024 * 1024 else f"{size:,}-byte file"
+        body += [
+            f"### {title} (`{fname}`, {size:,} bytes)",
+            "",
+            "| round | target | requests | req/s | body MB/s | server CPU s | server core busy | CPU µs/req | CPU ns/byte | generator core busy | notes | raw |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for r in frows:
+            body.append(
+                f"| {r['round']} | {r['target']} | {fmt_num(r['requests'])} | {fmt_num(r['rps'])} | {fmt_mbps(r['body_bps'])} | "
+                f"{_fmt2(r['server_cpu_s'])} | {_pct_util(r['server_util'])} | {_fmt2(r['server_us_per_req'])} | "
+                f"{_fmt3(r['server_ns_per_byte'])} | {_pct_util(r['gen_util'])} | {flag(r)} | [{os.path.basename(r['raw'])}]({r['raw']}) |"
+            )
+        med = {t: {k: _med([r for r in frows if r["target"] == t], k) for k in ("rps", "body_bps", "server_us_per_req", "server_ns_per_byte")} for t in targets}
+        base = med.get("nginx", {})
+        body += [
+            "",
+            "Medians over the rounds (ratios divide by nginx's median):",
+            "",
+            "| target | req/s | body MB/s | CPU µs/req | CPU ns/byte | req/s vs nginx | bytes/s vs nginx | CPU/req vs nginx | CPU/byte vs nginx |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for t in targets:
+            m = med[t]
+            body.append(
+                f"| {t} | {fmt_num(m['rps'])} | {fmt_mbps(m['body_bps'])} | {_fmt2(m['server_us_per_req'])} | {_fmt3(m['server_ns_per_byte'])} | "
+                f"{fmt_ratio(m['rps'], base.get('rps'))} | {fmt_ratio(m['body_bps'], base.get('body_bps'))} | "
+                f"{fmt_ratio(m['server_us_per_req'], base.get('server_us_per_req'))} | {fmt_ratio(m['server_ns_per_byte'], base.get('server_ns_per_byte'))} |"
+            )
+        body.append("")
+        ringd = med.get("ringd-uring", {})
+        if large:
+            checks = [
+                _ratio_check(f"{title}: bytes/s", ringd.get("body_bps"), base.get("body_bps"), ISSUE2_BARS["large_bps"], True, "ringd-uring", "nginx", lambda x: fmt_mbps(x) + " MB/s"),
+                _ratio_check(f"{title}: server CPU per byte", ringd.get("server_ns_per_byte"), base.get("server_ns_per_byte"), ISSUE2_BARS["large_cpu"], False, "ringd-uring", "nginx", lambda x: _fmt3(x) + " ns"),
+            ]
+        else:
+            checks = [
+                _ratio_check(f"{title}: req/s", ringd.get("rps"), base.get("rps"), ISSUE2_BARS["small_rps"], True, "ringd-uring", "nginx", fmt_num),
+                _ratio_check(f"{title}: server CPU per request", ringd.get("server_us_per_req"), base.get("server_us_per_req"), ISSUE2_BARS["small_cpu"], False, "ringd-uring", "nginx", lambda x: _fmt2(x) + " µs"),
+            ]
+        verdicts += [("issue 2", line) for _, line in checks]
+        sat = sorted({r["target"] for r in frows if (r["gen_util"] or 0) >= SATURATED})
+        if sat:
+            body += [f"⚠ wrk used ≥ {SATURATED * 100:.0f}% of its core in some rounds against {', '.join(sat)}: there the generator, not the server, may have been the limit.", ""]
+
+    # Issue 3: loadgen against wrk on the same target, the generator's own CPU per request.
+    gen = [r for r in rows if r["section"] == "generator"]
+    gen_body = []
+    if gen:
+        gen_body += [
+            "| round | target | generator | requests | req/s | generator CPU s | generator core busy | generator CPU µs/req | server core busy | server CPU µs/req | notes | raw |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for r in gen:
+            gen_body.append(
+                f"| {r['round']} | {r['target']} | {r['tool']} | {fmt_num(r['requests'])} | {fmt_num(r['rps'])} | {_fmt2(r['gen_cpu_s'])} | "
+                f"{_pct_util(r['gen_util'])} | {_fmt2(r['gen_us_per_req'])} | {_pct_util(r['server_util'])} | {_fmt2(r['server_us_per_req'])} | {flag(r)} | [{os.path.basename(r['raw'])}]({r['raw']}) |"
+            )
+        gen_body += [
+            "",
+            "Medians over the rounds:",
+            "",
+            "| target | wrk req/s | loadgen req/s | loadgen/wrk req/s | wrk CPU µs/req | loadgen CPU µs/req | loadgen/wrk CPU/req |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        targets = []
+        for r in gen:
+            if r["target"] not in targets:
+                targets.append(r["target"])
+        for t in targets:
+            w = [r for r in gen if r["target"] == t and r["tool"] == "wrk"]
+            lg = [r for r in gen if r["target"] == t and r["tool"] == "loadgen"]
+            wr, lr = _med(w, "rps"), _med(lg, "rps")
+            wc, lc = _med(w, "gen_us_per_req"), _med(lg, "gen_us_per_req")
+            gen_body.append(f"| {t} | {fmt_num(wr)} | {fmt_num(lr)} | {fmt_ratio(lr, wr)} | {_fmt2(wc)} | {_fmt2(lc)} | {fmt_ratio(lc, wc)} |")
+            verdicts.append(("issue 3", _ratio_check(f"against {t}: req/s", lr, wr, 1.0, True, "loadgen", "wrk", fmt_num)[1]))
+            verdicts.append(("issue 3", _ratio_check(f"against {t}: generator CPU per request", lc, wc, 1.0, False, "loadgen", "wrk", lambda x: _fmt2(x) + " µs")[1]))
+        gen_body.append("")
+    pipe = [r for r in rows if r["section"] == "pipeline"]
+    for r in pipe:
+        ok = None if not r["valid"] or r["rps"] is None else r["rps"] >= PIPELINE_BAR
+        verdicts.append(("issue 3", _verdict(ok, f"`--pipeline 16` against {r['target']}: {fmt_num(r['rps'])} req/s (bar ≥ {PIPELINE_BAR:,})")))
+        gen_body += [
+            f"`loadgen --pipeline 16 -t 1 -c 64` against {r['target']}: {fmt_num(r['requests'])} requests, **{fmt_num(r['rps'])} req/s**, "
+            f"generator core {_pct_util(r['gen_util'])} busy ({_fmt2(r['gen_us_per_req'])} µs/req), server core {_pct_util(r['server_util'])} busy "
+            f"({_fmt2(r['server_us_per_req'])} µs/req){'; ' + flag(r) if flag(r) else ''}. Raw: [{os.path.basename(r['raw'])}]({r['raw']}).",
+            "",
+        ]
+        if (r["server_util"] or 0) >= SATURATED:
+            gen_body += [
+                f"⚠ the server used ≥ {SATURATED * 100:.0f}% of its one core: here the server, not loadgen, was the limit "
+                "(the bar asks for a server that can take it).",
+                "",
+            ]
+
+    keys = ["host", "cpu", "cores online", "kernel", "server cpu", "generator cpu", "rounds", "duration", "git commit", "wrk", "nginx", "rustc"]
+    lines = [
+        "# wrk check: ringd against nginx (issue 2) and loadgen against wrk (issue 3)",
+        "",
+        "Generated by `scripts/benchtool.py wrk-check` from `runs.tsv` and the raw wrk outputs, loadgen "
+        "JSON files and GNU time outputs in `raw/` (run by `scripts/wrk-check.sh`); no figure here is typed "
+        "by hand. Machine, versions and every command: [env.txt](env.txt).",
+        "",
+    ]
+    lines += [f"- {k}: {env[k]}" for k in keys if k in env]
+    lines += [
+        "",
+        "Server CPU is utime+stime of every server thread (ringd) or of nginx's master and worker processes, "
+        "read from /proc/PID/stat just before and after each generator run; per request it divides by the "
+        "responses the generator counted, per byte by responses × file size; body MB/s is req/s × file size "
+        "(10^6 bytes; wrk's own Transfer/sec, headers included, is in the raw outputs). Generator CPU is the generator "
+        "process's user+sys time from GNU time. \"core busy\" is CPU time over the run's duration. Medians "
+        "leave out invalid runs (no responses, or more errors than responses).",
+        "",
+        "## Verdicts",
+        "",
+    ]
+    lines += [line.replace("- ", f"- {issue}: ", 1) for issue, line in verdicts] or ["- (no runs)"]
+    lines += ["", "## Issue 2: ringd against nginx (`wrk -t1 -c64`, 10 MiB file `-c8`)", ""]
+    lines += body
+    if gen_body:
+        lines += ["## Issue 3: loadgen against wrk (`-t1 -c64`, 1000-byte file)", ""]
+        lines += gen_body
+    return "\n".join(lines).rstrip() + "\n", verdicts
+
+
+def cmd_wrk_check(args):
+    try:
+        text, verdicts = wrk_check_report(args.dir)
+    except (OSError, ValueError) as e:
+        print(f"wrk-check: {e}", file=sys.stderr)
+        return 1
+    with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text, end="")
+    return 0
+
+
+# ---------------------------------------------------------------------------- soak
+#
+# scripts/soak.sh samples loadgen's and ringd's VmRSS every few seconds during a long open-loop
+# run into DIR/rss.csv and lists ringd's open fds before and after (fds-before.txt,
+# fds-after.txt); this writes DIR/summary.md with the growth and the verdicts.
+
+SOAK_BAR_KIB = 1024  # issue 3: "a 10-minute run grows its memory by less than 1 MiB"
+SOAK_BASE_S = 30
+
+
+def read_rss_csv(path):
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip()]
+    if not lines:
+        raise ValueError(f"{path} is empty")
+    head = lines[0].split(",")
+    rows = []
+    for line in lines[1:]:
+        vals = line.split(",")
+        if len(vals) != len(head):
+            raise ValueError(f"{path}: bad line {line!r}")
+        rows.append({k: (float(v) if v not in ("", "-") else None) for k, v in zip(head, vals)})
+    return rows
+
+
+def read_fd_list(path):
+    """fd listing (`N -> target` per line) → list of lines, or None when the file is missing."""
+    text = _read_text(path)
+    return None if text is None else [line for line in text.splitlines() if line.strip()]
+
+
+def soak_report(run_dir):
+    rows = read_rss_csv(os.path.join(run_dir, "rss.csv"))
+    env = read_env(run_dir)
+    base = next((r for r in rows if r["t_s"] is not None and r["t_s"] >= SOAK_BASE_S - 0.5), None)
+    last = rows[-1] if rows else None
+    verdicts = []
+
+    def growth(key):
+        if base is None or last is None or base is last or base.get(key) is None or last.get(key) is None:
+            return None
+        return last[key] - base[key]
+
+    lg = growth("loadgen_rss_kib")
+    ok = None if lg is None else lg < SOAK_BAR_KIB
+    span = "" if base is None or base is last else f" from the {base['t_s']:.0f} s sample to the last ({last['t_s']:.0f} s)"
+    verdicts.append(_verdict(ok, f"loadgen VmRSS growth{span}: {fmt_num(lg)} KiB (bar < {SOAK_BAR_KIB} KiB = 1 MiB)"))
+    before, after = read_fd_list(os.path.join(run_dir, "fds-before.txt")), read_fd_list(os.path.join(run_dir, "fds-after.txt"))
+    fd_ok = None if before is None or after is None else len(after) <= len(before)
+    verdicts.append(_verdict(fd_ok, f"ringd open fds before the run {fmt_num(None if before is None else len(before))}, "
+                                    f"after it (connections closed) {fmt_num(None if after is None else len(after))}"))
+    lines = [
+        "# Soak: loadgen's memory over a long open-loop run (issue 3)",
+        "",
+        "Generated by `scripts/benchtool.py soak` from `rss.csv`, `fds-before.txt`, `fds-after.txt` and "
+        "`loadgen.json` (run by `scripts/soak.sh`); nothing here is typed by hand. Machine, versions and "
+        "commands: [env.txt](env.txt).",
+        "",
+    ]
+    keys = ["host", "cpu", "kernel", "server cpu", "generator cpu", "duration", "rate", "connections", "url", "git commit"]
+    lines += [f"- {k}: {env[k]}" for k in keys if k in env]
+    dur = env.get("duration seconds")
+    if dur and dur.replace(".", "", 1).isdigit() and float(dur) < 600:
+        lines += ["", f"Note: this run lasted {float(dur):.0f} s; issue 3's bar is for a 10-minute run."]
+    lines += ["", "## Verdicts", ""] + verdicts
+    lines += ["", f"ringd VmRSS growth over the same span (for information): {fmt_num(growth('ringd_rss_kib'))} KiB.", ""]
+    doc = None
+    text = _read_text(os.path.join(run_dir, "loadgen.json"))
+    if text:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+    if doc:
+        lat = doc.get("latency_us") or {}
+        lines += [
+            "## The run (loadgen.json)",
+            "",
+            f"- requests {fmt_num(_num(doc.get('requests')))} in {fmt_num(_num(doc.get('duration_s')), 1)} s; target rate "
+            f"{fmt_num(_num(doc.get('target_rps')))} req/s, achieved {fmt_num(_num(doc.get('achieved_rps')))} req/s, "
+            f"responses {fmt_num(_num(doc.get('rps')))} /s",
+            f"- errors {fmt_num(_num(doc.get('errors_total')))}, status {json.dumps(doc.get('status') or {})}",
+            f"- latency (corrected) p50 {fmt_us(_num(lat.get('p50')))}, p99 {fmt_us(_num(lat.get('p99')))}, "
+            f"p99.9 {fmt_us(_num(lat.get('p999')))}, max {fmt_us(_num(lat.get('max')))}",
+        ]
+        for w in doc.get("warnings") or []:
+            lines.append(f"- loadgen warning: {w}")
+        lines.append("")
+    if before is not None and after is not None and len(after) > len(before):
+        extra = [x for x in after if x not in before]
+        lines += ["## fds open after the run that were not open before", "", "```"] + extra + ["```", ""]
+    lines += [
+        "## Samples (rss.csv)",
+        "",
+        "| t (s) | loadgen VmRSS KiB | loadgen VmHWM KiB | ringd VmRSS KiB | ringd VmHWM KiB | ringd fds |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {fmt_num(r.get('t_s'), 1)} | {fmt_num(r.get('loadgen_rss_kib'))} | {fmt_num(r.get('loadgen_hwm_kib'))} | "
+            f"{fmt_num(r.get('ringd_rss_kib'))} | {fmt_num(r.get('ringd_hwm_kib'))} | {fmt_num(r.get('ringd_fds'))} |"
+        )
+    return "\n".join(lines) + "\n", verdicts
+
+
+def cmd_soak(args):
+    try:
+        text, _ = soak_report(args.dir)
+    except (OSError, ValueError) as e:
+        print(f"soak: {e}", file=sys.stderr)
+        return 1
+    with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text, end="")
+    return 0
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -605,6 +1052,12 @@ def main(argv=None):
     s.add_argument("results")
     s.add_argument("--readme", help="also refresh the block between headline markers in this file")
     s.set_defaults(func=cmd_headline)
+    s = sub.add_parser("wrk-check", help="summary.md of a scripts/wrk-check.sh run from DIR/runs.tsv")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_wrk_check)
+    s = sub.add_parser("soak", help="summary.md of a scripts/soak.sh run from DIR/rss.csv")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_soak)
     args = p.parse_args(argv)
     return args.func(args)
 

@@ -266,5 +266,171 @@ class MkData(Base):
         self.assertEqual((rc, out), (0, ""))  # nothing rewritten the second time
 
 
+WRK_SMALL = """Running 5s test @ http://127.0.0.1:1/small.bin
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   171.89us  189.17us   4.35ms   98.97%
+    Req/Sec   211.80k     4.82k  215.97k    90.00%
+  {req} requests in 5.00s, 246.75MB read
+{extra}Requests/sec: {rps}
+Transfer/sec:    246.55MB
+"""
+
+
+def write_wrk_check_run(d, rows):
+    """rows: (section, file, size, round, target, tool, content, time_line, ticks)."""
+    os.makedirs(os.path.join(d, "raw"), exist_ok=True)
+    lines = ["\t".join(benchtool.RUNS_COLUMNS)]
+    for i, (section, fname, size, rnd, tgt, tool, content, time_line, ticks) in enumerate(rows):
+        raw = f"raw/{i}.{'json' if tool == 'loadgen' else 'txt'}"
+        with open(os.path.join(d, raw), "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content))
+        with open(os.path.join(d, f"raw/{i}.time.txt"), "w") as f:
+            f.write(time_line + "\n")
+        lines.append("\t".join([section, fname, str(size), str(rnd), tgt, tool, raw, f"raw/{i}.time.txt", str(ticks), "100"]))
+    with open(os.path.join(d, "runs.tsv"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(d, "env.txt"), "w") as f:
+        f.write("# env\nhost:          testhost\nserver cpu:    0\ngenerator cpu: 1\nrounds:        3\n")
+
+
+def wrk_text(req, rps, extra=""):
+    return WRK_SMALL.format(req=req, rps=rps, extra=extra)
+
+
+class WrkCheck(Base):
+    def test_parse_wrk(self):
+        text = wrk_text(1000, "200.00", "  Socket errors: connect 1, read 2, write 3, timeout 4\n  Non-2xx or 3xx responses: 5\n")
+        w = benchtool.parse_wrk(text)
+        self.assertEqual(w["requests"], 1000)
+        self.assertEqual(w["rps"], 200.0)
+        self.assertAlmostEqual(w["duration_s"], 5.0)  # requests / Requests/sec
+        self.assertAlmostEqual(w["transfer_bps"], 246.55 * 1024 * 1024)
+        self.assertEqual((w["socket_errors"], w["non2xx"]), (10, 5))
+        self.assertIsNone(benchtool.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")["rps"])
+
+    def test_parse_gnu_time(self):
+        self.assertEqual(benchtool.parse_gnu_time("5.01 0.10 0.90\n"), (5.01, 0.10, 0.90))
+        self.assertEqual(benchtool.parse_gnu_time("Command terminated by signal 15\n5.01 0.10 0.90\n"), (5.01, 0.10, 0.90))
+        self.assertIsNone(benchtool.parse_gnu_time(""))
+
+    def test_summary_medians_ratios_and_verdicts(self):
+        large = 10 * 1024 * 1024
+        rows = []
+        # 1000-byte: ringd 150k/s at 4 s of CPU per 5 s (5.33 µs/req); nginx 100k/s, 5 s (10 µs/req).
+        for rnd, (rr, nr) in enumerate([(150000, 100000), (140000, 90000), (160000, 110000)], 1):
+            rows.append(("server", "small.bin", 1000, rnd, "ringd-uring", "wrk", wrk_text(rr * 5, f"{rr}.00"), "5.00 0.50 4.00", 400))
+            rows.append(("server", "small.bin", 1000, rnd, "nginx", "wrk", wrk_text(nr * 5, f"{nr}.00"), "5.00 0.50 4.00", 500))
+        # 10 MiB: ringd 200 req/s with 2 s of CPU, nginx 250 req/s with 3 s: bytes/s fails, CPU/byte passes.
+        for rnd in (1, 2, 3):
+            rows.append(("server", "large.bin", large, rnd, "ringd-uring", "wrk", wrk_text(1000, "200.00"), "5.00 4.90 0.05", 200))
+            rows.append(("server", "large.bin", large, rnd, "nginx", "wrk", wrk_text(1250, "250.00"), "5.00 4.00 0.05", 300))
+        for rnd in (1, 2, 3):
+            rows.append(("generator", "small.bin", 1000, rnd, "ringd-uring", "wrk", wrk_text(1000000, "200000.00"), "5.00 1.00 4.00", 400))
+            rows.append(("generator", "small.bin", 1000, rnd, "ringd-uring", "loadgen",
+                         {"requests": 1500000, "rps": 300000.0, "duration_s": 5.0, "status": {"200": 1500000}, "errors_total": 0}, "5.00 0.50 3.50", 450))
+            rows.append(("generator", "small.bin", 1000, rnd, "nginx", "wrk", wrk_text(500000, "100000.00"), "5.00 0.50 2.00", 500))
+            rows.append(("generator", "small.bin", 1000, rnd, "nginx", "loadgen",
+                         {"requests": 400000, "rps": 80000.0, "duration_s": 5.0, "status": {"200": 400000}, "errors_total": 0}, "5.00 0.50 2.00", 500))
+        rows.append(("pipeline", "small.bin", 1000, 1, "ringd-uring", "loadgen",
+                     {"requests": 5000000, "rps": 1000000.0, "duration_s": 5.0, "status": {"200": 5000000}, "errors_total": 0}, "5.00 0.50 3.00", 500))
+        write_wrk_check_run(self.tmp, rows)
+        rc, out, err = quiet(benchtool.main, ["wrk-check", self.tmp])
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(self.tmp, "summary.md")) as f:
+            md = f.read()
+        self.assertEqual(md, out)
+        # Medians: ringd 150,000 vs nginx 100,000 = 1.50×; CPU 4 s / 750,000 = 5.33 µs vs 10.00 µs = 0.53×.
+        self.assertIn("**PASS** 1,000-byte file: req/s: ringd-uring 150,000 vs nginx 100,000 = 1.50× (bar ≥ 1.30×)", md)
+        self.assertIn("**PASS** 1,000-byte file: server CPU per request: ringd-uring 5.33 µs vs nginx 10.00 µs = 0.53× (bar ≤ 0.70×)", md)
+        self.assertIn("| ringd-uring | 150,000 | 150.0 | 5.33 | 5.333 | 1.50× |", md)
+        # Every round is in the table, with the raw file linked.
+        self.assertIn("| 2 | nginx | 450,000 | 90,000 | 90.0 | 5.00 | 100% | 11.11 |", md)
+        # 10 MiB: 200 vs 250 req/s = 0.80× bytes/s (FAIL); CPU/byte 2 s/(1000 × 10 MiB) vs 3 s/(1250 × 10 MiB) = 0.83×.
+        self.assertIn("**FAIL** 10 MiB file: bytes/s: ringd-uring 2,097.2 MB/s vs nginx 2,621.4 MB/s = 0.80× (bar ≥ 1.00×)", md)
+        self.assertIn("**PASS** 10 MiB file: server CPU per byte: ringd-uring 0.191 ns vs nginx 0.229 ns = 0.83× (bar ≤ 1.00×)", md)
+        # ringd's 10 MiB wrk used 99% of its core: flagged.
+        self.assertIn("generator saturated", md)
+        self.assertIn("⚠ wrk used ≥ 95% of its core in some rounds against ringd-uring", md)
+        # Issue 3: loadgen 300,000 vs wrk 200,000 (PASS); CPU 4 s/1.5M = 2.67 µs vs 5 s/1M = 5.00 µs (PASS);
+        # against nginx 80,000 vs 100,000 (FAIL), CPU 2.5/400k = 6.25 µs vs 2.5/500k = 5.00 µs (FAIL).
+        self.assertIn("**PASS** against ringd-uring: req/s: loadgen 300,000 vs wrk 200,000 = 1.50×", md)
+        self.assertIn("**PASS** against ringd-uring: generator CPU per request: loadgen 2.67 µs vs wrk 5.00 µs = 0.53×", md)
+        self.assertIn("**FAIL** against nginx: req/s: loadgen 80,000 vs wrk 100,000 = 0.80×", md)
+        self.assertIn("**FAIL** against nginx: generator CPU per request: loadgen 6.25 µs vs wrk 5.00 µs = 1.25×", md)
+        self.assertIn("**FAIL** `--pipeline 16` against ringd-uring: 1,000,000 req/s (bar ≥ 1,500,000)", md)
+        # The pipelined run's server used 5 s of CPU in 5 s: flagged as the limit.
+        self.assertIn("the server, not loadgen, was the limit", md)
+
+    def test_invalid_runs_are_left_out_of_medians(self):
+        rows = [
+            ("server", "small.bin", 1000, 1, "ringd-uring", "wrk", wrk_text(1000, "200.00"), "5.00 0.1 0.1", 100),
+            ("server", "small.bin", 1000, 2, "ringd-uring", "wrk", wrk_text(1000, "100.00", "  Non-2xx or 3xx responses: 2000\n"), "5.00 0.1 0.1", 100),
+            ("server", "small.bin", 1000, 1, "nginx", "wrk", "unable to connect\n", "", ""),
+        ]
+        write_wrk_check_run(self.tmp, rows)
+        md, _ = benchtool.wrk_check_report(self.tmp)
+        self.assertIn("INVALID", md)
+        self.assertIn("| ringd-uring | 200 |", md)  # the median is round 1's alone
+        self.assertIn("**n/a** 1,000-byte file: req/s: ringd-uring 200 vs nginx – = –", md)
+
+    def test_bad_runs_tsv_fails(self):
+        with open(os.path.join(self.tmp, "runs.tsv"), "w") as f:
+            f.write("not\ta\theader\n")
+        rc, _, err = quiet(benchtool.main, ["wrk-check", self.tmp])
+        self.assertEqual(rc, 1)
+        self.assertIn("header", err)
+
+
+def write_soak_run(d, rss_rows, before, after, duration_s=600):
+    with open(os.path.join(d, "rss.csv"), "w") as f:
+        f.write("t_s,loadgen_rss_kib,loadgen_hwm_kib,ringd_rss_kib,ringd_hwm_kib,ringd_fds\n")
+        for r in rss_rows:
+            f.write(",".join(str(x) for x in r) + "\n")
+    for name, fds in (("fds-before.txt", before), ("fds-after.txt", after)):
+        if fds is not None:
+            with open(os.path.join(d, name), "w") as f:
+                f.write("".join(line + "\n" for line in fds))
+    with open(os.path.join(d, "env.txt"), "w") as f:
+        f.write(f"# env\nhost:          testhost\nrate:          20000 req/s\nduration seconds: {duration_s}\n")
+    with open(os.path.join(d, "loadgen.json"), "w") as f:
+        json.dump({"requests": 100, "duration_s": 600.0, "target_rps": 20000, "achieved_rps": 19999.0, "rps": 19999.0,
+                   "errors_total": 0, "status": {"200": 100}, "latency_us": {"p50": 50, "p99": 120, "p999": 400, "max": 900},
+                   "warnings": ["a test warning"]}, f)
+
+
+class Soak(Base):
+    FDS = ["0 -> /dev/null", "3 -> anon_inode:[io_uring]", "4 -> socket:[1]"]
+
+    def test_growth_from_the_30s_sample_passes_under_1_mib(self):
+        rows = [(0.0, 4000, 4000, 9000, 9000, 10), (10.01, 6000, 6000, 9100, 9100, 74), (30.01, 6100, 6100, 9200, 9200, 74),
+                (599.5, 7000, 7000, 9300, 9300, 74)]
+        write_soak_run(self.tmp, rows, self.FDS, self.FDS)
+        rc, out, err = quiet(benchtool.main, ["soak", self.tmp])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("**PASS** loadgen VmRSS growth from the 30 s sample to the last (600 s): 900 KiB (bar < 1024 KiB = 1 MiB)", out)
+        self.assertIn("**PASS** ringd open fds before the run 3, after it (connections closed) 3", out)
+        self.assertIn("ringd VmRSS growth over the same span (for information): 100 KiB", out)
+        self.assertIn("loadgen warning: a test warning", out)
+        self.assertNotIn("lasted", out)
+        with open(os.path.join(self.tmp, "summary.md")) as f:
+            self.assertEqual(f.read(), out)
+
+    def test_growth_of_1_mib_fails_and_leaked_fds_are_listed(self):
+        rows = [(0.0, 4000, 4000, 9000, 9000, 10), (30.0, 5000, 5000, 9000, 9000, 74), (39.5, 6024, 6024, 9000, 9000, 75)]
+        write_soak_run(self.tmp, rows, self.FDS, self.FDS + ["9 -> socket:[77]"], duration_s=40)
+        md, _ = benchtool.soak_report(self.tmp)
+        self.assertIn("**FAIL** loadgen VmRSS growth from the 30 s sample to the last (40 s): 1,024 KiB", md)
+        self.assertIn("**FAIL** ringd open fds before the run 3, after it (connections closed) 4", md)
+        self.assertIn("9 -> socket:[77]", md)
+        self.assertIn("this run lasted 40 s", md)
+
+    def test_no_sample_after_30s_is_no_verdict(self):
+        write_soak_run(self.tmp, [(0.0, 1, 1, 1, 1, 1), (10.0, 1, 1, 1, 1, 1)], self.FDS, None)
+        md, _ = benchtool.soak_report(self.tmp)
+        self.assertIn("**n/a** loadgen VmRSS growth: – KiB", md)
+        self.assertIn("**n/a** ringd open fds", md)
+
+
 if __name__ == "__main__":
     unittest.main()
