@@ -42,6 +42,9 @@ pub struct Conn {
     pub pipe: Option<Pipe>,
     /// Bytes spliced into `pipe` and not yet out to the socket.
     pub in_pipe: usize,
+    /// More of the same file body follows what is in the pipe (SPLICE_F_MORE: let TCP
+    /// build full segments instead of pushing a partial one at each chunk's end).
+    pub more_after_pipe: bool,
     /// Queued in `Driver::pipe_waiters` for a free pipe.
     pub waiting_pipe: bool,
     /// The peer closed its side (recv returned 0).
@@ -132,6 +135,7 @@ impl Driver {
             write: None,
             pipe: None,
             in_pipe: 0,
+            more_after_pipe: false,
             waiting_pipe: false,
             eof: false,
         };
@@ -372,6 +376,11 @@ impl Driver {
                 -1,
                 c.in_pipe as u32,
             )
+            .flags(if c.more_after_pipe {
+                libc::SPLICE_F_MORE
+            } else {
+                0
+            })
             .build();
             // SAFETY: no memory buffer; the pipe and socket fds belong to the connection,
             // which is freed (and its pipe released) only after this op completes.
@@ -423,6 +432,7 @@ impl Driver {
                     }
                     let pipe = c.pipe.as_ref().expect("just ensured");
                     let n = len.min(pipe.cap() as u64) as u32;
+                    c.more_after_pipe = len > u64::from(n);
                     let entry = opcode::Splice::new(
                         types::Fd(fd),
                         offset as i64,
