@@ -590,3 +590,50 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Conn {
+        let fd = crate::sys::eventfd().unwrap();
+        Conn {
+            fd,
+            session: Session::new("127.0.0.1:1".parse().unwrap(), Instant::now()),
+            phase: Phase::Open,
+            ops: 0,
+            recv: None,
+            recv_cancel: false,
+            write: None,
+            pipe: None,
+            in_pipe: 0,
+            more_after_pipe: false,
+            waiting_pipe: false,
+            eof: false,
+        }
+    }
+
+    #[test]
+    fn conn_slab_generations_guard_stale_ids() {
+        let mut conns = Conns::default();
+        let (a, ga) = conns.insert(conn());
+        let (b, gb) = conns.insert(conn());
+        assert_ne!(a, b);
+        assert_eq!(conns.len(), 2);
+        assert!(conns.get_mut(a, ga).is_some());
+        assert!(conns.remove(a).is_some());
+        assert!(conns.remove(a).is_none(), "double free is refused");
+        assert!(
+            conns.get_mut(a, ga).is_none(),
+            "a freed id no longer resolves"
+        );
+        let (c, gc) = conns.insert(conn());
+        assert_eq!(c, a, "slot reused");
+        assert_ne!(gc, ga, "with a new generation");
+        assert!(conns.get_mut(a, ga).is_none(), "the old id stays stale");
+        assert!(conns.get_mut(c, gc).is_some());
+        assert_eq!(conns.get_any(b).map(|(g, _)| g), Some(gb));
+        assert_eq!(conns.len(), 2);
+        assert_eq!(conns.capacity(), 2);
+    }
+}

@@ -430,6 +430,10 @@ impl Driver {
             }
         }
         if self.sq.tokens.live() > 0 {
+            eprintln!(
+                "ringd: {} io_uring operation(s) still in flight at exit; leaking their buffers",
+                self.sq.tokens.live()
+            );
             // Some op still references our memory: never free it under the kernel.
             std::mem::forget(self);
             return;
