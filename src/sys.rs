@@ -192,6 +192,15 @@ pub fn allowed_cpus() -> Vec<usize> {
         .unwrap_or_default()
 }
 
+/// The CPU set the calling thread may run on (sched_getaffinity).
+pub fn thread_affinity() -> io::Result<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data, fully written by sched_getaffinity on success.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid for size_of::<cpu_set_t>() bytes; pid 0 = the calling thread.
+    cvt(unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) })?;
+    Ok(set)
+}
+
 /// The peer address of a connected socket (getpeername).
 pub fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     let peer = socket2::SockRef::from(&fd).peer_addr()?;

@@ -42,6 +42,9 @@ pub struct Conn {
     pub pipe: Option<Pipe>,
     /// Bytes spliced into `pipe` and not yet out to the socket.
     pub in_pipe: usize,
+    /// More of the same file body follows what is in the pipe (SPLICE_F_MORE: let TCP
+    /// build full segments instead of pushing a partial one at each chunk's end).
+    pub more_after_pipe: bool,
     /// Queued in `Driver::pipe_waiters` for a free pipe.
     pub waiting_pipe: bool,
     /// The peer closed its side (recv returned 0).
@@ -132,6 +135,7 @@ impl Driver {
             write: None,
             pipe: None,
             in_pipe: 0,
+            more_after_pipe: false,
             waiting_pipe: false,
             eof: false,
         };
@@ -372,6 +376,11 @@ impl Driver {
                 -1,
                 c.in_pipe as u32,
             )
+            .flags(if c.more_after_pipe {
+                libc::SPLICE_F_MORE
+            } else {
+                0
+            })
             .build();
             // SAFETY: no memory buffer; the pipe and socket fds belong to the connection,
             // which is freed (and its pipe released) only after this op completes.
@@ -423,6 +432,7 @@ impl Driver {
                     }
                     let pipe = c.pipe.as_ref().expect("just ensured");
                     let n = len.min(pipe.cap() as u64) as u32;
+                    c.more_after_pipe = len > u64::from(n);
                     let entry = opcode::Splice::new(
                         types::Fd(fd),
                         offset as i64,
@@ -578,5 +588,52 @@ impl Driver {
                 self.close(idx, gen);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Conn {
+        let fd = crate::sys::eventfd().unwrap();
+        Conn {
+            fd,
+            session: Session::new("127.0.0.1:1".parse().unwrap(), Instant::now()),
+            phase: Phase::Open,
+            ops: 0,
+            recv: None,
+            recv_cancel: false,
+            write: None,
+            pipe: None,
+            in_pipe: 0,
+            more_after_pipe: false,
+            waiting_pipe: false,
+            eof: false,
+        }
+    }
+
+    #[test]
+    fn conn_slab_generations_guard_stale_ids() {
+        let mut conns = Conns::default();
+        let (a, ga) = conns.insert(conn());
+        let (b, gb) = conns.insert(conn());
+        assert_ne!(a, b);
+        assert_eq!(conns.len(), 2);
+        assert!(conns.get_mut(a, ga).is_some());
+        assert!(conns.remove(a).is_some());
+        assert!(conns.remove(a).is_none(), "double free is refused");
+        assert!(
+            conns.get_mut(a, ga).is_none(),
+            "a freed id no longer resolves"
+        );
+        let (c, gc) = conns.insert(conn());
+        assert_eq!(c, a, "slot reused");
+        assert_ne!(gc, ga, "with a new generation");
+        assert!(conns.get_mut(a, ga).is_none(), "the old id stays stale");
+        assert!(conns.get_mut(c, gc).is_some());
+        assert_eq!(conns.get_any(b).map(|(g, _)| g), Some(gb));
+        assert_eq!(conns.len(), 2);
+        assert_eq!(conns.capacity(), 2);
     }
 }

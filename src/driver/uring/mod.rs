@@ -119,6 +119,8 @@ impl Driver {
             ring::build(ring::SQ_ENTRIES, ring::CQ_ENTRIES).map_err(DriverError::UringSetup)?;
         // Older kernels lack the cap; splices then just use the default io-wq limits.
         let _ = ring::cap_iowq(&ring);
+        // Likewise optional (Linux 5.14+): without it io-wq may run on any allowed CPU.
+        let _ = ring::pin_iowq_to_current(&ring);
         let bufs = BufRing::new(&ring, RECV_BGID, RECV_BUFS, RECV_BUF_SIZE)?;
         let log = AccessLog::open(&ctx.config)?;
         let mut svc = Service::new(&ctx.config, ctx.root);
@@ -428,6 +430,10 @@ impl Driver {
             }
         }
         if self.sq.tokens.live() > 0 {
+            eprintln!(
+                "ringd: {} io_uring operation(s) still in flight at exit; leaking their buffers",
+                self.sq.tokens.live()
+            );
             // Some op still references our memory: never free it under the kernel.
             std::mem::forget(self);
             return;

@@ -105,6 +105,14 @@ pub fn cap_iowq(ring: &IoUring) -> io::Result<()> {
     ring.submitter().register_iowq_max_workers(&mut cap)
 }
 
+/// Keep the ring's io-wq workers (which run every splice) on the CPUs the calling worker
+/// thread may use: otherwise they float to other cores, and with them the socket send and
+/// loopback receive work, which then competes with whatever else runs there.
+pub fn pin_iowq_to_current(ring: &IoUring) -> io::Result<()> {
+    let set = crate::sys::thread_affinity()?;
+    ring.submitter().register_iowq_aff(&set)
+}
+
 /// The opcodes the uring driver submits, with the names `ringd doctor` shows, and whether
 /// the driver cannot run without them.
 pub const OPCODES: [(&str, u8, bool); 12] = [
