@@ -1,5 +1,6 @@
-//! Criterion benches for the HTTP core: parse + head encode per request, and the connection
-//! state machine (Session) over 16 pipelined requests for a small cached file.
+//! Criterion benches for the HTTP core: parse + head encode per request, the connection
+//! state machine (Session) over 16 pipelined requests for a small cached file, and what a
+//! file-cache miss or revalidation costs next to a hit (`cache_miss`).
 
 use std::hint::black_box;
 use std::os::fd::OwnedFd;
@@ -52,7 +53,9 @@ struct Root(std::path::PathBuf);
 
 impl Root {
     fn new() -> Root {
-        let p = std::env::temp_dir().join(format!("ringd-bench-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("ringd-bench-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("file.bin"), vec![b'x'; 1000]).unwrap();
         Root(p)
@@ -65,6 +68,11 @@ impl Root {
             .open(&self.0)
             .unwrap()
             .into()
+    }
+
+    /// Adds another 1000-byte file.
+    fn add(&self, name: &str) {
+        std::fs::write(self.0.join(name), vec![b'y'; 1000]).unwrap();
     }
 }
 
@@ -115,11 +123,90 @@ fn session_pipelined(c: &mut Criterion) {
     g.finish();
 }
 
+/// Feeds `req` and writes out everything queued; returns the bytes "sent".
+fn exchange(s: &mut Session, svc: &mut Service, req: &[u8], now: Instant) -> usize {
+    s.feed(svc, black_box(req), now);
+    let mut sent = 0;
+    while let Some(o) = s.next_output() {
+        let n = match o {
+            Output::Bytes(b) => b.len(),
+            Output::File { len, .. } => len as usize,
+        };
+        sent += n;
+        s.consume(svc, n, now);
+    }
+    sent
+}
+
+/// What the synchronous file work of a cache miss costs against a hit, for a 1000-byte file
+/// whose pages are in the page cache: a hit (entry fresh), a revalidation (entry older than
+/// `cache.valid`: openat2 of the file and its three sidecar names, fstat, close), a full miss
+/// (the same, plus pread of the body and building the entry), and the bare syscalls.
+fn cache_miss(c: &mut Criterion) {
+    let root = Root::new();
+    root.add("other.bin");
+    let now = Instant::now();
+    let mut g = c.benchmark_group("cache_miss");
+    g.throughput(Throughput::Elements(1));
+
+    let mut svc = Service::new(&Config::default(), root.fd());
+    svc.set_time(SystemTime::now());
+    let mut s = Session::new("127.0.0.1:9".parse().unwrap(), now);
+    assert_eq!(
+        exchange(&mut s, &mut svc, REQ, now),
+        exchange(&mut s, &mut svc, REQ, now)
+    );
+    g.bench_function("hit: GET 1000 B", |b| {
+        b.iter(|| exchange(&mut s, &mut svc, REQ, now))
+    });
+
+    // cache.valid = 0: every request finds its entry stale and revalidates it.
+    let mut cfg = Config::default();
+    cfg.cache.valid = Duration::ZERO;
+    let mut svc = Service::new(&cfg, root.fd());
+    svc.set_time(SystemTime::now());
+    let mut s = Session::new("127.0.0.1:9".parse().unwrap(), now);
+    exchange(&mut s, &mut svc, REQ, now);
+    g.bench_function("revalidate: GET 1000 B", |b| {
+        b.iter(|| exchange(&mut s, &mut svc, REQ, now))
+    });
+
+    // One cache slot and two files requested in turn: every request is a full miss.
+    let mut cfg = Config::default();
+    cfg.cache.max_entries = 1;
+    let mut svc = Service::new(&cfg, root.fd());
+    svc.set_time(SystemTime::now());
+    let mut s = Session::new("127.0.0.1:9".parse().unwrap(), now);
+    let other: &[u8] = b"GET /other.bin HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+    g.throughput(Throughput::Elements(2));
+    g.bench_function("miss: 2 GETs 1000 B (per element = 1 miss)", |b| {
+        b.iter(|| exchange(&mut s, &mut svc, REQ, now) + exchange(&mut s, &mut svc, other, now))
+    });
+
+    // The bare syscalls of a miss on the identity file alone.
+    use ringd::handler::fs;
+    use std::os::fd::AsFd;
+    let dir = root.fd();
+    let path = c"file.bin";
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("syscalls: openat2+fstat+pread+close 1000 B", |b| {
+        b.iter(|| {
+            let fd = fs::open_beneath(dir.as_fd(), black_box(path), false).unwrap();
+            let meta = fs::fstat(fd.as_fd()).unwrap();
+            fs::read_all(fd.as_fd(), meta.size as usize).unwrap().len()
+        })
+    });
+    g.bench_function("syscalls: openat2 ENOENT (one sidecar probe)", |b| {
+        b.iter(|| fs::open_beneath(dir.as_fd(), black_box(c"file.bin.br"), false).is_err())
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = parse_and_encode, session_pipelined
+    targets = parse_and_encode, session_pipelined, cache_miss
 }
 criterion_main!(benches);
