@@ -95,6 +95,14 @@ pub fn pipe_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(got as usize)
 }
 
+/// Bytes waiting in a pipe (FIONREAD).
+pub fn pipe_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int into `n`, valid for the call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(n as usize)
+}
+
 /// The signals that request graceful shutdown.
 pub const SHUTDOWN_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 

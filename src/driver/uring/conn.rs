@@ -5,7 +5,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use io_uring::{cqueue, opcode, types};
+use io_uring::{cqueue, opcode, squeue, types};
 
 use super::pipes::Pipe;
 use super::token::{Op, Token};
@@ -42,9 +42,8 @@ pub struct Conn {
     pub pipe: Option<Pipe>,
     /// Bytes spliced into `pipe` and not yet out to the socket.
     pub in_pipe: usize,
-    /// More of the same file body follows what is in the pipe (SPLICE_F_MORE: let TCP
-    /// build full segments instead of pushing a partial one at each chunk's end).
-    pub more_after_pipe: bool,
+    /// The in-flight SpliceIn has a SpliceOut linked behind it.
+    pub linked_out: bool,
     /// Queued in `Driver::pipe_waiters` for a free pipe.
     pub waiting_pipe: bool,
     /// The peer closed its side (recv returned 0).
@@ -135,7 +134,7 @@ impl Driver {
             write: None,
             pipe: None,
             in_pipe: 0,
-            more_after_pipe: false,
+            linked_out: false,
             waiting_pipe: false,
             eof: false,
         };
@@ -239,13 +238,20 @@ impl Driver {
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
         };
-        c.write = None;
+        // The linked SpliceOut is still to complete (or be cancelled): the write side stays
+        // busy until then.
+        if !c.linked_out {
+            c.write = None;
+        }
+        // Count what entered the pipe whatever the phase: a closing connection must not
+        // hand a pipe with data in it back to the pool.
+        if res > 0 {
+            c.in_pipe += res as usize;
+        }
         if c.phase != Phase::Open {
             return;
         }
-        if res > 0 {
-            c.in_pipe = res as usize;
-        } else {
+        if res <= 0 {
             // 0: the file is shorter than the response promised (truncated while being
             // served); an error: unreadable. Either way the body cannot be completed.
             self.close(idx, gen);
@@ -258,15 +264,23 @@ impl Driver {
             return;
         };
         c.write = None;
+        c.linked_out = false;
+        let sent = if res > 0 {
+            (res as usize).min(c.in_pipe)
+        } else {
+            0
+        };
+        c.in_pipe -= sent;
         if c.phase != Phase::Open {
             return;
         }
         if res > 0 {
-            let n = (res as usize).min(c.in_pipe);
-            c.in_pipe -= n;
-            c.session.consume(&mut self.svc, n, now);
+            c.session.consume(&mut self.svc, sent, now);
         } else if errno(res) == libc::EAGAIN {
             self.poll_out(idx, gen);
+        } else if errno(res) == libc::ECANCELED {
+            // The linked fill was short (or failed, and closed us): drive() sends what the
+            // pipe holds with a plain SpliceOut.
         } else {
             self.close(idx, gen);
         }
@@ -376,11 +390,6 @@ impl Driver {
                 -1,
                 c.in_pipe as u32,
             )
-            .flags(if c.more_after_pipe {
-                libc::SPLICE_F_MORE
-            } else {
-                0
-            })
             .build();
             // SAFETY: no memory buffer; the pipe and socket fds belong to the connection,
             // which is freed (and its pipe released) only after this op completes.
@@ -432,22 +441,34 @@ impl Driver {
                     }
                     let pipe = c.pipe.as_ref().expect("just ensured");
                     let n = len.min(pipe.cap() as u64) as u32;
-                    c.more_after_pipe = len > u64::from(n);
-                    let entry = opcode::Splice::new(
+                    // file → pipe, linked to pipe → socket: one round trip per chunk. A short
+                    // first splice cancels the second (-ECANCELED); the rest of the pipe is
+                    // then sent by a plain SpliceOut.
+                    let fill = opcode::Splice::new(
                         types::Fd(fd),
                         offset as i64,
                         types::Fd(pipe.w()),
                         -1,
                         n,
                     )
-                    .build();
-                    // SAFETY: no memory buffer. The file fd stays open until `consume` covers
-                    // this output (buffer contract), which happens only after the spliced
-                    // bytes left the pipe; the pipe and socket are held by the connection
-                    // until this op completes.
-                    unsafe { self.sq.push(entry, tok(Op::SpliceIn)) };
-                    c.ops += 1;
-                    c.write = Some(Op::SpliceIn);
+                    .build()
+                    .flags(squeue::Flags::IO_LINK);
+                    // No SPLICE_F_MORE: it corks sub-MSS segments, and a peer with a small
+                    // receive window then gets data only at zero-window-probe pace.
+                    let drain =
+                        opcode::Splice::new(types::Fd(pipe.r()), -1, types::Fd(sock), -1, n)
+                            .build();
+                    // SAFETY: no memory buffers. The file fd stays open until `consume`
+                    // covers this output (buffer contract), which happens only after the
+                    // spliced bytes left the pipe; the pipe and socket are held by the
+                    // connection until both ops complete (ops += 2).
+                    unsafe {
+                        self.sq
+                            .push_linked([(fill, tok(Op::SpliceIn)), (drain, tok(Op::SpliceOut))])
+                    };
+                    c.ops += 2;
+                    c.write = Some(Op::SpliceOut);
+                    c.linked_out = true;
                     return;
                 }
             }
@@ -527,7 +548,10 @@ impl Driver {
         };
         debug_assert_eq!(c.ops, 0);
         if let Some(p) = c.pipe {
-            self.pipes.put(p, c.in_pipe == 0);
+            // Double-check with FIONREAD: on this (rare, abnormal) path a pipe that is not
+            // provably empty is closed rather than reused.
+            let empty = c.in_pipe == 0 && p.is_empty();
+            self.pipes.put(p, empty);
             self.wake_pipe_waiter();
         }
         // The rest of `c` (session, socket) is dropped here: the socket closes.
@@ -607,7 +631,7 @@ mod tests {
             write: None,
             pipe: None,
             in_pipe: 0,
-            more_after_pipe: false,
+            linked_out: false,
             waiting_pipe: false,
             eof: false,
         }

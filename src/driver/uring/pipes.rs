@@ -36,6 +36,11 @@ impl Pipe {
         self.w.as_raw_fd()
     }
 
+    /// Whether the pipe holds no data (FIONREAD); false when that cannot be told.
+    pub fn is_empty(&self) -> bool {
+        sys::pipe_bytes(self.r.as_fd()).is_ok_and(|n| n == 0)
+    }
+
     /// Capacity in bytes: the most one splice into it should ask for.
     pub fn cap(&self) -> usize {
         self.cap
@@ -147,8 +152,10 @@ mod tests {
         // SAFETY: buf is valid for 100 bytes during the call.
         let n = unsafe { libc::write(p.w(), buf.as_ptr().cast(), buf.len()) };
         assert_eq!(n, 100);
+        assert!(!p.is_empty(), "FIONREAD sees the data");
         pool.put(p, false);
         let q = pool.take().unwrap();
+        assert!(q.is_empty());
         let mut out = [0u8; 8];
         // SAFETY: out is valid for 8 bytes during the call.
         let n = unsafe { libc::read(q.r(), out.as_mut_ptr().cast(), out.len()) };

@@ -155,7 +155,8 @@ pub fn missing_required(ring: &IoUring) -> io::Result<Vec<&'static str>> {
 pub struct Sq {
     pub ring: IoUring,
     pub tokens: Tokens,
-    backlog: VecDeque<squeue::Entry>,
+    /// Entries not yet in the SQ, each with "linked to the next one" (part of a chain).
+    backlog: VecDeque<(squeue::Entry, bool)>,
 }
 
 impl Sq {
@@ -182,28 +183,77 @@ impl Sq {
                 return ud;
             }
         }
-        self.backlog.push_back(entry);
+        self.backlog.push_back((entry, false));
         ud
     }
 
-    /// Move backlog entries into the SQ, submitting to make room when it fills.
+    /// Queue a linked chain (each entry but the last carries IO_LINK). The chain goes into
+    /// the SQ whole, or whole into the backlog: a chain split across two submissions would
+    /// run its second op unlinked.
+    ///
+    /// # Safety
+    /// As for `push`, for every entry.
+    pub unsafe fn push_linked<const N: usize>(
+        &mut self,
+        chain: [(squeue::Entry, Token); N],
+    ) -> [u64; N] {
+        let mut uds = [0u64; N];
+        let mut entries = Vec::with_capacity(N);
+        for (i, (entry, token)) in chain.into_iter().enumerate() {
+            uds[i] = self.tokens.insert(token);
+            entries.push(entry.user_data(uds[i]));
+        }
+        let fits = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len() >= N
+        };
+        if self.backlog.is_empty() && fits {
+            for e in &entries {
+                // SAFETY: the caller vouches for each entry's memory; room was checked above.
+                let pushed = unsafe { self.ring.submission().push(e) };
+                debug_assert!(pushed.is_ok());
+            }
+        } else {
+            let last = entries.len() - 1;
+            self.backlog
+                .extend(entries.into_iter().enumerate().map(|(i, e)| (e, i < last)));
+        }
+        uds
+    }
+
+    /// Move backlog entries into the SQ, submitting to make room when it fills. A linked
+    /// chain goes in only when it fits whole.
     pub fn flush_backlog(&mut self) -> io::Result<()> {
-        while let Some(entry) = self.backlog.front() {
-            // SAFETY: entries entered the backlog through `push`, whose caller vouched for
-            // their memory until completion; they have not been submitted yet.
-            if unsafe { self.ring.submission().push(entry) }.is_err() {
+        while !self.backlog.is_empty() {
+            let chain = 1 + self
+                .backlog
+                .iter()
+                .take_while(|(_, linked)| *linked)
+                .count();
+            let room = {
+                let sq = self.ring.submission();
+                sq.capacity() - sq.len()
+            };
+            if room < chain {
                 match self.ring.submit() {
                     Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(()),
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) => {
+                        return Ok(())
+                    }
                     Err(e) => return Err(e),
                 }
-                if self.ring.submission().is_full() {
+                let sq = self.ring.submission();
+                if sq.capacity() - sq.len() < chain {
                     return Ok(());
                 }
-                continue;
             }
-            self.backlog.pop_front();
+            for _ in 0..chain {
+                let (entry, _) = self.backlog.pop_front().expect("chain counted above");
+                // SAFETY: entries entered the backlog through `push`/`push_linked`, whose
+                // callers vouched for their memory until completion; room was checked above.
+                let pushed = unsafe { self.ring.submission().push(&entry) };
+                debug_assert!(pushed.is_ok());
+            }
         }
         Ok(())
     }
