@@ -251,3 +251,60 @@ render_template() {
     fi
     printf '%s\n' "$content" >"$out"
 }
+
+# ------------------------------------------------------------------------------ shared by the
+# stand-alone measurement scripts (wrk-check.sh, soak.sh); each defines `record` and sets BUILD,
+# RINGD_BIN and LOADGEN_BIN.
+
+# cargo build --release --workspace (unless BUILD=0), then check both binaries exist.
+build_release() {
+    local -a cmd=(cargo build --release --workspace)
+    if ((BUILD)); then
+        log "building: ${cmd[*]}"
+        record "${cmd[@]}"
+        (cd "$REPO_ROOT" && "${cmd[@]}") >&2
+    fi
+    [[ -x "$RINGD_BIN" ]] || die "no ringd binary at $RINGD_BIN (run without --no-build)"
+    [[ -x "$LOADGEN_BIN" ]] || die "no loadgen binary at $LOADGEN_BIN (run without --no-build)"
+}
+
+# launch_ringd BACKEND CPU ROOT LOG: start ringd with one worker pinned to CPU on an ephemeral
+# port; sets LAUNCHED_PID and LAUNCHED_URL (http://127.0.0.1:PORT). Returns 1, with ringd
+# stopped and its output shown, when it did not come up.
+# shellcheck disable=SC2034 # LAUNCHED_* are read by the calling script
+launch_ringd() {
+    local backend="$1" cpu="$2" root="$3" log_file="$4" pid url="" i
+    local -a cmd=(taskset -c "$cpu" "$RINGD_BIN" --listen 127.0.0.1:0 --workers 1 --backend "$backend" "$root")
+    record "${cmd[@]}"
+    "${cmd[@]}" </dev/null >"$log_file" 2>&1 &
+    pid=$!
+    LAUNCHED_PID="$pid"
+    LAUNCHED_URL=""
+    for ((i = 0; i < 150; i++)); do
+        url="$(grep -o -m1 'http://127\.0\.0\.1:[0-9]*' "$log_file" || true)"
+        [[ -n "$url" ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z "$url" ]] || ! wait_http "$url/hello.txt" 10 "$pid"; then
+        warn "ringd --backend $backend did not come up. Its output:"
+        sed 's/^/    /' "$log_file" | tail -n 15 >&2 || true
+        stop_pid "$pid" TERM
+        LAUNCHED_PID=""
+        return 1
+    fi
+    LAUNCHED_URL="$url"
+}
+
+# env_footer ENV_TXT COMMANDS: append the load average and the commands run, then drop COMMANDS.
+env_footer() {
+    {
+        echo
+        echo "## load average at the end"
+        cut -d' ' -f1-3 /proc/loadavg
+        echo
+        echo "## commands run (in order)"
+        cat "$2"
+    } >>"$1"
+    rm -f "$2"
+}

@@ -146,35 +146,11 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 RINGD_BIN="$TARGET_DIR/release/ringd"
 LOADGEN_BIN="$TARGET_DIR/release/loadgen"
 
-build() {
-    local -a cmd=(cargo build --release --workspace)
-    if ((BUILD)); then
-        log "building: ${cmd[*]}"
-        record "${cmd[@]}"
-        (cd "$REPO_ROOT" && "${cmd[@]}") >&2
-    fi
-    [[ -x "$RINGD_BIN" ]] || die "no ringd binary at $RINGD_BIN (run without --no-build)"
-    [[ -x "$LOADGEN_BIN" ]] || die "no loadgen binary at $LOADGEN_BIN (run without --no-build)"
-}
-
 start_ringd() {
-    local log_file="$RUN_DIR/ringd.log" url="" i
-    local -a cmd=(taskset -c "$SERVER_CPU" "$RINGD_BIN" --listen 127.0.0.1:0 --workers 1 --backend uring "$WWW_DIR")
-    record "${cmd[@]}"
-    "${cmd[@]}" </dev/null >"$log_file" 2>&1 &
-    RINGD_PID=$!
-    for ((i = 0; i < 150; i++)); do
-        url="$(grep -o -m1 'http://127\.0\.0\.1:[0-9]*' "$log_file" || true)"
-        [[ -n "$url" ]] && break
-        kill -0 "$RINGD_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [[ -z "$url" ]] || ! wait_http "$url/hello.txt" 10 "$RINGD_PID"; then
-        sed 's/^/    /' "$log_file" | tail -n 15 >&2 || true
-        die "ringd did not come up (its output is above)"
-    fi
-    URL="$url/small.bin"
-    log "ringd up at $url (PID $RINGD_PID, CPU $SERVER_CPU)"
+    launch_ringd uring "$SERVER_CPU" "$WWW_DIR" "$RUN_DIR/ringd.log" || die "ringd did not come up"
+    RINGD_PID="$LAUNCHED_PID"
+    URL="$LAUNCHED_URL/small.bin"
+    log "ringd up at $LAUNCHED_URL (PID $RINGD_PID, CPU $SERVER_CPU)"
 }
 
 # One "fd -> target" line per open fd of PID.
@@ -242,24 +218,14 @@ write_env() {
     } >"$ENV_TXT"
 }
 
-finish_env() {
-    {
-        echo
-        echo "## load average at the end"
-        cut -d' ' -f1-3 /proc/loadavg
-        echo
-        echo "## commands run (in order)"
-        cat "$COMMANDS"
-    } >>"$ENV_TXT"
-    rm -f "$COMMANDS"
-}
+finish_env() { env_footer "$ENV_TXT" "$COMMANDS"; }
 
 main() {
     : >"$COMMANDS"
     record "$SCRIPTS_DIR/soak.sh" "${ORIG_ARGS[@]}"
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     command -v curl >/dev/null || apt_install curl
-    build
+    build_release
     make_www
     start_ringd
     write_env

@@ -205,43 +205,18 @@ ensure_tools() {
     ensure_nginx "$PEERS_DIR"
 }
 
-build() {
-    local -a cmd=(cargo build --release --workspace)
-    if ((BUILD)); then
-        log "building: ${cmd[*]}"
-        record "${cmd[@]}"
-        (cd "$REPO_ROOT" && "${cmd[@]}") >&2
-    fi
-    [[ -x "$RINGD_BIN" ]] || die "no ringd binary at $RINGD_BIN (run without --no-build)"
-    [[ -x "$LOADGEN_BIN" ]] || die "no loadgen binary at $LOADGEN_BIN (run without --no-build)"
-}
-
 # ------------------------------------------------------------------------------ servers
 
 # Start ringd with one worker on the server CPU; its URL comes from the line it prints.
 start_ringd() {
     local b="$1"
-    local log_file="$RUN_DIR/ringd-$b.log" pid url="" i
-    local -a cmd=(taskset -c "$SERVER_CPU" "$RINGD_BIN" --listen 127.0.0.1:0 --workers 1 --backend "$b" "$WWW_DIR")
-    record "${cmd[@]}"
-    "${cmd[@]}" </dev/null >"$log_file" 2>&1 &
-    pid=$!
-    RINGD_PID[$b]="$pid"
-    for ((i = 0; i < 150; i++)); do
-        url="$(grep -o -m1 'http://127\.0\.0\.1:[0-9]*' "$log_file" || true)"
-        [[ -n "$url" ]] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [[ -z "$url" ]] || ! wait_http "$url/hello.txt" 10 "$pid"; then
-        warn "ringd --backend $b did not come up; leaving it out. Its output:"
-        sed 's/^/    /' "$log_file" | tail -n 15 >&2 || true
-        stop_pid "$pid" TERM
-        unset "RINGD_PID[$b]"
+    launch_ringd "$b" "$SERVER_CPU" "$WWW_DIR" "$RUN_DIR/ringd-$b.log" || {
+        warn "leaving ringd --backend $b out"
         return 1
-    fi
-    TARGET_URL[ringd-$b]="$url"
-    log "ringd --backend $b up at $url (PID $pid, CPU $SERVER_CPU)"
+    }
+    RINGD_PID[$b]="$LAUNCHED_PID"
+    TARGET_URL[ringd-$b]="$LAUNCHED_URL"
+    log "ringd --backend $b up at $LAUNCHED_URL (PID $LAUNCHED_PID, CPU $SERVER_CPU)"
 }
 
 free_port() {
@@ -430,17 +405,7 @@ write_env() {
     } >"$ENV_TXT"
 }
 
-finish_env() {
-    {
-        echo
-        echo "## load average at the end"
-        cut -d' ' -f1-3 /proc/loadavg
-        echo
-        echo "## commands run (in order)"
-        cat "$COMMANDS"
-    } >>"$ENV_TXT"
-    rm -f "$COMMANDS"
-}
+finish_env() { env_footer "$ENV_TXT" "$COMMANDS"; }
 
 # ------------------------------------------------------------------------------ main
 
@@ -449,7 +414,7 @@ main() {
     record "$SCRIPTS_DIR/wrk-check.sh" "${ORIG_ARGS[@]}"
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     ensure_tools
-    build
+    build_release
     make_www
     declare -gA FILE_SIZE=([small.bin]="$(stat -c %s "$WWW_DIR/small.bin")" [large.bin]="$(stat -c %s "$WWW_DIR/large.bin")")
 
