@@ -50,6 +50,26 @@ pub struct Conn {
     pub eof: bool,
 }
 
+impl Conn {
+    /// A freshly accepted connection: open, nothing in flight.
+    pub fn new(fd: OwnedFd, session: Session) -> Conn {
+        Conn {
+            fd,
+            session,
+            phase: Phase::Open,
+            ops: 0,
+            recv: None,
+            recv_cancel: false,
+            write: None,
+            pipe: None,
+            in_pipe: 0,
+            linked_out: false,
+            waiting_pipe: false,
+            eof: false,
+        }
+    }
+}
+
 struct Slot {
     gen: u32,
     conn: Option<Conn>,
@@ -124,20 +144,7 @@ impl Driver {
             // The peer is already gone (ENOTCONN) or the socket is odd: just close it.
             Err(_) => return,
         };
-        let conn = Conn {
-            fd,
-            session: Session::new(peer, self.now),
-            phase: Phase::Open,
-            ops: 0,
-            recv: None,
-            recv_cancel: false,
-            write: None,
-            pipe: None,
-            in_pipe: 0,
-            linked_out: false,
-            waiting_pipe: false,
-            eof: false,
-        };
+        let conn = Conn::new(fd, Session::new(peer, self.now));
         let (idx, gen) = self.conns.insert(conn);
         self.drive(idx, gen);
     }
@@ -621,20 +628,10 @@ mod tests {
 
     fn conn() -> Conn {
         let fd = crate::sys::eventfd().unwrap();
-        Conn {
+        Conn::new(
             fd,
-            session: Session::new("127.0.0.1:1".parse().unwrap(), Instant::now()),
-            phase: Phase::Open,
-            ops: 0,
-            recv: None,
-            recv_cancel: false,
-            write: None,
-            pipe: None,
-            in_pipe: 0,
-            linked_out: false,
-            waiting_pipe: false,
-            eof: false,
-        }
+            Session::new("127.0.0.1:1".parse().unwrap(), Instant::now()),
+        )
     }
 
     #[test]

@@ -168,15 +168,7 @@ impl Driver {
                     _ => return Err(e.into()),
                 },
             }
-            self.now = Instant::now();
-            self.cqes.clear();
-            for cqe in self.sq.ring.completion().take(MAX_CQES_PER_PASS) {
-                self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
-            }
-            for i in 0..self.cqes.len() {
-                let (ud, res, flags) = self.cqes[i];
-                self.complete(ud, res, flags);
-            }
+            self.reap();
             for (idx, gen) in std::mem::take(&mut self.ready) {
                 self.drive(idx, gen);
             }
@@ -192,6 +184,20 @@ impl Driver {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Take up to MAX_CQES_PER_PASS completions off the ring (stamping `now` first) and
+    /// handle each.
+    fn reap(&mut self) {
+        self.now = Instant::now();
+        self.cqes.clear();
+        for cqe in self.sq.ring.completion().take(MAX_CQES_PER_PASS) {
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        for i in 0..self.cqes.len() {
+            let (ud, res, flags) = self.cqes[i];
+            self.complete(ud, res, flags);
         }
     }
 
@@ -419,15 +425,7 @@ impl Driver {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
                 Err(_) => break,
             }
-            self.now = Instant::now();
-            self.cqes.clear();
-            for cqe in self.sq.ring.completion().take(MAX_CQES_PER_PASS) {
-                self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
-            }
-            for i in 0..self.cqes.len() {
-                let (ud, res, flags) = self.cqes[i];
-                self.complete(ud, res, flags);
-            }
+            self.reap();
         }
         if self.sq.tokens.live() > 0 {
             eprintln!(
