@@ -4,7 +4,6 @@
 
 use std::hint::black_box;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -62,12 +61,7 @@ impl Root {
     }
 
     fn fd(&self) -> OwnedFd {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-            .open(&self.0)
-            .unwrap()
-            .into()
+        ringd::sys::open_dir_path(&self.0).unwrap()
     }
 
     /// Adds another 1000-byte file.

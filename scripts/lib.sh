@@ -308,3 +308,15 @@ env_footer() {
     } >>"$1"
     rm -f "$2"
 }
+
+# pick_out_dir NAME: results/<date>-<host>/NAME, or NAME-2, NAME-3 ... when taken; printed.
+pick_out_dir() {
+    local base out i=2
+    base="$REPO_ROOT/results/$(date +%F)-$(hostname -s 2>/dev/null || hostname)/$1"
+    out="$base"
+    while [[ -e "$out" ]]; do
+        out="$base-$i"
+        i=$((i + 1))
+    done
+    printf '%s\n' "$out"
+}

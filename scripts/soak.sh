@@ -101,15 +101,7 @@ fi
 # ------------------------------------------------------------------------------ output and cleanup
 
 HOST="$(hostname -s 2>/dev/null || hostname)"
-if [[ -z "$OUT" ]]; then
-    base="$REPO_ROOT/results/$(date +%F)-$HOST/soak"
-    OUT="$base"
-    i=2
-    while [[ -e "$OUT" ]]; do
-        OUT="$base-$i"
-        i=$((i + 1))
-    done
-fi
+[[ -n "$OUT" ]] || OUT="$(pick_out_dir soak)"
 [[ ! -e "$OUT/rss.csv" ]] || die "$OUT already holds a run (rss.csv); pick another --out"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"

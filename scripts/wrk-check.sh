@@ -129,15 +129,7 @@ fi
 # ------------------------------------------------------------------------------ output and cleanup
 
 HOST="$(hostname -s 2>/dev/null || hostname)"
-if [[ -z "$OUT" ]]; then
-    base="$REPO_ROOT/results/$(date +%F)-$HOST/wrk-check"
-    OUT="$base"
-    i=2
-    while [[ -e "$OUT" ]]; do
-        OUT="$base-$i"
-        i=$((i + 1))
-    done
-fi
+[[ -n "$OUT" ]] || OUT="$(pick_out_dir wrk-check)"
 [[ ! -e "$OUT/runs.tsv" ]] || die "$OUT already holds a run (runs.tsv); pick another --out"
 mkdir -p "$OUT/raw"
 OUT="$(cd "$OUT" && pwd)"

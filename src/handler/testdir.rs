@@ -2,7 +2,6 @@
 //! on drop.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -33,12 +32,7 @@ impl TempDir {
 
     /// An `O_PATH | O_DIRECTORY` fd of the directory, as the worker opens the root.
     pub fn root_fd(&self) -> OwnedFd {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-            .open(&self.0)
-            .unwrap()
-            .into()
+        crate::sys::open_dir_path(&self.0).unwrap()
     }
 }
 
