@@ -184,6 +184,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
     pub pipe_size: u64,
 
+    /// TCP_NOTSENT_LOWAT for accepted sockets: how much unsent data the kernel may hold per
+    /// connection before the worker stops writing and waits. Small values keep large bodies
+    /// flowing from the worker's own core and memory low; 0 keeps the kernel's setting
+    /// (sysctl net.ipv4.tcp_notsent_lowat). Example: `--notsent-lowat 128K`.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_size)]
+    pub notsent_lowat: u64,
+
     /// Do not pin worker i to the i-th allowed CPU. Example: `--no-pin`.
     #[arg(long)]
     pub no_pin: bool,
@@ -364,6 +371,10 @@ impl ServeArgs {
             },
             pipe_pool: self.pipe_pool,
             pipe_size: to_usize(self.pipe_size, "--pipe-size")?,
+            notsent_lowat: u32::try_from(self.notsent_lowat)
+                .ok()
+                .filter(|v| *v <= i32::MAX as u32)
+                .ok_or_else(|| anyhow::anyhow!("--notsent-lowat must be below 2G"))?,
         })
     }
 }
@@ -425,6 +436,7 @@ mod tests {
         assert_eq!(c.cache.max_bytes, d.cache.max_bytes);
         assert_eq!(c.cache.small_file_max, d.cache.small_file_max);
         assert_eq!(c.pipe_size, d.pipe_size);
+        assert_eq!(c.notsent_lowat, d.notsent_lowat);
         assert!(c.workers >= 1);
         assert!(c.pin);
         assert_eq!(c.root, PathBuf::from("/"));

@@ -143,6 +143,11 @@ pub struct Config {
     pub pipe_pool: usize,
     /// Size of each splice pipe, bytes (fcntl F_SETPIPE_SZ). Default 256 KiB.
     pub pipe_size: usize,
+    /// TCP_NOTSENT_LOWAT on every accepted socket, bytes; 0 leaves the kernel's setting
+    /// (net.ipv4.tcp_notsent_lowat). Default 16 KiB: a large body is handed to the kernel a
+    /// little at a time, so the TCP transmit work runs in the worker, not in whichever context
+    /// processes the peer's ACKs, and megabytes of unsent data don't sit in socket buffers.
+    pub notsent_lowat: u32,
 }
 
 impl Default for Config {
@@ -162,6 +167,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             pipe_pool: 64,
             pipe_size: 256 * 1024,
+            notsent_lowat: 16 * 1024,
         }
     }
 }
