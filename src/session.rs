@@ -162,6 +162,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// `peer` only feeds the access log; a driver may pass `0.0.0.0:0` when the log is off.
     pub fn new(peer: SocketAddr, now: Instant) -> Session {
         let knobs = THREAD_KNOBS
             .with(Cell::get)

@@ -216,6 +216,23 @@ pub fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "peer is not an IP socket"))
 }
 
+/// Whether bytes are waiting unread in a socket's receive queue (a non-blocking one-byte
+/// peek). Closing a socket with unread input makes the kernel send RST instead of FIN.
+pub fn has_unread_input(fd: BorrowedFd<'_>) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most one byte into `byte`, a local that outlives the call; `fd`
+    // is borrowed, so it stays open for the call.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
+}
+
 /// Shut the write side of a socket (the peer sees EOF after what was sent).
 pub fn shutdown_write(fd: impl AsFd) -> io::Result<()> {
     socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)

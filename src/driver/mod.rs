@@ -21,7 +21,7 @@ pub struct WorkerCtx {
     /// This worker's copy of the configuration.
     pub config: Config,
     /// Bound, listening, non-blocking socket with SO_REUSEPORT (one per worker). It has
-    /// TCP_NODELAY set, which accepted sockets inherit.
+    /// TCP_NODELAY and TCP_NOTSENT_LOWAT set, which accepted sockets inherit.
     pub listener: TcpListener,
     /// `O_PATH | O_DIRECTORY` fd of the served root.
     pub root: OwnedFd,

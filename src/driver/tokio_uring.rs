@@ -586,7 +586,12 @@ async fn send_file(
 /// Only when input is waiting unread: closing then would make the kernel send RST, which can
 /// destroy the tail of a response still in flight. Otherwise the close (and FIN) follows at once.
 async fn linger(conn: &Rc<Conn>, io: &mut ConnIo) {
-    if io.read_abandoned || !unread_input(io.fd) || conn.stream.shutdown(Shutdown::Write).is_err() {
+    // SAFETY: `io.fd` is the raw fd of `conn.stream`, which `conn` keeps open for this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(io.fd) };
+    if io.read_abandoned
+        || !crate::sys::has_unread_input(fd)
+        || conn.stream.shutdown(Shutdown::Write).is_err()
+    {
         return;
     }
     let deadline = Instant::now() + LINGER;
@@ -775,22 +780,6 @@ impl PipePool {
             eprintln!("ringd: worker {id}: cannot create a splice pipe: {e} (logged once)");
         }
     }
-}
-
-/// Whether bytes are waiting in the socket's receive queue (a non-blocking one-byte peek).
-fn unread_input(fd: RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: recv writes at most one byte into `byte`, a local that outlives the call; `fd` is
-    // a socket the caller owns.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n > 0
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {

@@ -2,6 +2,7 @@
 //! (recv, send, splice, poll, cancel) move its `Session` along, arm its next op, and close it
 //! once every op it had in flight has completed.
 
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
@@ -139,10 +140,16 @@ fn errno(res: i32) -> i32 {
 impl Driver {
     /// Set up a freshly accepted socket as a connection and start reading from it.
     pub(super) fn add_conn(&mut self, fd: OwnedFd) {
-        let peer = match sys::peer_addr(std::os::fd::AsFd::as_fd(&fd)) {
-            Ok(p) => p,
-            // The peer is already gone (ENOTCONN) or the socket is odd: just close it.
-            Err(_) => return,
+        // Multishot accept gives no peer address, and only the access log uses it: skip the
+        // getpeername (a syscall per connection) when the log is off.
+        let peer = if self.config.access_log.is_some() {
+            match sys::peer_addr(std::os::fd::AsFd::as_fd(&fd)) {
+                Ok(p) => p,
+                // The peer is already gone (ENOTCONN) or the socket is odd: just close it.
+                Err(_) => return,
+            }
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
         };
         let conn = Conn::new(fd, Session::new(peer, self.now));
         let (idx, gen) = self.conns.insert(conn);
@@ -503,15 +510,20 @@ impl Driver {
         c.recv_cancel = false;
     }
 
-    /// All output is written and the session is done: shut the write side and linger, or
-    /// close right away when the peer has closed too. (Also while shutting down: a close
-    /// with unread bytes would reset responses the peer has not read yet.)
+    /// All output is written and the session is done. Close right away when the peer has
+    /// closed too, or when no input waits unread (as nginx does: the FIN follows the queued
+    /// response, and the peer's own FIN later costs nobody a wakeup). Otherwise the close
+    /// would answer with RST, which can destroy a response the peer has not read yet: shut
+    /// the write side and linger, reading and discarding until the peer's EOF or [`LINGER`].
     fn close_graceful(&mut self, idx: u32, gen: u32) {
         let now = self.now;
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
         };
-        if c.eof || sys::shutdown_write(&c.fd).is_err() {
+        if c.eof
+            || !sys::has_unread_input(std::os::fd::AsFd::as_fd(&c.fd))
+            || sys::shutdown_write(&c.fd).is_err()
+        {
             self.close(idx, gen);
             return;
         }
