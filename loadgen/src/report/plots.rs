@@ -191,7 +191,13 @@ pub fn per_round(title: &str, y_desc: &str, series: &[Series]) -> PlotResult {
     Ok(svg)
 }
 
+/// Bars spanning more than this factor (largest over smallest) get a log axis, so that a
+/// slow target (gunicorn's ~150 µs/request) does not flatten the others into slivers.
+const BARS_LOG_SPAN: f64 = 20.0;
+
 /// Grouped bars: for each target, one bar per measure (`measures` names them; `None` = absent).
+/// The y axis is linear from 0, or logarithmic when the values span more than
+/// [`BARS_LOG_SPAN`]× (the caption says so).
 pub fn bars(
     title: &str,
     y_desc: &str,
@@ -199,81 +205,116 @@ pub fn bars(
     measures: &[&str],
     values: &[Vec<Option<f64>>],
 ) -> PlotResult {
+    let positive = || {
+        values
+            .iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .filter(|v| *v > 0.0)
+    };
+    let max = positive().fold(0f64, f64::max).max(1e-9);
+    let min = positive().fold(f64::INFINITY, f64::min).min(max);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let hi = values
-            .iter()
-            .flatten()
-            .flatten()
-            .fold(0f64, |a, &b| a.max(b))
-            .max(1e-9)
-            * 1.2;
-        let n = targets.len().max(1);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..n as f64, 0f64..hi)
-            .map_err(err)?;
-        let names = targets.to_vec();
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .y_desc(y_desc)
-            .x_labels(n * 2 + 1)
-            .x_label_formatter(&|x| {
-                let k = x - 0.5;
-                if (k - k.round()).abs() < 1e-6 && k >= 0.0 {
-                    names.get(k.round() as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
-            .y_label_formatter(&|y| super::fmt_us(*y))
-            .draw()
-            .map_err(err)?;
-        let m = measures.len().max(1) as f64;
-        let width = 0.8 / m;
-        for (j, measure) in measures.iter().enumerate() {
-            let shade = if j == 0 {
-                color(0)
-            } else {
-                RGBColor(150, 150, 150)
-            };
-            let rects: Vec<_> = values
-                .iter()
-                .enumerate()
-                .filter_map(|(i, vals)| {
-                    let v = (*vals.get(j)?)?;
-                    let x0 = i as f64 + 0.1 + j as f64 * width;
-                    let c = if j == 0 { color(i) } else { shade };
-                    Some(Rectangle::new(
-                        [(x0, 0.0), (x0 + width * 0.9, v)],
-                        c.filled(),
-                    ))
-                })
-                .collect();
-            chart
-                .draw_series(rects)
-                .map_err(err)?
-                .label(*measure)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], shade.filled())
-                });
+        let n = targets.len().max(1) as f64;
+        let builder = |caption: String| {
+            let mut b = ChartBuilder::on(&root);
+            b.caption(caption, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70);
+            b
+        };
+        if max / min > BARS_LOG_SPAN {
+            // One decade of headroom below the smallest bar, so it stays visible.
+            let (lo, hi) = (min / 10.0, max * 2.0);
+            let chart = builder(format!("{title} (log scale)"))
+                .build_cartesian_2d(0f64..n, (lo..hi).log_scale())
+                .map_err(err)?;
+            draw_bars(chart, lo, y_desc, targets, measures, values)?;
+        } else {
+            let chart = builder(title.to_string())
+                .build_cartesian_2d(0f64..n, 0f64..max * 1.2)
+                .map_err(err)?;
+            draw_bars(chart, 0.0, y_desc, targets, measures, values)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// The body of [`bars`] for either y axis; bars rise from `base`.
+fn draw_bars<'a, Y>(
+    mut chart: ChartContext<
+        'a,
+        SVGBackend<'a>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+    >,
+    base: f64,
+    y_desc: &str,
+    targets: &[String],
+    measures: &[&str],
+    values: &[Vec<Option<f64>>],
+) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    let n = targets.len().max(1);
+    let names = targets.to_vec();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(y_desc)
+        .x_labels(n * 2 + 1)
+        .x_label_formatter(&|x| {
+            let k = x - 0.5;
+            if (k - k.round()).abs() < 1e-6 && k >= 0.0 {
+                names.get(k.round() as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|y| super::fmt_us(*y))
+        .draw()
+        .map_err(err)?;
+    let m = measures.len().max(1) as f64;
+    let width = 0.8 / m;
+    for (j, measure) in measures.iter().enumerate() {
+        let shade = if j == 0 {
+            color(0)
+        } else {
+            RGBColor(150, 150, 150)
+        };
+        let rects: Vec<_> = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, vals)| {
+                let v = (*vals.get(j)?)?;
+                let x0 = i as f64 + 0.1 + j as f64 * width;
+                let c = if j == 0 { color(i) } else { shade };
+                Some(Rectangle::new(
+                    [(x0, base), (x0 + width * 0.9, v.max(base))],
+                    c.filled(),
+                ))
+            })
+            .collect();
+        chart
+            .draw_series(rects)
+            .map_err(err)?
+            .label(*measure)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], shade.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -312,6 +353,18 @@ mod tests {
         )
         .unwrap();
         assert!(bars_svg.contains("<rect"));
+        assert!(!bars_svg.contains("log scale"));
+        // 150 against 3: a log axis, said in the caption.
+        let wide = bars(
+            "cpu",
+            "µs",
+            &["fast".into(), "slow".into()],
+            &["server"],
+            &[vec![Some(3.0)], vec![Some(150.0)]],
+        )
+        .unwrap();
+        assert!(wide.contains("cpu (log scale)"));
+        assert!(wide.contains("<rect"));
         let line = per_round("rps", "req/s", &series).unwrap();
         assert!(line.contains("<circle"));
     }
