@@ -554,6 +554,10 @@ def cmd_headline(args):
             links.append(f"[tuning]({r}/tuning/README.md)")
         if os.path.exists(os.path.join(rd, "scaling", "README.md")):
             links.append(f"[scaling]({r}/scaling/README.md)")
+        # Runs of scripts/wrk-check.sh and scripts/soak.sh kept inside the run directory.
+        for sub in sorted(os.listdir(rd)):
+            if sub.startswith(("wrk-check", "soak")) and os.path.exists(os.path.join(rd, sub, "summary.md")):
+                links.append(f"[{sub}]({r}/{sub}/summary.md)")
         commit = env.get("git commit", "?").split(" ")[0][:10]
         lines.append(
             f"| [{r}]({r}/) | {env.get('host', '?')} | {env.get('cpu', '?')} | {env.get('cores online', '?')} | "

@@ -193,6 +193,9 @@ class Headline(Base):
         results = os.path.join(self.tmp, "results")
         self.small_run(os.path.join(results, "2020-01-01-old"), ringd_rps=(1, 1, 1))
         self.small_run(os.path.join(results, "2020-02-01-new"))
+        os.makedirs(os.path.join(results, "2020-02-01-new", "wrk-check"))
+        with open(os.path.join(results, "2020-02-01-new", "wrk-check", "summary.md"), "w") as f:
+            f.write("# wrk check\n")
         readme = os.path.join(self.tmp, "README.md")
         with open(readme, "w") as f:
             f.write(f"intro\n{benchtool.HEADLINE_START}\nstale\n{benchtool.HEADLINE_END}\nend\n")
@@ -204,6 +207,7 @@ class Headline(Base):
         # ringd 10,000 req/s against nginx 5,000: 2.00×; CPU 40 against 80: 0.50×.
         self.assertRegex(text, r"\| ringd-uring \| 10,000 \| 9,000–11,000 \| 12\.0 \| 40\.0 \| 800 µs \| 2\.00× \| 0\.50× \|")
         self.assertIn("[2020-01-01-old](2020-01-01-old/)", text)
+        self.assertIn("[wrk-check](2020-02-01-new/wrk-check/summary.md)", text)
         with open(readme) as f:
             top = f.read()
         self.assertNotIn("stale", top)
