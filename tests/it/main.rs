@@ -40,6 +40,7 @@ per_backend! {
     llhttp_corpus_replay => crate::corpus::replay,
     big_file_byte_exact => crate::static_files::big_file,
     big_file_two_slow_readers => crate::static_files::slow_readers,
+    close_after_big_response_loses_nothing => crate::static_files::close_after_big_response,
     pipelined_16_mixed_requests => crate::limits::pipelining,
     thousand_concurrent_connections => crate::limits::thousand_connections,
     path_escapes_never_served => crate::escapes::path_escapes,

@@ -99,6 +99,43 @@ pub fn big_file(backend: &str) {
     expect(&srv, "GET after HEAD", &r, 200, Some(SMALL));
 }
 
+/// `Connection: close` on a 3 MiB response that is still in the socket buffers when the server
+/// is done writing: the server closes at once (no input waits unread, so no linger), and the
+/// kernel must still deliver every byte and then a FIN, never a reset. Also with `--notsent-lowat
+/// 0` (the kernel's setting), which lets the server queue far more before it closes.
+pub fn close_after_big_response(backend: &str) {
+    use std::io::Read;
+    let site = site(true);
+    for lowat in ["16K", "0"] {
+        let srv = ServerBuilder::new(backend, site.dir.path())
+            .args(&["--notsent-lowat", lowat])
+            .start();
+        let mut s = srv.connect();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        std::io::Write::write_all(&mut s, &req("GET", "/big.bin", &[("Connection", "close")]))
+            .unwrap();
+        // Let the server write what fits and finish (or block) before anything is read.
+        thread::sleep(Duration::from_millis(300));
+        let mut got = Vec::new();
+        let res = s.read_to_end(&mut got);
+        assert!(
+            res.is_ok(),
+            "lowat {lowat}: read ended with {res:?} after {} bytes\n{}",
+            got.len(),
+            srv.diagnostics()
+        );
+        let head_end = crate::http::find(&got, b"\r\n\r\n").expect("no response head") + 4;
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "lowat {lowat}: {head}");
+        assert!(head.contains("connection: close"), "lowat {lowat}: {head}");
+        assert!(
+            got[head_end..] == site.big[..],
+            "lowat {lowat}: body of {} bytes differs from the 3 MiB file",
+            got.len() - head_end
+        );
+    }
+}
+
 /// Case 2b: two concurrent slow readers (64 KiB, then 20 ms) both get the 3 MiB file intact,
 /// and a third client is served promptly meanwhile.
 pub fn slow_readers(backend: &str) {
