@@ -17,6 +17,11 @@
 //! shutdown requested      → session.start_shutdown(); close those for which should_close() holds
 //! ```
 //!
+//! With asynchronous opening (`svc.files().set_async_open(true)`, the uring driver), a request
+//! whose file must be opened or revalidated is not answered: `session.parked()` names its URL
+//! path and nothing behind it is parsed. The driver runs the open job (`Files::take_wanted`,
+//! `open_plan`, `opened`, `finish`), then calls `session.resume(&mut svc, now)`.
+//!
 //! # Buffer contract (what makes io_uring sends sound)
 //! The memory behind `Output::Bytes` and the fd behind `Output::File` stay valid, at the same
 //! address and unchanged, until `consume` has covered them or the `Session` is dropped,
@@ -72,6 +77,11 @@ impl Service {
 
     /// Tell the service the wall-clock time; call at least once a second (refreshes the cached
     /// Date header and access-log timestamp).
+    /// The static-file handler (the uring driver runs its open jobs).
+    pub fn files(&mut self) -> &mut Files {
+        &mut self.files
+    }
+
     pub fn set_time(&mut self, wall: SystemTime) {
         let secs = wall
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -151,6 +161,9 @@ pub struct Session {
     body: Option<(usize, BodyReader)>,
     /// Answer nothing more (an error, or `Connection: close`, was answered).
     closing: bool,
+    /// The request at `in_pos` waits for the driver to open this URL path (asynchronous
+    /// opening); nothing more is parsed until [`Session::resume`].
+    parked: Option<Box<[u8]>>,
     eof: bool,
     shutdown: bool,
     /// When the request being received began (accept, or its first byte); None when idle.
@@ -175,6 +188,7 @@ impl Session {
             out: OutQueue::default(),
             body: None,
             closing: false,
+            parked: None,
             eof: false,
             shutdown: false,
             req_start: Some(now),
@@ -200,7 +214,22 @@ impl Session {
             self.req_start = Some(now);
         }
         self.inp.extend_from_slice(data);
-        self.process(svc, now);
+        if self.parked.is_none() {
+            self.process(svc, now);
+        }
+    }
+
+    /// The URL path this session's next request waits on, when it is parked.
+    pub fn parked(&self) -> Option<&[u8]> {
+        self.parked.as_deref()
+    }
+
+    /// The open job this session was parked on is finished: answer on.
+    pub fn resume(&mut self, svc: &mut Service, now: Instant) {
+        self.knobs = svc.knobs;
+        if self.parked.take().is_some() {
+            self.process(svc, now);
+        }
     }
 
     /// The peer closed its sending side (recv returned 0): answer what is complete, then close.
@@ -227,7 +256,7 @@ impl Session {
         if self.out.is_empty() {
             self.idle_since = now;
         }
-        if done > 0 && self.in_pos < self.inp.len() {
+        if done > 0 && self.in_pos < self.inp.len() && self.parked.is_none() {
             if was_blocked {
                 self.req_start = Some(now);
             }
@@ -238,7 +267,7 @@ impl Session {
     /// True once the connection should be closed: all output written and no more to come
     /// (error, `Connection: close`, HTTP/1.0 without keep-alive, EOF, shutdown, or idle).
     pub fn should_close(&self) -> bool {
-        self.out.is_empty() && (self.closing || self.eof || self.shutdown)
+        self.out.is_empty() && self.parked.is_none() && (self.closing || self.eof || self.shutdown)
     }
 
     /// False while the server wants no more bytes from this peer (too much queued output,
@@ -280,6 +309,7 @@ impl Session {
         }
         self.shutdown = true;
         self.in_pos = self.inp.len();
+        self.parked = None;
         self.body = None;
         // Tell the peer on the last queued response, if it has not been handed out yet.
         if !self.closing {
@@ -348,7 +378,21 @@ impl Session {
                     }
                 }
             }
-            let keep = answer(svc, &mut self.out, self.peer, &req, skip_body, now);
+            // Only a request without a body may wait for its files: one with a body has had
+            // it drained from the input already, so it could not be parsed again.
+            let may_park = req.framing == Framing::None;
+            let Some(keep) = answer(
+                svc,
+                &mut self.out,
+                self.peer,
+                &req,
+                skip_body,
+                may_park,
+                now,
+            ) else {
+                self.parked = Some(req.path().as_bytes().into());
+                break;
+            };
             if self.out.responses() == 1 {
                 self.progress_at = now;
             }
@@ -414,8 +458,9 @@ fn answer(
     peer: SocketAddr,
     req: &Request<'_>,
     close: bool,
+    may_park: bool,
     now: Instant,
-) -> bool {
+) -> Option<bool> {
     let conn = if close || !req.keep_alive {
         ConnHeader::Close
     } else if req.keep_alive_10 {
@@ -429,7 +474,7 @@ fn answer(
         date: &svc.date,
         conn,
     };
-    let Sent { status, body_bytes } = svc.files.respond(req, &mut reply, now);
+    let Sent { status, body_bytes } = svc.files.respond(req, &mut reply, now, may_park)?;
     if svc.log_on {
         let entry = log::Entry {
             peer: peer.ip(),
@@ -442,7 +487,7 @@ fn answer(
         };
         log::write(&mut svc.log, &entry);
     }
-    conn != ConnHeader::Close
+    Some(conn != ConnHeader::Close)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! bounded in entries and bytes with clock (second-chance) eviction.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::CString;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -35,6 +35,23 @@ pub enum ServeError {
 }
 
 impl ServeError {
+    /// The same error again, for one more request (io::Error is not Clone; errno and kind
+    /// are kept).
+    pub fn again(&self) -> ServeError {
+        let copy = |e: &io::Error| {
+            e.raw_os_error()
+                .map(io::Error::from_raw_os_error)
+                .unwrap_or_else(|| io::Error::new(e.kind(), e.to_string()))
+        };
+        match self {
+            ServeError::Path(p) => ServeError::Path(*p),
+            ServeError::NotFound => ServeError::NotFound,
+            ServeError::Forbidden => ServeError::Forbidden,
+            ServeError::Unavailable(e) => ServeError::Unavailable(copy(e)),
+            ServeError::Io(e) => ServeError::Io(copy(e)),
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             ServeError::Path(p) => p.status(),
@@ -130,50 +147,100 @@ pub enum Found {
     DirNoSlash,
 }
 
-/// Opens the file for the decoded relative path `rel` (a trailing slash means its
-/// `index.html`) and its sidecars. `cbuf` is scratch space for C strings.
-pub fn probe(
-    root: BorrowedFd<'_>,
-    rel: &[u8],
-    cfg: &Config,
-    cbuf: &mut Vec<u8>,
-) -> Result<Found, ServeError> {
+/// The paths a request path needs opened, relative to the root: the file (or, for a URL
+/// ending in `/`, its `index.html`) and its precompressed sidecars in [`CODINGS`] order.
+#[derive(Debug)]
+pub struct OpenPlan {
+    pub paths: [CString; 4],
+    dir_url: bool,
+    /// Last segment of the file served (for the Content-Type).
+    name: Vec<u8>,
+}
+
+/// The [`OpenPlan`] for the decoded relative path `rel`.
+pub fn plan(rel: &[u8]) -> OpenPlan {
     let dir_url = rel.is_empty() || rel.ends_with(b"/");
     let index: &[u8] = if dir_url { b"index.html" } else { b"" };
-    let fd = fs::open_beneath(root, c_path(cbuf, rel, index), cfg.follow_symlinks)?;
-    let meta = fs::fstat(fd.as_fd())?;
-    match meta.kind {
-        Kind::File => {}
-        Kind::Dir if !dir_url => return Ok(Found::DirNoSlash),
-        Kind::Dir | Kind::Other => return Err(ServeError::NotFound),
-    }
+    let mut cbuf = Vec::with_capacity(rel.len() + index.len() + 5);
+    let mut file = rel.to_vec();
+    file.extend_from_slice(index);
+    let main = CString::from(c_path(&mut cbuf, rel, index));
+    let side =
+        |coding: Coding, cbuf: &mut Vec<u8>| CString::from(c_path(cbuf, &file, coding.suffix()));
+    let paths = [
+        main,
+        side(CODINGS[0], &mut cbuf),
+        side(CODINGS[1], &mut cbuf),
+        side(CODINGS[2], &mut cbuf),
+    ];
     let name = if dir_url {
         b"index.html".to_vec()
     } else {
         rel.rsplit(|&b| b == b'/').next().unwrap_or(rel).to_vec()
     };
+    OpenPlan {
+        paths,
+        dir_url,
+        name,
+    }
+}
+
+/// Opens the file for the decoded relative path `rel` (a trailing slash means its
+/// `index.html`) and its sidecars, synchronously.
+pub fn probe(root: BorrowedFd<'_>, rel: &[u8], cfg: &Config) -> Result<Found, ServeError> {
+    let plan = plan(rel);
+    let follow = cfg.follow_symlinks;
+    let ident = match check_main(&plan, fs::open_beneath(root, &plan.paths[0], follow))? {
+        Some(o) => o,
+        None => return Ok(Found::DirNoSlash),
+    };
     let mut sidecars: [Option<Opened>; 3] = [None, None, None];
-    for (slot, coding) in sidecars.iter_mut().zip(CODINGS) {
-        let mut suffixed = Vec::with_capacity(rel.len() + index.len() + 4);
-        suffixed.extend_from_slice(rel);
-        suffixed.extend_from_slice(index);
-        *slot = open_sidecar(root, c_path(cbuf, &suffixed, coding.suffix()), cfg, &meta)?;
+    for (slot, path) in sidecars.iter_mut().zip(&plan.paths[1..]) {
+        *slot = check_sidecar(fs::open_beneath(root, path, follow), &ident.meta)?;
     }
     Ok(Found::File(Probe {
-        ident: Opened { fd, meta },
-        name,
+        ident,
+        name: plan.name,
         sidecars,
     }))
 }
 
+/// The same as [`probe`] from files opened elsewhere (the uring driver's OpenAt2): `opened`
+/// holds the results of opening `plan.paths`, in order, with the same flags as
+/// [`fs::open_beneath`].
+pub fn classify(plan: OpenPlan, opened: [io::Result<OwnedFd>; 4]) -> Result<Found, ServeError> {
+    let [main, a, b, c] = opened;
+    let ident = match check_main(&plan, main)? {
+        Some(o) => o,
+        None => return Ok(Found::DirNoSlash),
+    };
+    let sidecars = [
+        check_sidecar(a, &ident.meta)?,
+        check_sidecar(b, &ident.meta)?,
+        check_sidecar(c, &ident.meta)?,
+    ];
+    Ok(Found::File(Probe {
+        ident,
+        name: plan.name,
+        sidecars,
+    }))
+}
+
+/// The opened main file if it is a regular file; None for a directory named without its
+/// trailing slash (a redirect).
+fn check_main(plan: &OpenPlan, opened: io::Result<OwnedFd>) -> Result<Option<Opened>, ServeError> {
+    let fd = opened?;
+    let meta = fs::fstat(fd.as_fd())?;
+    match meta.kind {
+        Kind::File => Ok(Some(Opened { fd, meta })),
+        Kind::Dir if !plan.dir_url => Ok(None),
+        Kind::Dir | Kind::Other => Err(ServeError::NotFound),
+    }
+}
+
 /// A sidecar that exists, is a regular file and is not larger than the original.
-fn open_sidecar(
-    root: BorrowedFd<'_>,
-    path: &CStr,
-    cfg: &Config,
-    ident: &Meta,
-) -> Result<Option<Opened>, ServeError> {
-    let fd = match fs::open_beneath(root, path, cfg.follow_symlinks) {
+fn check_sidecar(opened: io::Result<OwnedFd>, ident: &Meta) -> Result<Option<Opened>, ServeError> {
+    let fd = match opened {
         Ok(fd) => fd,
         Err(e) => {
             return match ServeError::from(e) {
@@ -184,6 +251,21 @@ fn open_sidecar(
     };
     let meta = fs::fstat(fd.as_fd())?;
     Ok((meta.kind == Kind::File && meta.size <= ident.size).then_some(Opened { fd, meta }))
+}
+
+/// The representations of `probe` whose bodies [`build`] keeps in memory (and so reads):
+/// `(which, fd, size)` with `which` 0 for the file itself and 1..=3 for its sidecars in
+/// [`CODINGS`] order.
+pub fn small_bodies<'a>(probe: &'a Probe, cfg: &Config) -> Vec<(usize, BorrowedFd<'a>, usize)> {
+    std::iter::once(Some(&probe.ident))
+        .chain(probe.sidecars.iter().map(Option::as_ref))
+        .enumerate()
+        .filter_map(|(i, o)| {
+            let o = o?;
+            (o.meta.size <= cfg.cache.small_file_max)
+                .then(|| (i, o.fd.as_fd(), o.meta.size as usize))
+        })
+        .collect()
 }
 
 /// Whether `probe` found exactly the files `entry` was built from.
@@ -201,19 +283,29 @@ pub fn unchanged(entry: &Entry, probe: &Probe) -> bool {
 }
 
 /// Builds a cache entry: reads small bodies, keeps fds of large ones, encodes the heads.
-pub fn build(probe: Probe, cfg: &Config, date: &[u8; DATE_LEN], now: Instant) -> io::Result<Entry> {
+/// `bodies[i]`, when given, is the already-read body of representation `i` (as numbered by
+/// [`small_bodies`]); the others are read here.
+pub fn build(
+    probe: Probe,
+    cfg: &Config,
+    date: &[u8; DATE_LEN],
+    now: Instant,
+    bodies: [Option<Vec<u8>>; 4],
+) -> io::Result<Entry> {
     let content_type = super::mime::content_type(&probe.name)
         .into_bytes()
         .into_boxed_slice();
     let vary = probe.sidecars.iter().any(Option::is_some);
-    let mk =
-        |o: Opened, coding: Option<Coding>| make_rep(o, coding, cfg, &content_type, vary, date);
-    let identity = mk(probe.ident, None)?;
+    let mk = |o: Opened, coding: Option<Coding>, body: Option<Vec<u8>>| {
+        make_rep(o, coding, cfg, &content_type, vary, date, body)
+    };
+    let [b0, b1, b2, b3] = bodies;
+    let identity = mk(probe.ident, None, b0)?;
     let [a, b, c] = probe.sidecars;
     let variants = [
-        a.map(|o| mk(o, Some(CODINGS[0]))).transpose()?,
-        b.map(|o| mk(o, Some(CODINGS[1]))).transpose()?,
-        c.map(|o| mk(o, Some(CODINGS[2]))).transpose()?,
+        a.map(|o| mk(o, Some(CODINGS[0]), b1)).transpose()?,
+        b.map(|o| mk(o, Some(CODINGS[1]), b2)).transpose()?,
+        c.map(|o| mk(o, Some(CODINGS[2]), b3)).transpose()?,
     ];
     let bytes = std::iter::once(&identity)
         .chain(variants.iter().flatten())
@@ -237,6 +329,7 @@ fn make_rep(
     content_type: &[u8],
     vary: bool,
     date: &[u8; DATE_LEN],
+    body: Option<Vec<u8>>,
 ) -> io::Result<Rep> {
     let meta = o.meta;
     let mut etag = Vec::with_capacity(32);
@@ -267,7 +360,10 @@ fn make_rep(
     }
 
     let (fd, body) = if meta.size <= cfg.cache.small_file_max {
-        let body = fs::read_all(o.fd.as_fd(), meta.size as usize)?;
+        let body = match body {
+            Some(b) if b.len() as u64 == meta.size => b,
+            _ => fs::read_all(o.fd.as_fd(), meta.size as usize)?,
+        };
         (None, Some(body.into_boxed_slice()))
     } else {
         (Some(Arc::new(o.fd)), None)
@@ -459,8 +555,8 @@ mod tests {
 
     fn load(dir: &TempDir, rel: &[u8], cfg: &Config, now: Instant) -> Result<Entry, ServeError> {
         let root = dir.root_fd();
-        match probe(root.as_fd(), rel, cfg, &mut Vec::new())? {
-            Found::File(p) => Ok(build(p, cfg, DATE, now)?),
+        match probe(root.as_fd(), rel, cfg)? {
+            Found::File(p) => Ok(build(p, cfg, DATE, now, Default::default())?),
             Found::DirNoSlash => Err(ServeError::NotFound),
         }
     }
@@ -501,11 +597,11 @@ mod tests {
         let root = dir.root_fd();
         let now = Instant::now();
         assert!(matches!(
-            probe(root.as_fd(), b"d", &cfg, &mut Vec::new()),
+            probe(root.as_fd(), b"d", &cfg),
             Ok(Found::DirNoSlash)
         ));
         assert!(matches!(
-            probe(root.as_fd(), b"empty/", &cfg, &mut Vec::new()),
+            probe(root.as_fd(), b"empty/", &cfg),
             Err(ServeError::NotFound)
         ));
         let e = load(&dir, b"d/", &cfg, now).unwrap();
@@ -525,20 +621,20 @@ mod tests {
         let root = dir.root_fd();
         let now = Instant::now();
         let e = load(&dir, b"f", &cfg, now).unwrap();
-        let Found::File(p) = probe(root.as_fd(), b"f", &cfg, &mut Vec::new()).unwrap() else {
+        let Found::File(p) = probe(root.as_fd(), b"f", &cfg).unwrap() else {
             panic!()
         };
         assert!(unchanged(&e, &p));
         dir.write("f", b"three");
-        let Found::File(p) = probe(root.as_fd(), b"f", &cfg, &mut Vec::new()).unwrap() else {
+        let Found::File(p) = probe(root.as_fd(), b"f", &cfg).unwrap() else {
             panic!()
         };
         assert!(!unchanged(&e, &p));
         dir.write("f.zst", b"z");
-        let Found::File(p) = probe(root.as_fd(), b"f", &cfg, &mut Vec::new()).unwrap() else {
+        let Found::File(p) = probe(root.as_fd(), b"f", &cfg).unwrap() else {
             panic!()
         };
-        let e2 = build(p, &cfg, DATE, now).unwrap();
+        let e2 = build(p, &cfg, DATE, now, Default::default()).unwrap();
         assert!(e2.vary && e2.variants[1].is_some());
     }
 

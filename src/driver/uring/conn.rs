@@ -49,6 +49,8 @@ pub struct Conn {
     pub waiting_pipe: bool,
     /// The peer closed its side (recv returned 0).
     pub eof: bool,
+    /// Registered in `Driver::open_waiters`: its session is parked on an open job.
+    pub waiting_open: bool,
 }
 
 impl Conn {
@@ -67,6 +69,7 @@ impl Conn {
             linked_out: false,
             waiting_pipe: false,
             eof: false,
+            waiting_open: false,
         }
     }
 }
@@ -184,7 +187,9 @@ impl Driver {
                     }
                 }
             }
-            Op::Accept | Op::Tick | Op::Shutdown => unreachable!("not a connection op"),
+            Op::Accept | Op::Tick | Op::Shutdown | Op::Open | Op::ReadBody => {
+                unreachable!("not a connection op")
+            }
         }
         self.drive(idx, gen);
     }
@@ -350,6 +355,12 @@ impl Driver {
             }
             Phase::Open => {}
         }
+        if !c.waiting_open && c.session.parked().is_some() {
+            self.note_parked(idx, gen);
+        }
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
         if c.write.is_none() && !c.waiting_pipe {
             self.pump_write(idx, gen);
         }

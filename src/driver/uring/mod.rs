@@ -1,18 +1,20 @@
 //! The io_uring driver: a per-core completion loop (multishot accept, multishot recv into a
-//! provided-buffer ring, send, splice through a bounded pipe pool, timeouts).
+//! provided-buffer ring, send, splice through a bounded pipe pool, timeouts, and OpenAt2 and
+//! Read for the files the handler needs: see `open.rs`).
 //!
 //! One `Driver` per worker thread owns the ring, the connections, the buffers and the pipes;
 //! nothing is shared. Each pass: flush the backlog, submit and wait for at least one
 //! completion, handle at most `MAX_CQES_PER_PASS` completions, then drive the connections
-//! woken meanwhile. A `Timeout` op ticks every `TICK` for the clock, deadlines and the access
+//! woken meanwhile, and start the open jobs of requests parked on files. A `Timeout` op ticks every `TICK` for the clock, deadlines and the access
 //! log.
 
 mod conn;
+mod open;
 mod pipes;
 pub mod ring;
 mod token;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
@@ -111,6 +113,10 @@ pub(crate) struct Driver {
     config: Config,
     now: Instant,
     cqes: Vec<(u64, i32, u32)>,
+    /// Open jobs in flight (see `open.rs`).
+    jobs: open::Jobs,
+    /// Connections whose session is parked on the open job for a URL path.
+    open_waiters: HashMap<Box<[u8]>, Vec<(u32, u32)>>,
 }
 
 impl Driver {
@@ -125,6 +131,16 @@ impl Driver {
         let log = AccessLog::open(&ctx.config)?;
         let mut svc = Service::new(&ctx.config, ctx.root);
         svc.set_time(SystemTime::now());
+        // Open files through the ring where the kernel can (OpenAt2 and Read, Linux 5.6+);
+        // otherwise the handler opens them synchronously.
+        let have = ring::probe(&ring).unwrap_or_default();
+        let can = |name: &str| {
+            ring::OPCODES
+                .iter()
+                .zip(&have)
+                .any(|((n, _, _), ok)| *n == name && *ok)
+        };
+        svc.files().set_async_open(can("OpenAt2") && can("Read"));
         Ok(Driver {
             sq: Sq::new(ring),
             bufs,
@@ -151,6 +167,8 @@ impl Driver {
             config: ctx.config,
             now: Instant::now(),
             cqes: Vec::with_capacity(MAX_CQES_PER_PASS),
+            jobs: open::Jobs::default(),
+            open_waiters: HashMap::new(),
         })
     }
 
@@ -169,8 +187,16 @@ impl Driver {
                 },
             }
             self.reap();
-            for (idx, gen) in std::mem::take(&mut self.ready) {
-                self.drive(idx, gen);
+            loop {
+                for (idx, gen) in std::mem::take(&mut self.ready) {
+                    self.drive(idx, gen);
+                }
+                // Requests parked on files to open: start their jobs (a path refused
+                // without opening anything resumes its requests at once).
+                self.start_open_jobs();
+                if self.ready.is_empty() {
+                    break;
+                }
             }
             if let Some(deadline) = self.draining {
                 if self.conns.len() == 0 && self.accept.is_none() {
@@ -230,6 +256,7 @@ impl Driver {
                 }
             }
             Op::Accept => self.on_accept(res, more),
+            Op::Open | Op::ReadBody => self.on_job_op(tok.op, tok.conn, tok.conn_gen, res),
             Op::Cancel if tok.conn == u32::MAX => {}
             _ => self.on_conn_op(tok, res, flags, more),
         }

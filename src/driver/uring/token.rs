@@ -23,6 +23,10 @@ pub enum Op {
     Tick,
     /// Poll on the shutdown eventfd.
     Shutdown,
+    /// OpenAt2 of an open job (`conn`: the job, `conn_gen`: which path).
+    Open,
+    /// Read of a small body for an open job (`conn`: the job, `conn_gen`: which body).
+    ReadBody,
 }
 
 impl Op {
