@@ -472,6 +472,13 @@ run_compare() {
         IFS=,
         echo "${names[*]}"
     )" "$title" >>"$MANIFEST"
+    # Every server must answer once before the scenario starts: one still working through the
+    # previous scenario's queued requests (gunicorn's single sync worker after 64 queued 10 MiB
+    # responses) would otherwise be measured on its leftovers (seen: 0 responses in a 1 s run).
+    for t in $targets; do
+        wait_http "$(target_url "$t" "$path")" 30 "$(target_pid "$t")" ||
+            die "$t did not answer $(target_url "$t" "$path") within 30 s before $rel"
+    done
     local -a cmd=(taskset -c "$CUR_GEN_CPUS" "$LOADGEN_BIN" "${args[@]}")
     record "${cmd[@]}"
     log "== $rel: $title"
