@@ -251,10 +251,17 @@ impl Files {
                 }
                 return Ok(Lookup::Redirect);
             }
-            // Out of fds: keep serving what we have.
+            // Out of fds: keep serving what we have. With asynchronous opening, for another
+            // validity window: the requests resumed after this job would otherwise find the
+            // entry stale again and start job after job while the shortage lasts.
             Err(ServeError::Unavailable(e)) => {
                 return match stale {
-                    Some(idx) => Ok(Lookup::Entry(idx)),
+                    Some(idx) => {
+                        if self.async_open {
+                            self.cache.revalidated(idx, now);
+                        }
+                        Ok(Lookup::Entry(idx))
+                    }
                     None => Err(ServeError::Unavailable(e)),
                 }
             }
