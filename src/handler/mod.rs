@@ -379,9 +379,4 @@ impl Files {
     pub fn forget_outcome(&mut self, key: &[u8]) {
         self.outcomes.remove(key);
     }
-
-    /// Open jobs started and not yet finished.
-    pub fn jobs_in_flight(&self) -> usize {
-        self.jobs.len()
-    }
 }

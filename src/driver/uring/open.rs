@@ -14,7 +14,6 @@
 //! The requests that waited on the path are then resumed. A job owns every fd and buffer its
 //! ops use until the last of its completions, and the driver waits for those at exit.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
@@ -28,9 +27,8 @@ use crate::handler::AfterOpen;
 /// One path being opened (and its small bodies read).
 pub(super) struct Job {
     key: Box<[u8]>,
-    /// The paths the OpenAt2 ops name; the kernel copies them at submission, kept anyway
-    /// until the job ends.
-    paths: Option<[CString; 4]>,
+    /// What to open. Its paths are what the OpenAt2 ops name: it is handed to the handler
+    /// only once every one of them has completed.
     plan: Option<OpenPlan>,
     /// Read by the kernel at submission (boxed: its address must not move).
     how: Box<types::OpenHow>,
@@ -98,10 +96,8 @@ impl Driver {
                     .resolve(resolve),
             );
             let root = self.svc.files().root_fd();
-            let paths = plan.paths.clone();
             let job = self.jobs.insert(Job {
                 key,
-                paths: None,
                 plan: Some(plan),
                 how,
                 opened: [None, None, None, None],
@@ -112,8 +108,10 @@ impl Driver {
             let Some(j) = self.jobs.get_mut(job) else {
                 continue;
             };
-            let paths = j.paths.insert(paths);
-            for (which, path) in paths.iter().enumerate() {
+            let Some(plan) = j.plan.as_ref() else {
+                continue;
+            };
+            for (which, path) in plan.paths.iter().enumerate() {
                 let entry =
                     opcode::OpenAt2::new(types::Fd(root), path.as_ptr(), &*j.how as *const _)
                         .build();
@@ -122,9 +120,10 @@ impl Driver {
                     conn: job,
                     conn_gen: which as u32,
                 };
-                // SAFETY: the path and the open_how live in the job (a CString's buffer and a
-                // box do not move), and the job is removed only after this op's completion.
-                // The root fd is owned by the handler, which outlives the driver's ops.
+                // SAFETY: the path (a CString in the job's plan) and the open_how (boxed) do
+                // not move and live until this op's completion: the plan leaves the job only
+                // when all its opens have completed, the job is removed only after that. The
+                // root fd is owned by the handler, which outlives the driver's ops.
                 unsafe { self.sq.push(entry, tok) };
                 j.ops += 1;
             }
