@@ -173,12 +173,20 @@ impl Driver {
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };
+        let key = j.key.clone();
         let (Some(plan), [Some(a), Some(b), Some(c), Some(d)]) =
             (j.plan.take(), std::mem::take(&mut j.opened))
         else {
+            // Every open completed, so this cannot happen; never leave the path's requests
+            // parked for good if it does.
+            self.jobs.remove(job);
+            let err = ServeError::Io(io::Error::other("open job incomplete"));
+            self.svc
+                .files()
+                .finish(&key, Err(err), Default::default(), self.now);
+            self.resume_open_waiters(&key);
             return;
         };
-        let key = j.key.clone();
         let now = self.now;
         match self.svc.files().opened(&key, plan, [a, b, c, d], now) {
             AfterOpen::Done => {
