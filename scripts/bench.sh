@@ -247,19 +247,8 @@ record() {
 }
 
 write_env() {
-    local commit dirty
-    commit="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
-    # Uncommitted changes outside results/ (which this run is writing).
-    dirty="$(git -C "$REPO_ROOT" status --porcelain -- . ':!results' 2>/dev/null | grep -c . || true)"
     {
-        echo "# ringd benchmark environment"
-        echo "date:          $(date -u +%FT%TZ)"
-        echo "host:          $HOST"
-        echo "kernel:        $(uname -srvm)"
-        echo "cpu:           $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || echo unknown)"
-        echo "cores online:  $NCPU ($(cat /sys/devices/system/cpu/online 2>/dev/null || echo '?'))"
-        echo "memory:        $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-        echo "git commit:    $commit (uncommitted changes: $dirty files)"
+        env_header "ringd benchmark environment"
         echo "build profile: $PROFILE"
         echo "workers:       $WORKERS"
         echo "server cpus:   $SERVER_CPUS"

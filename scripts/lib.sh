@@ -297,6 +297,27 @@ launch_ringd() {
 }
 
 # env_footer ENV_TXT COMMANDS: append the load average and the commands run, then drop COMMANDS.
+# env_header TITLE: the lines every env.txt starts with (machine, load, commit). A tree with
+# uncommitted changes outside results/ (which the run itself writes) names them, so that the
+# record says which code ran, not just which commit it started from.
+env_header() {
+    local commit dirty
+    commit="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+    dirty="$(git -C "$REPO_ROOT" status --porcelain -- . ':!results' 2>/dev/null || true)"
+    echo "# $1"
+    echo "date:          $(date -u +%FT%TZ)"
+    echo "host:          $(hostname -s 2>/dev/null || hostname)"
+    echo "kernel:        $(uname -srvm)"
+    echo "cpu:           $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || echo unknown)"
+    echo "cores online:  $(ncpus) ($(cat /sys/devices/system/cpu/online 2>/dev/null || echo '?')); allowed here: $(awk '/^Cpus_allowed_list:/ {print $2}' /proc/self/status)"
+    echo "memory:        $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    echo "load average:  $(cut -d' ' -f1-3 /proc/loadavg) (at the start)"
+    echo "git commit:    $commit (uncommitted changes: $(grep -c . <<<"$dirty" || true) files)"
+    if [[ -n "$dirty" ]]; then
+        echo "uncommitted:   $(awk '{print $NF}' <<<"$dirty" | paste -sd' ')"
+    fi
+}
+
 env_footer() {
     {
         echo

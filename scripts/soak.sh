@@ -100,7 +100,6 @@ fi
 
 # ------------------------------------------------------------------------------ output and cleanup
 
-HOST="$(hostname -s 2>/dev/null || hostname)"
 [[ -n "$OUT" ]] || OUT="$(pick_out_dir soak)"
 [[ ! -e "$OUT/rss.csv" ]] || die "$OUT already holds a run (rss.csv); pick another --out"
 mkdir -p "$OUT"
@@ -179,18 +178,8 @@ sleep_until_ms() {
 }
 
 write_env() {
-    local commit dirty
-    commit="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
-    dirty="$(git -C "$REPO_ROOT" status --porcelain -- . ':!results' 2>/dev/null | grep -c . || true)"
     {
-        echo "# ringd soak environment"
-        echo "date:          $(date -u +%FT%TZ)"
-        echo "host:          $HOST"
-        echo "kernel:        $(uname -srvm)"
-        echo "cpu:           $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || echo unknown)"
-        echo "cores online:  $(ncpus) ($(cat /sys/devices/system/cpu/online 2>/dev/null || echo '?'))"
-        echo "load average:  $(cut -d' ' -f1-3 /proc/loadavg) (at the start)"
-        echo "git commit:    $commit (uncommitted changes: $dirty files)"
+        env_header "ringd soak environment"
         echo "build profile: release"
         echo "server cpu:    $SERVER_CPU (ringd --workers 1 --backend uring)"
         echo "generator cpu: $GEN_CPU (loadgen -t 1)"

@@ -128,7 +128,6 @@ fi
 
 # ------------------------------------------------------------------------------ output and cleanup
 
-HOST="$(hostname -s 2>/dev/null || hostname)"
 [[ -n "$OUT" ]] || OUT="$(pick_out_dir wrk-check)"
 [[ ! -e "$OUT/runs.tsv" ]] || die "$OUT already holds a run (runs.tsv); pick another --out"
 mkdir -p "$OUT/raw"
@@ -354,19 +353,8 @@ run_generator_part() {
 # ------------------------------------------------------------------------------ env.txt
 
 write_env() {
-    local commit dirty
-    commit="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
-    dirty="$(git -C "$REPO_ROOT" status --porcelain -- . ':!results' 2>/dev/null | grep -c . || true)"
     {
-        echo "# ringd wrk check environment"
-        echo "date:          $(date -u +%FT%TZ)"
-        echo "host:          $HOST"
-        echo "kernel:        $(uname -srvm)"
-        echo "cpu:           $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || echo unknown)"
-        echo "cores online:  $(ncpus) ($(cat /sys/devices/system/cpu/online 2>/dev/null || echo '?')); allowed here: $(awk '/^Cpus_allowed_list:/ {print $2}' /proc/self/status)"
-        echo "memory:        $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-        echo "load average:  $(cut -d' ' -f1-3 /proc/loadavg) (at the start)"
-        echo "git commit:    $commit (uncommitted changes: $dirty files)"
+        env_header "ringd wrk check environment"
         echo "build profile: release"
         echo "server cpu:    $SERVER_CPU (ringd --workers 1, nginx worker_processes 1)"
         echo "generator cpu: $GEN_CPU (wrk -t1, loadgen -t 1)"
