@@ -539,7 +539,7 @@ fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) 
 /// (then the kernel would answer our close with RST, which can destroy the tail of a response
 /// still in flight): in that case send our FIN and read until theirs, bounded by [`LINGER`].
 fn start_linger(conn: &mut Conn, buf: &mut [u8], now: Instant) -> Step {
-    if conn.eof || !matches!(conn.sock.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
+    if conn.eof || !crate::sys::has_unread_input(std::os::fd::AsFd::as_fd(&conn.sock)) {
         return Step::Close;
     }
     if conn.sock.shutdown(Shutdown::Write).is_err() {
