@@ -325,16 +325,21 @@ impl Files {
     ) -> AfterOpen {
         match filecache::classify(plan, opened) {
             Ok(Found::File(probe)) => {
-                let reads: Vec<(usize, RawFd, usize)> = filecache::small_bodies(&probe, &self.cfg)
-                    .into_iter()
-                    .map(|(i, fd, n)| (i, fd.as_raw_fd(), n))
-                    .collect();
                 // Unchanged files need no reading: revalidate without it.
-                let stale = self.cache.lookup(key, now).map(|(idx, _)| idx);
-                let same = stale
-                    .and_then(|idx| self.cache.get(idx))
+                let same = self
+                    .cache
+                    .lookup(key, now)
+                    .and_then(|(idx, _)| self.cache.get(idx))
                     .is_some_and(|e| filecache::unchanged(e, &probe));
-                if reads.is_empty() || same {
+                let reads: Vec<(usize, RawFd, usize)> = if same {
+                    Vec::new()
+                } else {
+                    filecache::small_bodies(&probe, &self.cfg)
+                        .into_iter()
+                        .map(|(i, fd, n)| (i, fd.as_raw_fd(), n))
+                        .collect()
+                };
+                if reads.is_empty() {
                     self.finish(key, Ok(Found::File(probe)), Default::default(), now);
                     AfterOpen::Done
                 } else {
