@@ -52,7 +52,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
@@ -63,18 +63,18 @@ use tokio::sync::Notify;
 use tokio_uring::net::{TcpListener, TcpStream};
 use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 
+mod bufs;
+
 use super::{AccessLog, DriverError, WorkerCtx, TICK};
 use crate::config::Config;
 use crate::session::{Output, Service, Session};
+use bufs::{Pipe, PipePool, WriteBufs};
 
 /// Submission queue entries of each worker's ring (the completion queue gets twice as many).
 const RING_ENTRIES: u32 = 1024;
 /// Per-connection read buffer (allocated once per connection, reused for every read; an idle
 /// keep-alive connection holds it in its pending read, as tokio-uring has no buffer rings).
 const READ_BUF_SIZE: usize = 8 * 1024;
-/// Write buffers the worker keeps for reuse, and the largest capacity it keeps.
-const WRITE_BUFS_KEPT: usize = 256;
-const WRITE_BUF_MAX_KEPT: usize = 256 * 1024;
 /// How long accepting pauses after EMFILE/ENFILE (or another resource error) on accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest lingering close (waiting for the peer's EOF after our FIN).
@@ -666,120 +666,6 @@ unsafe fn submit<D: Unpin + 'static>(
     sqe: squeue::Entry,
 ) -> impl Future<Output = (io::Result<u32>, D)> {
     UnsubmittedOneshot::new(data, Keep(PhantomData), sqe).submit()
-}
-
-/// Owned buffers lent to one write each (the copy of an `Output::Bytes`), so that buffer
-/// memory follows the writes in flight rather than the connections open.
-#[derive(Default)]
-struct WriteBufs {
-    free: RefCell<Vec<Vec<u8>>>,
-}
-
-impl WriteBufs {
-    fn take(&self) -> Vec<u8> {
-        self.free.borrow_mut().pop().unwrap_or_default()
-    }
-
-    fn put(&self, mut buf: Vec<u8>) {
-        let mut free = self.free.borrow_mut();
-        if buf.capacity() <= WRITE_BUF_MAX_KEPT && free.len() < WRITE_BUFS_KEPT {
-            buf.clear();
-            free.push(buf);
-        }
-    }
-}
-
-/// A pipe used to splice file bodies: `held` bytes are in it and not yet sent.
-struct Pipe {
-    r: OwnedFd,
-    w: OwnedFd,
-    capacity: usize,
-    held: usize,
-}
-
-impl Pipe {
-    fn new(size: usize) -> io::Result<Pipe> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: pipe2 writes two fds into the two-element array, which outlives the call.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let want = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-        // SAFETY: fcntl on a pipe fd we own; F_SETPIPE_SZ / F_GETPIPE_SZ touch no user memory.
-        // Growing the pipe may fail (fs.pipe-user-pages-soft); the default size then serves.
-        let capacity = unsafe {
-            let set = libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, want);
-            if set > 0 {
-                set
-            } else {
-                libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ)
-            }
-        };
-        Ok(Pipe {
-            r,
-            w,
-            capacity: usize::try_from(capacity).unwrap_or(0).max(4096),
-            held: 0,
-        })
-    }
-}
-
-/// The worker's bounded set of splice pipes; a connection that finds none free waits.
-struct PipePool {
-    free: RefCell<Vec<Pipe>>,
-    /// Pipes in existence (free or lent).
-    created: Cell<usize>,
-    max: usize,
-    size: usize,
-    returned: Notify,
-    failure_logged: Cell<bool>,
-}
-
-impl PipePool {
-    fn new(max: usize, size: usize) -> PipePool {
-        PipePool {
-            free: RefCell::new(Vec::new()),
-            created: Cell::new(0),
-            max,
-            size,
-            returned: Notify::new(),
-            failure_logged: Cell::new(false),
-        }
-    }
-
-    async fn acquire(&self) -> io::Result<Pipe> {
-        loop {
-            if let Some(p) = self.free.borrow_mut().pop() {
-                return Ok(p);
-            }
-            if self.created.get() < self.max {
-                let p = Pipe::new(self.size)?;
-                self.created.set(self.created.get() + 1);
-                return Ok(p);
-            }
-            self.returned.notified().await;
-        }
-    }
-
-    /// Takes a pipe back; one that still holds data is closed instead (its bytes belong to a
-    /// response that will never finish).
-    fn release(&self, pipe: Pipe) {
-        if pipe.held == 0 {
-            self.free.borrow_mut().push(pipe);
-        } else {
-            drop(pipe);
-            self.created.set(self.created.get() - 1);
-        }
-        self.returned.notify_one();
-    }
-
-    fn log_failure(&self, id: usize, e: &io::Error) {
-        if !self.failure_logged.replace(true) {
-            eprintln!("ringd: worker {id}: cannot create a splice pipe: {e} (logged once)");
-        }
-    }
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
