@@ -191,6 +191,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_size)]
     pub notsent_lowat: u64,
 
+    /// uring backend only: when a loop pass finds nothing to do, poll the ring for up to this
+    /// long before sleeping in the kernel. The worker then rarely sleeps under load, so clients
+    /// rarely pay to wake it (on a VM, an inter-processor interrupt per wakeup), at the price
+    /// of its core showing busy while it polls. Default 0: off. Example: `--busy-poll 50us`.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    pub busy_poll: Duration,
+
     /// Do not pin worker i to the i-th allowed CPU. Example: `--no-pin`.
     #[arg(long)]
     pub no_pin: bool,
@@ -231,12 +238,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad = || format!("'{s}' is not a duration (examples: 500ms, 10s, 2m)");
+    let bad = || format!("'{s}' is not a duration (examples: 50us, 500ms, 10s, 2m)");
     if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
         return Err(bad());
     }
     let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit.trim() {
+        "us" | "µs" => n / 1_000_000.0,
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" | "min" => n * 60.0,
@@ -334,6 +342,14 @@ impl ServeArgs {
                 bail!("{flag} must be more than 0");
             }
         }
+        if !self.busy_poll.is_zero() && self.backend != BackendArg::Uring {
+            bail!("--busy-poll works with --backend uring only");
+        }
+        if self.busy_poll > Duration::from_secs(1) {
+            bail!(
+                "--busy-poll is at most 1s (it is how long an idle worker polls before sleeping)"
+            );
+        }
         let access_log = match &self.access_log {
             Some(p) => Some(check_access_log(p)?),
             None => None,
@@ -375,6 +391,7 @@ impl ServeArgs {
                 .ok()
                 .filter(|v| *v <= i32::MAX as u32)
                 .ok_or_else(|| anyhow::anyhow!("--notsent-lowat must be below 2G"))?,
+            busy_poll: self.busy_poll,
         })
     }
 }
@@ -407,6 +424,8 @@ mod tests {
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("50us"), Ok(Duration::from_micros(50)));
+        assert_eq!(parse_duration("50µs"), Ok(Duration::from_micros(50)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
@@ -437,6 +456,7 @@ mod tests {
         assert_eq!(c.cache.small_file_max, d.cache.small_file_max);
         assert_eq!(c.pipe_size, d.pipe_size);
         assert_eq!(c.notsent_lowat, d.notsent_lowat);
+        assert_eq!(c.busy_poll, d.busy_poll);
         assert!(c.workers >= 1);
         assert!(c.pin);
         assert_eq!(c.root, PathBuf::from("/"));

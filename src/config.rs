@@ -148,6 +148,10 @@ pub struct Config {
     /// little at a time, so the TCP transmit work runs in the worker, not in whichever context
     /// processes the peer's ACKs, and megabytes of unsent data don't sit in socket buffers.
     pub notsent_lowat: u32,
+    /// uring driver: how long an idle loop polls the ring before sleeping in the kernel.
+    /// Default 0 (sleep at once). Polling spares clients the cost of waking the worker, and
+    /// costs the worker's core the time it polls.
+    pub busy_poll: Duration,
 }
 
 impl Default for Config {
@@ -168,6 +172,7 @@ impl Default for Config {
             pipe_pool: 64,
             pipe_size: 256 * 1024,
             notsent_lowat: 16 * 1024,
+            busy_poll: Duration::ZERO,
         }
     }
 }

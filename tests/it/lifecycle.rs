@@ -304,3 +304,87 @@ pub fn doctor() {
         );
     }
 }
+
+/// `--busy-poll` (uring only). With it the uring worker answers keep-alive and pipelined
+/// requests as usual, and once traffic stops it polls only for the configured time and then
+/// sleeps: over a second of silence its CPU time stays far below the second a poll loop that
+/// never gives up would burn. Other backends refuse the flag with a one-line error.
+pub fn busy_poll(backend: &str) {
+    let site = site(false);
+    if backend != "uring" {
+        let root = site.dir.path().display().to_string();
+        let (status, _out, err) = run_ringd(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                backend,
+                "--busy-poll",
+                "50us",
+                &root,
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(!status.success(), "{backend} took --busy-poll: {status:?}");
+        assert!(
+            err.trim().lines().count() == 1 && err.contains("--busy-poll"),
+            "want one line about --busy-poll, got {err:?}"
+        );
+        return;
+    }
+    let srv = ServerBuilder::new(backend, site.dir.path())
+        .args(&["--busy-poll", "200us"])
+        .start();
+    let mut c = Client::new(srv.connect());
+    for i in 0..200 {
+        let r = c.exchange(&req("GET", "/small.txt", &[]));
+        expect(
+            &srv,
+            &format!("keep-alive request {i}"),
+            &r,
+            200,
+            Some(SMALL),
+        );
+    }
+    let batch: Vec<u8> = (0..16)
+        .flat_map(|_| req("GET", "/small.txt", &[]))
+        .collect();
+    c.send(&batch);
+    for i in 0..16 {
+        let r = c.read_response(false).expect("pipelined response");
+        expect(
+            &srv,
+            &format!("pipelined request {i}"),
+            &r,
+            200,
+            Some(SMALL),
+        );
+    }
+    // Idle: an open keep-alive connection, no requests.
+    thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(srv.pid());
+    thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(srv.pid()) - before;
+    let hz = clock_ticks_per_second();
+    assert!(
+        used * 4 < hz,
+        "an idle --busy-poll worker used {used} of {hz} CPU ticks in one second\n{}",
+        srv.diagnostics()
+    );
+    let r = c.exchange(&req("GET", "/small.txt", &[]));
+    expect(&srv, "request after the idle second", &r, 200, Some(SMALL));
+}
+
+/// utime + stime of every thread of `pid` so far, in clock ticks (/proc/PID/stat).
+fn cpu_ticks(pid: i32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command (which may hold spaces) start at the state, field 3.
+    let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<i64>().unwrap() + f[12].parse::<i64>().unwrap()
+}
+
+fn clock_ticks_per_second() -> i64 {
+    // SAFETY: sysconf reads a constant; it touches no memory of ours.
+    i64::from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as i32)
+}

@@ -56,6 +56,7 @@ per_backend! {
     request_limits_and_errors => crate::limits::request_errors,
     access_log_combined_format => crate::lifecycle::access_log,
     cli_port_in_use => crate::lifecycle::port_in_use,
+    busy_poll_serves_then_sleeps => crate::lifecycle::busy_poll,
 }
 
 /// Backend-independent CLI behaviour.

@@ -33,6 +33,8 @@ use token::{Op, Token};
 pub const MAX_CQES_PER_PASS: usize = 1024;
 /// Most zero-length outputs skipped in one go before yielding (guards against spinning).
 pub const MAX_EMPTY_OUTPUTS: usize = 64;
+/// `--busy-poll`: ring checks between two reads of the clock.
+const BUSY_POLL_SPINS: usize = 64;
 /// Provided recv buffers per worker (a power of two).
 pub const RECV_BUFS: u16 = 512;
 /// Size of each provided recv buffer.
@@ -178,7 +180,12 @@ impl Driver {
         self.maybe_arm_accept();
         loop {
             self.sq.flush_backlog()?;
-            match self.sq.ring.submit_and_wait(1) {
+            let want = if self.config.busy_poll.is_zero() {
+                1
+            } else {
+                self.poll_before_sleep()
+            };
+            match self.sq.ring.submit_and_wait(want) {
                 Ok(_) => {}
                 Err(e) => match e.raw_os_error() {
                     // EBUSY: the CQ is overflowing; reap first. EINTR/ETIME: just go on.
@@ -209,6 +216,36 @@ impl Driver {
                     );
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// `--busy-poll`: before sleeping in the kernel, submit what is queued and poll the CQ
+    /// and the IORING_SQ_TASKRUN flag for up to `config.busy_poll`. Returns how many
+    /// completions the following enter waits for: 0 when work showed up (the enter then only
+    /// runs the pending task work), 1 when the poll ran out (sleep as usual).
+    fn poll_before_sleep(&mut self) -> usize {
+        let ring = &mut self.sq.ring;
+        if !ring.completion().is_empty() || ring.submission().taskrun() {
+            return 0;
+        }
+        if !ring.submission().is_empty() {
+            match ring.submit() {
+                Ok(_) => {}
+                // EBUSY (CQ overflow) and EINTR: the waiting enter below sorts them out.
+                Err(_) => return 1,
+            }
+        }
+        let start = Instant::now();
+        loop {
+            for _ in 0..BUSY_POLL_SPINS {
+                if !ring.completion().is_empty() || ring.submission().taskrun() {
+                    return 0;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= self.config.busy_poll {
+                return 1;
             }
         }
     }

@@ -85,6 +85,11 @@ pub fn build(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, SetupFlag
         if flags.coop_taskrun {
             b.setup_coop_taskrun();
         }
+        if flags.defer_taskrun || flags.coop_taskrun {
+            // IORING_SQ_TASKRUN then tells the loop, without a syscall, that task work (a
+            // socket became readable, a timer fired) waits to be run: what --busy-poll polls.
+            b.setup_taskrun_flag();
+        }
         match b.build(sq_entries) {
             Ok(ring) => return Ok((ring, flags)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
