@@ -742,6 +742,10 @@ def _fmt3(x):
     return fmt_num(x, 3)
 
 
+# wrk-check's extra target: ringd --backend uring --busy-poll D.
+BUSY_POLL_TARGET = "ringd-uring-busy-poll"
+
+
 def wrk_check_report(run_dir):
     rows = wrk_check_rows(run_dir)
     env = read_env(run_dir)
@@ -802,6 +806,18 @@ def wrk_check_report(run_dir):
                 f"{fmt_ratio(m['server_us_per_req'], base.get('server_us_per_req'))} | {fmt_ratio(m['server_ns_per_byte'], base.get('server_ns_per_byte'))} |"
             )
         body.append("")
+        bp = med.get(BUSY_POLL_TARGET)
+        if bp is not None and not large:
+            gen_busy = _med([r for r in frows if r["target"] == BUSY_POLL_TARGET], "gen_util")
+            body += [
+                f"`{BUSY_POLL_TARGET}` is ringd with `--busy-poll`: its worker polls the ring instead of sleeping, so "
+                f"wrk never pays to wake it. Against it wrk reached {fmt_num(bp['rps'])} req/s "
+                f"({fmt_ratio(bp['rps'], base.get('rps'))} nginx's median) with its own core {_pct_util(gen_busy)} busy: "
+                "about the most `wrk -t1` gets from a server that is always ready on this machine. Its CPU per request "
+                f"({_fmt2(bp['server_us_per_req'])} µs, {fmt_ratio(bp['server_us_per_req'], base.get('server_us_per_req'))} "
+                "nginx's) includes the polling.",
+                "",
+            ]
         ringd = med.get("ringd-uring", {})
         if large:
             checks = [

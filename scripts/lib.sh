@@ -268,13 +268,14 @@ build_release() {
     [[ -x "$LOADGEN_BIN" ]] || die "no loadgen binary at $LOADGEN_BIN (run without --no-build)"
 }
 
-# launch_ringd BACKEND CPU ROOT LOG: start ringd with one worker pinned to CPU on an ephemeral
-# port; sets LAUNCHED_PID and LAUNCHED_URL (http://127.0.0.1:PORT). Returns 1, with ringd
+# launch_ringd BACKEND CPU ROOT LOG [FLAG...]: start ringd (with the extra FLAGs, if any) with
+# one worker pinned to CPU on an ephemeral port; sets LAUNCHED_PID and LAUNCHED_URL (http://127.0.0.1:PORT). Returns 1, with ringd
 # stopped and its output shown, when it did not come up.
 # shellcheck disable=SC2034 # LAUNCHED_* are read by the calling script
 launch_ringd() {
     local backend="$1" cpu="$2" root="$3" log_file="$4" pid url="" i
-    local -a cmd=(taskset -c "$cpu" "$RINGD_BIN" --listen 127.0.0.1:0 --workers 1 --backend "$backend" "$root")
+    shift 4
+    local -a cmd=(taskset -c "$cpu" "$RINGD_BIN" --listen 127.0.0.1:0 --workers 1 --backend "$backend" "$@" "$root")
     record "${cmd[@]}"
     "${cmd[@]}" </dev/null >"$log_file" 2>&1 &
     pid=$!
@@ -287,7 +288,7 @@ launch_ringd() {
         sleep 0.1
     done
     if [[ -z "$url" ]] || ! wait_http "$url/hello.txt" 10 "$pid"; then
-        warn "ringd --backend $backend did not come up. Its output:"
+        warn "ringd --backend $backend${*:+ $*} did not come up. Its output:"
         sed 's/^/    /' "$log_file" | tail -n 15 >&2 || true
         stop_pid "$pid" TERM
         LAUNCHED_PID=""

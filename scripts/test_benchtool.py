@@ -366,6 +366,20 @@ class WrkCheck(Base):
         # The pipelined run's server used 5 s of CPU in 5 s: flagged as the limit.
         self.assertIn("the server, not loadgen, was the limit", md)
 
+    def test_busy_poll_row_is_explained_from_its_figures(self):
+        rows = []
+        for rnd in (1, 2, 3):
+            rows.append(("server", "small.bin", 1000, rnd, "ringd-uring", "wrk", wrk_text(1000000, "200000.00"), "5.00 0.50 4.50", 400))
+            rows.append(("server", "small.bin", 1000, rnd, "nginx", "wrk", wrk_text(800000, "160000.00"), "5.00 0.50 4.00", 500))
+            rows.append(("server", "small.bin", 1000, rnd, "ringd-uring-busy-poll", "wrk", wrk_text(1050000, "210000.00"), "5.00 0.50 4.40", 500))
+        write_wrk_check_run(self.tmp, rows)
+        md, verdicts = benchtool.wrk_check_report(self.tmp)
+        # 210,000 / 160,000 = 1.31×; wrk 4.9 s of 5 s = 98%; CPU 5 s / 1.05M = 4.76 µs vs 6.25 µs = 0.76×.
+        self.assertIn("Against it wrk reached 210,000 req/s (1.31× nginx's median) with its own core 98% busy", md)
+        self.assertIn("(4.76 µs, 0.76× nginx's) includes the polling", md)
+        # The verdicts stay about ringd-uring (200,000 vs 160,000 = 1.25×).
+        self.assertIn("ringd-uring 200,000 vs nginx 160,000 = 1.25×", "\n".join(line for _, line in verdicts))
+
     def test_invalid_runs_are_left_out_of_medians(self):
         rows = [
             ("server", "small.bin", 1000, 1, "ringd-uring", "wrk", wrk_text(1000, "200.00"), "5.00 0.1 0.1", 100),

@@ -44,6 +44,10 @@ Options:
                     'cargo build --release --workspace')
   --backends LIST   ringd backends (default uring,epoll,tokio-uring; uring is required, one
                     that does not start is left out with a warning)
+  --busy-poll D     also measure ringd --backend uring --busy-poll D in the server part, as
+                    target ringd-uring-busy-poll (default 100us; 0 leaves it out). It shows
+                    what wrk reaches against a worker that never sleeps, so never needs a
+                    wakeup, and what that polling costs in server CPU
   --parts LIST      server,generator (default both)
   --server-cpu N    CPU for the servers (default: the first this process may use)
   --gen-cpu N       CPU for wrk and loadgen (default: the next one)
@@ -62,6 +66,7 @@ OUT=""
 BUILD=1
 BACKENDS="uring,epoll,tokio-uring"
 PARTS="server,generator"
+BUSY_POLL=100us
 SERVER_CPU=""
 GEN_CPU=""
 PEERS_DIR=""
@@ -76,6 +81,7 @@ while (($#)); do
     --no-build) BUILD=0 ;;
     --backends) BACKENDS="${2:?--backends needs a value}" && shift ;;
     --parts) PARTS="${2:?--parts needs a value}" && shift ;;
+    --busy-poll) BUSY_POLL="${2:?--busy-poll needs a value}" && shift ;;
     --server-cpu) SERVER_CPU="${2:?--server-cpu needs a value}" && shift ;;
     --gen-cpu) GEN_CPU="${2:?--gen-cpu needs a value}" && shift ;;
     --peers-dir) PEERS_DIR="${2:?--peers-dir needs a value}" && shift ;;
@@ -95,6 +101,8 @@ done
 [[ "$WARMUP" =~ ^[0-9]+[sm]?$ ]] || die "--warmup wants whole seconds, e.g. 1s or 0; got '$WARMUP'"
 [[ "$WARMUP" =~ [sm]$ ]] || WARMUP="${WARMUP}s"
 [[ "$WARMUP" =~ ^0+[sm]$ ]] && WARMUP=""
+[[ "$BUSY_POLL" =~ ^[0-9]+(us|ms)?$ ]] || die "--busy-poll wants e.g. 100us, 1ms or 0; got '$BUSY_POLL'"
+[[ "$BUSY_POLL" =~ ^0+(us|ms)?$ ]] && BUSY_POLL=""
 [[ -z "$PEERS_DIR" || -d "$PEERS_DIR" ]] || die "--peers-dir $PEERS_DIR is not a directory"
 [[ -n "$PEERS_DIR" ]] && PEERS_DIR="$(cd "$PEERS_DIR" && pwd)"
 
@@ -208,6 +216,18 @@ start_ringd() {
     RINGD_PID[$b]="$LAUNCHED_PID"
     TARGET_URL[ringd-$b]="$LAUNCHED_URL"
     log "ringd --backend $b up at $LAUNCHED_URL (PID $LAUNCHED_PID, CPU $SERVER_CPU)"
+}
+
+# ringd --backend uring --busy-poll D, as target ringd-uring-busy-poll (RINGD_PID key
+# uring-busy-poll).
+start_ringd_busy_poll() {
+    launch_ringd uring "$SERVER_CPU" "$WWW_DIR" "$RUN_DIR/ringd-uring-busy-poll.log" --busy-poll "$BUSY_POLL" || {
+        warn "leaving ringd --busy-poll $BUSY_POLL out"
+        return 1
+    }
+    RINGD_PID[uring-busy-poll]="$LAUNCHED_PID"
+    TARGET_URL[ringd-uring-busy-poll]="$LAUNCHED_URL"
+    log "ringd --backend uring --busy-poll $BUSY_POLL up at $LAUNCHED_URL (PID $LAUNCHED_PID, CPU $SERVER_CPU)"
 }
 
 free_port() {
@@ -404,10 +424,11 @@ main() {
             die "ringd --backend uring did not start"
         fi
     done
+    [[ -n "$BUSY_POLL" ]] && { start_ringd_busy_poll || true; }
     start_nginx
     # Alternate ringd (uring) and nginx first, the extra backends after them in each round.
     TARGETS=(ringd-uring nginx)
-    for b in epoll tokio-uring; do
+    for b in uring-busy-poll epoll tokio-uring; do
         [[ -n "${TARGET_URL[ringd-$b]:-}" ]] && TARGETS+=("ringd-$b")
     done
     local t
