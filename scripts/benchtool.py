@@ -463,12 +463,23 @@ def read_env(run_dir):
     return env
 
 
+def side_runs(run_dir):
+    """The wrk-check*/soak* runs (each with its own env.txt and summary.md) inside a run dir."""
+    if not os.path.isdir(run_dir):
+        return []
+    return [
+        sub for sub in sorted(os.listdir(run_dir))
+        if sub.startswith(("wrk-check", "soak")) and os.path.exists(os.path.join(run_dir, sub, "summary.md"))
+    ]
+
+
 def run_dirs(results):
-    """Run directories (those with an env.txt), oldest first by name (names start with the date)."""
+    """Run directories (those with an env.txt, or holding only wrk-check/soak runs), oldest
+    first by name (names start with the date)."""
     runs = []
     for d in sorted(os.listdir(results)):
         p = os.path.join(results, d)
-        if os.path.isdir(p) and os.path.exists(os.path.join(p, "env.txt")):
+        if os.path.isdir(p) and (os.path.exists(os.path.join(p, "env.txt")) or side_runs(p)):
             runs.append(d)
     return runs
 
@@ -549,15 +560,16 @@ def cmd_headline(args):
     for r in reversed(runs):
         rd = os.path.join(results, r)
         env = read_env(rd)
+        if not env and side_runs(rd):
+            # Only wrk-check/soak runs here: describe the machine from the first one's env.txt.
+            env = read_env(os.path.join(rd, side_runs(rd)[0]))
         links = [f"[{rel}]({r}/{rel}/report.md)" for rel, _t, _ in scenario_rows(rd)]
         if os.path.exists(os.path.join(rd, "tuning", "README.md")):
             links.append(f"[tuning]({r}/tuning/README.md)")
         if os.path.exists(os.path.join(rd, "scaling", "README.md")):
             links.append(f"[scaling]({r}/scaling/README.md)")
         # Runs of scripts/wrk-check.sh and scripts/soak.sh kept inside the run directory.
-        for sub in sorted(os.listdir(rd)):
-            if sub.startswith(("wrk-check", "soak")) and os.path.exists(os.path.join(rd, sub, "summary.md")):
-                links.append(f"[{sub}]({r}/{sub}/summary.md)")
+        links += [f"[{sub}]({r}/{sub}/summary.md)" for sub in side_runs(rd)]
         commit = env.get("git commit", "?").split(" ")[0][:10]
         lines.append(
             f"| [{r}]({r}/) | {env.get('host', '?')} | {env.get('cpu', '?')} | {env.get('cores online', '?')} | "

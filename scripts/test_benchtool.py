@@ -214,6 +214,23 @@ class Headline(Base):
         self.assertTrue(top.startswith("intro\n") and top.endswith("end\n"))
         self.assertIn("results/2020-02-01-new/small/report.md", top)
 
+    def test_a_run_with_only_a_wrk_check_is_listed_but_not_the_headline(self):
+        results = os.path.join(self.tmp, "results")
+        self.small_run(os.path.join(results, "2020-02-01-bench"))
+        only = os.path.join(results, "2020-02-02-wrk", "wrk-check")
+        os.makedirs(only)
+        with open(os.path.join(only, "summary.md"), "w") as f:
+            f.write("# wrk check\n")
+        with open(os.path.join(only, "env.txt"), "w") as f:
+            f.write("# env\nhost:          wrkhost\ngit commit:    abcdef0123456789 (uncommitted changes: 0 files)\n")
+        rc, _, err = quiet(benchtool.main, ["headline", results])
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(results, "README.md")) as f:
+            text = f.read()
+        self.assertIn("## Headline: [2020-02-01-bench]", text)
+        self.assertIn("| [2020-02-02-wrk](2020-02-02-wrk/) | wrkhost |", text)
+        self.assertIn("| abcdef0123 | [wrk-check](2020-02-02-wrk/wrk-check/summary.md) |", text)
+
     def test_no_runs_yet(self):
         results = os.path.join(self.tmp, "results")
         os.makedirs(results)
