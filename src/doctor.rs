@@ -71,7 +71,7 @@ fn uring_section(out: &mut dyn Write) -> io::Result<bool> {
             None,
         )),
     }
-    let built = ring::build(8, 16);
+    let built = ring::build(8, 16, false);
     let works = built.is_ok();
     match &built {
         Ok((_, flags)) => {

@@ -54,7 +54,7 @@ pub const EXIT_DRAIN: Duration = Duration::from_secs(1);
 
 /// Check that io_uring works here with every opcode and feature the driver needs.
 pub fn check_available() -> Result<(), DriverError> {
-    let (ring, _) = ring::build(8, 16).map_err(DriverError::UringSetup)?;
+    let (ring, _) = ring::build(8, 16, false).map_err(DriverError::UringSetup)?;
     let missing = ring::missing_required(&ring)?;
     if !missing.is_empty() {
         return Err(DriverError::Unavailable {
@@ -123,8 +123,12 @@ pub(crate) struct Driver {
 
 impl Driver {
     fn new(ctx: WorkerCtx) -> Result<Driver, DriverError> {
-        let (ring, _flags) =
-            ring::build(ring::SQ_ENTRIES, ring::CQ_ENTRIES).map_err(DriverError::UringSetup)?;
+        let (ring, _flags) = ring::build(
+            ring::SQ_ENTRIES,
+            ring::CQ_ENTRIES,
+            !ctx.config.busy_poll.is_zero(),
+        )
+        .map_err(DriverError::UringSetup)?;
         // Older kernels lack the cap; splices then just use the default io-wq limits.
         let _ = ring::cap_iowq(&ring);
         // Likewise optional (Linux 5.14+): without it io-wq may run on any allowed CPU.

@@ -70,8 +70,14 @@ impl SetupFlags {
 
 /// Build a ring with the best setup flags this kernel accepts. EINVAL on a flag set means
 /// "unknown flag": try the next; any other error (EPERM from kernel.io_uring_disabled,
-/// ENOSYS, ENOMEM) is final.
-pub fn build(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, SetupFlags)> {
+/// ENOSYS, ENOMEM) is final. `taskrun_flag` (for `--busy-poll`) asks the kernel to raise
+/// IORING_SQ_TASKRUN when task work is queued, an extra atomic on every waker's path, so it
+/// is set only when the loop will poll that flag.
+pub fn build(
+    sq_entries: u32,
+    cq_entries: u32,
+    taskrun_flag: bool,
+) -> io::Result<(IoUring, SetupFlags)> {
     let mut last = None;
     for flags in SetupFlags::LADDER {
         let mut b = IoUring::builder();
@@ -85,7 +91,7 @@ pub fn build(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, SetupFlag
         if flags.coop_taskrun {
             b.setup_coop_taskrun();
         }
-        if flags.defer_taskrun || flags.coop_taskrun {
+        if taskrun_flag && (flags.defer_taskrun || flags.coop_taskrun) {
             // IORING_SQ_TASKRUN then tells the loop, without a syscall, that task work (a
             // socket became readable, a timer fired) waits to be run: what --busy-poll polls.
             b.setup_taskrun_flag();
@@ -395,16 +401,43 @@ mod tests {
 
     #[test]
     fn ring_builds_and_probes() {
-        let (ring, flags) = build(8, 16).expect("io_uring available on the test machine");
+        let (ring, flags) = build(8, 16, false).expect("io_uring available on the test machine");
         let have = probe(&ring).unwrap();
         assert_eq!(have.len(), OPCODES.len());
         assert!(!describe(flags).is_empty());
         assert!(missing_required(&ring).unwrap().is_empty());
     }
 
+    /// What `--busy-poll` relies on: with the flag asked for, a completion deferred to task
+    /// work (here a 1 ms timeout firing) raises IORING_SQ_TASKRUN while the ring sits idle, with
+    /// no syscall; without it the flag stays down.
+    #[test]
+    fn taskrun_flag_shows_pending_task_work() {
+        for want in [true, false] {
+            let (mut ring, flags) = build(8, 16, want).unwrap();
+            if !(flags.defer_taskrun || flags.coop_taskrun) {
+                return; // Kernel without either: no flag to test (busy-poll polls the CQ only).
+            }
+            let ts = types::Timespec::new().nsec(1_000_000);
+            let entry = opcode::Timeout::new(&ts).build().user_data(7);
+            // SAFETY: `ts` outlives the op: it is read at submission, and the ring is
+            // dropped (after the timeout fired) before `ts`.
+            unsafe { ring.submission().push(&entry).unwrap() };
+            ring.submit().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert_eq!(ring.submission().taskrun(), want, "taskrun_flag {want}");
+            ring.submit_and_wait(1).unwrap();
+            assert_eq!(ring.completion().next().map(|c| c.user_data()), Some(7));
+            assert!(
+                !ring.submission().taskrun(),
+                "flag cleared once the work ran"
+            );
+        }
+    }
+
     #[test]
     fn buf_ring_registers_and_recycles() {
-        let (ring, _) = build(8, 16).unwrap();
+        let (ring, _) = build(8, 16, false).unwrap();
         let mut br = BufRing::new(&ring, 3, 8, 256).unwrap();
         assert_eq!(br.get(2, 10).len(), 10);
         assert_eq!(br.get(2, 1000).len(), 256);
