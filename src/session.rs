@@ -19,7 +19,7 @@
 //!
 //! With asynchronous opening (`svc.files().set_async_open(true)`, the uring driver), a request
 //! whose file must be opened or revalidated is not answered: `session.parked()` names its URL
-//! path and nothing behind it is parsed. The driver runs the open job (`Files::take_wanted`,
+//! path and nothing behind it is parsed. (A request with a body parks once its body is read.) The driver runs the open job (`Files::take_wanted`,
 //! `open_plan`, `opened`, `finish`), then calls `session.resume(&mut svc, now)`.
 //!
 //! # Buffer contract (what makes io_uring sends sound)
@@ -378,18 +378,10 @@ impl Session {
                     }
                 }
             }
-            // Only a request without a body may wait for its files: one with a body has had
-            // it drained from the input already, so it could not be parsed again.
-            let may_park = req.framing == Framing::None;
-            let Some(keep) = answer(
-                svc,
-                &mut self.out,
-                self.peer,
-                &req,
-                skip_body,
-                may_park,
-                now,
-            ) else {
+            // A request may wait for its files (park), also one whose body was read: its head
+            // is still at `in_pos` and `self.body` stays set (done), so on `resume` the head is
+            // parsed again and the body neither expected nor read a second time.
+            let Some(keep) = answer(svc, &mut self.out, self.peer, &req, skip_body, now) else {
                 self.parked = Some(req.path().as_bytes().into());
                 break;
             };
@@ -458,7 +450,6 @@ fn answer(
     peer: SocketAddr,
     req: &Request<'_>,
     close: bool,
-    may_park: bool,
     now: Instant,
 ) -> Option<bool> {
     let conn = if close || !req.keep_alive {
@@ -474,7 +465,7 @@ fn answer(
         date: &svc.date,
         conn,
     };
-    let Sent { status, body_bytes } = svc.files.respond(req, &mut reply, now, may_park)?;
+    let Sent { status, body_bytes } = svc.files.respond(req, &mut reply, now)?;
     if svc.log_on {
         let entry = log::Entry {
             peer: peer.ip(),
@@ -497,3 +488,7 @@ mod tests;
 #[cfg(test)]
 #[path = "proto/session_error_tests.rs"]
 mod error_tests;
+
+#[cfg(test)]
+#[path = "proto/session_park_tests.rs"]
+mod park_tests;

@@ -120,14 +120,13 @@ impl Files {
     }
 
     /// Answers `req` (GET, HEAD, or a method that gets 405/501) into `reply`. Returns None,
-    /// with nothing queued, when the request is parked (asynchronous opening and `may_park`):
-    /// ask again once the driver has finished the path's open job.
+    /// with nothing queued, when the request is parked (asynchronous opening, and its file must
+    /// be opened or revalidated): ask again once the driver has finished the path's open job.
     pub fn respond(
         &mut self,
         req: &Request<'_>,
         reply: &mut Reply<'_>,
         now: Instant,
-        may_park: bool,
     ) -> Option<Sent> {
         let head_only = req.method == Method::Head;
         let server = &self.cfg.server_name;
@@ -138,7 +137,7 @@ impl Files {
             }
             Method::Unknown => return Some(reply.simple(server, 501, b"", false)),
         }
-        let idx = match self.lookup(req.path(), now, may_park) {
+        let idx = match self.lookup(req.path(), now) {
             Ok(Lookup::Entry(idx)) => idx,
             Ok(Lookup::Parked) => return None,
             Ok(Lookup::Redirect) => {
@@ -209,7 +208,7 @@ impl Files {
     }
 
     /// Finds (or loads, or revalidates) the cache entry for URL path `path`.
-    fn lookup(&mut self, path: &str, now: Instant, may_park: bool) -> Result<Lookup, ServeError> {
+    fn lookup(&mut self, path: &str, now: Instant) -> Result<Lookup, ServeError> {
         let stale = match self.cache.lookup(path.as_bytes(), now) {
             Some((idx, true)) => return Ok(Lookup::Entry(idx)),
             Some((idx, false)) => Some(idx),
@@ -221,13 +220,11 @@ impl Files {
                 Some(Outcome::Error(e)) => return Err(e.again()),
                 None => {}
             }
-            if may_park {
-                if !self.jobs.contains(path.as_bytes()) {
-                    self.jobs.insert(path.as_bytes().into());
-                    self.wanted.push(path.as_bytes().into());
-                }
-                return Ok(Lookup::Parked);
+            if !self.jobs.contains(path.as_bytes()) {
+                self.jobs.insert(path.as_bytes().into());
+                self.wanted.push(path.as_bytes().into());
             }
+            return Ok(Lookup::Parked);
         }
         resolve::decode(path, self.cfg.serve_dotfiles, &mut self.path)?;
         let found = filecache::probe(self.root.as_fd(), &self.path, &self.cfg);
