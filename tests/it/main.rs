@@ -5,6 +5,7 @@
 //! a silent pass). `RINGD_TEST_BACKENDS=uring,epoll` limits the backends that run;
 //! `RINGD_CORPUS_VERBOSE=1` prints every llhttp case with the statuses it got.
 
+mod abuse;
 mod conditional;
 mod corpus;
 mod escapes;
@@ -57,6 +58,7 @@ per_backend! {
     access_log_combined_format => crate::lifecycle::access_log,
     cli_port_in_use => crate::lifecycle::port_in_use,
     busy_poll_serves_then_sleeps => crate::lifecycle::busy_poll,
+    abusive_clients_leak_nothing => crate::abuse::abusive_clients,
 }
 
 /// Backend-independent CLI behaviour.
