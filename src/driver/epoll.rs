@@ -59,8 +59,14 @@ const READ_BUF_SIZE: usize = 64 * 1024;
 const IO_BUDGET: usize = 32;
 /// Most connections accepted in one pass before the loop serves the ready ones.
 const ACCEPT_BUDGET: usize = 256;
-/// Largest count asked of one sendfile(2) call (the kernel caps it at 0x7ffff000 anyway).
-const SENDFILE_MAX: u64 = 0x7fff_f000;
+/// Largest count asked of one sendfile(2) call: 256 KiB, the size of the uring driver's
+/// splice pipes. Asking for a whole large body at once measured 2-3x slower with 64
+/// connections under the default 16 KiB TCP_NOTSENT_LOWAT (10 MiB files, loadgen -c 64 on this
+/// 2-core VM: 3.2-5.3 GiB/s, bimodal from run to run, against 8.5-9.3 GiB/s capped; 64 KiB
+/// gave 8.0-8.3, 1 MiB 4.1-7.2), and 6.3-7.3 against 8.6-9.3 GiB/s with 8 connections. A
+/// likely cause: one long call marks every internal 64 KiB piece but the last MSG_MORE, which
+/// corks the socket's partial segment whenever the call stops at the low-water mark.
+const SENDFILE_MAX: u64 = 256 * 1024;
 /// How long accepting pauses after EMFILE/ENFILE (or another resource error) on accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest lingering close (waiting for the peer's EOF after our FIN).
