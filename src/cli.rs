@@ -191,6 +191,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_size)]
     pub notsent_lowat: u64,
 
+    /// Hand a new connection to the workers only once its first bytes arrive
+    /// (TCP_DEFER_ACCEPT), so accepting it and reading its request take one wakeup, not two;
+    /// a connection that sends nothing is handed over after about this long anyway (whole
+    /// seconds). 0 accepts at the handshake. nginx's `listen ... deferred` uses 1s. Example:
+    /// `--defer-accept 0`.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub defer_accept: Duration,
+
     /// uring backend only: when a loop pass finds nothing to do, poll the ring for up to this
     /// long before sleeping in the kernel. The worker then rarely sleeps under load, so clients
     /// rarely pay to wake it (on a VM, an inter-processor interrupt per wakeup), at the price
@@ -345,6 +353,9 @@ impl ServeArgs {
         if !self.busy_poll.is_zero() && self.backend != BackendArg::Uring {
             bail!("--busy-poll works with --backend uring only");
         }
+        if self.defer_accept > Duration::from_secs(3600) {
+            bail!("--defer-accept is at most 1h");
+        }
         if self.busy_poll > Duration::from_secs(1) {
             bail!(
                 "--busy-poll is at most 1s (it is how long an idle worker polls before sleeping)"
@@ -391,6 +402,7 @@ impl ServeArgs {
                 .ok()
                 .filter(|v| *v <= i32::MAX as u32)
                 .ok_or_else(|| anyhow::anyhow!("--notsent-lowat must be below 2G"))?,
+            defer_accept: self.defer_accept,
             busy_poll: self.busy_poll,
         })
     }
@@ -457,6 +469,7 @@ mod tests {
         assert_eq!(c.pipe_size, d.pipe_size);
         assert_eq!(c.notsent_lowat, d.notsent_lowat);
         assert_eq!(c.busy_poll, d.busy_poll);
+        assert_eq!(c.defer_accept, d.defer_accept);
         assert!(c.workers >= 1);
         assert!(c.pin);
         assert_eq!(c.root, PathBuf::from("/"));

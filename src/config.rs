@@ -148,6 +148,11 @@ pub struct Config {
     /// little at a time, so the TCP transmit work runs in the worker, not in whichever context
     /// processes the peer's ACKs, and megabytes of unsent data don't sit in socket buffers.
     pub notsent_lowat: u32,
+    /// TCP_DEFER_ACCEPT on the listeners: a connection is handed to accept once its first
+    /// bytes arrive, or after about this long without any (the kernel counts whole seconds
+    /// of SYN-ACK retransmission). Zero: accept at the handshake. Default 1 s, what nginx's
+    /// `listen ... deferred` sets: one wakeup per new connection instead of two.
+    pub defer_accept: Duration,
     /// uring driver: how long an idle loop polls the ring before sleeping in the kernel.
     /// Default 0 (sleep at once). Polling spares clients the cost of waking the worker, and
     /// costs the worker's core the time it polls.
@@ -172,6 +177,7 @@ impl Default for Config {
             pipe_pool: 64,
             pipe_size: 256 * 1024,
             notsent_lowat: 16 * 1024,
+            defer_accept: Duration::from_secs(1),
             busy_poll: Duration::ZERO,
         }
     }

@@ -103,6 +103,42 @@ pub fn pipe_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// TCP_DEFER_ACCEPT on a listening socket: accept only once data arrived, or after about
+/// `wait` (rounded up to whole seconds) without any. socket2 has no setter for it.
+pub fn set_defer_accept(sock: impl AsFd, wait: Duration) -> io::Result<()> {
+    let secs = libc::c_int::try_from(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        .unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads one c_int from `secs`, which outlives the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_fd().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// TCP_DEFER_ACCEPT of a listening socket as the kernel reports it (seconds).
+pub fn defer_accept(sock: impl AsFd) -> io::Result<u32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `v` and the length into `len`, both
+    // valid for the call.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_fd().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v as u32)
+}
+
 /// The signals that request graceful shutdown.
 pub const SHUTDOWN_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
