@@ -60,12 +60,13 @@ const IO_BUDGET: usize = 32;
 /// Most connections accepted in one pass before the loop serves the ready ones.
 const ACCEPT_BUDGET: usize = 256;
 /// Largest count asked of one sendfile(2) call: 256 KiB, the size of the uring driver's
-/// splice pipes. Asking for a whole large body at once measured 2-3x slower with 64
-/// connections under the default 16 KiB TCP_NOTSENT_LOWAT (10 MiB files, loadgen -c 64 on this
-/// 2-core VM: 3.2-5.3 GiB/s, bimodal from run to run, against 8.5-9.3 GiB/s capped; 64 KiB
-/// gave 8.0-8.3, 1 MiB 4.1-7.2), and 6.3-7.3 against 8.6-9.3 GiB/s with 8 connections. A
-/// likely cause: one long call marks every internal 64 KiB piece but the last MSG_MORE, which
-/// corks the socket's partial segment whenever the call stops at the low-water mark.
+/// splice pipes; and a connection that sent one such chunk yields to the others for the rest
+/// of the pass, as each uring connection has one splice in flight at a time. Asking for a
+/// whole large body at once, and going on until EAGAIN, measured 2-3x slower with 64
+/// connections under the default 16 KiB TCP_NOTSENT_LOWAT and BBR (10 MiB files, loadgen -c 64
+/// on this 2-core VM: 3.2-5.3 GiB/s with a p99 near 1 s, bimodal from run to run; with cubic
+/// it was a steady 6.2 GiB/s). Capped, 8.5-9.3 GiB/s, but a run could still start in the
+/// slow mode (3.8 GiB/s); capped and yielding, 9.8-10.6 GiB/s in every run.
 const SENDFILE_MAX: u64 = 256 * 1024;
 /// How long accepting pauses after EMFILE/ENFILE (or another resource error) on accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -479,6 +480,7 @@ fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) 
                 return Step::Again;
             }
             budget -= 1;
+            let is_file = matches!(out, Output::File { .. });
             // `full`: whether a short count proves the socket buffer is full.
             let (full, res) = match out {
                 Output::Bytes(b) => {
@@ -501,6 +503,10 @@ fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) 
                         conn.writable = false;
                     }
                     conn.session.consume(svc, n, now);
+                    if is_file {
+                        // One sendfile chunk per connection per pass: see SENDFILE_MAX.
+                        return Step::Again;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
