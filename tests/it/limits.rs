@@ -115,7 +115,8 @@ pub fn thousand_connections(backend: &str) {
 }
 
 /// Case 6: a half-sent request is closed by `--header-timeout 1s` within ~3 s (also when its
-/// bytes trickle in), an idle keep-alive connection by `--keepalive-timeout 1s`, and other
+/// bytes trickle in), so is a connection that never sends a byte (once the deferred accept
+/// hands it over), an idle keep-alive connection by `--keepalive-timeout 1s`, and other
 /// clients are served normally meanwhile.
 pub fn header_timeout(backend: &str) {
     let site = site(false);
@@ -180,6 +181,14 @@ pub fn header_timeout(backend: &str) {
             let _ = writer.join();
             (end, got)
         });
+        // Connects and never sends a byte: with TCP_DEFER_ACCEPT (1 s by default) the kernel
+        // hands it over after about a second anyway, then the header timeout closes it.
+        let silent = s.spawn(|| {
+            let mut c = Client::new(srv.connect());
+            let t0 = Instant::now();
+            let closed = c.wait_close(Duration::from_secs(8));
+            (t0.elapsed(), closed)
+        });
         let idle = s.spawn(|| {
             let mut c = Client::new(srv.connect());
             let r = c.exchange(&req("GET", "/small.txt", &[]));
@@ -205,6 +214,18 @@ pub fn header_timeout(backend: &str) {
         assert!(
             t <= Duration::from_millis(3500),
             "trickled header (1 byte / 150 ms) kept the connection open {t:?}"
+        );
+        let (t, closed) = silent.join().unwrap();
+        let leftover = closed.unwrap_or_else(|b| {
+            panic!(
+                "connection that sent nothing still open after {t:?}; got {b:?}\n{}",
+                srv.diagnostics()
+            )
+        });
+        check_timeout_bytes("silent connection", &leftover);
+        assert!(
+            t >= Duration::from_millis(800) && t <= Duration::from_secs(5),
+            "silent connection closed after {t:?} (want the deferred accept, ~1-2 s, + 1 s)"
         );
         let (r, t, closed) = idle.join().unwrap();
         expect(&srv, "idle client's request", &r, 200, Some(SMALL));
