@@ -6,6 +6,9 @@ set -euo pipefail
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# nginx also listens here with `deferred`, so that the connect scenario can compare ringd's
+# deferred accept (--defer-accept, on by default) with nginx's.
+export NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-18084}"
 
 ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello"
 
@@ -55,7 +58,9 @@ Options:
   -h, --help           this text
 
 Ports (environment): RINGD_PORT_BASE=$RINGD_PORT_BASE (+1 uring, +2 epoll, +3 tokio-uring),
-NGINX_PORT=$NGINX_PORT, GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT, GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT.
+NGINX_PORT=$NGINX_PORT, NGINX_DEFERRED_PORT=$NGINX_DEFERRED_PORT (the same nginx with \`listen ...
+deferred\`, target nginx-deferred in the connect scenario), GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT,
+GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT.
 EOF
 }
 
@@ -413,6 +418,7 @@ target_url() {
     case "$name" in
     ringd-*) echo "http://127.0.0.1:${RINGD_PORT[${name#ringd-}]}$path" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT$path" ;;
+    nginx-deferred) echo "http://127.0.0.1:$NGINX_DEFERRED_PORT$path" ;;
     gunicorn) echo "http://127.0.0.1:$GUNICORN_FILES_PORT$path" ;;
     gunicorn-hello) echo "http://127.0.0.1:$GUNICORN_HELLO_PORT/" ;;
     esac
@@ -426,7 +432,7 @@ target_pid() {
     local pids
     case "$1" in
     ringd-*) echo "${RINGD_PID[${1#ringd-}]}" ;;
-    nginx) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
+    nginx | nginx-deferred) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
     gunicorn) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-files)" && echo "${pids%% *}" ;;
     gunicorn-hello) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-hello)" && echo "${pids%% *}" ;;
     esac
@@ -505,7 +511,7 @@ run_scenario() {
         ;;
     connect)
         run_compare "$BASE/connect" "connect: 1000-byte file, a new connection per request, $CONNECTIONS concurrent" \
-            /small.bin "$ringd $FILE_TARGETS_EXTRA" --no-keepalive
+            /small.bin "$ringd nginx nginx-deferred gunicorn" --no-keepalive
         ;;
     latency)
         if [[ ! -s "$BASE/small/report.json" ]]; then

@@ -14,6 +14,9 @@ GUNICORN_SPEC="${GUNICORN_SPEC:-gunicorn>=23,<28}"
 
 # Loopback ports, each overridable from the environment.
 NGINX_PORT="${NGINX_PORT:-18081}"
+# A second nginx listener with `deferred` (TCP_DEFER_ACCEPT), on the same workers, when set
+# (bench.sh sets it: its connect scenario compares ringd's deferred accept with nginx's).
+NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-}"
 GUNICORN_HELLO_PORT="${GUNICORN_HELLO_PORT:-18082}"
 GUNICORN_FILES_PORT="${GUNICORN_FILES_PORT:-18083}"
 RINGD_PORT_BASE="${RINGD_PORT_BASE:-18090}"

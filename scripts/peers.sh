@@ -29,7 +29,7 @@ Options (start):
   --gunicorn-threads N threads per gunicorn worker (gthread; default 1)
   -h, --help           this text
 
-Ports (environment): NGINX_PORT=$NGINX_PORT GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT
+Ports (environment): NGINX_PORT=$NGINX_PORT NGINX_DEFERRED_PORT=${NGINX_DEFERRED_PORT:-(none)} GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT
 GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT. Run dir: RINGD_RUN_DIR (default .peers/).
 EOF
 }
@@ -120,10 +120,16 @@ start_nginx() {
     fi
     conns=$((nofile / 2))
     ((conns > 65535)) && conns=65535
+    # Optionally the same site on a second port, with `deferred` (TCP_DEFER_ACCEPT).
+    local deferred=""
+    if [[ -n "$NGINX_DEFERRED_PORT" ]]; then
+        deferred=$'\n    server {\n        listen 127.0.0.1:'"$NGINX_DEFERRED_PORT"$' reuseport deferred backlog=65535;\n        server_name localhost;\n        root '"$WWW_DIR"$';\n        location / {\n        }\n    }'
+    fi
     render_template "$SCRIPTS_DIR/peers/nginx.conf.tmpl" "$dir/nginx.conf" \
         "USER_LINE=$user_line" "WORKERS=$workers" \
         "AFFINITY=$(nginx_affinity_masks "$workers" "$cpus")" "NOFILE=$nofile" \
-        "WORKER_CONNECTIONS=$conns" "RUN=$dir" "PORT=$NGINX_PORT" "BACKLOG=65535" "WWW=$WWW_DIR"
+        "WORKER_CONNECTIONS=$conns" "RUN=$dir" "PORT=$NGINX_PORT" "BACKLOG=65535" "WWW=$WWW_DIR" \
+        "DEFERRED_SERVER=$deferred"
     nginx_cmd -t -q -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" >&2 ||
         die "nginx rejected $dir/nginx.conf (see above)"
     local -a cmd=(taskset -c "$cpus" "$NGINX_BIN" -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf")
