@@ -19,8 +19,9 @@
 //!
 //! With asynchronous opening (`svc.files().set_async_open(true)`, the uring driver), a request
 //! whose file must be opened or revalidated is not answered: `session.parked()` names its URL
-//! path and nothing behind it is parsed. (A request with a body parks once its body is read.) The driver runs the open job (`Files::take_wanted`,
-//! `open_plan`, `opened`, `finish`), then calls `session.resume(&mut svc, now)`.
+//! path and nothing behind it is parsed (a request with a body parks once its body is read).
+//! The driver runs the open job (`Files::take_wanted`, `open_plan`, `opened`, `finish`), then
+//! calls `session.resume(&mut svc, now)`.
 //!
 //! # Buffer contract (what makes io_uring sends sound)
 //! The memory behind `Output::Bytes` and the fd behind `Output::File` stay valid, at the same

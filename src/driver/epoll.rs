@@ -66,7 +66,7 @@ const ACCEPT_BUDGET: usize = 256;
 /// connections under the default 16 KiB TCP_NOTSENT_LOWAT and BBR (10 MiB files, loadgen -c 64
 /// on this 2-core VM: 3.2-5.3 GiB/s with a p99 near 1 s, bimodal from run to run; with cubic
 /// it was a steady 6.2 GiB/s). Capped, 8.5-9.3 GiB/s, but a run could still start in the
-/// slow mode (3.8 GiB/s); capped and yielding, 9.8-10.6 GiB/s in every run.
+/// slow mode (3.8 GiB/s); capped and yielding, 9.0-10.1 GiB/s in 8 rounds of 8.
 const SENDFILE_MAX: u64 = 256 * 1024;
 /// How long accepting pauses after EMFILE/ENFILE (or another resource error) on accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
