@@ -120,16 +120,16 @@ start_nginx() {
     fi
     conns=$((nofile / 2))
     ((conns > 65535)) && conns=65535
-    # Optionally the same site on a second port, with `deferred` (TCP_DEFER_ACCEPT).
+    # Optionally a second listener for the same site, with `deferred` (TCP_DEFER_ACCEPT).
     local deferred=""
     if [[ -n "$NGINX_DEFERRED_PORT" ]]; then
-        deferred=$'\n    server {\n        listen 127.0.0.1:'"$NGINX_DEFERRED_PORT"$' reuseport deferred backlog=65535;\n        server_name localhost;\n        root '"$WWW_DIR"$';\n        location / {\n        }\n    }'
+        deferred=$'\n        listen 127.0.0.1:'"$NGINX_DEFERRED_PORT reuseport deferred backlog=65535;"
     fi
     render_template "$SCRIPTS_DIR/peers/nginx.conf.tmpl" "$dir/nginx.conf" \
         "USER_LINE=$user_line" "WORKERS=$workers" \
         "AFFINITY=$(nginx_affinity_masks "$workers" "$cpus")" "NOFILE=$nofile" \
         "WORKER_CONNECTIONS=$conns" "RUN=$dir" "PORT=$NGINX_PORT" "BACKLOG=65535" "WWW=$WWW_DIR" \
-        "DEFERRED_SERVER=$deferred"
+        "DEFERRED_LISTEN=$deferred"
     nginx_cmd -t -q -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" >&2 ||
         die "nginx rejected $dir/nginx.conf (see above)"
     local -a cmd=(taskset -c "$cpus" "$NGINX_BIN" -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf")

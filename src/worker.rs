@@ -93,7 +93,7 @@ fn bind_one(addr: SocketAddr, config: &Config) -> Result<TcpListener, ServerErro
     // what a client pays per new connection on loopback (connect scenario, loadgen: 51-53k
     // against 64-67k req/s, the worker's CPU time unchanged).
     if !config.defer_accept.is_zero() {
-        crate::sys::set_defer_accept(&sock, config.defer_accept).map_err(map)?;
+        sys::set_defer_accept(&sock, config.defer_accept).map_err(map)?;
     }
     sock.bind(&addr.into()).map_err(map)?;
     sock.listen(LISTEN_BACKLOG).map_err(map)?;
@@ -329,8 +329,8 @@ mod tests {
     }
 
     /// `--defer-accept`: set on every listener (the kernel may round it up to its SYN-ACK
-    /// retransmission schedule), absent with 0; and a connection that sent its first byte is
-    /// accepted at once.
+    /// retransmission schedule), absent with 0. (That a connection is accepted once its first
+    /// byte arrives is what the inheritance test above relies on.)
     #[test]
     fn defer_accept_is_set_on_listeners() {
         for (wait, want_set) in [(Duration::from_secs(1), true), (Duration::ZERO, false)] {
@@ -342,7 +342,7 @@ mod tests {
             };
             let s = Server::bind(&config).unwrap();
             for l in &s.listeners {
-                let got = crate::sys::defer_accept(l).unwrap();
+                let got = sys::defer_accept(l).unwrap();
                 assert_eq!(got > 0, want_set, "defer {wait:?}: kernel reports {got}");
             }
         }
