@@ -34,26 +34,29 @@ pub fn run_case(backend: &str, case: fn(&str)) {
     if let Ok(list) = std::env::var("RINGD_TEST_BACKENDS") {
         let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
         if !wanted.contains(&backend) {
-            skip_line(backend, "not in RINGD_TEST_BACKENDS");
+            skip_line(&format!("backend={backend}"), "not in RINGD_TEST_BACKENDS");
             return;
         }
     }
-    match std::panic::catch_unwind(|| case(backend)) {
+    catch_skip(&format!("backend={backend}"), || case(backend));
+}
+
+/// Run `f`, turning a `Skip` panic into a visible `SKIP <label>: reason` line; real failures
+/// go through.
+pub fn catch_skip(label: &str, f: impl FnOnce()) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(()) => {}
         Err(payload) => match payload.downcast::<Skip>() {
-            Ok(skip) => skip_line(backend, &skip.0),
+            Ok(skip) => skip_line(label, &skip.0),
             Err(other) => std::panic::resume_unwind(other),
         },
     }
 }
 
-fn skip_line(backend: &str, reason: &str) {
+fn skip_line(label: &str, reason: &str) {
     let name = thread::current().name().unwrap_or("?").to_string();
     // Straight to fd 2: `eprintln!` would be captured and hidden for a passing test.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP backend={backend}: {reason} (test {name})"
-    );
+    let _ = writeln!(std::io::stderr(), "SKIP {label}: {reason} (test {name})");
 }
 
 /// A temporary folder, removed on drop. `path()` is the folder itself.

@@ -3,10 +3,13 @@
 //!
 //! A backend that cannot run on this machine prints `SKIP backend=X: reason` on stderr (never
 //! a silent pass). `RINGD_TEST_BACKENDS=uring,epoll` limits the backends that run;
-//! `RINGD_CORPUS_VERBOSE=1` prints every llhttp case with the statuses it got.
+//! `RINGD_CORPUS_VERBOSE=1` prints every llhttp case with the statuses it got. Without the corpus
+//! (a fresh clone) its replay prints `SKIP … llhttp corpus not found`; `RINGD_REQUIRE_CORPUS=1`
+//! makes that a failure. The conformance cases (`conformance.rs`) always run.
 
 mod abuse;
 mod conditional;
+mod conformance;
 mod corpus;
 mod escapes;
 mod harness;
@@ -39,6 +42,7 @@ macro_rules! per_backend {
 
 per_backend! {
     llhttp_corpus_replay => crate::corpus::replay,
+    http11_conformance_cases => crate::conformance::conformance,
     big_file_byte_exact => crate::static_files::big_file,
     big_file_two_slow_readers => crate::static_files::slow_readers,
     close_after_big_response_loses_nothing => crate::static_files::close_after_big_response,
