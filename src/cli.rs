@@ -7,11 +7,16 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use ringd::config::{Backend, CacheConfig, Config, Limits, Timeouts};
+use ringd::config::file::{FileConfig, Locator};
+pub use ringd::config::units::{parse_duration, parse_size};
+use ringd::config::{self, Backend, CacheConfig, Config, ConfigError, Limits, Timeouts};
 
 const EXAMPLES: &str = "\
 Examples:
   ringd ./public                       serve ./public on http://127.0.0.1:8080/
+  ringd --config ringd.toml            serve the sites of a config file (docs/config.md)
+  ringd check ringd.toml               validate a config file without serving
+  ringd reload --pid-file ringd.pid    re-read the config of a running ringd (SIGHUP)
   ringd --listen 0.0.0.0:80 /srv/www   serve on every interface, port 80
   ringd --workers 2 --no-pin .         two unpinned workers
   ringd --backend epoll .              the epoll driver instead of io_uring
@@ -50,6 +55,21 @@ pub enum Command {
     /// Print what this kernel and build offer (io_uring opcodes, backends, limits) with a line
     /// of advice for each setting that is too low. Example: `ringd doctor`.
     Doctor,
+    /// Validate a config file without serving (like `nginx -t`): exit 0 with a one-line
+    /// summary, or 1 with each error as `FILE:LINE:COL: message`. Example:
+    /// `ringd check ringd.toml`.
+    Check {
+        /// The config file. Example: `ringd.toml`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Make a running ringd re-read its config file (sends SIGHUP to the PID in the file that
+    /// its `--pid-file` wrote). Example: `ringd reload --pid-file /run/ringd.pid`.
+    Reload {
+        /// The PID file the server writes (`--pid-file`, or `pid_file` in the config).
+        #[arg(long, value_name = "PATH")]
+        pid_file: PathBuf,
+    },
 }
 
 /// The I/O driver, as named on the command line.
@@ -73,11 +93,22 @@ impl From<BackendArg> for Backend {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct ServeArgs {
     /// Folder to serve [default: the current directory]. Example: `ringd ./public`.
     #[arg(value_name = "ROOT")]
     pub root: Option<PathBuf>,
+
+    /// Serve the sites of this TOML config file (virtual hosts, routes, redirects, headers;
+    /// every key in docs/config.md). Flags given beside it override its top-level settings;
+    /// SIGHUP re-reads it. Example: `--config ringd.toml`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Write the server's PID to this file (removed at exit), for `ringd reload`. Example:
+    /// `--pid-file /run/ringd.pid`.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
 
     /// Address and port to listen on; port 0 picks a free port (the URL printed at start
     /// says which). Example: `--listen 0.0.0.0:8080`, `--listen [::1]:0`.
@@ -211,60 +242,6 @@ pub struct ServeArgs {
     pub no_pin: bool,
 }
 
-/// Parse a size: a number with an optional unit K, KB, KiB, M, MB, MiB, G, GB, GiB (all
-/// powers of 1024, case-insensitive) or B.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() {
-        return Err(format!("'{s}' is not a size (examples: 4096, 16K, 1MiB)"));
-    }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is too large a size"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit '{other}' in '{s}' (use K, M or G)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large a size"))
-}
-
-/// Parse a duration: a number (decimals allowed) with a unit ms, s, m or h; a bare number
-/// means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("'{s}' is not a duration (examples: 50us, 500ms, 10s, 2m)");
-    if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
-        return Err(bad());
-    }
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
-        "us" | "µs" => n / 1_000_000.0,
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    if !secs.is_finite() || secs > 365.0 * 24.0 * 3600.0 {
-        return Err(format!("'{s}' is too long a duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 fn to_usize(v: u64, flag: &str) -> anyhow::Result<usize> {
     usize::try_from(v).with_context(|| format!("{flag} is too large"))
 }
@@ -311,7 +288,181 @@ fn check_access_log(path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The clap ids of the flags that the command line gave explicitly (they win over the file).
+pub fn given_flags(m: &clap::ArgMatches) -> Vec<String> {
+    let m = match m.subcommand() {
+        Some(("serve", sub)) => sub,
+        _ => m,
+    };
+    m.ids()
+        .filter(|id| m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
+/// Flags and (with `--config`) the file, merged and validated: the server's `Config`.
+/// `given` names the flags set on the command line, which override the file's values.
+pub fn build_config(args: &ServeArgs, given: &[String]) -> Result<Config, Vec<String>> {
+    let Some(path) = args.config.clone() else {
+        return args
+            .clone()
+            .into_config()
+            .map_err(|e| vec![format!("{e:#}")]);
+    };
+    if args.root.is_some() {
+        return Err(vec![
+            "give a ROOT folder or --config FILE, not both (a config file names its sites' roots)"
+                .into(),
+        ]);
+    }
+    let loaded = config::load_file(&path)
+        .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let loc = Locator {
+        file: &path,
+        text: &loaded.text,
+    };
+    let mut merged = args.clone();
+    let mut placed = Vec::new();
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    if let Err(e) = merge_file(&mut merged, given, &loaded.file, &loc, &base, &mut placed) {
+        return Err(e.iter().map(ToString::to_string).collect());
+    }
+    // The first site's root stands in for `root` (messages, and a valid folder to check).
+    let first_root = loaded.sites.roots.first().cloned();
+    merged.root = Some(first_root.clone().unwrap_or_else(|| base.clone()));
+    let mut cfg = match merged.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            // A value from the file: say where it is.
+            for (flag, key, span) in &placed {
+                if msg.contains(flag.as_str()) {
+                    return Err(vec![loc
+                        .error(Some(span.clone()), format!("`{key}`: {msg}"))
+                        .to_string()]);
+                }
+            }
+            return Err(vec![msg]);
+        }
+    };
+    cfg.sites = std::sync::Arc::new(loaded.sites);
+    cfg.config_file = Some(std::path::absolute(&path).unwrap_or(path));
+    if let Some(r) = first_root {
+        cfg.root = r;
+    }
+    Ok(cfg)
+}
+
+/// Copies the file's top-level settings into `args`, except for flags in `given`. Records,
+/// for each value taken, its flag, key and place in the file (for later error messages).
+fn merge_file(
+    args: &mut ServeArgs,
+    given: &[String],
+    f: &FileConfig,
+    loc: &Locator<'_>,
+    base: &Path,
+    placed: &mut Vec<(String, &'static str, std::ops::Range<usize>)>,
+) -> Result<(), Vec<ConfigError>> {
+    let mut errs = Vec::new();
+    let free = |id: &str| !given.iter().any(|g| g == id);
+    macro_rules! take {
+        ($key:literal, $field:ident, $conv:expr) => {
+            if let Some(v) = &f.$field {
+                if free(stringify!($field)) {
+                    placed.push((format!("--{}", $key.replace('_', "-")), $key, v.span()));
+                    #[allow(clippy::redundant_closure_call)]
+                    match ($conv)(v.get_ref()) {
+                        Ok(x) => args.$field = x,
+                        Err(m) => errs.push(loc.error(Some(v.span()), format!("`{}`: {m}", $key))),
+                    }
+                }
+            }
+        };
+    }
+    if let Some(l) = &f.listen {
+        if free("listen") {
+            match l.get_ref().as_slice() {
+                [one] => match one.parse::<SocketAddr>() {
+                    Ok(a) => args.listen = a,
+                    Err(_) => errs.push(loc.error(
+                        Some(l.span()),
+                        format!("`listen`: {one:?} is not an ADDR:PORT (e.g. \"127.0.0.1:8080\")"),
+                    )),
+                },
+                _ => errs.push(loc.error(
+                    Some(l.span()),
+                    "`listen`: give exactly one ADDR:PORT (several listeners per server are not \
+                     supported yet)",
+                )),
+            }
+        }
+    }
+    let ok = |v: &usize| Ok::<_, String>(Some(*v));
+    let size = |v: &config::units::Size| Ok::<_, String>(v.0);
+    let dur = |v: &config::units::Dur| Ok::<_, String>(v.0);
+    take!("workers", workers, ok);
+    take!("backend", backend, |v: &String| {
+        BackendArg::from_str(v, true)
+            .map_err(|_| format!("{v:?} is not a backend (uring, epoll or tokio-uring)"))
+    });
+    take!("access_log", access_log, |v: &String| Ok::<_, String>(
+        Some(base.join(v))
+    ));
+    take!("pid_file", pid_file, |v: &String| Ok::<_, String>(Some(
+        base.join(v)
+    )));
+    take!("max_request_line", max_request_line, size);
+    take!("max_header_bytes", max_header_bytes, size);
+    take!("max_headers", max_headers, |v: &usize| Ok::<_, String>(*v));
+    take!("max_body", max_body, size);
+    take!("max_conns", max_conns, |v: &usize| Ok::<_, String>(*v));
+    take!("max_pipeline", max_pipeline, |v: &usize| Ok::<_, String>(
+        *v
+    ));
+    take!("header_timeout", header_timeout, dur);
+    take!("keepalive_timeout", keepalive_timeout, dur);
+    take!("send_timeout", send_timeout, dur);
+    take!("shutdown_timeout", shutdown_timeout, dur);
+    take!("cache_valid", cache_valid, dur);
+    take!("cache_entries", cache_entries, |v: &usize| Ok::<_, String>(
+        *v
+    ));
+    take!("cache_bytes", cache_bytes, size);
+    take!("small_file_max", small_file_max, size);
+    take!("pipe_pool", pipe_pool, |v: &usize| Ok::<_, String>(*v));
+    take!("pipe_size", pipe_size, size);
+    take!("notsent_lowat", notsent_lowat, size);
+    take!("defer_accept", defer_accept, dur);
+    take!("busy_poll", busy_poll, dur);
+    if let (Some(p), true) = (f.pin, free("no_pin")) {
+        args.no_pin = !p;
+    }
+    if let (Some(v), true) = (f.follow_symlinks, free("follow_symlinks")) {
+        args.follow_symlinks = v;
+    }
+    if let (Some(v), true) = (f.serve_dotfiles, free("serve_dotfiles")) {
+        args.serve_dotfiles = v;
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
+}
+
 impl ServeArgs {
+    /// The default flags with `--config file` (what `ringd check` validates).
+    pub fn try_parse_config(file: &Path) -> ServeArgs {
+        let f = file.display().to_string();
+        let cli = Cli::try_parse_from(["ringd", "--config", f.as_str()])
+            .expect("the default flags parse");
+        cli.serve
+    }
+
     /// Validate the flags and build the `Config` (checks the root and access log on disk).
     pub fn into_config(self) -> anyhow::Result<Config> {
         let root = match &self.root {
@@ -367,6 +518,9 @@ impl ServeArgs {
         };
         let defaults = Config::default();
         Ok(Config {
+            sites: std::sync::Arc::new(config::Sites::single(root.clone())),
+            config_file: None,
+            pid_file: self.pid_file.clone(),
             root,
             listen: self.listen,
             workers,
@@ -416,38 +570,6 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("16K"), Ok(16 * 1024));
-        assert_eq!(parse_size("16kib"), Ok(16 * 1024));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("K").is_err());
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999999999999G").is_err());
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("50us"), Ok(Duration::from_micros(50)));
-        assert_eq!(parse_duration("50µs"), Ok(Duration::from_micros(50)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("10 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration(".5s").is_err());
-        assert!(parse_duration("1e9h").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod driver;
 pub mod handler;
 pub mod proto;
+pub mod router;
 pub mod session;
 pub mod sys;
 pub mod worker;

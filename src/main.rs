@@ -6,27 +6,110 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 
-use cli::{Cli, Command};
+use clap::{CommandFactory, FromArgMatches};
+use cli::{Cli, Command, ServeArgs};
 use ringd::{config::Config, driver, sys, worker};
 
-fn serve(config: Config) -> anyhow::Result<()> {
+/// Serves with flags (and the config file they name); SIGHUP re-reads that file.
+fn serve_args(args: ServeArgs, given: Vec<String>) -> anyhow::Result<()> {
+    let config =
+        cli::build_config(&args, &given).map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
+    let reloader: Option<worker::Reloader> = args
+        .config
+        .is_some()
+        .then(|| Box::new(move || cli::build_config(&args, &given)) as worker::Reloader);
+    serve(config, reloader)
+}
+
+/// `ringd check FILE`: exit 0 with a summary line, or the errors.
+fn check(file: &std::path::Path) -> anyhow::Result<()> {
+    let args = ServeArgs::try_parse_config(file);
+    match cli::build_config(&args, &[]) {
+        Ok(c) => {
+            let sites = c.sites.sites.len();
+            let routes = c.sites.route_count();
+            println!(
+                "{}: ok: {sites} site{}, {routes} route{}, 0 upstreams",
+                file.display(),
+                if sites == 1 { "" } else { "s" },
+                if routes == 1 { "" } else { "s" },
+            );
+            Ok(())
+        }
+        Err(errs) => anyhow::bail!("{}", errs.join("\n")),
+    }
+}
+
+/// `ringd reload --pid-file F`: SIGHUP to the PID in F.
+fn reload(pid_file: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(pid_file)
+        .with_context(|| format!("cannot read the PID file {}", pid_file.display()))?;
+    let pid: libc::pid_t = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .with_context(|| format!("{} does not hold a PID", pid_file.display()))?;
+    // SAFETY: kill(2) with a positive pid and a valid signal number has no memory effects.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        let e = std::io::Error::last_os_error();
+        anyhow::bail!("cannot signal ringd (PID {pid}): {e}");
+    }
+    println!("ringd: sent SIGHUP to {pid}; it logs the outcome of the reload on its stderr");
+    Ok(())
+}
+
+/// Removes the PID file when dropped.
+struct PidFile(Option<std::path::PathBuf>);
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn serve(config: Config, reloader: Option<worker::Reloader>) -> anyhow::Result<()> {
     if let Err(e) = sys::raise_nofile_limit() {
         eprintln!("ringd: could not raise the open-file limit: {e}");
     }
     driver::check_available(config.backend)?;
-    let server = worker::Server::bind(&config)?;
+    let mut server = worker::Server::bind(&config)?;
+    if let Some(r) = reloader {
+        server.set_reloader(r);
+    }
+    let _pid = match &config.pid_file {
+        Some(p) => {
+            std::fs::write(p, format!("{}\n", std::process::id()))
+                .with_context(|| format!("cannot write the PID file {}", p.display()))?;
+            PidFile(Some(p.clone()))
+        }
+        None => PidFile(None),
+    };
     let addr = server.local_addr();
     let host = match addr {
         std::net::SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
         std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     };
     let mut out = std::io::stdout().lock();
+    let what = match &config.config_file {
+        Some(f) => format!(
+            "{} ({} site{})",
+            f.display(),
+            config.sites.sites.len(),
+            if config.sites.sites.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ),
+        None => config.root.display().to_string(),
+    };
     writeln!(
         out,
-        "ringd: serving {} on http://{host}/ ({} worker{}, {})",
-        config.root.display(),
+        "ringd: serving {what} on http://{host}/ ({} worker{}, {})",
         config.workers,
         if config.workers == 1 { "" } else { "s" },
         config.backend.name()
@@ -39,15 +122,19 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let given = cli::given_flags(&matches);
     match cli.command {
         Some(Command::Doctor) => {
             let mut out = std::io::stdout().lock();
             ringd::doctor::run(&mut out).context("cannot write to stdout")?;
             Ok(())
         }
-        Some(Command::Serve(args)) => serve((*args).into_config()?),
-        None => serve(cli.serve.into_config()?),
+        Some(Command::Check { file }) => check(&file),
+        Some(Command::Reload { pid_file }) => reload(&pid_file),
+        Some(Command::Serve(args)) => serve_args(*args, given),
+        None => serve_args(cli.serve, given),
     }
 }
 

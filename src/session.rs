@@ -31,21 +31,24 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
-use crate::handler::{Files, Reply, Sent};
+use crate::handler::{Files, Reply, Roots};
 use crate::proto::conn::{BufPool, OutQueue};
 use crate::proto::framing::{BodyReader, Framing};
 use crate::proto::head::{self, ConnHeader, DATE_LEN, LOG_DATE_LEN};
 use crate::proto::log;
 use crate::proto::parse::{self, Parsed, Request};
 use crate::proto::ProtoError;
+use crate::router::{self, Router};
 
-/// Per-worker HTTP state: config, root directory, open-file cache, cached Date, access log.
+/// Per-worker HTTP state: config, compiled routes, roots and open-file cache, cached Date,
+/// access log.
 pub struct Service {
     config: Config,
+    router: Router,
     files: Files,
     knobs: Knobs,
     pool: BufPool,
@@ -57,13 +60,15 @@ pub struct Service {
 }
 
 impl Service {
-    /// `root` is an `O_PATH | O_DIRECTORY` fd of the served folder (opened by the worker).
-    pub fn new(config: &Config, root: OwnedFd) -> Service {
+    /// `roots` are `O_PATH | O_DIRECTORY` fds of `config.sites.roots`, in order (opened by
+    /// the worker).
+    pub fn new(config: &Config, roots: Roots) -> Service {
         let knobs = Knobs::from(config);
         THREAD_KNOBS.with(|k| k.set(Some(knobs)));
         let mut svc = Service {
             config: config.clone(),
-            files: Files::new(config, root),
+            router: Router::new(config.sites.clone()),
+            files: Files::new(config, roots),
             knobs,
             pool: BufPool::default(),
             secs: None,
@@ -104,6 +109,26 @@ impl Service {
     /// The configuration this service runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// A reload (SIGHUP): answer every request parsed from now on with `config` and its
+    /// `roots`. Called by the driver between loop passes, where no request is half-answered;
+    /// keep-alive connections carry on. Settings that need a restart (listen address,
+    /// workers, backend, access log, pipe pool) are read once at start and stay as they were.
+    pub fn reload(&mut self, config: &Config, roots: Roots) {
+        let mut config = config.clone();
+        config.listen = self.config.listen;
+        config.workers = self.config.workers;
+        config.backend = self.config.backend;
+        config.pipe_pool = self.config.pipe_pool;
+        config.pipe_size = self.config.pipe_size;
+        config.access_log = self.config.access_log.clone();
+        self.knobs = Knobs::from(&config);
+        THREAD_KNOBS.with(|k| k.set(Some(self.knobs)));
+        self.router = Router::new(config.sites.clone());
+        self.files.reload(&config, roots);
+        self.log_on = config.access_log.is_some();
+        self.config = config;
     }
 }
 
@@ -382,9 +407,12 @@ impl Session {
             // A request may wait for its files (park), also one whose body was read: its head
             // is still at `in_pos` and `self.body` stays set (done), so on `resume` the head is
             // parsed again and the body neither expected nor read a second time.
-            let Some(keep) = answer(svc, &mut self.out, self.peer, &req, skip_body, now) else {
-                self.parked = Some(req.path().as_bytes().into());
-                break;
+            let keep = match answer(svc, &mut self.out, self.peer, &req, skip_body, now) {
+                Ok(keep) => keep,
+                Err(key) => {
+                    self.parked = Some(key);
+                    break;
+                }
             };
             if self.out.responses() == 1 {
                 self.progress_at = now;
@@ -434,6 +462,7 @@ impl Session {
                 body_bytes,
                 referer: None,
                 user_agent: None,
+                site: None,
             };
             log::write(&mut svc.log, &entry);
         }
@@ -444,7 +473,8 @@ impl Session {
 }
 
 /// Answers one complete request (with `Connection: close` when `close`, or when the request
-/// asks for it); returns whether the connection stays open after it.
+/// asks for it); returns whether the connection stays open after it, or the key of the open
+/// job it waits on (nothing queued).
 fn answer(
     svc: &mut Service,
     out: &mut OutQueue,
@@ -452,7 +482,7 @@ fn answer(
     req: &Request<'_>,
     close: bool,
     now: Instant,
-) -> Option<bool> {
+) -> Result<bool, Box<[u8]>> {
     let conn = if close || !req.keep_alive {
         ConnHeader::Close
     } else if req.keep_alive_10 {
@@ -465,21 +495,37 @@ fn answer(
         pool: &mut svc.pool,
         date: &svc.date,
         conn,
+        edit: None,
     };
-    let Sent { status, body_bytes } = svc.files.respond(req, &mut reply, now)?;
+    let a = svc
+        .router
+        .answer(&mut svc.files, req, &mut reply, now)
+        .map_err(|router::Park(key)| key)?;
     if svc.log_on {
+        let sites = svc.router.sites();
+        let host = req.fields.host.and_then(|h| std::str::from_utf8(h).ok());
+        let site = (!sites.implicit).then(|| {
+            let s = sites.sites.get(usize::from(a.site));
+            // The Host asked for (the site's first name when there was none).
+            let name = host.or(s.map(|s| s.name.as_str())).unwrap_or("-");
+            let route = s
+                .and_then(|s| s.routes.get(usize::from(a.route)))
+                .map_or("-", |r| r.label.as_str());
+            (name, route)
+        });
         let entry = log::Entry {
             peer: peer.ip(),
             date: &svc.log_date,
             request: Some((req.method_str, req.target, req.minor)),
-            status,
-            body_bytes,
+            status: a.sent.status,
+            body_bytes: a.sent.body_bytes,
             referer: req.fields.referer,
             user_agent: req.fields.user_agent,
+            site,
         };
         log::write(&mut svc.log, &entry);
     }
-    Some(conn != ConnHeader::Close)
+    Ok(conn != ConnHeader::Close)
 }
 
 #[cfg(test)]

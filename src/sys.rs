@@ -140,7 +140,7 @@ pub fn defer_accept(sock: impl AsFd) -> io::Result<u32> {
 }
 
 /// The signals that request graceful shutdown.
-pub const SHUTDOWN_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+pub const SHUTDOWN_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 fn shutdown_sigset() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it fully before use.

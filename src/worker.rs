@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use std::sync::Arc;
+
 use crate::config::Config;
-use crate::driver::{self, DriverError, WorkerCtx};
+use crate::driver::{self, DriverError, Reload, WorkerCtx};
+use crate::handler::Roots;
 use crate::sys;
 
 /// Listen backlog of each worker's socket (the kernel caps it at net.core.somaxconn).
@@ -54,11 +57,28 @@ pub enum ServerError {
     Forced,
 }
 
+/// Re-reads the config on SIGHUP: the new config, or every error as one line each.
+pub type Reloader = Box<dyn FnMut() -> Result<Config, Vec<String>> + Send>;
+
 /// Listeners bound and ready; nothing spawned yet.
 pub struct Server {
     config: Config,
     listeners: Vec<TcpListener>,
     local: SocketAddr,
+    reloader: Option<Reloader>,
+}
+
+/// Opens every root of `config.sites`, in order (`O_PATH | O_DIRECTORY`).
+pub fn open_roots(config: &Config) -> Result<Roots, ServerError> {
+    let mut fds = Vec::with_capacity(config.sites.roots.len());
+    for path in &config.sites.roots {
+        let fd = sys::open_dir_path(path).map_err(|e| ServerError::Root {
+            path: path.clone(),
+            source: e,
+        })?;
+        fds.push(fd);
+    }
+    Ok(Arc::from(fds))
 }
 
 /// Bind one SO_REUSEPORT listener on `addr`.
@@ -133,7 +153,13 @@ impl Server {
             config: config.clone(),
             listeners,
             local: addr,
+            reloader: None,
         })
+    }
+
+    /// What SIGHUP runs to get the new config (without one, SIGHUP only logs a line).
+    pub fn set_reloader(&mut self, r: Reloader) {
+        self.reloader = Some(r);
     }
 
     /// The address the listeners are bound to (the real port when `--listen` said 0).
@@ -142,13 +168,15 @@ impl Server {
     }
 
     /// Spawn the workers, wait for SIGINT/SIGTERM (or a worker failing), shut down.
-    pub fn run(self) -> Result<(), ServerError> {
+    pub fn run(mut self) -> Result<(), ServerError> {
         sys::block_shutdown_signals().map_err(|e| ServerError::Setup { id: 0, source: e })?;
         let cpus = sys::allowed_cpus();
+        let roots = open_roots(&self.config)?;
+        let reload = Arc::new(Reload::default());
         let mut workers: Vec<(OwnedFd, JoinHandle<Result<(), DriverError>>)> = Vec::new();
         let mut start_err = None;
         for (id, listener) in self.listeners.into_iter().enumerate() {
-            match spawn_worker(id, &self.config, listener, &cpus) {
+            match spawn_worker(id, &self.config, listener, &cpus, &roots, &reload) {
                 Ok(w) => workers.push(w),
                 Err(e) => {
                     start_err = Some(e);
@@ -157,7 +185,7 @@ impl Server {
             }
         }
         if start_err.is_none() {
-            start_err = watch(&workers);
+            start_err = watch(&workers, &self.config, self.reloader.as_mut(), &reload);
         }
         for (efd, _) in &workers {
             // A failed write means the worker has exited already; nothing to wake.
@@ -172,17 +200,15 @@ impl Server {
     }
 }
 
-/// Start worker `id`: its root fd and shutdown eventfd, then the pinned thread.
+/// Start worker `id`: its shutdown eventfd, then the pinned thread.
 fn spawn_worker(
     id: usize,
     config: &Config,
     listener: TcpListener,
     cpus: &[usize],
+    roots: &Roots,
+    reload: &Arc<Reload>,
 ) -> Result<(OwnedFd, JoinHandle<Result<(), DriverError>>), ServerError> {
-    let root = sys::open_dir_path(&config.root).map_err(|e| ServerError::Root {
-        path: config.root.clone(),
-        source: e,
-    })?;
     let shutdown = sys::eventfd().map_err(|e| ServerError::Setup { id, source: e })?;
     let wake = shutdown
         .try_clone()
@@ -191,8 +217,9 @@ fn spawn_worker(
         id,
         config: config.clone(),
         listener,
-        root,
+        roots: roots.clone(),
         shutdown,
+        reload: reload.clone(),
     };
     let core = (config.pin && !cpus.is_empty()).then(|| cpus[id % cpus.len()]);
     let handle = std::thread::Builder::new()
@@ -210,10 +237,17 @@ fn spawn_worker(
     Ok((wake, handle))
 }
 
-/// Wait for a shutdown signal, or for a worker that stops on its own (an error).
-fn watch(workers: &[(OwnedFd, JoinHandle<Result<(), DriverError>>)]) -> Option<ServerError> {
+/// Wait for a shutdown signal, or for a worker that stops on its own (an error); reload the
+/// config on SIGHUP.
+fn watch(
+    workers: &[(OwnedFd, JoinHandle<Result<(), DriverError>>)],
+    config: &Config,
+    mut reloader: Option<&mut Reloader>,
+    reload: &Reload,
+) -> Option<ServerError> {
     loop {
         match sys::wait_shutdown_signal(WATCH_INTERVAL) {
+            Ok(Some(libc::SIGHUP)) => do_reload(config, reloader.as_deref_mut(), reload),
             Ok(Some(_)) => return None,
             Ok(None) => {}
             Err(e) => return Some(ServerError::Setup { id: 0, source: e }),
@@ -221,6 +255,52 @@ fn watch(workers: &[(OwnedFd, JoinHandle<Result<(), DriverError>>)]) -> Option<S
         if workers.iter().any(|(_, h)| h.is_finished()) {
             // Its error is collected by join_all; stop the others.
             return None;
+        }
+    }
+}
+
+/// SIGHUP: re-read the config; a valid one goes to every worker (at its next tick), an
+/// invalid one changes nothing. Either way one line per outcome or error on stderr.
+fn do_reload(running: &Config, reloader: Option<&mut Reloader>, reload: &Reload) {
+    let Some(reloader) = reloader else {
+        eprintln!("ringd: SIGHUP: no config file to reload (started without --config)");
+        return;
+    };
+    let shown = running
+        .config_file
+        .as_deref()
+        .map_or("config".into(), |p| p.display().to_string());
+    match reloader() {
+        Ok(new) => {
+            for (key, changed) in [
+                ("listen", new.listen != running.listen),
+                ("workers", new.workers != running.workers),
+                ("backend", new.backend != running.backend),
+                ("access_log", new.access_log != running.access_log),
+                ("pipe_pool", new.pipe_pool != running.pipe_pool),
+                ("pipe_size", new.pipe_size != running.pipe_size),
+            ] {
+                if changed {
+                    eprintln!("ringd: reload: `{key}` changed; it is ignored until a restart");
+                }
+            }
+            match open_roots(&new) {
+                Ok(roots) => {
+                    let (n, r) = (new.sites.sites.len(), new.sites.route_count());
+                    reload.publish(new, roots);
+                    eprintln!("ringd: reloaded {shown}: {n} site(s), {r} route(s)");
+                }
+                Err(e) => eprintln!("ringd: reload failed, nothing changed: {e}"),
+            }
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("ringd: reload failed: {e}");
+            }
+            eprintln!(
+                "ringd: reload failed, nothing changed ({} error(s))",
+                errors.len()
+            );
         }
     }
 }
@@ -259,9 +339,13 @@ fn join_all(
             break;
         }
         let wait = (deadline - now).min(Duration::from_millis(10));
-        if let Ok(Some(_)) = sys::wait_shutdown_signal(wait) {
-            first_err.get_or_insert(ServerError::Forced);
-            break;
+        match sys::wait_shutdown_signal(wait) {
+            Ok(Some(libc::SIGHUP)) => {}
+            Ok(Some(_)) => {
+                first_err.get_or_insert(ServerError::Forced);
+                break;
+            }
+            _ => {}
         }
     }
     match first_err {

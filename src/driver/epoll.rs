@@ -155,6 +155,9 @@ impl Slab {
 struct Worker {
     id: usize,
     poll: Poll,
+    /// Reloaded configs from the main thread, and the last generation applied.
+    reload: std::sync::Arc<super::Reload>,
+    reload_seen: u64,
     /// None once shutdown has begun (dropped: no longer accepting, out of the reuseport group).
     listener: Option<TcpListener>,
     /// Whether the listener is registered with `poll` right now.
@@ -182,8 +185,9 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         id,
         config,
         listener,
-        root,
+        roots,
         shutdown,
+        reload,
     } = ctx;
 
     let poll = Poll::new()?;
@@ -197,7 +201,7 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
 
     let access_log = AccessLog::open(&config)?;
 
-    let mut svc = Service::new(&config, root);
+    let mut svc = Service::new(&config, roots);
     svc.set_time(SystemTime::now());
 
     let mut w = Worker {
@@ -215,6 +219,8 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         again: Vec::new(),
         access_log,
         shutdown_deadline: None,
+        reload,
+        reload_seen: 0,
     };
     let shutdown_timeout = config.timeouts.shutdown;
     let result = w.event_loop(shutdown_timeout);
@@ -420,6 +426,7 @@ impl Worker {
     /// Time for the service, access-log flush, deadline sweep, accept backoff expiry.
     fn tick(&mut self, now: Instant) {
         self.svc.set_time(SystemTime::now());
+        self.reload.apply(&mut self.reload_seen, &mut self.svc);
         self.flush_access_log();
         for i in 0..self.conns.slots.len() {
             let Some(conn) = self.conns.get_mut(i) else {

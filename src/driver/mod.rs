@@ -6,8 +6,12 @@
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::config::{Backend, Config};
+use crate::handler::Roots;
+use crate::session::Service;
 
 pub mod epoll;
 #[cfg(feature = "tokio-uring")]
@@ -23,8 +27,10 @@ pub struct WorkerCtx {
     /// Bound, listening, non-blocking socket with SO_REUSEPORT (one per worker). It has
     /// TCP_NODELAY and TCP_NOTSENT_LOWAT set, which accepted sockets inherit.
     pub listener: TcpListener,
-    /// `O_PATH | O_DIRECTORY` fd of the served root.
-    pub root: OwnedFd,
+    /// `O_PATH | O_DIRECTORY` fds of the served roots (`config.sites.roots`, in order).
+    pub roots: Roots,
+    /// Where the main thread posts a reloaded config (SIGHUP).
+    pub reload: Arc<Reload>,
     /// eventfd that becomes readable when graceful shutdown is requested.
     pub shutdown: OwnedFd,
 }
@@ -134,4 +140,42 @@ impl AccessLog {
 /// Whether a driver's `Instant` deadline has passed.
 pub fn expired(deadline: Option<std::time::Instant>, now: std::time::Instant) -> bool {
     deadline.is_some_and(|d| now >= d)
+}
+
+/// A reloaded config, posted by the main thread and taken by each worker at its next tick,
+/// between loop passes: a safe point, where no request is half-answered.
+#[derive(Default)]
+pub struct Reload {
+    generation: AtomicU64,
+    next: Mutex<Option<(Config, Roots)>>,
+}
+
+impl Reload {
+    /// Posts a new config (with its roots opened) for every worker.
+    pub fn publish(&self, config: Config, roots: Roots) {
+        if let Ok(mut slot) = self.next.lock() {
+            *slot = Some((config, roots));
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Applies a config posted since generation `seen` to `svc`; true when one was.
+    pub fn apply(&self, seen: &mut u64, svc: &mut Service) -> bool {
+        let g = self.generation.load(Ordering::Acquire);
+        if g == *seen {
+            return false;
+        }
+        *seen = g;
+        let next = match self.next.lock() {
+            Ok(slot) => slot.clone(),
+            Err(_) => None,
+        };
+        match next {
+            Some((config, roots)) => {
+                svc.reload(&config, roots);
+                true
+            }
+            None => false,
+        }
+    }
 }

@@ -14,6 +14,9 @@ pub fn full(rep: &Rep, reply: &mut Reply<'_>, head_only: bool) -> Sent {
     buf.extend_from_slice(&rep.head);
     let at = start + rep.date_at;
     buf[at..at + DATE_LEN].copy_from_slice(reply.date);
+    if let Some(e) = &reply.edit {
+        head::apply_edit(buf, start, e);
+    }
     let conn_at = buf.len();
     buf.extend_from_slice(reply.conn.line());
     buf.extend_from_slice(b"\r\n");
@@ -33,13 +36,53 @@ pub fn full(rep: &Rep, reply: &mut Reply<'_>, head_only: bool) -> Sent {
     }
 }
 
+/// The whole of `rep` (a site's error page) as the body of a response with `status`: its
+/// pre-encoded head with the status line replaced; no conditionals or ranges apply.
+pub fn full_as(rep: &Rep, status: u16, reply: &mut Reply<'_>, head_only: bool) -> Sent {
+    let buf = reply.out.bytes(reply.pool);
+    let start = buf.len();
+    let line_end = rep.head.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    head::put_u64(buf, u64::from(status));
+    buf.push(b' ');
+    buf.extend_from_slice(head::reason(status).as_bytes());
+    let shift = (buf.len() - start) as isize - line_end as isize;
+    buf.extend_from_slice(&rep.head[line_end..]);
+    let at = (start as isize + rep.date_at as isize + shift) as usize;
+    buf[at..at + DATE_LEN].copy_from_slice(reply.date);
+    if let (Some(e), true) = (&reply.edit, status < 400) {
+        head::apply_edit(buf, start, e);
+    }
+    let conn_at = buf.len();
+    buf.extend_from_slice(reply.conn.line());
+    buf.extend_from_slice(b"\r\n");
+    if !head_only {
+        if let Some(body) = &rep.body {
+            buf.extend_from_slice(body);
+        }
+    }
+    reply.out.mark_conn(conn_at, reply.conn.line().len());
+    if let (false, Some(fd)) = (head_only, &rep.fd) {
+        reply.out.file(fd, 0, rep.size());
+    }
+    reply.out.end_response();
+    Sent {
+        status,
+        body_bytes: if head_only { 0 } else { rep.size() },
+    }
+}
+
 /// `304 Not Modified`: Date, Server, ETag and Vary only (RFC 9110 §15.4.5); no body.
 pub fn not_modified(rep: &Rep, vary: bool, server: &str, reply: &mut Reply<'_>) -> Sent {
     let buf = reply.out.bytes(reply.pool);
+    let start = buf.len();
     head::start(buf, 304, reply.date, server);
     head::header(buf, "ETag", &rep.etag);
     if vary {
         buf.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+    }
+    if let Some(e) = &reply.edit {
+        head::apply_edit(buf, start, e);
     }
     finish_head(reply);
     reply.out.end_response();
@@ -70,6 +113,7 @@ pub fn partial(
 ) -> Sent {
     let n = b - a + 1;
     let buf = reply.out.bytes(reply.pool);
+    let start = buf.len();
     head::start(buf, 206, reply.date, server);
     head::header(buf, "Content-Type", ct);
     head::header_u64(buf, "Content-Length", n);
@@ -77,6 +121,9 @@ pub fn partial(
     content_range(buf, a, b, rep.size());
     buf.extend_from_slice(b"\r\n");
     validators(buf, rep, vary);
+    if let Some(e) = &reply.edit {
+        head::apply_edit(buf, start, e);
+    }
     finish_head(reply);
     body_range(rep, a, n, reply);
     reply.out.end_response();
@@ -121,12 +168,16 @@ pub fn multipart(
     total += closing.len() as u64;
 
     let buf = reply.out.bytes(reply.pool);
+    let start = buf.len();
     head::start(buf, 206, reply.date, server);
     buf.extend_from_slice(b"Content-Type: multipart/byteranges; boundary=");
     buf.extend_from_slice(&boundary);
     buf.extend_from_slice(b"\r\n");
     head::header_u64(buf, "Content-Length", total);
     validators(buf, rep, vary);
+    if let Some(e) = &reply.edit {
+        head::apply_edit(buf, start, e);
+    }
     finish_head(reply);
     for (p, &(a, b)) in parts.iter().zip(ranges) {
         reply.out.bytes(reply.pool).extend_from_slice(p);

@@ -107,23 +107,37 @@ pub fn put_hex(buf: &mut Vec<u8>, mut n: u64) {
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
         206 => "Partial Content",
         301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
         304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        410 => "Gone",
         412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
         416 => "Range Not Satisfiable",
         417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected Request",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
@@ -214,6 +228,34 @@ pub fn simple(
     buf.extend_from_slice(reason.as_bytes());
     buf.push(b'\n');
     (body_len as u64, conn_at)
+}
+
+/// Applies a route's header changes to the head that starts at `start` in `buf` (status line
+/// and field lines so far, no blank line yet): fields named in `edit.remove` or `edit.set` are
+/// dropped, then each `set` field is appended.
+pub fn apply_edit(buf: &mut Vec<u8>, start: usize, edit: &crate::config::sites::HeaderEdit) {
+    let Some(first) = buf[start..].windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    let fields_at = start + first + 2;
+    let old = buf.split_off(fields_at);
+    for line in old.split_inclusive(|&b| b == b'\n') {
+        let name = line
+            .iter()
+            .position(|&b| b == b':')
+            .map_or(&line[..0], |i| &line[..i]);
+        let named = |n: &String| n.as_bytes().eq_ignore_ascii_case(name);
+        if edit.remove.iter().any(named) || edit.set.iter().any(|(n, _)| named(n)) {
+            continue;
+        }
+        buf.extend_from_slice(line);
+    }
+    for (n, v) in &edit.set {
+        buf.extend_from_slice(n.as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(v.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
 }
 
 #[cfg(test)]

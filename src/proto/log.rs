@@ -15,6 +15,9 @@ pub struct Entry<'a> {
     pub body_bytes: u64,
     pub referer: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
+    /// With a config file: the site (the Host asked for) and the route (`#N pattern`, or
+    /// `-` when the site's own static files or answer served it), two more quoted fields.
+    pub site: Option<(&'a str, &'a str)>,
 }
 
 /// Appends `ip - - [date] "request" status bytes "referer" "user-agent"\n`.
@@ -44,7 +47,15 @@ pub fn write(log: &mut Vec<u8>, e: &Entry<'_>) {
     escape(log, e.referer.unwrap_or(b"-"));
     log.extend_from_slice(b"\" \"");
     escape(log, e.user_agent.unwrap_or(b"-"));
-    log.extend_from_slice(b"\"\n");
+    log.push(b'"');
+    if let Some((site, route)) = e.site {
+        log.extend_from_slice(b" \"");
+        escape(log, site.as_bytes());
+        log.extend_from_slice(b"\" \"");
+        escape(log, route.as_bytes());
+        log.push(b'"');
+    }
+    log.push(b'\n');
 }
 
 /// Copies `v`, writing `"`, `\` and bytes outside printable ASCII as `\xHH` (as nginx does).
@@ -77,6 +88,7 @@ mod tests {
                 body_bytes: 1000,
                 referer: None,
                 user_agent: Some(b"curl/8"),
+                site: None,
             },
         );
         assert_eq!(

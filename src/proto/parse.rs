@@ -37,6 +37,8 @@ pub struct Fields<'a> {
     pub accept_encoding: Option<Cow<'a, [u8]>>,
     pub referer: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
+    /// `Accept` (first line only; directory listings choose HTML or JSON by it).
+    pub accept: Option<&'a [u8]>,
 }
 
 /// A complete, validated request head.
@@ -201,6 +203,9 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
                 }
             }
             10 if n.eq_ignore_ascii_case(b"user-agent") => fields.user_agent = Some(v),
+            6 if n.eq_ignore_ascii_case(b"accept") => {
+                fields.accept.get_or_insert(v);
+            }
             6 if n.eq_ignore_ascii_case(b"expect") => {
                 // Expect = #expectation; only 100-continue is defined (RFC 9110 §10.1.1).
                 for tok in framing::list(v) {

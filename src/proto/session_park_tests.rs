@@ -16,7 +16,7 @@ fn run_open_jobs(h: &mut Harness) -> Vec<Box<[u8]>> {
         let files = h.svc.files();
         if let Some(plan) = files.open_plan(&key) {
             // SAFETY: the root fd stays open for the whole test (the Service owns it).
-            let root = unsafe { BorrowedFd::borrow_raw(files.root_fd()) };
+            let root = unsafe { BorrowedFd::borrow_raw(files.root_fd(&key)) };
             let opened = plan
                 .paths
                 .clone()
@@ -56,15 +56,15 @@ fn async_open_parks_requests_until_their_job_is_done() {
         h.s.next_output().is_none(),
         "answered before its file was opened"
     );
-    assert_eq!(h.s.parked(), Some(&b"/a.txt"[..]));
+    assert_eq!(h.s.parked(), Some(&b"\0\0/a.txt"[..]));
     assert!(!h.s.should_close());
     // EOF while parked: the request is still answered.
     h.s.feed_eof(h.now);
     assert!(!h.s.should_close());
-    assert_eq!(run_open_jobs(&mut h), vec![Box::from(&b"/a.txt"[..])]);
+    assert_eq!(run_open_jobs(&mut h), vec![Box::from(&b"\0\0/a.txt"[..])]);
     h.s.resume(&mut h.svc, h.now);
     // /index.html is not cached yet: the session parks again on it.
-    assert_eq!(h.s.parked(), Some(&b"/index.html"[..]));
+    assert_eq!(h.s.parked(), Some(&b"\0\0/index.html"[..]));
     let first = String::from_utf8(h.drain_by(usize::MAX)).unwrap();
     assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
     assert!(first.ends_with("hello world\n"), "{first}");
@@ -157,12 +157,12 @@ fn async_open_parks_requests_with_bodies() {
         let mut rest = first[split..].to_vec();
         rest.extend(get("/index.html"));
         h.feed(&rest);
-        assert_eq!(h.s.parked(), Some(&b"/a.txt"[..]), "{name}");
+        assert_eq!(h.s.parked(), Some(&b"\0\0/a.txt"[..]), "{name}");
         assert!(h.s.next_output().is_none(), "{name}: answered while parked");
         run_open_jobs(&mut h);
         h.s.resume(&mut h.svc, h.now);
         // /index.html is not cached yet: parks on it in turn.
-        assert_eq!(h.s.parked(), Some(&b"/index.html"[..]), "{name}");
+        assert_eq!(h.s.parked(), Some(&b"\0\0/index.html"[..]), "{name}");
         let out = String::from_utf8(h.drain_by(usize::MAX)).unwrap();
         assert!(out.starts_with(want), "{name}: {out}");
         assert!(out.ends_with("hello world\n"), "{name}: {out}");
@@ -180,7 +180,7 @@ fn async_open_parks_requests_with_bodies() {
     let mut h = Harness::new("park-expect", Config::default());
     h.svc.files().set_async_open(true);
     h.feed(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
-    assert_eq!(h.s.parked(), Some(&b"/a.txt"[..]));
+    assert_eq!(h.s.parked(), Some(&b"\0\0/a.txt"[..]));
     h.feed(b"hello");
     run_open_jobs(&mut h);
     h.s.resume(&mut h.svc, h.now);

@@ -24,7 +24,8 @@ impl Harness {
             "big.bin",
             &(0..200_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
         );
-        let mut svc = Service::new(&cfg, dir.root_fd());
+        let roots: crate::handler::Roots = std::sync::Arc::from(vec![dir.root_fd()]);
+        let mut svc = Service::new(&cfg, roots);
         svc.set_time(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777));
         let now = Instant::now();
         let s = Session::new("127.0.0.1:5555".parse().unwrap(), now);

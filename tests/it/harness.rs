@@ -135,6 +135,8 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 pub struct ServerBuilder {
     backend: String,
     root: PathBuf,
+    /// Serve `--config FILE` instead of the root folder.
+    config: Option<PathBuf>,
     args: Vec<String>,
     listen: String,
 }
@@ -144,6 +146,7 @@ impl ServerBuilder {
         ServerBuilder {
             backend: backend.to_string(),
             root: root.to_path_buf(),
+            config: None,
             args: Vec::new(),
             listen: "127.0.0.1:0".to_string(),
         }
@@ -170,8 +173,20 @@ impl ServerBuilder {
             self.backend.clone(),
         ];
         v.extend(self.args.iter().cloned());
-        v.push(self.root.display().to_string());
+        match &self.config {
+            Some(c) => {
+                v.push("--config".into());
+                v.push(c.display().to_string());
+            }
+            None => v.push(self.root.display().to_string()),
+        }
         v
+    }
+
+    /// Serve the sites of config file `path` (`--config`) instead of a root folder.
+    pub fn config(mut self, path: &Path) -> ServerBuilder {
+        self.config = Some(path.to_path_buf());
+        self
     }
 
     /// Start the server and wait for its URL. A backend that says it cannot run here raises a

@@ -16,6 +16,7 @@ mod harness;
 mod http;
 mod lifecycle;
 mod limits;
+mod sites;
 mod static_files;
 
 /// For each `module::function` case, generate `function::{uring, epoll, tokio_uring}` tests.
@@ -63,12 +64,20 @@ per_backend! {
     cli_port_in_use => crate::lifecycle::port_in_use,
     busy_poll_serves_then_sleeps => crate::lifecycle::busy_poll,
     abusive_clients_leak_nothing => crate::abuse::abusive_clients,
+    sites_example_config_routes => crate::sites::example_routes,
+    sites_unknown_host_and_site_handlers => crate::sites::unknown_host_and_site_handlers,
+    sites_reload_under_load => crate::sites::reload_under_load,
 }
 
 /// Backend-independent CLI behaviour.
 #[test]
 fn cli_missing_root_is_a_clear_error() {
     lifecycle::missing_root();
+}
+
+#[test]
+fn cli_check_reports_file_line_col() {
+    sites::check_subcommand();
 }
 
 #[test]

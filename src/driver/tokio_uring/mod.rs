@@ -106,6 +106,9 @@ struct Worker {
     conn_done: Notify,
     pipes: PipePool,
     write_bufs: WriteBufs,
+    /// Reloaded configs from the main thread, and the last generation applied.
+    reload: std::sync::Arc<super::Reload>,
+    reload_seen: Cell<u64>,
 }
 
 impl Worker {
@@ -120,12 +123,13 @@ async fn serve(ctx: WorkerCtx) -> Result<(), DriverError> {
         id,
         config,
         listener,
-        root,
+        roots,
         shutdown,
+        reload,
     } = ctx;
 
     let access_log = AccessLog::open(&config)?;
-    let mut svc = Service::new(&config, root);
+    let mut svc = Service::new(&config, roots);
     svc.set_time(SystemTime::now());
     let pipes = PipePool::new(config.pipe_pool.max(1), config.pipe_size);
     let w = Rc::new(Worker {
@@ -139,6 +143,8 @@ async fn serve(ctx: WorkerCtx) -> Result<(), DriverError> {
         conn_done: Notify::new(),
         pipes,
         write_bufs: WriteBufs::default(),
+        reload,
+        reload_seen: Cell::new(0),
     });
 
     // A blocking listener: io_uring waits for connections by polling it internally.
@@ -254,6 +260,9 @@ async fn tick(w: Rc<Worker>) {
     loop {
         tokio::time::sleep(TICK).await;
         w.svc.borrow_mut().set_time(SystemTime::now());
+        let mut seen = w.reload_seen.get();
+        w.reload.apply(&mut seen, &mut w.svc.borrow_mut());
+        w.reload_seen.set(seen);
         w.flush_access_log();
     }
 }

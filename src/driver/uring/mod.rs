@@ -82,6 +82,9 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
 }
 
 pub(crate) struct Driver {
+    /// Reloaded configs from the main thread, and the last generation applied.
+    reload: std::sync::Arc<super::Reload>,
+    reload_seen: u64,
     sq: Sq,
     bufs: BufRing,
     conns: Conns,
@@ -135,7 +138,7 @@ impl Driver {
         let _ = ring::pin_iowq_to_current(&ring);
         let bufs = BufRing::new(&ring, RECV_BGID, RECV_BUFS, RECV_BUF_SIZE)?;
         let log = AccessLog::open(&ctx.config)?;
-        let mut svc = Service::new(&ctx.config, ctx.root);
+        let mut svc = Service::new(&ctx.config, ctx.roots);
         svc.set_time(SystemTime::now());
         // Open files through the ring where the kernel can (OpenAt2 and Read, Linux 5.6+);
         // otherwise the handler opens them synchronously.
@@ -165,6 +168,8 @@ impl Driver {
             accept_err_logged: false,
             warned_unknown: false,
             shutdown_fd: ctx.shutdown,
+            reload: ctx.reload,
+            reload_seen: 0,
             shutdown_poll: None,
             tick: None,
             tick_ts: Box::new(types::Timespec::from(TICK)),
@@ -308,6 +313,7 @@ impl Driver {
             return;
         }
         self.svc.set_time(SystemTime::now());
+        self.reload.apply(&mut self.reload_seen, &mut self.svc);
         self.log.flush(self.svc.access_log());
         self.sweep();
         if let Some(deadline) = self.draining {

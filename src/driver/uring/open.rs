@@ -95,7 +95,7 @@ impl Driver {
                     )
                     .resolve(resolve),
             );
-            let root = self.svc.files().root_fd();
+            let root = self.svc.files().root_fd(&key);
             let job = self.jobs.insert(Job {
                 key,
                 plan: Some(plan),

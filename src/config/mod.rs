@@ -1,11 +1,20 @@
 //! Config: every limit, timeout and switch the server runs with, validated, with no I/O.
 //!
-//! Built by `cli.rs` from flags; read (never written) by workers, drivers, proto and handler.
+//! Built by `cli.rs` from flags and the config file (`file.rs` reads it, `sites.rs` validates
+//! its sites and routes); read (never written) by workers, drivers, proto and handler.
 //! Each limit documents its default and the status code a request that crosses it receives.
 
+pub mod file;
+pub mod sites;
+pub mod units;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use file::{ConfigError, ConfigErrors};
+pub use sites::Sites;
 
 /// Which I/O driver runs the workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,8 +126,15 @@ impl Default for CacheConfig {
 /// Everything a worker needs to run. Cloned once per worker; never shared mutably.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Folder served. Canonical, absolute, checked to be a readable directory by the CLI.
+    /// Folder served in the flag-only form. Canonical, absolute, checked to be a readable
+    /// directory by the CLI. With a config file: the first site's root (for messages).
     pub root: PathBuf,
+    /// The sites and routes (flag-only: one default site serving `root`).
+    pub sites: Arc<Sites>,
+    /// The config file this came from, if any (re-read on SIGHUP).
+    pub config_file: Option<PathBuf>,
+    /// Where the main process writes its PID (for `ringd reload --pid-file`).
+    pub pid_file: Option<PathBuf>,
     /// Address every worker binds (SO_REUSEPORT). Default 127.0.0.1:8080.
     pub listen: SocketAddr,
     /// Worker threads. Default: the CPUs this process may run on.
@@ -163,6 +179,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             root: PathBuf::from("."),
+            sites: Arc::new(Sites::single(PathBuf::from("."))),
+            config_file: None,
+            pid_file: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 1,
             pin: true,
@@ -180,5 +199,58 @@ impl Default for Config {
             defer_accept: Duration::from_secs(1),
             busy_poll: Duration::ZERO,
         }
+    }
+}
+
+/// A config file, read and validated: its top-level settings (for the CLI to merge with the
+/// flags) and its sites.
+pub struct Loaded {
+    pub file: file::FileConfig,
+    pub sites: Sites,
+    /// The file's text, for `file:line:col` messages about top-level values.
+    pub text: String,
+}
+
+/// Reads and validates the config file at `path`: TOML shape, then sites and routes (roots
+/// must be folders; relative paths are relative to the file's folder). Every error found is
+/// returned, each as `file:line:col: message`.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            col: 0,
+            message: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    let mut parsed = file::parse(path, &text).map_err(|e| ConfigErrors(vec![e]))?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let loc = file::Locator {
+        file: path,
+        text: &text,
+    };
+    let site_list = std::mem::take(&mut parsed.sites);
+    let mut errs = Vec::new();
+    if site_list.is_empty() {
+        errs.push(loc.error(
+            None,
+            "no [[sites]]: add at least one (hosts = [\"_\"] and a root serve every request)",
+        ));
+    }
+    let sites = sites::build(site_list, base, &loc).unwrap_or_else(|e| {
+        errs.extend(e);
+        Sites::default()
+    });
+    if errs.is_empty() {
+        Ok(Loaded {
+            file: parsed,
+            sites,
+            text,
+        })
+    } else {
+        Err(ConfigErrors(errs))
     }
 }

@@ -1,0 +1,846 @@
+//! Sites and routes, validated: what the config file's `[[sites]]` say, checked (hosts,
+//! patterns, placeholders, statuses, roots) and turned into plain data the router compiles.
+//! No I/O beyond checking that each root folder exists (done by the caller, `load`).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::file::{
+    ConfigError, HeadersFile, Locator, RedirectFile, RespondFile, RouteFile, SiteFile,
+};
+
+/// Most internal rewrites of one request before it is answered 500 (nginx allows 10 too).
+pub const MAX_REWRITES: usize = 10;
+
+/// Every site of a config, plus the distinct root folders they serve from.
+#[derive(Clone, Debug, Default)]
+pub struct Sites {
+    pub sites: Vec<Site>,
+    /// Canonical root folders; `Site::root` and `Action::Static::root` index into this.
+    pub roots: Vec<PathBuf>,
+    /// Built from flags alone (`ringd ./public`): one default site, no routes.
+    pub implicit: bool,
+}
+
+impl Sites {
+    /// The flag-only form: one default site serving `root`.
+    pub fn single(root: PathBuf) -> Sites {
+        Sites {
+            sites: vec![Site {
+                name: "_".into(),
+                hosts: vec![HostPattern::Default],
+                root: Some(0),
+                index: vec!["index.html".into()],
+                errors: Vec::new(),
+                browse: false,
+                respond: None,
+                redirect: None,
+                headers: None,
+                routes: Vec::new(),
+            }],
+            roots: vec![root],
+            implicit: true,
+        }
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.sites.iter().map(|s| s.routes.len()).sum()
+    }
+}
+
+/// One virtual host.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// Its first host name, as the access log shows it.
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    /// Index into `Sites::roots`; None: no static files (every static lookup is 404).
+    pub root: Option<usize>,
+    /// File names tried, in order, for a URL ending in `/`.
+    pub index: Vec<String>,
+    /// Error pages: status → URL path within the site, served with that status.
+    pub errors: Vec<(u16, String)>,
+    /// Directory listings where a folder has no index file.
+    pub browse: bool,
+    /// The site answers every request with this (unless a route handles it first).
+    pub respond: Option<Respond>,
+    /// The site redirects every request (unless a route handles it first).
+    pub redirect: Option<Redirect>,
+    /// Header changes applied to every response of the site.
+    pub headers: Option<Arc<HeaderEdit>>,
+    pub routes: Vec<Route>,
+}
+
+/// A pattern of `hosts`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostPattern {
+    /// An exact name, lower-case.
+    Exact(String),
+    /// `*.example.test`: the suffix `.example.test`, lower-case.
+    Wildcard(String),
+    /// `_`: any Host no other site matches.
+    Default,
+}
+
+/// One route: a matcher, modifiers, and at most one handler.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// `#N path` for logs and errors.
+    pub label: String,
+    pub pattern: PathPattern,
+    /// Upper-case method names; None: every method.
+    pub methods: Option<Vec<String>>,
+    pub headers: Option<Arc<HeaderEdit>>,
+    pub action: Option<Action>,
+}
+
+/// What a route's path must look like.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathPattern {
+    /// `/teapot`: exactly this path.
+    Exact(String),
+    /// `/old/*`: paths starting with `/old/`; the rest is `{*}`.
+    Prefix(String),
+    /// A regular expression over the path; `{1}`, `{name}` are its captures.
+    Regex(String),
+}
+
+/// A route's handler.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Redirect(Redirect),
+    /// Internal rewrite of path (and query, when the template has `?`); matching restarts.
+    Rewrite(Template),
+    /// The first candidate that is a file is served; the last one is an internal rewrite.
+    TryFiles(Vec<Template>),
+    Respond(Respond),
+    /// Static files from `root` (or the site's), with listings when `browse`.
+    Static {
+        root: Option<usize>,
+        browse: Option<bool>,
+    },
+}
+
+/// `redirect = { to, status }`.
+#[derive(Clone, Debug)]
+pub struct Redirect {
+    pub to: Template,
+    pub status: u16,
+}
+
+/// `respond = { status, body, headers }`.
+#[derive(Clone, Debug)]
+pub struct Respond {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// Header lines, each `Name: value\r\n`.
+    pub headers: Vec<u8>,
+}
+
+/// `headers = { set, remove }`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderEdit {
+    /// (name, value): replaces any field of that name.
+    pub set: Vec<(String, String)>,
+    /// Names removed from the response.
+    pub remove: Vec<String>,
+}
+
+impl HeaderEdit {
+    /// `other` applied after `self`.
+    pub fn then(&mut self, other: &HeaderEdit) {
+        for (n, v) in &other.set {
+            self.remove.retain(|r| !r.eq_ignore_ascii_case(n));
+            self.set.retain(|(s, _)| !s.eq_ignore_ascii_case(n));
+            self.set.push((n.clone(), v.clone()));
+        }
+        for r in &other.remove {
+            self.set.retain(|(s, _)| !s.eq_ignore_ascii_case(r));
+            if !self.remove.iter().any(|x| x.eq_ignore_ascii_case(r)) {
+                self.remove.push(r.clone());
+            }
+        }
+    }
+}
+
+/// A string with placeholders: `{path}`, `{query}`, `{host}`, `{*}`, `{1}`, `{name}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    pub parts: Vec<Part>,
+    /// The template has its own query string (`?` in a literal part).
+    pub has_query: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    Lit(String),
+    Path,
+    Query,
+    Host,
+    Star,
+    Index(usize),
+    Name(String),
+}
+
+/// What placeholders a route's templates may use.
+struct Captures<'a> {
+    star: bool,
+    groups: usize,
+    names: &'a [String],
+}
+
+impl Template {
+    fn parse(
+        s: &str,
+        caps: &Captures<'_>,
+        loc: &Locator<'_>,
+        span: Range<usize>,
+        key: &str,
+    ) -> Result<Template, ConfigError> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('{') {
+            lit.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            let Some(j) = after.find('}') else {
+                return Err(loc.error(Some(span), format!("`{key}`: unclosed `{{` in {s:?}")));
+            };
+            let name = &after[..j];
+            let part = match name {
+                "path" => Part::Path,
+                "query" => Part::Query,
+                "host" => Part::Host,
+                "*" if caps.star => Part::Star,
+                "*" => {
+                    return Err(loc.error(
+                        Some(span),
+                        format!("`{key}`: `{{*}}` needs a `path` ending in `*`"),
+                    ))
+                }
+                n if n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() => {
+                    let k: usize = n.parse().unwrap_or(usize::MAX);
+                    if k == 0 || k > caps.groups {
+                        return Err(loc.error(
+                            Some(span),
+                            format!(
+                                "`{key}`: `{{{n}}}` but the route's regex has {} capture group(s)",
+                                caps.groups
+                            ),
+                        ));
+                    }
+                    Part::Index(k)
+                }
+                n if caps.names.iter().any(|x| x == n) => Part::Name(n.to_string()),
+                n => {
+                    return Err(loc.error(
+                        Some(span),
+                        format!(
+                            "`{key}`: unknown placeholder `{{{n}}}` (known: {{path}}, {{query}}, \
+                             {{host}}{}{}{})",
+                            if caps.star { ", {*}" } else { "" },
+                            if caps.groups > 0 { ", {1}…" } else { "" },
+                            caps.names
+                                .iter()
+                                .map(|n| format!(", {{{n}}}"))
+                                .collect::<String>()
+                        ),
+                    ))
+                }
+            };
+            if !lit.is_empty() {
+                parts.push(Part::Lit(std::mem::take(&mut lit)));
+            }
+            parts.push(part);
+            rest = &after[j + 1..];
+        }
+        lit.push_str(rest);
+        if lit.contains('}') {
+            return Err(loc.error(Some(span), format!("`{key}`: stray `}}` in {s:?}")));
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        let has_query = parts
+            .iter()
+            .any(|p| matches!(p, Part::Lit(l) if l.contains('?')));
+        Ok(Template { parts, has_query })
+    }
+}
+
+/// Validates `sites` (from the file at `loc.file`) into `Sites`, resolving roots against
+/// `base` (the file's folder). Collects every error it finds.
+pub fn build(
+    sites: Vec<Spanned<SiteFile>>,
+    base: &Path,
+    loc: &Locator<'_>,
+) -> Result<Sites, Vec<ConfigError>> {
+    let mut errs = Vec::new();
+    let mut out = Sites::default();
+    let mut seen_hosts: BTreeMap<String, usize> = BTreeMap::new();
+    for (si, spanned) in sites.into_iter().enumerate() {
+        let span = spanned.span();
+        let sf = spanned.into_inner();
+        match build_site(sf, base, loc, &mut out.roots, &mut errs) {
+            Some(site) => {
+                for h in &site.hosts {
+                    let key = match h {
+                        HostPattern::Exact(n) => n.clone(),
+                        HostPattern::Wildcard(s) => format!("*{s}"),
+                        HostPattern::Default => "_".into(),
+                    };
+                    if let Some(prev) = seen_hosts.insert(key.clone(), si) {
+                        errs.push(loc.error(
+                            Some(span.clone()),
+                            format!(
+                                "`hosts`: {key:?} is already a host of site {} (sites[{prev}])",
+                                prev + 1
+                            ),
+                        ));
+                    }
+                }
+                out.sites.push(site);
+            }
+            None => continue,
+        }
+    }
+    if errs.is_empty() {
+        Ok(out)
+    } else {
+        Err(errs)
+    }
+}
+
+fn build_site(
+    sf: SiteFile,
+    base: &Path,
+    loc: &Locator<'_>,
+    roots: &mut Vec<PathBuf>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Site> {
+    let before = errs.len();
+    let mut hosts = Vec::new();
+    if sf.hosts.get_ref().is_empty() {
+        errs.push(loc.error(
+            Some(sf.hosts.span()),
+            "`hosts` is empty: name at least one host, or \"_\" for the default site",
+        ));
+    }
+    for h in sf.hosts.get_ref() {
+        match host_pattern(h.get_ref()) {
+            Ok(p) => hosts.push(p),
+            Err(why) => errs.push(loc.error(Some(h.span()), format!("`hosts`: {why}"))),
+        }
+    }
+    let root = sf
+        .root
+        .as_ref()
+        .and_then(|r| root_index(r, base, loc, roots, errs));
+    let index = sf.index.unwrap_or_else(|| vec!["index.html".into()]);
+    for name in &index {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            errs.push(loc.error(None, format!("`index`: {name:?} must be a plain file name")));
+        }
+    }
+    let mut errors = Vec::new();
+    if let Some(map) = &sf.errors {
+        for (k, v) in map.get_ref() {
+            match k.parse::<u16>() {
+                Ok(s) if (400..=599).contains(&s) => {
+                    if !v.get_ref().starts_with('/') {
+                        errs.push(loc.error(
+                            Some(v.span()),
+                            format!("`errors`: the page for {s} must be a path starting with `/`"),
+                        ));
+                    }
+                    errors.push((s, v.get_ref().clone()));
+                }
+                _ => errs.push(loc.error(
+                    Some(map.span()),
+                    format!("`errors`: {k:?} is not an error status (400-599)"),
+                )),
+            }
+        }
+    }
+    let site_caps = Captures {
+        star: false,
+        groups: 0,
+        names: &[],
+    };
+    let respond = sf.respond.map(|r| respond(r, loc, errs));
+    let redirect = sf.redirect.and_then(|r| redirect(r, &site_caps, loc, errs));
+    let headers = sf.headers.map(|h| Arc::new(header_edit(h, loc, errs)));
+    let mut routes = Vec::new();
+    for (i, r) in sf.routes.into_iter().enumerate() {
+        if let Some(route) = build_route(i, r, base, loc, roots, errs) {
+            routes.push(route);
+        }
+    }
+    let name = sf
+        .hosts
+        .get_ref()
+        .first()
+        .map(|h| h.get_ref().to_ascii_lowercase())
+        .unwrap_or_default();
+    (errs.len() == before).then_some(Site {
+        name,
+        hosts,
+        root,
+        index,
+        errors,
+        browse: sf.browse.unwrap_or(false),
+        respond,
+        redirect,
+        headers,
+        routes,
+    })
+}
+
+/// A `hosts` entry: a name, `*.suffix`, or `_`.
+fn host_pattern(h: &str) -> Result<HostPattern, String> {
+    if h == "_" {
+        return Ok(HostPattern::Default);
+    }
+    let (wild, name) = match h.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, h),
+    };
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.contains(':') || !name.split('.').all(ok_label) {
+        return Err(format!(
+            "{h:?} is not a host name (write `example.test`, `*.example.test` or `_`; \
+             the port is ignored when matching, so leave it out)"
+        ));
+    }
+    let name = name.to_ascii_lowercase();
+    Ok(if wild {
+        HostPattern::Wildcard(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name)
+    })
+}
+
+/// Resolves `root` against the file's folder, checks it is a folder, and returns its index in
+/// `roots` (the same folder twice gets one index).
+fn root_index(
+    r: &Spanned<String>,
+    base: &Path,
+    loc: &Locator<'_>,
+    roots: &mut Vec<PathBuf>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<usize> {
+    let p = base.join(r.get_ref());
+    match std::fs::canonicalize(&p) {
+        Ok(c) if c.is_dir() => Some(match roots.iter().position(|x| *x == c) {
+            Some(i) => i,
+            None => {
+                roots.push(c);
+                roots.len() - 1
+            }
+        }),
+        Ok(_) => {
+            errs.push(loc.error(
+                Some(r.span()),
+                format!("`root`: {} is not a folder", p.display()),
+            ));
+            None
+        }
+        Err(e) => {
+            errs.push(loc.error(
+                Some(r.span()),
+                format!("`root`: cannot open {}: {e}", p.display()),
+            ));
+            None
+        }
+    }
+}
+
+fn respond(r: Spanned<RespondFile>, loc: &Locator<'_>, errs: &mut Vec<ConfigError>) -> Respond {
+    let r = r.into_inner();
+    let status = match r.status {
+        Some(s) if (100..=999).contains(s.get_ref()) && !(100..200).contains(s.get_ref()) => {
+            *s.get_ref()
+        }
+        Some(s) => {
+            errs.push(loc.error(
+                Some(s.span()),
+                format!("`status`: {} is not a final status (200-999)", s.get_ref()),
+            ));
+            200
+        }
+        None => 200,
+    };
+    let mut headers = Vec::new();
+    let mut has_ct = false;
+    if let Some(h) = &r.headers {
+        for (n, v) in h.get_ref() {
+            if let Err(why) = check_field(n, v) {
+                errs.push(loc.error(Some(h.span()), format!("`headers`: {why}")));
+            }
+            has_ct |= n.eq_ignore_ascii_case("content-type");
+            if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("connection") {
+                errs.push(loc.error(
+                    Some(h.span()),
+                    format!("`headers`: {n} is set by ringd, not by `respond`"),
+                ));
+            }
+            headers.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+        }
+    }
+    let body = r.body.unwrap_or_default().into_bytes();
+    if !has_ct && !body.is_empty() {
+        headers.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
+    }
+    Respond {
+        status,
+        body,
+        headers,
+    }
+}
+
+fn redirect(
+    r: Spanned<RedirectFile>,
+    caps: &Captures<'_>,
+    loc: &Locator<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Redirect> {
+    let r = r.into_inner();
+    let status = match &r.status {
+        None => 302,
+        Some(s) if matches!(s.get_ref(), 301 | 302 | 303 | 307 | 308) => *s.get_ref(),
+        Some(s) => {
+            errs.push(loc.error(
+                Some(s.span()),
+                format!(
+                    "`status`: {} is not a redirect status (301, 302, 303, 307 or 308)",
+                    s.get_ref()
+                ),
+            ));
+            return None;
+        }
+    };
+    if r.to.get_ref().is_empty() {
+        errs.push(loc.error(Some(r.to.span()), "`to` is empty"));
+        return None;
+    }
+    match Template::parse(r.to.get_ref(), caps, loc, r.to.span(), "to") {
+        Ok(to) => Some(Redirect { to, status }),
+        Err(e) => {
+            errs.push(e);
+            None
+        }
+    }
+}
+
+/// A header name must be a token and a value must have no CR, LF or NUL.
+fn check_field(name: &str, value: &str) -> Result<(), String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!("the value of {name} has a line break or NUL"));
+    }
+    Ok(())
+}
+
+fn header_edit(
+    h: Spanned<HeadersFile>,
+    loc: &Locator<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> HeaderEdit {
+    let span = h.span();
+    let h = h.into_inner();
+    let mut e = HeaderEdit::default();
+    for (n, v) in h.set.unwrap_or_default() {
+        if let Err(why) = check_field(&n, &v) {
+            errs.push(loc.error(Some(span.clone()), format!("`headers.set`: {why}")));
+        }
+        for fixed in ["content-length", "transfer-encoding", "connection", "date"] {
+            if n.eq_ignore_ascii_case(fixed) {
+                errs.push(loc.error(
+                    Some(span.clone()),
+                    format!("`headers.set`: {n} is ringd's to write"),
+                ));
+            }
+        }
+        e.set.push((n, v));
+    }
+    for n in h.remove.unwrap_or_default() {
+        if let Err(why) = check_field(&n, "") {
+            errs.push(loc.error(Some(span.clone()), format!("`headers.remove`: {why}")));
+        }
+        for fixed in [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "date",
+            "content-range",
+        ] {
+            if n.eq_ignore_ascii_case(fixed) {
+                errs.push(loc.error(
+                    Some(span.clone()),
+                    format!("`headers.remove`: {n} cannot be removed (it frames the response)"),
+                ));
+            }
+        }
+        e.remove.push(n);
+    }
+    e
+}
+
+fn build_route(
+    i: usize,
+    r: Spanned<RouteFile>,
+    base: &Path,
+    loc: &Locator<'_>,
+    roots: &mut Vec<PathBuf>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Route> {
+    let span = r.span();
+    let rf = r.into_inner();
+    let before = errs.len();
+    let mut names = Vec::new();
+    let mut groups = 0;
+    let (pattern, star, shown) = match (&rf.path, &rf.regex) {
+        (Some(_), Some(rx)) => {
+            errs.push(loc.error(Some(rx.span()), "a route has `path` or `regex`, not both"));
+            return None;
+        }
+        (None, None) => {
+            errs.push(loc.error(
+                Some(span),
+                "a route needs `path` (\"/exact\" or \"/prefix/*\") or `regex`",
+            ));
+            return None;
+        }
+        (Some(p), None) => {
+            let s = p.get_ref();
+            if !s.starts_with('/') {
+                errs.push(loc.error(Some(p.span()), format!("`path`: {s:?} must start with `/`")));
+            }
+            let stars = s.matches('*').count();
+            if stars > 1 || (stars == 1 && !s.ends_with('*')) {
+                errs.push(loc.error(
+                    Some(p.span()),
+                    format!("`path`: {s:?}: `*` may only end a path (use `regex` for more)"),
+                ));
+            }
+            match s.strip_suffix('*') {
+                Some(prefix) => (PathPattern::Prefix(prefix.to_string()), true, s.clone()),
+                None => (PathPattern::Exact(s.clone()), false, s.clone()),
+            }
+        }
+        (None, Some(rx)) => match regex::Regex::new(rx.get_ref()) {
+            Ok(re) => {
+                groups = re.captures_len() - 1;
+                names = re.capture_names().flatten().map(str::to_string).collect();
+                (
+                    PathPattern::Regex(rx.get_ref().clone()),
+                    false,
+                    rx.get_ref().clone(),
+                )
+            }
+            Err(e) => {
+                let msg = e.to_string().replace('\n', " ");
+                errs.push(loc.error(Some(rx.span()), format!("`regex`: {msg}")));
+                return None;
+            }
+        },
+    };
+    let caps = Captures {
+        star,
+        groups,
+        names: &names,
+    };
+    let methods = rf.methods.as_ref().map(|m| {
+        let mut v = Vec::new();
+        for name in m.get_ref() {
+            let up = name.to_ascii_uppercase();
+            if up.is_empty() || !up.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
+                errs.push(loc.error(
+                    Some(m.span()),
+                    format!("`methods`: {name:?} is not a method"),
+                ));
+            }
+            v.push(up);
+        }
+        v
+    });
+    let headers = rf.headers.map(|h| Arc::new(header_edit(h, loc, errs)));
+    let mut handlers: Vec<(&str, Action)> = Vec::new();
+    if let Some(r) = rf.redirect {
+        if let Some(r) = redirect(r, &caps, loc, errs) {
+            handlers.push(("redirect", Action::Redirect(r)));
+        }
+    }
+    if let Some(rw) = &rf.rewrite {
+        if !rw.get_ref().starts_with('/') && !rw.get_ref().starts_with('{') {
+            errs.push(loc.error(
+                Some(rw.span()),
+                "`rewrite` must be a path starting with `/`",
+            ));
+        }
+        match Template::parse(rw.get_ref(), &caps, loc, rw.span(), "rewrite") {
+            Ok(t) => handlers.push(("rewrite", Action::Rewrite(t))),
+            Err(e) => errs.push(e),
+        }
+    }
+    if let Some(tf) = &rf.try_files {
+        let mut v = Vec::new();
+        if tf.get_ref().is_empty() {
+            errs.push(loc.error(Some(tf.span()), "`try_files` is empty"));
+        }
+        for c in tf.get_ref() {
+            match Template::parse(c.get_ref(), &caps, loc, c.span(), "try_files") {
+                Ok(t) => v.push(t),
+                Err(e) => errs.push(e),
+            }
+        }
+        handlers.push(("try_files", Action::TryFiles(v)));
+    }
+    if let Some(r) = rf.respond {
+        handlers.push(("respond", Action::Respond(respond(r, loc, errs))));
+    }
+    if rf.root.is_some() || rf.browse.is_some() {
+        let root = rf
+            .root
+            .as_ref()
+            .and_then(|r| root_index(r, base, loc, roots, errs));
+        handlers.push((
+            "root",
+            Action::Static {
+                root,
+                browse: rf.browse,
+            },
+        ));
+    }
+    if handlers.len() > 1 {
+        let names: Vec<&str> = handlers.iter().map(|(n, _)| *n).collect();
+        errs.push(loc.error(
+            Some(span),
+            format!(
+                "a route has at most one handler, this one has {}",
+                names.join(", ")
+            ),
+        ));
+    }
+    let action = handlers.pop().map(|(_, a)| a);
+    (errs.len() == before).then(|| Route {
+        label: format!("#{} {shown}", i + 1),
+        pattern,
+        methods,
+        headers,
+        action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::file;
+
+    fn load(text: &str) -> Result<Sites, Vec<ConfigError>> {
+        let dir = std::env::temp_dir();
+        let f = file::parse(Path::new("t.toml"), text).map_err(|e| vec![e])?;
+        let loc = Locator {
+            file: Path::new("t.toml"),
+            text,
+        };
+        build(f.sites, &dir, &loc)
+    }
+
+    fn first_err(text: &str) -> ConfigError {
+        load(text).unwrap_err().remove(0)
+    }
+
+    #[test]
+    fn hosts_are_checked_and_lower_cased() {
+        assert_eq!(
+            host_pattern("Example.TEST"),
+            Ok(HostPattern::Exact("example.test".into()))
+        );
+        assert_eq!(
+            host_pattern("*.files.test"),
+            Ok(HostPattern::Wildcard(".files.test".into()))
+        );
+        assert_eq!(host_pattern("_"), Ok(HostPattern::Default));
+        assert!(host_pattern("a b").is_err());
+        assert!(host_pattern("a.test:8080").is_err());
+        assert!(host_pattern("*.").is_err());
+        assert!(host_pattern("a.*.test").is_err());
+    }
+
+    #[test]
+    fn placeholders_are_checked_at_load() {
+        let e = first_err(
+            "[[sites]]\nhosts = [\"a\"]\n[[sites.routes]]\npath = \"/x\"\nredirect = { to = \"/y/{*}\" }\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("{*}"), "{e}");
+        let e = first_err(
+            "[[sites]]\nhosts = [\"a\"]\n[[sites.routes]]\nregex = '^/u/(\\d+)$'\nrewrite = \"/p?id={2}\"\n",
+        );
+        assert!(e.message.contains("1 capture group"), "{e}");
+        let e = first_err(
+            "[[sites]]\nhosts = [\"a\"]\n[[sites.routes]]\npath = \"/x\"\nrewrite = \"/p{nope}\"\n",
+        );
+        assert!(e.message.contains("unknown placeholder `{nope}`"), "{e}");
+        let ok = load(
+            "[[sites]]\nhosts = [\"a\"]\n[[sites.routes]]\nregex = '^/u/(?P<id>\\d+)$'\nrewrite = \"/p?id={id}&n={1}&h={host}\"\n",
+        )
+        .unwrap();
+        match &ok.sites[0].routes[0].action {
+            Some(Action::Rewrite(t)) => assert!(t.has_query),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn route_errors_have_places() {
+        let e = first_err("[[sites]]\nhosts = [\"a\"]\n[[sites.routes]]\nregex = '(('\n");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.starts_with("`regex`"), "{e}");
+        let e = first_err("[[sites]]\nhosts = [\"a\"]\n[[sites.routes]]\npath = \"/a/*/b\"\n");
+        assert!(e.message.contains("may only end a path"), "{e}");
+        let e = first_err(
+            "[[sites]]\nhosts = [\"a\"]\n[[sites.routes]]\npath = \"/a\"\nrewrite = \"/b\"\nrespond = { status = 200 }\n",
+        );
+        assert!(e.message.contains("at most one handler"), "{e}");
+        let e = first_err(
+            "[[sites]]\nhosts = [\"a\"]\n[[sites.routes]]\npath = \"/a\"\nredirect = { to = \"/b\", status = 200 }\n",
+        );
+        assert!(e.message.contains("not a redirect status"), "{e}");
+        let e = first_err("[[sites]]\nhosts = [\"a\"]\n[[sites]]\nhosts = [\"A\"]\n");
+        assert!(e.message.contains("already a host"), "{e}");
+        let e = first_err("[[sites]]\nhosts = [\"a\"]\nroot = \"/nonexistent/ringd-x\"\n");
+        assert_eq!((e.line, e.col), (3, 8), "{e}");
+        let e = first_err(
+            "[[sites]]\nhosts = [\"a\"]\n[[sites.routes]]\npath = \"/a\"\nheaders = { set = { \"X\" = \"a\\nb\" } }\n",
+        );
+        assert!(e.message.contains("line break"), "{e}");
+    }
+
+    #[test]
+    fn header_edits_compose() {
+        let mut a = HeaderEdit {
+            set: vec![("X-A".into(), "1".into())],
+            remove: vec!["X-B".into()],
+        };
+        a.then(&HeaderEdit {
+            set: vec![("x-b".into(), "2".into())],
+            remove: vec!["x-a".into()],
+        });
+        assert_eq!(a.set, vec![("x-b".to_string(), "2".to_string())]);
+        assert_eq!(a.remove, vec!["x-a".to_string()]);
+    }
+}
