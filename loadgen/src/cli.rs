@@ -11,6 +11,7 @@ use loadgen::compare::{CompareConfig, CompareTarget};
 use loadgen::config::{RunConfig, Stop};
 use loadgen::schedule::Arrival;
 use loadgen::target::{RequestSet, RequestSpec, Url};
+use loadgen::threshold::Threshold;
 
 /// An HTTP/1.1 load generator: closed loop like wrk, open loop with coordinated-omission
 /// correction like wrk2, and side-by-side comparison of servers.
@@ -119,6 +120,12 @@ pub struct LoadArgs {
     /// Seed for Poisson arrivals and the URL mix.
     #[arg(long, default_value_t = 0x10AD)]
     pub seed: u64,
+    /// Pass/fail check on the result, METRIC<VALUE (repeatable); the run exits with status 99
+    /// when one fails. Metrics: p50, p90, p99, p99.9, p99.99, max, mean (corrected latency),
+    /// errors (a count, or a share with %), rps, machine_cpu_us (per request).
+    /// Example: --threshold 'p99<5ms' --threshold 'errors<0.1%'
+    #[arg(long = "threshold", value_name = "EXPR")]
+    pub thresholds: Vec<String>,
 }
 
 /// `loadgen compare`.
@@ -270,6 +277,11 @@ pub fn build_config(
         pin: !load.no_pin,
         server_pid,
         seed: load.seed,
+        thresholds: load
+            .thresholds
+            .iter()
+            .map(|t| Threshold::parse(t))
+            .collect::<Result<_, _>>()?,
     })
 }
 

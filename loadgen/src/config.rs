@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::schedule::Arrival;
 use crate::target::RequestSet;
+use crate::threshold::Threshold;
 
 /// When a run stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub struct RunConfig {
     pub server_pid: Option<u32>,
     /// Seed for arrivals and the URL mix.
     pub seed: u64,
+    /// `--threshold` checks made on the result.
+    pub thresholds: Vec<Threshold>,
 }
 
 /// One thread's share of a run.
@@ -133,6 +136,7 @@ mod tests {
             pin: false,
             server_pid: None,
             seed: 1,
+            thresholds: Vec::new(),
         }
     }
 

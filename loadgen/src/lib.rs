@@ -31,3 +31,4 @@ pub mod run;
 pub mod schedule;
 pub mod stats;
 pub mod target;
+pub mod threshold;

@@ -11,10 +11,25 @@ use cli::{Cli, Cmd};
 use loadgen::report;
 use loadgen::run::{self, RunOptions};
 
+/// Exit status of a run whose `--threshold` checks failed (k6's).
+const THRESHOLDS_FAILED: u8 = 99;
+
+/// How a run that completed ended.
+enum Verdict {
+    /// Everything held.
+    Pass,
+    /// A `--threshold` failed (reports were written).
+    ThresholdsFailed,
+}
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     match real_main(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Verdict::Pass) => ExitCode::SUCCESS,
+        Ok(Verdict::ThresholdsFailed) => {
+            eprintln!("loadgen: thresholds failed");
+            ExitCode::from(THRESHOLDS_FAILED)
+        }
         Err(e) => {
             eprintln!("loadgen: error: {e:#}");
             ExitCode::FAILURE
@@ -22,14 +37,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main(args: Cli) -> Result<()> {
+fn real_main(args: Cli) -> Result<Verdict> {
     match args.cmd {
         Some(Cmd::Compare(c)) => {
             let cc = cli::build_compare(&c)?;
             let cmp = loadgen::compare::run(&cc)?;
             print!("{}", report::md::render(&cmp));
             eprintln!("reports written to {}", cc.out.display());
-            Ok(())
+            Ok(
+                if cmp
+                    .targets
+                    .iter()
+                    .any(|t| t.runs.iter().any(|r| r.thresholds_failed()))
+                {
+                    Verdict::ThresholdsFailed
+                } else {
+                    Verdict::Pass
+                },
+            )
         }
         None => {
             let r = &args.run;
@@ -51,7 +76,11 @@ fn real_main(args: Cli) -> Result<()> {
             if result.interrupted {
                 anyhow::bail!("interrupted");
             }
-            Ok(())
+            Ok(if result.thresholds_failed() {
+                Verdict::ThresholdsFailed
+            } else {
+                Verdict::Pass
+            })
         }
     }
 }

@@ -7,8 +7,10 @@ use serde::Serialize;
 
 use crate::config::{RunConfig, Stop};
 use crate::hist::{self, HistSet, Summary};
+use crate::procstat::{self, CpuTicks, MachineSample};
 use crate::schedule::Arrival;
 use crate::stats::{ErrorClass, Interval, ThreadResult, Window, MAX_STATUS};
+use crate::threshold::Outcome;
 
 /// Above this share of wall time busy, a generator thread counts as saturated.
 pub const SATURATED: f64 = 0.90;
@@ -60,6 +62,103 @@ pub struct GeneratorCpu {
     pub max_work_utilization: f64,
     /// Some thread was busier than [`SATURATED`]: the server may not have been the limit.
     pub saturated: bool,
+}
+
+/// One core's share of the measured window (seconds of CPU time).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CoreCpu {
+    /// Core number (as in /proc/stat).
+    pub cpu: u32,
+    /// User (and nice) time.
+    pub user_s: f64,
+    /// System time.
+    pub system_s: f64,
+    /// Soft-interrupt time (network receive and transmit completion).
+    pub softirq_s: f64,
+    /// Hard-interrupt time.
+    pub irq_s: f64,
+    /// Time taken by the hypervisor.
+    pub steal_s: f64,
+    /// Idle (and I/O wait) time.
+    pub idle_s: f64,
+    /// Busy share of the window (1.0 = the core was never idle).
+    pub busy: f64,
+}
+
+/// The whole machine's CPU over the measured window, from /proc/stat: every process and every
+/// kernel context (softirq included), so the TCP work the kernel bills to whichever side
+/// happens to run it is counted once, wherever it ran.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MachineCpu {
+    /// Cores seen.
+    pub cores: usize,
+    /// Busy time of all cores (user + nice + system + irq + softirq + steal), seconds.
+    pub busy_s: f64,
+    /// User (and nice) time of all cores, seconds.
+    pub user_s: f64,
+    /// System time of all cores, seconds.
+    pub system_s: f64,
+    /// Soft-interrupt time of all cores, seconds.
+    pub softirq_s: f64,
+    /// Hard-interrupt time of all cores, seconds.
+    pub irq_s: f64,
+    /// Busy cores on average over the window (2.0 = two cores' worth).
+    pub utilization: f64,
+    /// Busy time of the whole machine per response, µs: server, generator, kernel and anything
+    /// else that ran, together.
+    pub us_per_request: f64,
+    /// Per core.
+    pub per_core: Vec<CoreCpu>,
+}
+
+impl MachineCpu {
+    /// Build from two /proc/stat samples around a window of `window_ns` with `requests`
+    /// responses.
+    pub fn from_samples(
+        start: &[(u32, CpuTicks)],
+        end: &[(u32, CpuTicks)],
+        window_ns: u64,
+        requests: u64,
+    ) -> MachineCpu {
+        let tick_s = procstat::tick_ns() as f64 / 1e9;
+        let mut m = MachineCpu::default();
+        let mut busy_ticks = 0u64;
+        for (cpu, e) in end {
+            let Some((_, s)) = start.iter().find(|(c, _)| c == cpu) else {
+                continue;
+            };
+            let d = e.since(s);
+            let all = d.busy() + d.idle + d.iowait;
+            busy_ticks += d.busy();
+            m.user_s += (d.user + d.nice) as f64 * tick_s;
+            m.system_s += d.system as f64 * tick_s;
+            m.softirq_s += d.softirq as f64 * tick_s;
+            m.irq_s += d.irq as f64 * tick_s;
+            m.per_core.push(CoreCpu {
+                cpu: *cpu,
+                user_s: (d.user + d.nice) as f64 * tick_s,
+                system_s: d.system as f64 * tick_s,
+                softirq_s: d.softirq as f64 * tick_s,
+                irq_s: d.irq as f64 * tick_s,
+                steal_s: d.steal as f64 * tick_s,
+                idle_s: (d.idle + d.iowait) as f64 * tick_s,
+                busy: if all > 0 {
+                    round3(d.busy() as f64 / all as f64)
+                } else {
+                    0.0
+                },
+            });
+        }
+        m.cores = m.per_core.len();
+        m.busy_s = busy_ticks as f64 * tick_s;
+        m.utilization = round3(m.busy_s / (window_ns.max(1) as f64 / 1e9));
+        m.us_per_request = if requests > 0 {
+            m.busy_s * 1e6 / requests as f64
+        } else {
+            0.0
+        };
+        m
+    }
 }
 
 /// One second of the run.
@@ -174,6 +273,8 @@ pub struct RunResult {
     pub server_cpu_s: Option<f64>,
     /// Server CPU share of one core over the window (with `--server-pid`).
     pub server_cpu_utilization: Option<f64>,
+    /// The whole machine's CPU over the measured window (every core, from /proc/stat).
+    pub machine_cpu: Option<MachineCpu>,
     /// Per-second intervals.
     pub intervals: Vec<IntervalOut>,
     /// The warm-up window, if any.
@@ -182,6 +283,8 @@ pub struct RunResult {
     pub warnings: Vec<String>,
     /// The run was stopped early by Ctrl-C.
     pub interrupted: bool,
+    /// `--threshold` checks, in the order given.
+    pub thresholds: Vec<Outcome>,
     /// Histograms, mergeable later.
     pub histograms: Histograms,
     /// The merged histograms themselves (not serialised).
@@ -196,6 +299,10 @@ pub struct Outside {
     pub server_cpu_ns: Option<u64>,
     /// Length of the warm-up actually run, ns.
     pub warmup_ns: u64,
+    /// /proc/stat per core at the start and the end of the measured window.
+    pub machine: Option<(MachineSample, MachineSample)>,
+    /// Wall time between the two /proc/stat samples, ns.
+    pub machine_window_ns: u64,
 }
 
 fn status_map(w: &Window) -> BTreeMap<String, u64> {
@@ -378,6 +485,9 @@ impl RunResult {
             server_cpu_utilization: outside
                 .server_cpu_ns
                 .map(|ns| round3(ns as f64 / measured_ns as f64)),
+            machine_cpu: outside.machine.as_ref().map(|(a, b)| {
+                MachineCpu::from_samples(a, b, outside.machine_window_ns.max(1), requests)
+            }),
             intervals: intervals
                 .iter()
                 .enumerate()
@@ -398,6 +508,7 @@ impl RunResult {
             warmup,
             warnings,
             interrupted: false,
+            thresholds: Vec::new(),
             histograms: Histograms {
                 unit: "ns",
                 latency: hist::encode(&h.latency),
@@ -414,6 +525,11 @@ impl RunResult {
     /// The result as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("result serialises")
+    }
+
+    /// Some `--threshold` failed.
+    pub fn thresholds_failed(&self) -> bool {
+        self.thresholds.iter().any(|t| !t.ok)
     }
 }
 

@@ -46,7 +46,8 @@ pub fn render(cmp: &Comparison) -> String {
         o,
         "<h2>Medians over {} rounds (ratios against {})</h2>\n<table><tr><th>target</th>\
          <th>req/s</th><th>×</th><th>p50</th><th>p99</th><th>p99.9</th><th>max</th>\
-         <th>server CPU/req</th><th>×</th><th>loadgen CPU/req</th><th>errors</th></tr>",
+         <th>server CPU/req</th><th>×</th><th>loadgen CPU/req</th><th>machine CPU/req</th>\
+         <th>×</th><th>errors</th></tr>",
         cmp.rounds,
         esc(&cmp.baseline)
     );
@@ -61,7 +62,7 @@ pub fn render(cmp: &Comparison) -> String {
         let _ = writeln!(
             o,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&t.name),
             fmt_count(m("rps").unwrap_or(0.0)),
             r("rps"),
@@ -72,10 +73,38 @@ pub fn render(cmp: &Comparison) -> String {
             us("server_cpu_us_per_request"),
             r("server_cpu_us_per_request"),
             us("loadgen_cpu_us_per_request"),
+            us("machine_cpu_us_per_request"),
+            r("machine_cpu_us_per_request"),
             m("errors").unwrap_or(0.0)
         );
     }
     let _ = writeln!(o, "</table>");
+    let tallies: Vec<_> = cmp
+        .targets
+        .iter()
+        .map(|t| (t, crate::compare::threshold_tally(t)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    if !tallies.is_empty() {
+        let _ = writeln!(
+            o,
+            "<h2>Thresholds</h2>\n<table><tr><th>target</th><th>threshold</th><th>verdict</th>\
+             <th>rounds passed</th></tr>"
+        );
+        for (t, v) in tallies {
+            for (expr, ok, n) in v {
+                let _ = writeln!(
+                    o,
+                    "<tr><td>{}</td><td><code>{}</code></td><td{}>{}</td><td>{ok}/{n}</td></tr>",
+                    esc(&t.name),
+                    esc(&expr),
+                    if ok == n { "" } else { " class=\"warn\"" },
+                    if ok == n { "✓ pass" } else { "✗ FAIL" }
+                );
+            }
+        }
+        let _ = writeln!(o, "</table>");
+    }
 
     let spectrum: Vec<Series> = cmp
         .targets
@@ -122,6 +151,7 @@ pub fn render(cmp: &Comparison) -> String {
             vec![
                 t.median.get("server_cpu_us_per_request").copied(),
                 t.median.get("loadgen_cpu_us_per_request").copied(),
+                t.median.get("machine_cpu_us_per_request").copied(),
             ]
         })
         .collect();
@@ -132,7 +162,7 @@ pub fn render(cmp: &Comparison) -> String {
             "CPU per request",
             "CPU time",
             &names,
-            &["server", "loadgen"],
+            &["server", "loadgen", "machine"],
             &values,
         ),
     );

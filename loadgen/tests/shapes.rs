@@ -1,0 +1,112 @@
+//! Load shapes and verdicts end to end: thresholds, stages with per-second series, request
+//! mixes, slow readers, whole-machine CPU, shards and their merge, all with the real binary
+//! against real servers on loopback sockets.
+
+mod support;
+
+use std::process::Command;
+
+use support::{f, loadgen, loadgen_ok, serve, temp_dir, u, Mode};
+
+fn body(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+#[test]
+fn thresholds_pass_fail_and_set_the_exit_status() {
+    let srv = serve(Mode::Length(body(100)));
+    let url = srv.url("/t");
+    let r = loadgen_ok(
+        "thr-pass",
+        &[
+            "-n",
+            "300",
+            "-c",
+            "2",
+            "-t",
+            "1",
+            "--threshold",
+            "p99<10s",
+            "--threshold",
+            "errors<0.1%",
+            &url,
+        ],
+    );
+    let t = r["thresholds"].as_array().unwrap();
+    assert_eq!(t.len(), 2);
+    assert!(t.iter().all(|x| x["ok"] == true), "{t:?}");
+    assert_eq!(t[1]["value"], 0.0);
+    // Whole-machine CPU is recorded with every core.
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert!(u(&r, &["machine_cpu", "cores"]) >= cores.min(1));
+    assert_eq!(
+        r["machine_cpu"]["per_core"].as_array().unwrap().len() as u64,
+        u(&r, &["machine_cpu", "cores"])
+    );
+    assert!(f(&r, &["machine_cpu", "us_per_request"]) >= 0.0);
+
+    let (out, v) = loadgen(
+        "thr-fail",
+        &[
+            "-n",
+            "100",
+            "-c",
+            "1",
+            "-t",
+            "1",
+            "--threshold",
+            "p50<1ns",
+            &url,
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(99),
+        "k6's exit status for failed thresholds"
+    );
+    let v = v.expect("the result is still written");
+    assert_eq!(v["thresholds"][0]["ok"], false);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL p50<1ns"));
+    let (out, _) = loadgen("thr-bad", &["-n", "1", "--threshold", "p98<1ms", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown metric"));
+}
+
+#[test]
+fn compare_marks_failed_thresholds() {
+    let a = serve(Mode::Length(body(10)));
+    let dir = temp_dir("thr-compare");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "compare",
+            "--target",
+            &format!("a={}", a.url("/")),
+            "--rounds",
+            "2",
+            "-n",
+            "50",
+            "-c",
+            "1",
+            "-t",
+            "1",
+            "--pause",
+            "0s",
+            "-q",
+            "--threshold",
+            "max<1ns",
+            "--threshold",
+            "errors<=0",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(99));
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("| a | `max<1ns` | ✗ **FAIL** | 0/2 |"), "{md}");
+    assert!(md.contains("| a | `errors<=0` | ✓ pass | 2/2 |"), "{md}");
+    assert!(md.contains("machine CPU/req"));
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("✗ FAIL"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
