@@ -2,6 +2,7 @@
 //! nothing past this file sees a flag.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -9,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use loadgen::compare::{CompareConfig, CompareTarget};
 use loadgen::config::{RunConfig, Stop};
-use loadgen::schedule::Arrival;
+use loadgen::schedule::{Arrival, Stage, Stages};
 use loadgen::target::{RequestSet, RequestSpec, Url};
 use loadgen::threshold::Threshold;
 
@@ -84,6 +85,11 @@ pub struct LoadArgs {
     /// Open loop at this many requests per second in total (default: closed loop).
     #[arg(short = 'R', long = "rate")]
     pub rate: Option<f64>,
+    /// Open loop with a ramping rate: DURATION:RATE stages, each moving the rate linearly from
+    /// the previous stage's (0 at the start) to its own; the run lasts their sum.
+    /// Example: --stages 10s:1000,30s:20000,10s:0
+    #[arg(long, value_name = "STAGES", conflicts_with_all = ["rate", "duration", "requests"])]
+    pub stages: Option<String>,
     /// Open-loop arrival process.
     #[arg(long, value_enum, default_value = "constant")]
     pub arrival: ArrivalArg,
@@ -185,6 +191,39 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parse `--stages`: `DURATION:RATE,DURATION:RATE,...`.
+pub fn parse_stages(s: &str) -> Result<Stages> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (d, r) = part.split_once(':').with_context(|| {
+            format!("invalid stage {part:?}: expected DURATION:RATE, e.g. 10s:1000")
+        })?;
+        let dur = parse_duration(d)?;
+        if dur.is_zero() {
+            bail!("invalid stage {part:?}: the duration must be positive");
+        }
+        let target: f64 = r
+            .trim()
+            .parse()
+            .with_context(|| format!("invalid stage {part:?}: {r:?} is not a rate"))?;
+        if !(target.is_finite() && target >= 0.0) {
+            bail!("invalid stage {part:?}: the rate must be a non-negative number");
+        }
+        out.push(Stage {
+            dur_s: dur.as_secs_f64(),
+            target,
+        });
+    }
+    if out.is_empty() {
+        bail!("--stages needs at least one DURATION:RATE stage");
+    }
+    let st = Stages::new(out);
+    if st.total_count() < 1.0 {
+        bail!("--stages never sends a request (every rate is 0)");
+    }
+    Ok(st)
+}
+
 fn request_spec(load: &LoadArgs) -> Result<RequestSpec> {
     RequestSpec::check_method(&load.method)?;
     let headers = load
@@ -246,6 +285,19 @@ pub fn build_config(
         }
         (None, None) => Stop::Duration(Duration::from_secs(10)),
     };
+    let stages = load.stages.as_deref().map(parse_stages).transpose()?;
+    let (stop, rate) = match &stages {
+        Some(st) => {
+            if !parse_duration(&load.warmup)?.is_zero() {
+                bail!("--stages and --warmup do not mix: make the first stage the warm-up ramp");
+            }
+            (
+                Stop::Duration(Duration::from_secs_f64(st.total_s())),
+                Some((st.total_count() / st.total_s()).max(1e-9)),
+            )
+        }
+        None => (stop, load.rate),
+    };
     let timeout = parse_duration(&load.timeout)?;
     if timeout.is_zero() {
         bail!("--timeout must be positive");
@@ -269,7 +321,7 @@ pub fn build_config(
         stop,
         warmup: parse_duration(&load.warmup)?,
         timeout,
-        rate: load.rate,
+        rate,
         arrival: match load.arrival {
             ArrivalArg::Constant => Arrival::Constant,
             ArrivalArg::Poisson => Arrival::Poisson,
@@ -282,6 +334,7 @@ pub fn build_config(
             .iter()
             .map(|t| Threshold::parse(t))
             .collect::<Result<_, _>>()?,
+        stages: stages.map(Arc::new),
     })
 }
 
@@ -372,6 +425,27 @@ mod tests {
         assert_eq!(parse_duration("100us").unwrap(), Duration::from_micros(100));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn stages_parse_and_set_the_run() {
+        let st = parse_stages("10s:1000, 30s:20000,10s:0").unwrap();
+        assert_eq!(st.stages().len(), 3);
+        assert_eq!(st.total_s(), 50.0);
+        assert!(parse_stages("10s").is_err());
+        assert!(parse_stages("0s:10").is_err());
+        assert!(parse_stages("1s:-5").is_err());
+        assert!(parse_stages("5s:0").is_err());
+        let cli =
+            Cli::try_parse_from(["loadgen", "http://127.0.0.1:1/", "--stages", "1s:100,1s:0"])
+                .unwrap();
+        let cfg = build_config(&cli.run.load, cli.run.url.as_deref(), None).unwrap();
+        assert_eq!(cfg.stop, Stop::Duration(Duration::from_secs(2)));
+        assert_eq!(cfg.rate, Some(50.0));
+        assert!(cfg.stages.is_some());
+        assert!(
+            Cli::try_parse_from(["loadgen", "http://x/", "--stages", "1s:1", "-R", "5"]).is_err()
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::conn::{Conn, ConnState};
 use crate::engine::{buffer_id, is_final, sqe, ud, Control, RECV_BGID};
 use crate::parse::Response;
 use crate::record::Recorder;
-use crate::schedule::{Arrival, OpenSchedule, Rng};
+use crate::schedule::{Arrival, OpenSchedule, Ramp, Rng, Stages};
 use crate::stats::{ErrorClass, ThreadResult};
 use crate::target::{Addr, RequestSet};
 
@@ -44,6 +44,7 @@ pub struct Client {
     arrival: Arrival,
     plan: ThreadPlan,
     sched: Option<OpenSchedule>,
+    stages: Option<std::sync::Arc<Stages>>,
     ready: VecDeque<u32>,
     dirty: Vec<u32>,
     /// Submission entries waiting to go into the ring.
@@ -106,6 +107,7 @@ impl Client {
             arrival: cfg.arrival,
             plan: plan.clone(),
             sched: None,
+            stages: cfg.stages.clone(),
             ready: VecDeque::with_capacity(plan.connections),
             dirty: Vec::with_capacity(plan.connections),
             backlog: Vec::with_capacity(plan.connections * 3 + 16),
@@ -150,7 +152,14 @@ impl Client {
         self.warmup_end = t0 + self.warmup_ns;
         self.last_progress = now;
         self.end = self.duration_ns.map(|d| t0 + self.warmup_ns + d);
-        if let Some(rate) = self.rate {
+        if let Some(stages) = &self.stages {
+            let ramp = Ramp {
+                stages: std::sync::Arc::clone(stages),
+                share: self.plan.share,
+                phase: self.plan.phase,
+            };
+            self.sched = Some(OpenSchedule::ramped(ramp, t0, self.arrival, self.plan.seed));
+        } else if let Some(rate) = self.rate {
             self.sched = Some(OpenSchedule::new(
                 rate,
                 t0 + self.plan.start_offset_ns,

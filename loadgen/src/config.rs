@@ -1,8 +1,9 @@
 //! A validated run description (no I/O), and how it is split across threads.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::schedule::Arrival;
+use crate::schedule::{Arrival, Stages};
 use crate::target::RequestSet;
 use crate::threshold::Threshold;
 
@@ -46,6 +47,9 @@ pub struct RunConfig {
     pub seed: u64,
     /// `--threshold` checks made on the result.
     pub thresholds: Vec<Threshold>,
+    /// `--stages`: the open-loop rate ramps instead of staying at `rate` (which then holds the
+    /// mean rate, for reports).
+    pub stages: Option<Arc<Stages>>,
 }
 
 /// One thread's share of a run.
@@ -65,6 +69,10 @@ pub struct ThreadPlan {
     pub count: Option<u64>,
     /// PRNG seed.
     pub seed: u64,
+    /// This thread's share of the open-loop arrivals (its connections' share).
+    pub share: f64,
+    /// Offset of this thread's first arrival, in its own arrivals (`index / threads`).
+    pub phase: f64,
 }
 
 impl RunConfig {
@@ -103,6 +111,8 @@ impl RunConfig {
                     seed: self
                         .seed
                         .wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                    share: conns as f64 / self.connections as f64,
+                    phase: i as f64 / t as f64,
                 }
             })
             .collect()
@@ -137,6 +147,7 @@ mod tests {
             server_pid: None,
             seed: 1,
             thresholds: Vec::new(),
+            stages: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::{RunConfig, Stop};
-use crate::hist::{self, HistSet, Summary};
+use crate::hist::{self, HistSet, SecondHist, Summary};
 use crate::procstat::{self, CpuTicks, MachineSample};
 use crate::schedule::Arrival;
 use crate::stats::{ErrorClass, Interval, ThreadResult, Window, MAX_STATUS};
@@ -40,6 +40,8 @@ pub struct Settings {
     pub arrival: Option<&'static str>,
     /// Threads pinned to cores.
     pub pinned: bool,
+    /// `--stages` as [seconds, rate at the end] pairs, absent without a ramp.
+    pub stages: Option<Vec<[f64; 2]>>,
 }
 
 /// The generator's own CPU use.
@@ -174,10 +176,23 @@ pub struct IntervalOut {
     pub errors: u64,
     /// Bytes received.
     pub bytes: u64,
+    /// Requests sent (the achieved rate of this second).
+    pub sent: u64,
+    /// The open-loop schedule's rate over this second (ramps follow `--stages`).
+    pub target_rps: Option<f64>,
     /// Mean corrected latency, µs.
     pub mean_us: f64,
+    /// Median corrected latency, µs (2 significant digits).
+    pub p50_us: f64,
+    /// 90th percentile, µs (2 significant digits).
+    pub p90_us: f64,
+    /// 99th percentile, µs (2 significant digits).
+    pub p99_us: f64,
     /// Largest corrected latency, µs.
     pub max_us: f64,
+    /// This second's corrected latency histogram (base64 V2, ns, 2 significant digits), for
+    /// exact merges of shards.
+    pub histogram: String,
 }
 
 /// The warm-up window, reported apart.
@@ -333,6 +348,7 @@ impl RunResult {
         let mut main = Window::default();
         let mut warm = Window::default();
         let mut intervals: Vec<Interval> = Vec::new();
+        let mut second_hists: Vec<SecondHist> = Vec::new();
         let mut gen = GeneratorCpu::default();
         let mut wall_ns = 0u64;
         let mut scheduled = 0u64;
@@ -344,6 +360,12 @@ impl RunResult {
             }
             for (a, b) in intervals.iter_mut().zip(&t.intervals) {
                 a.merge(b);
+            }
+            while second_hists.len() < t.interval_hists.len() {
+                second_hists.push(hist::new_second_hist());
+            }
+            for (a, b) in second_hists.iter_mut().zip(&t.interval_hists) {
+                a.add(b).expect("histograms share bounds");
             }
             gen.user_s += t.cpu_user_ns as f64 / 1e9;
             gen.sys_s += t.cpu_sys_ns as f64 / 1e9;
@@ -458,6 +480,10 @@ impl RunResult {
                     Arrival::Poisson => "poisson",
                 }),
                 pinned: cfg.pin,
+                stages: cfg
+                    .stages
+                    .as_ref()
+                    .map(|st| st.stages().iter().map(|s| [s.dur_s, s.target]).collect()),
             },
             requests,
             duration_s,
@@ -491,18 +517,35 @@ impl RunResult {
             intervals: intervals
                 .iter()
                 .enumerate()
-                .map(|(i, iv)| IntervalOut {
-                    t_s: i as u64,
-                    warmup: (i as u64) < warm_secs,
-                    requests: iv.responses,
-                    errors: iv.errors,
-                    bytes: iv.bytes,
-                    mean_us: if iv.responses > 0 {
-                        iv.latency_sum_ns as f64 / iv.responses as f64 / 1000.0
-                    } else {
-                        0.0
-                    },
-                    max_us: iv.latency_max_ns as f64 / 1000.0,
+                .map(|(i, iv)| {
+                    let empty = hist::new_second_hist();
+                    let h = second_hists.get(i).unwrap_or(&empty);
+                    let q = |q: f64| {
+                        if h.is_empty() {
+                            0.0
+                        } else {
+                            h.highest_equivalent(h.value_at_quantile(q)) as f64 / 1000.0
+                        }
+                    };
+                    IntervalOut {
+                        t_s: i as u64,
+                        warmup: (i as u64) < warm_secs,
+                        requests: iv.responses,
+                        errors: iv.errors,
+                        bytes: iv.bytes,
+                        sent: iv.sent,
+                        target_rps: target_rate(cfg, i as f64),
+                        mean_us: if iv.responses > 0 {
+                            iv.latency_sum_ns as f64 / iv.responses as f64 / 1000.0
+                        } else {
+                            0.0
+                        },
+                        p50_us: q(0.50),
+                        p90_us: q(0.90),
+                        p99_us: q(0.99),
+                        max_us: iv.latency_max_ns as f64 / 1000.0,
+                        histogram: hist::encode(h),
+                    }
                 })
                 .collect(),
             warmup,
@@ -530,6 +573,14 @@ impl RunResult {
     /// Some `--threshold` failed.
     pub fn thresholds_failed(&self) -> bool {
         self.thresholds.iter().any(|t| !t.ok)
+    }
+}
+
+/// The schedule's rate over second `t` of the run (`None` in closed loop).
+fn target_rate(cfg: &RunConfig, t: f64) -> Option<f64> {
+    match (&cfg.stages, cfg.rate) {
+        (Some(st), _) => Some(st.count_at(t + 1.0) - st.count_at(t)),
+        (None, r) => r,
     }
 }
 

@@ -110,3 +110,44 @@ fn compare_marks_failed_thresholds() {
     assert!(html.contains("✗ FAIL"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn stages_ramp_the_rate_and_the_series_shows_it() {
+    let srv = serve(Mode::Length(body(50)));
+    // 0→400 over 1 s (200), 400 for 1 s (400), 400→0 over 1 s (200): 800 requests.
+    let r = loadgen_ok(
+        "stages",
+        &[
+            "--stages",
+            "1s:400,1s:400,1s:0",
+            "-c",
+            "4",
+            "-t",
+            "2",
+            &srv.url("/"),
+        ],
+    );
+    let n = u(&r, &["requests"]);
+    assert!((798..=800).contains(&n), "{n} requests");
+    assert_eq!(srv.requests(), n + u(&r, &["errors_total"]));
+    assert_eq!(r["mode"], "open");
+    assert_eq!(r["settings"]["stages"][1][1], 400.0);
+    let iv = r["intervals"].as_array().unwrap();
+    assert!(iv.len() >= 3, "{iv:?}");
+    let got = |i: usize| iv[i]["requests"].as_u64().unwrap() as f64;
+    // Each second carries its share of the ramp (± the boundary jitter of one tick).
+    for (i, want) in [(0, 200.0), (1, 400.0), (2, 200.0)] {
+        assert!(
+            (got(i) - want).abs() <= want * 0.1,
+            "second {i}: {} of {want}",
+            got(i)
+        );
+        assert!((iv[i]["target_rps"].as_f64().unwrap() - want).abs() < 1e-6);
+        assert!(iv[i]["p99_us"].as_f64().unwrap() > 0.0);
+        assert!(iv[i]["p50_us"].as_f64().unwrap() <= iv[i]["p99_us"].as_f64().unwrap());
+        let h = loadgen::hist::decode_as::<u32>(iv[i]["histogram"].as_str().unwrap()).unwrap();
+        assert_eq!(h.len(), iv[i]["requests"].as_u64().unwrap());
+    }
+    let sent: u64 = iv.iter().map(|x| x["sent"].as_u64().unwrap()).sum();
+    assert_eq!(sent, u(&r, &["sent"]));
+}

@@ -143,6 +143,44 @@ pub fn render(cmp: &Comparison) -> String {
     let _ = writeln!(o, "<h2>Requests per second, each round</h2>");
     plot_or_note(&mut o, plots::per_round("req/s per round", "req/s", &rps));
 
+    // Per second, first round: the shape of the load (ramps of --stages) and how each server
+    // followed it.
+    let per_sec = |f: fn(&crate::result::IntervalOut) -> f64| -> Vec<Series> {
+        cmp.targets
+            .iter()
+            .filter_map(|t| t.runs.first().map(|r| (t, r)))
+            .map(|(t, r)| Series {
+                name: t.name.clone(),
+                points: r
+                    .intervals
+                    .iter()
+                    .map(|iv| (iv.t_s as f64 + 1.0, f(iv)))
+                    .collect(),
+            })
+            .collect()
+    };
+    let _ = writeln!(o, "<h2>Per second (round 1)</h2>");
+    plot_or_note(
+        &mut o,
+        plots::per_second(
+            "responses per second",
+            "req/s",
+            &per_sec(|iv| iv.requests as f64),
+        ),
+    );
+    plot_or_note(
+        &mut o,
+        plots::per_second("p99 latency per second", "µs", &per_sec(|iv| iv.p99_us)),
+    );
+    plot_or_note(
+        &mut o,
+        plots::per_second(
+            "errors per second",
+            "errors",
+            &per_sec(|iv| iv.errors as f64),
+        ),
+    );
+
     let names: Vec<String> = cmp.targets.iter().map(|t| t.name.clone()).collect();
     let values: Vec<Vec<Option<f64>>> = cmp
         .targets

@@ -43,13 +43,21 @@ pub fn settings_line(cmp: &Comparison) -> String {
     if s.warmup_s > 0.0 {
         parts.push(format!("{}s warm-up", s.warmup_s));
     }
-    match cmp.target_rps {
-        Some(r) => parts.push(format!(
+    match (cmp.target_rps, &s.stages) {
+        (Some(_), Some(st)) => parts.push(format!(
+            "open loop ramping through stages {} ({})",
+            st.iter()
+                .map(|[d, r]| format!("{d}s→{}", fmt_count(*r)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            s.arrival.unwrap_or("constant")
+        )),
+        (Some(r), None) => parts.push(format!(
             "open loop at {} req/s ({})",
             fmt_count(r),
             s.arrival.unwrap_or("constant")
         )),
-        None => parts.push("closed loop".to_string()),
+        (None, _) => parts.push("closed loop".to_string()),
     }
     if !s.keepalive {
         parts.push("no keep-alive".to_string());
