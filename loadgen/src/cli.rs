@@ -80,8 +80,14 @@ pub struct LoadArgs {
     #[arg(short = 'd', long = "duration", conflicts_with = "requests")]
     pub duration: Option<String>,
     /// Stop after this many requests instead of a duration.
-    #[arg(short = 'n', long = "requests")]
+    #[arg(short = 'n', long = "count")]
     pub requests: Option<u64>,
+    /// Weighted request mix, one request per line: `[WEIGHT] METHOD PATH`, or JSON
+    /// {"method","path","headers","body"|"body_file","weight"} (paths relative to the target;
+    /// a "Host" header picks the site). Example: --requests mix.txt with lines such as
+    /// `3 GET /index.html` and {"method":"POST","path":"/api","headers":{"Host":"b.test"},"body":"x"}
+    #[arg(long = "requests", value_name = "FILE", conflicts_with = "urls")]
+    pub requests_file: Option<PathBuf>,
     /// Open loop at this many requests per second in total (default: closed loop).
     #[arg(short = 'R', long = "rate")]
     pub rate: Option<f64>,
@@ -274,7 +280,7 @@ pub fn build_config(
         }
     }
     let stop = match (load.requests, &load.duration) {
-        (Some(0), _) => bail!("-n/--requests must be at least 1"),
+        (Some(0), _) => bail!("-n/--count must be at least 1"),
         (Some(n), _) => Stop::Count(n),
         (None, Some(d)) => {
             let d = parse_duration(d)?;
@@ -305,6 +311,13 @@ pub fn build_config(
     let spec = request_spec(load)?;
     let base = url.map(Url::parse).transpose()?;
     let requests = match (&load.urls, &base) {
+        _ if load.requests_file.is_some() => {
+            let file = load.requests_file.as_ref().expect("checked");
+            let base = base.as_ref().context(
+                "--requests needs the target URL (paths in the file are relative to it)",
+            )?;
+            RequestSet::from_requests_file(&file.to_string_lossy(), base, &spec)?
+        }
         (Some(file), base) => RequestSet::from_file(&file.to_string_lossy(), base.as_ref(), &spec)?,
         (None, Some(u)) => RequestSet::single(u, &spec),
         (None, None) => bail!("a target URL (or --urls FILE) is required"),

@@ -419,7 +419,12 @@ impl Client {
             let c = &mut self.conns[i];
             if c.parser.at_start() {
                 match c.inflight.front() {
-                    Some(f) if f.sent != 0 => self.rec.ttfb(now, now - f.sent),
+                    Some(f) if f.sent != 0 => {
+                        if self.set.mixed_head {
+                            c.parser.set_no_body(self.set.head[f.req as usize]);
+                        }
+                        self.rec.ttfb(now, now - f.sent)
+                    }
                     _ => {
                         bad = true; // a response nobody asked for
                         break;

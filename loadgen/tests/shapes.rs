@@ -151,3 +151,57 @@ fn stages_ramp_the_rate_and_the_series_shows_it() {
     let sent: u64 = iv.iter().map(|x| x["sent"].as_u64().unwrap()).sum();
     assert_eq!(sent, u(&r, &["sent"]));
 }
+
+#[test]
+fn request_mix_hits_paths_sites_and_methods_by_weight() {
+    let srv = serve(Mode::Length(body(20)));
+    let dir = temp_dir("reqmix");
+    let file = dir.join("mix.txt");
+    std::fs::write(
+        &file,
+        "# weights 2:1:1\n2 GET /a\nHEAD /b\n\
+         {\"method\":\"POST\",\"path\":\"/c\",\"headers\":{\"Host\":\"site-b.test\"},\"body\":\"hello\"}\n",
+    )
+    .unwrap();
+    let r = loadgen_ok(
+        "reqmix-run",
+        &[
+            "-n",
+            "2000",
+            "-c",
+            "4",
+            "-t",
+            "1",
+            "--pipeline",
+            "4",
+            "--requests",
+            file.to_str().unwrap(),
+            &srv.url("/"),
+        ],
+    );
+    assert_eq!(u(&r, &["requests"]), 2000);
+    assert_eq!(
+        u(&r, &["errors_total"]),
+        0,
+        "HEAD answers parse without a body"
+    );
+    assert_eq!(u(&r, &["bytes"]), srv.bytes_out());
+    let paths = srv.stats.paths.lock().unwrap().clone();
+    let share = |p: &str| *paths.get(p).unwrap_or(&0) as f64 / 2000.0;
+    assert!((share("/a") - 0.5).abs() < 0.05, "{paths:?}");
+    assert!((share("/b") - 0.25).abs() < 0.05, "{paths:?}");
+    assert!((share("/c") - 0.25).abs() < 0.05, "{paths:?}");
+    let posts = paths["/c"];
+    let hosts = srv.stats.hosts.lock().unwrap().clone();
+    assert_eq!(hosts.get("site-b.test").copied(), Some(posts), "{hosts:?}");
+    assert_eq!(
+        srv.stats
+            .body_bytes_in
+            .load(std::sync::atomic::Ordering::SeqCst),
+        posts * 5
+    );
+    // Bodies of GET and POST answers only: HEAD answers have none.
+    assert_eq!(u(&r, &["body_bytes"]), (2000 - paths["/b"]) * 20);
+    assert_eq!(r["urls"].as_array().unwrap().len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
