@@ -96,6 +96,11 @@ pub struct LoadArgs {
     /// Example: --stages 10s:1000,30s:20000,10s:0
     #[arg(long, value_name = "STAGES", conflicts_with_all = ["rate", "duration", "requests"])]
     pub stages: Option<String>,
+    /// Slow clients: each connection reads at most this many bytes per second (small receive
+    /// buffer, bounded reads). Units B, KB, KiB, MB, MiB; "/s" optional. Raise --timeout for
+    /// large responses. Example: --read-rate 1KiB/s
+    #[arg(long, value_name = "BYTES/s")]
+    pub read_rate: Option<String>,
     /// Open-loop arrival process.
     #[arg(long, value_enum, default_value = "constant")]
     pub arrival: ArrivalArg,
@@ -195,6 +200,32 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         bail!("invalid duration {s:?}");
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parse a byte rate: `1KiB/s`, `500B/s`, `2MB`, `4096` (bytes per second).
+pub fn parse_byte_rate(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .with_context(|| format!("invalid byte rate {s:?} (expected e.g. 1KiB/s)"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" | "kB" | "k" => 1e3,
+        "KiB" | "K" => 1024.0,
+        "MB" | "M" => 1e6,
+        "MiB" => 1024.0 * 1024.0,
+        other => bail!("invalid byte rate unit {other:?} in {s:?} (use B, KB, KiB, MB or MiB)"),
+    };
+    let b = v * scale;
+    if !(b.is_finite() && b >= 1.0) {
+        bail!("--read-rate must be at least 1 byte per second");
+    }
+    Ok(b as u64)
 }
 
 /// Parse `--stages`: `DURATION:RATE,DURATION:RATE,...`.
@@ -348,6 +379,7 @@ pub fn build_config(
             .map(|t| Threshold::parse(t))
             .collect::<Result<_, _>>()?,
         stages: stages.map(Arc::new),
+        read_rate: load.read_rate.as_deref().map(parse_byte_rate).transpose()?,
     })
 }
 
@@ -438,6 +470,17 @@ mod tests {
         assert_eq!(parse_duration("100us").unwrap(), Duration::from_micros(100));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn byte_rates_parse() {
+        assert_eq!(parse_byte_rate("1KiB/s").unwrap(), 1024);
+        assert_eq!(parse_byte_rate("500B/s").unwrap(), 500);
+        assert_eq!(parse_byte_rate("2MB").unwrap(), 2_000_000);
+        assert_eq!(parse_byte_rate("4096").unwrap(), 4096);
+        assert!(parse_byte_rate("0/s").is_err());
+        assert!(parse_byte_rate("fast").is_err());
+        assert!(parse_byte_rate("1GiB/s").is_err());
     }
 
     #[test]

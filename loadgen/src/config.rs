@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// `--threshold` checks made on the result.
     pub thresholds: Vec<Threshold>,
+    /// `--read-rate`: each connection reads at most this many bytes per second (slow client).
+    pub read_rate: Option<u64>,
     /// `--stages`: the open-loop rate ramps instead of staying at `rate` (which then holds the
     /// mean rate, for reports).
     pub stages: Option<Arc<Stages>>,
@@ -148,6 +150,7 @@ mod tests {
             seed: 1,
             thresholds: Vec::new(),
             stages: None,
+            read_rate: None,
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Settings {
     pub pinned: bool,
     /// `--stages` as [seconds, rate at the end] pairs, absent without a ramp.
     pub stages: Option<Vec<[f64; 2]>>,
+    /// `--read-rate`: bytes per second each connection reads at most.
+    pub read_rate: Option<u64>,
 }
 
 /// The generator's own CPU use.
@@ -484,6 +486,7 @@ impl RunResult {
                     .stages
                     .as_ref()
                     .map(|st| st.stages().iter().map(|s| [s.dur_s, s.target]).collect()),
+                read_rate: cfg.read_rate,
             },
             requests,
             duration_s,

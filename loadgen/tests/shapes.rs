@@ -205,3 +205,36 @@ fn request_mix_hits_paths_sites_and_methods_by_weight() {
     assert_eq!(r["urls"].as_array().unwrap().len(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn read_rate_makes_a_slow_client() {
+    let srv = serve(Mode::Length(body(6000)));
+    let fast = loadgen_ok("fast", &["-n", "3", "-c", "1", "-t", "1", &srv.url("/")]);
+    assert!(f(&fast, &["latency_us", "max"]) < 500_000.0);
+    // About 6 KiB at 4000 B/s in reads of 400 B: the first read is free, the rest take ~1.4 s.
+    let r = loadgen_ok(
+        "slow",
+        &[
+            "-n",
+            "2",
+            "-c",
+            "1",
+            "-t",
+            "1",
+            "--read-rate",
+            "4000/s",
+            &srv.url("/"),
+        ],
+    );
+    assert_eq!(u(&r, &["requests"]), 2);
+    assert_eq!(u(&r, &["errors_total"]), 0);
+    assert_eq!(u(&r, &["body_bytes"]), 12_000);
+    assert_eq!(u(&r, &["settings", "read_rate"]), 4000);
+    let p50 = f(&r, &["latency_us", "p50"]);
+    assert!(
+        (1_200_000.0..3_000_000.0).contains(&p50),
+        "a response read at 4000 B/s took {p50} µs"
+    );
+    // The two responses arrive at the pace of the reads: about 3 s for both.
+    assert!(f(&r, &["duration_s"]) > 2.4, "{}", f(&r, &["duration_s"]));
+}
