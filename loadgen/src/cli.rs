@@ -36,7 +36,27 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run several targets interleaved over rounds and write a comparison report.
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
+    /// Add the --json results of `--shard i/N` runs into one result (histograms added exactly,
+    /// never averaged). Example: loadgen merge shards/ --json merged.json
+    Merge(MergeArgs),
+}
+
+/// `loadgen merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Result files, or directories whose *.json files are results (one per shard).
+    #[arg(required = true, value_name = "DIR|FILE")]
+    pub paths: Vec<PathBuf>,
+    /// Write the merged result as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the merged corrected latency distribution in .hgrm form to this file.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+    /// Pass/fail check on the merged result (as for a run; exit status 99 when one fails).
+    #[arg(long = "threshold", value_name = "EXPR")]
+    pub thresholds: Vec<String>,
 }
 
 /// One load test.
@@ -137,6 +157,16 @@ pub struct LoadArgs {
     /// Seed for Poisson arrivals and the URL mix.
     #[arg(long, default_value_t = 0x10AD)]
     pub seed: u64,
+    /// Run the i-th (0-based) of N equal parts of this load, for generators on several machines:
+    /// open loop at rate/N with arrivals offset between the other shards', closed loop with
+    /// connections/N, -n with count/N. Write each shard's --json, then `loadgen merge`.
+    /// Example: --shard 2/8 --start-at 1767225600 --json shard-2.json
+    #[arg(long, value_name = "i/N")]
+    pub shard: Option<String>,
+    /// Start the measured run at this wall-clock time (Unix seconds, as `date +%s` prints, or
+    /// +DURATION from now), after the connections are open, so shards start together.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
     /// Pass/fail check on the result, METRIC<VALUE (repeatable); the run exits with status 99
     /// when one fails. Metrics: p50, p90, p99, p99.9, p99.99, max, mean (corrected latency),
     /// errors (a count, or a share with %), rps, machine_cpu_us (per request).
@@ -200,6 +230,46 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         bail!("invalid duration {s:?}");
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parse `--shard i/N` (0 ≤ i < N).
+pub fn parse_shard(s: &str) -> Result<(u32, u32)> {
+    let (i, n) = s
+        .split_once('/')
+        .with_context(|| format!("invalid --shard {s:?}: expected i/N, e.g. 0/4"))?;
+    let (i, n): (u32, u32) = (
+        i.trim()
+            .parse()
+            .with_context(|| format!("invalid --shard {s:?}"))?,
+        n.trim()
+            .parse()
+            .with_context(|| format!("invalid --shard {s:?}"))?,
+    );
+    if n == 0 || i >= n {
+        bail!("invalid --shard {s:?}: need 0 <= i < N");
+    }
+    Ok((i, n))
+}
+
+/// Parse `--start-at`: Unix seconds, or `+DURATION` from now.
+pub fn parse_start_at(s: &str) -> Result<f64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if let Some(rel) = s.trim().strip_prefix('+') {
+        return Ok(now + parse_duration(rel)?.as_secs_f64());
+    }
+    let t: f64 = s
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid --start-at {s:?}: expected Unix seconds or +10s"))?;
+    if !t.is_finite() || t < 0.0 {
+        bail!("invalid --start-at {s:?}");
+    }
+    if t > now + 86_400.0 {
+        bail!("--start-at {s:?} is more than a day away");
+    }
+    Ok(t)
 }
 
 /// Parse a byte rate: `1KiB/s`, `500B/s`, `2MB`, `4096` (bytes per second).
@@ -322,18 +392,40 @@ pub fn build_config(
         }
         (None, None) => Stop::Duration(Duration::from_secs(10)),
     };
+    let shard = load.shard.as_deref().map(parse_shard).transpose()?;
+    let start_at_unix_s = load.start_at.as_deref().map(parse_start_at).transpose()?;
+    let (connections, stop, mut rate) = match shard {
+        None => (load.connections, stop, load.rate),
+        Some((i, n)) => {
+            let part = |total: u64| total / n as u64 + u64::from((i as u64) < total % n as u64);
+            if (load.connections as u64) < n as u64 {
+                bail!("--shard {i}/{n} needs at least {n} connections in total (-c)");
+            }
+            let stop = match stop {
+                Stop::Count(c) if c < n as u64 => {
+                    bail!("--shard {i}/{n} needs at least {n} requests in total (-n)")
+                }
+                Stop::Count(c) => Stop::Count(part(c)),
+                d => d,
+            };
+            (
+                part(load.connections as u64) as usize,
+                stop,
+                load.rate.map(|r| r / n as f64),
+            )
+        }
+    };
     let stages = load.stages.as_deref().map(parse_stages).transpose()?;
-    let (stop, rate) = match &stages {
+    let stop = match &stages {
         Some(st) => {
             if !parse_duration(&load.warmup)?.is_zero() {
                 bail!("--stages and --warmup do not mix: make the first stage the warm-up ramp");
             }
-            (
-                Stop::Duration(Duration::from_secs_f64(st.total_s())),
-                Some((st.total_count() / st.total_s()).max(1e-9)),
-            )
+            let shards = shard.map_or(1.0, |(_, n)| n as f64);
+            rate = Some((st.total_count() / st.total_s() / shards).max(1e-9));
+            Stop::Duration(Duration::from_secs_f64(st.total_s()))
         }
-        None => (stop, load.rate),
+        None => stop,
     };
     let timeout = parse_duration(&load.timeout)?;
     if timeout.is_zero() {
@@ -359,7 +451,7 @@ pub fn build_config(
     Ok(RunConfig {
         requests,
         threads,
-        connections: load.connections,
+        connections,
         pipeline: load.pipeline,
         keepalive: !load.no_keepalive,
         stop,
@@ -379,6 +471,8 @@ pub fn build_config(
             .map(|t| Threshold::parse(t))
             .collect::<Result<_, _>>()?,
         stages: stages.map(Arc::new),
+        shard,
+        start_at_unix_s,
         read_rate: load.read_rate.as_deref().map(parse_byte_rate).transpose()?,
     })
 }

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::{Counter, Histogram};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Highest trackable value: one hour in nanoseconds. Larger values saturate here.
 pub const MAX_NS: u64 = 3_600_000_000_000;
@@ -86,7 +86,7 @@ impl HistSet {
 }
 
 /// Percentile summary of one histogram, in microseconds.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     /// Median.
     pub p50: f64,

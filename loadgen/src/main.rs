@@ -56,6 +56,22 @@ fn real_main(args: Cli) -> Result<Verdict> {
                 },
             )
         }
+        Some(Cmd::Merge(m)) => {
+            let thresholds = m
+                .thresholds
+                .iter()
+                .map(|t| loadgen::threshold::Threshold::parse(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut result = loadgen::merge::merge_paths(&m.paths)?;
+            result.thresholds = loadgen::threshold::check_all(&thresholds, &result);
+            print!("{}", report::text::summary(&result));
+            write_outputs(&result, m.json.as_deref(), m.hgrm.as_deref())?;
+            Ok(if result.thresholds_failed() {
+                Verdict::ThresholdsFailed
+            } else {
+                Verdict::Pass
+            })
+        }
         None => {
             let r = &args.run;
             let cfg = cli::build_config(&r.load, r.url.as_deref(), r.server_pid)?;
@@ -65,14 +81,7 @@ fn real_main(args: Cli) -> Result<Verdict> {
             };
             let result = run::run(&cfg, &opts)?;
             print!("{}", report::text::summary(&result));
-            if let Some(path) = &r.json {
-                std::fs::write(path, result.to_json() + "\n")
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            if let Some(path) = &r.hgrm {
-                std::fs::write(path, loadgen::hist::hgrm(&result.hists.latency))
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
+            write_outputs(&result, r.json.as_deref(), r.hgrm.as_deref())?;
             if result.interrupted {
                 anyhow::bail!("interrupted");
             }
@@ -83,4 +92,21 @@ fn real_main(args: Cli) -> Result<Verdict> {
             })
         }
     }
+}
+
+/// Write `--json` and `--hgrm` of a result.
+fn write_outputs(
+    result: &loadgen::result::RunResult,
+    json: Option<&std::path::Path>,
+    hgrm: Option<&std::path::Path>,
+) -> Result<()> {
+    if let Some(path) = json {
+        std::fs::write(path, result.to_json() + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = hgrm {
+        std::fs::write(path, loadgen::hist::hgrm(&result.hists.latency))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{RunConfig, Stop};
 use crate::hist::{self, HistSet, SecondHist, Summary};
@@ -18,7 +18,7 @@ pub const SATURATED: f64 = 0.90;
 pub const KEEP_UP: f64 = 0.95;
 
 /// The settings a run used (echoed into its result).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Settings {
     /// Threads.
     pub threads: usize,
@@ -37,7 +37,7 @@ pub struct Settings {
     /// Request timeout, seconds.
     pub timeout_s: f64,
     /// Open-loop arrival process (`constant` / `poisson`), absent in closed loop.
-    pub arrival: Option<&'static str>,
+    pub arrival: Option<String>,
     /// Threads pinned to cores.
     pub pinned: bool,
     /// `--stages` as [seconds, rate at the end] pairs, absent without a ramp.
@@ -47,7 +47,7 @@ pub struct Settings {
 }
 
 /// The generator's own CPU use.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GeneratorCpu {
     /// User time of all load threads, seconds.
     pub user_s: f64,
@@ -68,8 +68,19 @@ pub struct GeneratorCpu {
     pub saturated: bool,
 }
 
+/// Which part of a sharded run (`--shard i/N`) a result is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// 0-based index.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+    /// `--start-at`, Unix seconds, if given.
+    pub start_at_unix_s: Option<f64>,
+}
+
 /// One core's share of the measured window (seconds of CPU time).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CoreCpu {
     /// Core number (as in /proc/stat).
     pub cpu: u32,
@@ -92,7 +103,7 @@ pub struct CoreCpu {
 /// The whole machine's CPU over the measured window, from /proc/stat: every process and every
 /// kernel context (softirq included), so the TCP work the kernel bills to whichever side
 /// happens to run it is counted once, wherever it ran.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MachineCpu {
     /// Cores seen.
     pub cores: usize,
@@ -166,7 +177,7 @@ impl MachineCpu {
 }
 
 /// One second of the run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IntervalOut {
     /// Second since the start (warm-up included).
     pub t_s: u64,
@@ -198,7 +209,7 @@ pub struct IntervalOut {
 }
 
 /// The warm-up window, reported apart.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WarmupOut {
     /// Responses during the warm-up.
     pub requests: u64,
@@ -213,10 +224,10 @@ pub struct WarmupOut {
 }
 
 /// Every histogram of the measured window in HdrHistogram's base64 V2 (deflate) encoding.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Histograms {
     /// Unit of the recorded values.
-    pub unit: &'static str,
+    pub unit: String,
     /// Corrected latency.
     pub latency: String,
     /// Uncorrected latency.
@@ -232,14 +243,14 @@ pub struct Histograms {
 }
 
 /// The result of one run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunResult {
     /// The target URL (the first one of a mix).
     pub url: String,
     /// Every URL of the mix.
     pub urls: Vec<String>,
     /// `closed` or `open`.
-    pub mode: &'static str,
+    pub mode: String,
     /// Settings used.
     pub settings: Settings,
     /// Complete responses in the measured window.
@@ -304,7 +315,9 @@ pub struct RunResult {
     pub thresholds: Vec<Outcome>,
     /// Histograms, mergeable later.
     pub histograms: Histograms,
-    /// The merged histograms themselves (not serialised).
+    /// `--shard`: which part of a sharded run this is.
+    pub shard: Option<ShardInfo>,
+    /// The merged histograms themselves (not serialised; rebuilt from `histograms` by merge).
     #[serde(skip)]
     pub hists: HistSet,
 }
@@ -461,7 +474,7 @@ impl RunResult {
         RunResult {
             url: cfg.requests.urls[0].clone(),
             urls: cfg.requests.urls.clone(),
-            mode: if cfg.rate.is_some() { "open" } else { "closed" },
+            mode: if cfg.rate.is_some() { "open" } else { "closed" }.to_string(),
             settings: Settings {
                 threads: threads.len(),
                 connections: cfg.connections,
@@ -478,8 +491,8 @@ impl RunResult {
                 warmup_s: cfg.warmup.as_secs_f64(),
                 timeout_s: cfg.timeout.as_secs_f64(),
                 arrival: cfg.rate.map(|_| match cfg.arrival {
-                    Arrival::Constant => "constant",
-                    Arrival::Poisson => "poisson",
+                    Arrival::Constant => "constant".to_string(),
+                    Arrival::Poisson => "poisson".to_string(),
                 }),
                 pinned: cfg.pin,
                 stages: cfg
@@ -555,8 +568,13 @@ impl RunResult {
             warnings,
             interrupted: false,
             thresholds: Vec::new(),
+            shard: cfg.shard.map(|(index, count)| ShardInfo {
+                index,
+                count,
+                start_at_unix_s: cfg.start_at_unix_s,
+            }),
             histograms: Histograms {
-                unit: "ns",
+                unit: "ns".to_string(),
                 latency: hist::encode(&h.latency),
                 latency_uncorrected: hist::encode(&h.uncorrected),
                 connect: hist::encode(&h.connect),
@@ -582,7 +600,10 @@ impl RunResult {
 /// The schedule's rate over second `t` of the run (`None` in closed loop).
 fn target_rate(cfg: &RunConfig, t: f64) -> Option<f64> {
     match (&cfg.stages, cfg.rate) {
-        (Some(st), _) => Some(st.count_at(t + 1.0) - st.count_at(t)),
+        (Some(st), _) => {
+            let shards = cfg.shard.map_or(1.0, |(_, n)| n as f64);
+            Some((st.count_at(t + 1.0) - st.count_at(t)) / shards)
+        }
         (None, r) => r,
     }
 }

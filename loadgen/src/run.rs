@@ -145,6 +145,16 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
         .map_err(|e| RunError::Thread(e.to_string()))?;
 
     ctl.ready.wait();
+    if let Some(at) = cfg.start_at_unix_s {
+        // Connections are open; start the schedule at the agreed wall-clock time (shards on
+        // several machines start together, to the accuracy of their clocks).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if at > now {
+            std::thread::sleep(Duration::from_secs_f64(at - now));
+        }
+    }
     let t0 = clock.now();
     ctl.t0_ns.store(t0, Ordering::Release);
     ctl.go.wait();

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::result::RunResult;
@@ -106,7 +106,7 @@ pub struct Threshold {
 }
 
 /// One threshold checked against one run.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Outcome {
     /// The expression.
     pub threshold: String,

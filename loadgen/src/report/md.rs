@@ -50,12 +50,12 @@ pub fn settings_line(cmp: &Comparison) -> String {
                 .map(|[d, r]| format!("{d}s→{}", fmt_count(*r)))
                 .collect::<Vec<_>>()
                 .join(", "),
-            s.arrival.unwrap_or("constant")
+            s.arrival.as_deref().unwrap_or("constant")
         )),
         (Some(r), None) => parts.push(format!(
             "open loop at {} req/s ({})",
             fmt_count(r),
-            s.arrival.unwrap_or("constant")
+            s.arrival.as_deref().unwrap_or("constant")
         )),
         (None, _) => parts.push("closed loop".to_string()),
     }

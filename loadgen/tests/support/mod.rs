@@ -106,7 +106,12 @@ impl Drop for TestServer {
 
 /// Start a TCP server on 127.0.0.1, port 0.
 pub fn serve(mode: Mode) -> TestServer {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    serve_at(mode, "127.0.0.1:0")
+}
+
+/// Start a TCP server on `addr` (an address of this machine, e.g. one the test created).
+pub fn serve_at(mode: Mode, addr: &str) -> TestServer {
+    let listener = TcpListener::bind(addr).expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
     start(mode, Some(addr), None, move || match listener.accept() {
