@@ -99,8 +99,8 @@ pub struct LoadArgs {
     /// Measured duration, e.g. 10s, 500ms, 2m [default: 10s].
     #[arg(short = 'd', long = "duration", conflicts_with = "requests")]
     pub duration: Option<String>,
-    /// Stop after this many requests instead of a duration.
-    #[arg(short = 'n', long = "count")]
+    /// Stop after this many requests instead of a duration. Example: -n 100000
+    #[arg(short = 'n', long = "count", value_name = "N")]
     pub requests: Option<u64>,
     /// Weighted request mix, one request per line: `[WEIGHT] METHOD PATH`, or JSON
     /// {"method","path","headers","body"|"body_file","weight"} (paths relative to the target;
@@ -165,6 +165,7 @@ pub struct LoadArgs {
     pub shard: Option<String>,
     /// Start the measured run at this wall-clock time (Unix seconds, as `date +%s` prints, or
     /// +DURATION from now), after the connections are open, so shards start together.
+    /// Example: --start-at $(( $(date +%s) + 60 ))  or  --start-at +30s
     #[arg(long, value_name = "TIME")]
     pub start_at: Option<String>,
     /// Pass/fail check on the result, METRIC<VALUE (repeatable); the run exits with status 99
