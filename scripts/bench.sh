@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command that benchmarks ringd (every backend it has) against nginx and gunicorn on this
+# One command that benchmarks ringd (every backend it has) against nginx, Caddy and gunicorn on this
 # machine: builds, starts and pins the servers, runs `loadgen compare` per scenario, and writes
 # results/<date>-<host>/ (reports, raw JSON, histograms, env.txt) plus results/README.md.
 set -euo pipefail
@@ -16,12 +16,13 @@ usage() {
     cat <<EOF
 Usage: scripts/bench.sh [options]
 
-Builds ringd and loadgen (release), starts ringd once per backend it has, nginx and gunicorn
-(scripts/peers.sh), pins the servers and the generator to separate cores and runs
+Builds ringd and loadgen (release), starts ringd once per backend it has, nginx, Caddy and
+gunicorn (scripts/peers.sh), pins the servers and the generator to separate cores and runs
 'loadgen compare' for each scenario (nginx is the baseline):
 
   small      1000-byte file, keep-alive, C connections, closed loop
   pipelined  the same with pipelining depth 16 (gunicorn left out: it does not pipeline)
+             (Caddy takes part in every static-file scenario, configured per its docs)
   medium     100 KiB file            large   10 MiB file (bytes/s matters)
   connect    a new connection per request
   latency    open loop at 50% and 80% of the slowest server's closed-loop maximum (from the
@@ -47,7 +48,8 @@ Options:
                        (root), report the difference, then revert
   --scaling LIST       e.g. 1,2,4,8: small and large for ringd (uring) and nginx with that many
                        workers on that many cores (generator on the rest), plus a plot
-  --peers-dir DIR      offline peers: nginx as unpacked .deb (or .deb files), gunicorn wheels
+  --peers-dir DIR      offline peers: nginx and caddy as unpacked .deb (or .deb files), gunicorn
+                       wheels
   --out DIR            output directory (default: results/<date>-<host>)
   --server-cpus LIST   CPUs for the servers (default: the first --workers cores, leaving >= 1)
   --gen-cpus LIST      CPUs for loadgen (default: the remaining cores)
@@ -58,7 +60,7 @@ Options:
   -h, --help           this text
 
 Ports (environment): RINGD_PORT_BASE=$RINGD_PORT_BASE (+1 uring, +2 epoll, +3 tokio-uring),
-NGINX_PORT=$NGINX_PORT, NGINX_DEFERRED_PORT=$NGINX_DEFERRED_PORT (the same nginx with \`listen ...
+NGINX_PORT=$NGINX_PORT, CADDY_PORT=$CADDY_PORT, NGINX_DEFERRED_PORT=$NGINX_DEFERRED_PORT (the same nginx with \`listen ...
 deferred\`, target nginx-deferred in the connect scenario), GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT,
 GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT.
 EOF
@@ -269,6 +271,7 @@ write_env() {
         echo "ringd:    $("$RINGD_BIN" --version 2>/dev/null | head -n1 || echo '?') ($RINGD_BIN)"
         echo "loadgen:  $("$LOADGEN_BIN" --version 2>/dev/null | head -n1 || echo '?') ($LOADGEN_BIN)"
         echo "nginx:    $(nginx_cmd -v 2>&1 | head -n1) ($NGINX_BIN)"
+        echo "caddy:    $("$CADDY_BIN" version 2>&1 | head -n1) ($CADDY_BIN)"
         echo "gunicorn: $("$GUNICORN_BIN" --version 2>&1 | head -n1) ($GUNICORN_BIN)"
         echo "python3:  $(python3 -V 2>&1)"
         echo
@@ -288,9 +291,18 @@ write_env() {
     } >"$ENV_TXT"
 }
 
-# Close env.txt with the exact commands, in order.
+# Close env.txt with each peer's configuration as it ran (the last one started) and the exact
+# commands, in order.
 finish_env() {
     {
+        local f
+        for f in "$RUN_DIR/nginx/nginx.conf" "$RUN_DIR/caddy/Caddyfile" \
+            "$RUN_DIR/gunicorn-hello.conf.py" "$RUN_DIR/gunicorn-files.conf.py"; do
+            [[ -s "$f" ]] || continue
+            echo
+            echo "## peer config: ${f#"$RUN_DIR"/}"
+            cat "$f"
+        done
         echo
         echo "## commands run (in order)"
         cat "$OUT/commands.txt" 2>/dev/null || true
@@ -419,6 +431,7 @@ target_url() {
     ringd-*) echo "http://127.0.0.1:${RINGD_PORT[${name#ringd-}]}$path" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT$path" ;;
     nginx-deferred) echo "http://127.0.0.1:$NGINX_DEFERRED_PORT$path" ;;
+    caddy) echo "http://127.0.0.1:$CADDY_PORT$path" ;;
     gunicorn) echo "http://127.0.0.1:$GUNICORN_FILES_PORT$path" ;;
     gunicorn-hello) echo "http://127.0.0.1:$GUNICORN_HELLO_PORT/" ;;
     esac
@@ -433,6 +446,7 @@ target_pid() {
     case "$1" in
     ringd-*) echo "${RINGD_PID[${1#ringd-}]}" ;;
     nginx | nginx-deferred) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
+    caddy) pids="$("$SCRIPTS_DIR/peers.sh" pids caddy)" && echo "${pids%% *}" ;;
     gunicorn) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-files)" && echo "${pids%% *}" ;;
     gunicorn-hello) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-hello)" && echo "${pids%% *}" ;;
     esac
@@ -487,7 +501,7 @@ run_compare() {
     ((rc == 0)) || die "loadgen failed (exit $rc) in $rel; see $dir/loadgen.log"
 }
 
-FILE_TARGETS_EXTRA="nginx gunicorn"
+FILE_TARGETS_EXTRA="nginx caddy gunicorn"
 
 run_scenario() {
     local s="$1" ringd
@@ -499,7 +513,7 @@ run_scenario() {
         ;;
     pipelined)
         run_compare "$BASE/pipelined" "pipelined: 1000-byte file, pipeline depth $PIPELINE, $CONNECTIONS connections" \
-            /small.bin "$ringd nginx" --pipeline "$PIPELINE"
+            /small.bin "$ringd nginx caddy" --pipeline "$PIPELINE"
         ;;
     medium)
         run_compare "$BASE/medium" "medium: 100 KiB file, keep-alive, $CONNECTIONS connections, closed loop" \
@@ -511,7 +525,7 @@ run_scenario() {
         ;;
     connect)
         run_compare "$BASE/connect" "connect: 1000-byte file, a new connection per request, $CONNECTIONS concurrent" \
-            /small.bin "$ringd nginx nginx-deferred gunicorn" --no-keepalive
+            /small.bin "$ringd nginx nginx-deferred caddy gunicorn" --no-keepalive
         ;;
     latency)
         if [[ ! -s "$BASE/small/report.json" ]]; then
@@ -520,17 +534,17 @@ run_scenario() {
         fi
         local max pct rate
         # shellcheck disable=SC2086 # $ringd is a list of names
-        max="$(python3 "$SCRIPTS_DIR/benchtool.py" max-rps "$BASE/small" $ringd nginx)"
+        max="$(python3 "$SCRIPTS_DIR/benchtool.py" max-rps "$BASE/small" $ringd nginx caddy)"
         for pct in 50 80; do
             rate=$((max * pct / 100))
             ((rate >= 1)) || rate=1
             run_compare "$BASE/latency-$pct" "latency: open loop at $pct% of the slowest server's maximum ($rate of $max req/s), 1000-byte file" \
-                /small.bin "$ringd nginx" -R "$rate"
+                /small.bin "$ringd nginx caddy" -R "$rate"
         done
         ;;
     hello)
-        run_compare "$BASE/hello" "hello: 13-byte hello body (ringd/nginx: hello.txt, gunicorn: WSGI app), keep-alive" \
-            /hello.txt "$ringd nginx gunicorn-hello"
+        run_compare "$BASE/hello" "hello: 13-byte hello body (ringd/nginx/caddy: hello.txt, gunicorn: WSGI app), keep-alive" \
+            /hello.txt "$ringd nginx caddy gunicorn-hello"
         ;;
     esac
 }
@@ -616,6 +630,7 @@ main() {
     build
     make_www
     ensure_nginx "$PEERS_DIR"
+    ensure_caddy "$PEERS_DIR"
     ensure_gunicorn "$PEERS_DIR"
     write_env
     log "output: $OUT (servers on CPUs $SERVER_CPUS, loadgen on CPUs $GEN_CPUS)"

@@ -96,7 +96,8 @@ def target_stats(report):
     loadgen compare's report.json has `targets: [{name, median{...}, min{...}, max{...},
     runs: [RunResult...]}]`; medians are across rounds. Each value returned is a dict with
     rps (median), rps_min, rps_max, rounds, requests and errors (summed over rounds),
-    bytes_per_s (median), cpu_us (server CPU µs per response, median, or None), p50_us, p99_us,
+    bytes_per_s (median), cpu_us (server CPU µs per response, median, or None), machine_cpu_us
+    (the whole machine's busy CPU µs per response from /proc/stat, median, or None), p50_us, p99_us,
     p999_us (medians across rounds), saturated (the generator was saturated in some round) and
     warnings (every round's, deduplicated).
     """
@@ -123,6 +124,7 @@ def target_stats(report):
             "errors": sum(_num(r.get("errors_total")) or 0 for r in runs),
             "bytes_per_s": _median(bps),
             "cpu_us": _num(med.get("server_cpu_us_per_request")),
+            "machine_cpu_us": _num(med.get("machine_cpu_us_per_request")),
             "p50_us": _num(med.get("p50_us")),
             "p99_us": _num(med.get("p99_us")),
             "p999_us": _num(med.get("p999_us")),
@@ -492,8 +494,9 @@ def scenario_rows(run_dir):
 
 def headline_table(run_dir, link_prefix):
     lines = [
-        "| scenario | target | req/s | rounds' range | MB/s | CPU µs/req | p99 | req/s vs nginx | CPU/req vs nginx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | target | req/s | rounds' range | MB/s | CPU µs/req | p99 | req/s vs nginx | CPU/req vs nginx "
+        "| machine CPU µs/req | machine CPU/req vs nginx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for rel, targets, _title in scenario_rows(run_dir):
         stats = target_stats(load_report(os.path.join(run_dir, rel)))
@@ -509,7 +512,8 @@ def headline_table(run_dir, link_prefix):
                 f"| {scen} | {t} | {fmt_rps(st)} | "
                 f"{fmt_spread(st)} | {fmt_mbps(st['bytes_per_s'])} | "
                 f"{fmt_num(st['cpu_us'], 1)} | {fmt_us(st['p99_us'])} | "
-                f"{fmt_ratio(st['rps'], base.get('rps'))} | {fmt_ratio(st['cpu_us'], base.get('cpu_us'))} |"
+                f"{fmt_ratio(st['rps'], base.get('rps'))} | {fmt_ratio(st['cpu_us'], base.get('cpu_us'))} | "
+                f"{fmt_num(st['machine_cpu_us'], 1)} | {fmt_ratio(st['machine_cpu_us'], base.get('machine_cpu_us'))} |"
             )
     return lines
 
@@ -549,6 +553,10 @@ def cmd_headline(args):
             "worker processes and reaped children, from /proc); p99 is the response latency "
             "(measured from the intended send time in the open-loop latency runs). Ratios divide "
             "by nginx in the same scenario: above 1× is more req/s, below 1× is less CPU. "
+            "Machine CPU µs/req is every core's busy time (user, system, softirq from /proc/stat: "
+            "server, generator and kernel together) per response; on one machine the kernel bills "
+            "loopback TCP work to whichever side runs it, so compare servers' cost by machine "
+            "CPU/req and read CPU µs/req as the server's own share (– in runs recorded before it existed). "
             "⚠ marks a run whose generator was saturated, so the server may not have been the limit.",
             "",
         ]

@@ -18,6 +18,7 @@ NGINX_PORT="${NGINX_PORT:-18081}"
 # (bench.sh sets it: its connect scenario compares ringd's deferred accept with nginx's).
 NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-}"
 GUNICORN_HELLO_PORT="${GUNICORN_HELLO_PORT:-18082}"
+CADDY_PORT="${CADDY_PORT:-18085}"
 GUNICORN_FILES_PORT="${GUNICORN_FILES_PORT:-18083}"
 RINGD_PORT_BASE="${RINGD_PORT_BASE:-18090}"
 
@@ -207,6 +208,42 @@ ensure_nginx() {
         # we never use it, only the binary.
         apt_install nginx
         NGINX_BIN=/usr/sbin/nginx
+    fi
+}
+
+# Path of the caddy binary (Debian's `caddy` package), installing it when missing. With a peers
+# dir, caddy comes from it: DIR/usr/bin/caddy, a static DIR/caddy, or a caddy .deb in DIR
+# (unpacked with dpkg -x).
+CADDY_BIN=""
+ensure_caddy() {
+    local peers_dir="${1:-}"
+    if [[ -n "$peers_dir" ]]; then
+        local root="$RUN_DIR/offline-root" deb
+        if [[ -x "$peers_dir/usr/bin/caddy" ]]; then
+            CADDY_BIN="$peers_dir/usr/bin/caddy"
+        elif [[ -x "$peers_dir/caddy" ]]; then
+            CADDY_BIN="$peers_dir/caddy"
+        else
+            if [[ ! -x "$root/usr/bin/caddy" ]]; then
+                mkdir -p "$root"
+                for deb in "$peers_dir"/caddy_*.deb; do
+                    [[ -e "$deb" ]] || continue
+                    log "unpacking $(basename "$deb") (dpkg -x)"
+                    dpkg -x "$deb" "$root"
+                done
+            fi
+            [[ -x "$root/usr/bin/caddy" ]] ||
+                die "--peers-dir $peers_dir holds neither usr/bin/caddy, caddy nor a caddy_*.deb"
+            CADDY_BIN="$root/usr/bin/caddy"
+        fi
+        return 0
+    fi
+    if command -v caddy >/dev/null; then
+        CADDY_BIN="$(command -v caddy)"
+    else
+        # Like nginx: no service is started in a container; only the binary is used.
+        apt_install caddy
+        CADDY_BIN=/usr/bin/caddy
     fi
 }
 

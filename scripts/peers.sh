@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start, stop and inspect the servers ringd is compared with: nginx (static files) and gunicorn
-# (a hello WSGI app and a wsgi.file_wrapper file app), on loopback ports, from the templates in
+# Start, stop and inspect the servers ringd is compared with: nginx and Caddy (static files) and
+# gunicorn (a hello WSGI app and a wsgi.file_wrapper file app), on loopback ports, from the templates in
 # scripts/peers/, with their PIDs recorded in the run dir (.peers/).
 set -euo pipefail
 
@@ -11,7 +11,7 @@ usage() {
     cat <<EOF
 Usage: scripts/peers.sh start|stop|status|pids [options]
 
-  start    install what is missing (nginx from Debian's packages, gunicorn from PyPI into
+  start    install what is missing (nginx and caddy from Debian's packages, gunicorn from PyPI into
            .venv/), write configs into $RUN_DIR from scripts/peers/, create the served root
            $WWW_DIR and start the peers on loopback; a peer already running is restarted
   stop     stop the peers by their recorded PIDs (never by name) and wait for them to exit
@@ -21,24 +21,27 @@ Usage: scripts/peers.sh start|stop|status|pids [options]
 Options (start):
   --workers N          worker processes for nginx and gunicorn (default: 1)
   --cpus LIST          CPUs to pin the peers to, e.g. 0 or 0-3 (default: the first N CPUs)
-  --peers-dir DIR      offline: nginx from DIR/usr/sbin/nginx or DIR/*.deb (dpkg -x),
-                       gunicorn from the wheels in DIR (pip --no-index --find-links DIR)
-  --only LIST          start only these of: nginx,gunicorn-hello,gunicorn-files (default: all)
+  --peers-dir DIR      offline: nginx from DIR/usr/sbin/nginx or DIR/*.deb (dpkg -x), caddy
+                       from DIR/usr/bin/caddy, DIR/caddy or DIR/caddy_*.deb, gunicorn from
+                       the wheels in DIR (pip --no-index --find-links DIR)
+  --only LIST          start only these of: nginx,caddy,gunicorn-hello,gunicorn-files
+                       (default: all)
   --gunicorn-workers N gunicorn worker count (default: --workers)
   --gunicorn-class C   gunicorn worker class: sync (default), gthread, ...
   --gunicorn-threads N threads per gunicorn worker (gthread; default 1)
   -h, --help           this text
 
-Ports (environment): NGINX_PORT=$NGINX_PORT NGINX_DEFERRED_PORT=${NGINX_DEFERRED_PORT:-(none)} GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT
+Ports (environment): NGINX_PORT=$NGINX_PORT CADDY_PORT=$CADDY_PORT NGINX_DEFERRED_PORT=${NGINX_DEFERRED_PORT:-(none)} GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT
 GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT. Run dir: RINGD_RUN_DIR (default .peers/).
 EOF
 }
 
-ALL_PEERS=(nginx gunicorn-hello gunicorn-files)
+ALL_PEERS=(nginx caddy gunicorn-hello gunicorn-files)
 
 peer_port() {
     case "$1" in
     nginx) echo "$NGINX_PORT" ;;
+    caddy) echo "$CADDY_PORT" ;;
     gunicorn-hello) echo "$GUNICORN_HELLO_PORT" ;;
     gunicorn-files) echo "$GUNICORN_FILES_PORT" ;;
     *) die "unknown peer '$1' (want one of: ${ALL_PEERS[*]})" ;;
@@ -50,7 +53,7 @@ peer_probe_url() {
     local port
     port="$(peer_port "$1")"
     case "$1" in
-    nginx) echo "http://127.0.0.1:$port/hello.txt" ;;
+    nginx | caddy) echo "http://127.0.0.1:$port/hello.txt" ;;
     gunicorn-hello) echo "http://127.0.0.1:$port/" ;;
     gunicorn-files) echo "http://127.0.0.1:$port/small.bin" ;;
     esac
@@ -60,6 +63,7 @@ peer_probe_url() {
 peer_word() {
     case "$1" in
     nginx) echo "nginx" ;;
+    caddy) echo "caddy" ;;
     gunicorn-*) echo "gunicorn" ;;
     esac
 }
@@ -144,6 +148,25 @@ start_nginx() {
     finish_start nginx "$pid" "$workers" "$dir/nginx-error.log"
 }
 
+# Caddy is one Go process: GOMAXPROCS stands for the worker count, taskset pins it; its data
+# and config dirs go into the run dir (never $HOME).
+start_caddy() {
+    local workers="$1" cpus="$2" dir="$RUN_DIR/caddy" pid
+    mkdir -p "$dir"
+    render_template "$SCRIPTS_DIR/peers/Caddyfile.tmpl" "$dir/Caddyfile" \
+        "PORT=$CADDY_PORT" "WWW=$WWW_DIR"
+    local -a envs=(env "GOMAXPROCS=$workers" "XDG_DATA_HOME=$dir/data" "XDG_CONFIG_HOME=$dir/config" "HOME=$dir")
+    "${envs[@]}" "$CADDY_BIN" validate --adapter caddyfile --config "$dir/Caddyfile" >"$dir/validate.log" 2>&1 ||
+        { cat "$dir/validate.log" >&2; die "caddy rejected $dir/Caddyfile (see above)"; }
+    local -a cmd=(taskset -c "$cpus" "${envs[@]}" "$CADDY_BIN" run --adapter caddyfile --config "$dir/Caddyfile")
+    record_cmd "${cmd[@]}"
+    "${cmd[@]}" </dev/null >>"$dir/caddy.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$RUN_DIR/caddy.pid"
+    # No worker processes: threads of one process.
+    finish_start caddy "$pid" 0 "$dir/caddy.log"
+}
+
 start_gunicorn() {
     local name="$1" app="$2" workers="$3" cpus="$4" klass="$5" threads="$6" port pid conf
     port="$(peer_port "$name")"
@@ -216,11 +239,12 @@ cmd_start() {
     mkdir -p "$RUN_DIR"
     : >"$RUN_DIR/commands.txt"
     make_www
-    local p want_nginx=0 want_gunicorn=0
+    local p want_nginx=0 want_gunicorn=0 want_caddy=0
     for p in "${peers[@]}"; do
-        case "$p" in nginx) want_nginx=1 ;; gunicorn-*) want_gunicorn=1 ;; esac
+        case "$p" in nginx) want_nginx=1 ;; caddy) want_caddy=1 ;; gunicorn-*) want_gunicorn=1 ;; esac
     done
     ((want_nginx)) && ensure_nginx "$peers_dir"
+    ((want_caddy)) && ensure_caddy "$peers_dir"
     ((want_gunicorn)) && ensure_gunicorn "$peers_dir"
     for p in "${peers[@]}"; do
         if peer_running "$p"; then
@@ -234,6 +258,7 @@ cmd_start() {
     for p in "${peers[@]}"; do
         case "$p" in
         nginx) start_nginx "$workers" "$cpus" ;;
+        caddy) start_caddy "$workers" "$cpus" ;;
         gunicorn-hello) start_gunicorn "$p" hello "$gworkers" "$cpus" "$gclass" "$gthreads" ;;
         gunicorn-files) start_gunicorn "$p" files "$gworkers" "$cpus" "$gclass" "$gthreads" ;;
         esac

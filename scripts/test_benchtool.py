@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchtool  # noqa: E402
 
 
-def run_result(rps, p99, cpu=None, errors=0, saturated=False, bytes_per_s=None):
+def run_result(rps, p99, cpu=None, errors=0, saturated=False, bytes_per_s=None, machine=None):
     return {
         "requests": int(rps * 10),
         "duration_s": 10.0,
@@ -28,6 +28,7 @@ def run_result(rps, p99, cpu=None, errors=0, saturated=False, bytes_per_s=None):
         "errors_total": errors,
         "latency_us": {"p50": p99 / 4, "p99": p99, "p999": p99 * 2},
         "server_cpu_us_per_request": cpu,
+        "machine_cpu": {"us_per_request": machine} if machine is not None else None,
         "generator_cpu": {"saturated": saturated},
         "settings": {"connections": 4},
         "warnings": ["the generator was saturated"] if saturated else [],
@@ -42,6 +43,7 @@ def target(name, rounds):
             "p99_us": lambda r: r["latency_us"]["p99"],
             "p999_us": lambda r: r["latency_us"]["p999"],
             "server_cpu_us_per_request": lambda r: r["server_cpu_us_per_request"],
+            "machine_cpu_us_per_request": lambda r: (r["machine_cpu"] or {}).get("us_per_request"),
             "errors": lambda r: r["errors_total"],
         }
         out = {}
@@ -89,8 +91,8 @@ class Base(unittest.TestCase):
         write_scenario(
             os.path.join(run_dir, "small"),
             [
-                target("ringd-uring", [run_result(r, 800, cpu=40) for r in ringd_rps]),
-                target("nginx", [run_result(r, 1600, cpu=80) for r in nginx_rps]),
+                target("ringd-uring", [run_result(r, 800, cpu=40, machine=90) for r in ringd_rps]),
+                target("nginx", [run_result(r, 1600, cpu=80, machine=60) for r in nginx_rps]),
             ],
         )
         with open(os.path.join(run_dir, "scenarios.tsv"), "a") as f:
@@ -110,6 +112,7 @@ class TargetStats(Base):
         self.assertEqual(r["requests"], 300000)
         self.assertEqual(r["rounds"], 3)
         self.assertEqual(r["cpu_us"], 40)
+        self.assertEqual(r["machine_cpu_us"], 90)
         self.assertEqual(r["p99_us"], 800)
         self.assertEqual(r["bytes_per_s"], 10000 * 1200)
         self.assertFalse(r["saturated"])
@@ -206,6 +209,8 @@ class Headline(Base):
         self.assertIn("## Headline: [2020-02-01-new]", text)
         # ringd 10,000 req/s against nginx 5,000: 2.00×; CPU 40 against 80: 0.50×.
         self.assertRegex(text, r"\| ringd-uring \| 10,000 \| 9,000–11,000 \| 12\.0 \| 40\.0 \| 800 µs \| 2\.00× \| 0\.50× \|")
+        # Whole-machine CPU beside it: 90 against 60 µs/req is 1.50×.
+        self.assertRegex(text, r"\| ringd-uring \| .* \| 0\.50× \| 90\.0 \| 1\.50× \|")
         self.assertIn("[2020-01-01-old](2020-01-01-old/)", text)
         self.assertIn("[wrk-check](2020-02-01-new/wrk-check/summary.md)", text)
         with open(readme) as f:

@@ -3,7 +3,8 @@
 //! timeouts, reconnects and error accounting. It queues submission entries; `engine.rs` owns
 //! the ring and the clock.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::sync::atomic::Ordering;
 
@@ -15,7 +16,7 @@ use crate::conn::{Conn, ConnState};
 use crate::engine::{buffer_id, is_final, sqe, ud, Control, RECV_BGID};
 use crate::parse::Response;
 use crate::record::Recorder;
-use crate::schedule::{Arrival, OpenSchedule, Rng};
+use crate::schedule::{Arrival, OpenSchedule, Ramp, Rng, Stages};
 use crate::stats::{ErrorClass, ThreadResult};
 use crate::target::{Addr, RequestSet};
 
@@ -29,6 +30,14 @@ pub struct Ctx<'a> {
 
 /// Most consecutive connect failures that lengthen the back-off (1 ms doubling to ~0.5 s).
 const MAX_BACKOFF_SHIFT: u32 = 9;
+
+/// How a slow reader (`--read-rate`) reads: one receive of at most `chunk` bytes, then none until
+/// the bytes read so far fit the rate.
+#[derive(Clone, Copy, Debug)]
+struct SlowRead {
+    rate: u64,
+    chunk: u32,
+}
 
 /// One thread's connections and everything that decides what they do.
 pub struct Client {
@@ -44,6 +53,10 @@ pub struct Client {
     arrival: Arrival,
     plan: ThreadPlan,
     sched: Option<OpenSchedule>,
+    slow: Option<SlowRead>,
+    /// Slow readers waiting for their next receive: (when, connection, generation).
+    parked: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    stages: Option<std::sync::Arc<Stages>>,
     ready: VecDeque<u32>,
     dirty: Vec<u32>,
     /// Submission entries waiting to go into the ring.
@@ -106,6 +119,12 @@ impl Client {
             arrival: cfg.arrival,
             plan: plan.clone(),
             sched: None,
+            slow: cfg.read_rate.map(|rate| SlowRead {
+                rate,
+                chunk: (rate / 10).clamp(64, crate::engine::RECV_BUF_SIZE as u64) as u32,
+            }),
+            parked: BinaryHeap::new(),
+            stages: cfg.stages.clone(),
             ready: VecDeque::with_capacity(plan.connections),
             dirty: Vec::with_capacity(plan.connections),
             backlog: Vec::with_capacity(plan.connections * 3 + 16),
@@ -150,7 +169,14 @@ impl Client {
         self.warmup_end = t0 + self.warmup_ns;
         self.last_progress = now;
         self.end = self.duration_ns.map(|d| t0 + self.warmup_ns + d);
-        if let Some(rate) = self.rate {
+        if let Some(stages) = &self.stages {
+            let ramp = Ramp {
+                stages: std::sync::Arc::clone(stages),
+                share: self.plan.share,
+                phase: self.plan.phase,
+            };
+            self.sched = Some(OpenSchedule::ramped(ramp, t0, self.arrival, self.plan.seed));
+        } else if let Some(rate) = self.rate {
             self.sched = Some(OpenSchedule::new(
                 rate,
                 t0 + self.plan.start_offset_ns,
@@ -215,6 +241,32 @@ impl Client {
             if !c.in_dirty {
                 c.in_dirty = true;
                 self.dirty.push(i as u32);
+            }
+        }
+    }
+
+    /// Queue the receive of connection `i`: multishot, or one bounded read for a slow reader.
+    fn arm_recv(&mut self, i: usize) {
+        let c = &self.conns[i];
+        let ud = ud::encode(ud::RECV, i as u32, c.gen);
+        self.backlog.push(match self.slow {
+            None => sqe::recv_multi(c.fd, RECV_BGID, ud),
+            Some(s) => sqe::recv_limited(c.fd, RECV_BGID, s.chunk, ud),
+        });
+        self.ops += 1;
+    }
+
+    /// Slow readers whose next read is due get it.
+    #[inline]
+    pub fn wake_readers(&mut self, now: u64) {
+        while let Some(&Reverse((at, i, gen))) = self.parked.peek() {
+            if at > now {
+                break;
+            }
+            self.parked.pop();
+            let c = &self.conns[i as usize];
+            if c.gen == gen && c.state == ConnState::Open {
+                self.arm_recv(i as usize);
             }
         }
     }
@@ -311,6 +363,9 @@ impl Client {
                 d = d.min(s.peek());
             }
         }
+        if let Some(Reverse((at, _, _))) = self.parked.peek() {
+            d = d.min(*at);
+        }
         if !self.dirty.is_empty() {
             d = 0;
         }
@@ -349,12 +404,7 @@ impl Client {
         c.connect_failures = 0;
         self.last_progress = now;
         let took = now.saturating_sub(c.connect_start);
-        self.backlog.push(sqe::recv_multi(
-            c.fd,
-            RECV_BGID,
-            ud::encode(ud::RECV, i as u32, c.gen),
-        ));
-        self.ops += 1;
+        self.arm_recv(i);
         self.rec.connected(now, took);
         self.mark_dirty(i);
         if self.running {
@@ -383,15 +433,19 @@ impl Client {
         if self.conns[i].state != ConnState::Open {
             return;
         }
-        // The multishot receive ended on the live socket.
-        if res == -libc::ENOBUFS || res > 0 {
-            let c = &self.conns[i];
-            self.backlog.push(sqe::recv_multi(
-                c.fd,
-                RECV_BGID,
-                ud::encode(ud::RECV, i as u32, c.gen),
-            ));
-            self.ops += 1;
+        // The receive ended on the live socket (a multishot one, or a slow reader's read).
+        if let (Some(slow), true) = (self.slow, res > 0 || res == -libc::ENOBUFS) {
+            // Next read when the bytes so far fit the rate (out of buffers: retry in 1 ms).
+            let c = &mut self.conns[i];
+            let wait = if res > 0 {
+                res as u64 * 1_000_000_000 / slow.rate.max(1)
+            } else {
+                1_000_000
+            };
+            c.read_at = c.read_at.max(now) + wait;
+            self.parked.push(Reverse((c.read_at, i as u32, c.gen)));
+        } else if res == -libc::ENOBUFS || res > 0 {
+            self.arm_recv(i);
         } else if res == 0 {
             self.on_eof(i, now);
         } else {
@@ -410,7 +464,12 @@ impl Client {
             let c = &mut self.conns[i];
             if c.parser.at_start() {
                 match c.inflight.front() {
-                    Some(f) if f.sent != 0 => self.rec.ttfb(now, now - f.sent),
+                    Some(f) if f.sent != 0 => {
+                        if self.set.mixed_head {
+                            c.parser.set_no_body(self.set.head[f.req as usize]);
+                        }
+                        self.rec.ttfb(now, now - f.sent)
+                    }
                     _ => {
                         bad = true; // a response nobody asked for
                         break;
@@ -595,8 +654,24 @@ impl Client {
                 );
             }
         }
+        if let Some(slow) = self.slow {
+            // A small receive buffer, so the server feels the slow reader soon (the kernel
+            // doubles it and keeps a floor of about 2 KiB).
+            let size = slow.chunk.max(1024) as libc::c_int;
+            // SAFETY: setsockopt reads `size` (an int) for SO_RCVBUF on our own socket.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         c.fd = fd;
         c.gen = c.gen.wrapping_add(1);
+        c.read_at = 0;
         c.state = ConnState::Connecting;
         c.connect_start = now;
         self.backlog.push(sqe::connect(

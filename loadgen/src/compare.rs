@@ -84,7 +84,7 @@ pub type MetricFn = fn(&RunResult) -> Option<f64>;
 
 /// The figures a comparison summarises, with how to read each from a run. Lower is better for
 /// all but `rps`.
-pub const METRICS: [(&str, MetricFn); 10] = [
+pub const METRICS: [(&str, MetricFn); 11] = [
     ("rps", |r| Some(r.rps)),
     ("p50_us", |r| Some(r.latency_us.p50)),
     ("p90_us", |r| Some(r.latency_us.p90)),
@@ -95,6 +95,9 @@ pub const METRICS: [(&str, MetricFn); 10] = [
     ("server_cpu_us_per_request", |r| r.server_cpu_us_per_request),
     ("loadgen_cpu_us_per_request", |r| {
         Some(r.generator_cpu.us_per_request)
+    }),
+    ("machine_cpu_us_per_request", |r| {
+        r.machine_cpu.as_ref().map(|m| m.us_per_request)
     }),
     ("errors", |r| Some(r.errors_total as f64)),
 ];
@@ -146,6 +149,23 @@ pub struct Comparison {
     pub target_rps: Option<f64>,
     /// Per target, in run order.
     pub targets: Vec<TargetReport>,
+}
+
+/// Per threshold expression: (expression, rounds it held in, rounds checked), in the order given.
+pub fn threshold_tally(t: &TargetReport) -> Vec<(String, usize, usize)> {
+    let mut out: Vec<(String, usize, usize)> = Vec::new();
+    for r in &t.runs {
+        for o in &r.thresholds {
+            match out.iter_mut().find(|x| x.0 == o.threshold) {
+                Some(x) => {
+                    x.1 += usize::from(o.ok);
+                    x.2 += 1;
+                }
+                None => out.push((o.threshold.clone(), usize::from(o.ok), 1)),
+            }
+        }
+    }
+    out
 }
 
 /// Median of a non-empty slice.

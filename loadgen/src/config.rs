@@ -1,9 +1,11 @@
 //! A validated run description (no I/O), and how it is split across threads.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::schedule::Arrival;
+use crate::schedule::{Arrival, Stages};
 use crate::target::RequestSet;
+use crate::threshold::Threshold;
 
 /// When a run stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +45,17 @@ pub struct RunConfig {
     pub server_pid: Option<u32>,
     /// Seed for arrivals and the URL mix.
     pub seed: u64,
+    /// `--threshold` checks made on the result.
+    pub thresholds: Vec<Threshold>,
+    /// `--shard i/N`: this process runs the i-th (0-based) of N equal parts of the load.
+    pub shard: Option<(u32, u32)>,
+    /// `--start-at`: the measured run starts at this wall-clock time (Unix seconds).
+    pub start_at_unix_s: Option<f64>,
+    /// `--read-rate`: each connection reads at most this many bytes per second (slow client).
+    pub read_rate: Option<u64>,
+    /// `--stages`: the open-loop rate ramps instead of staying at `rate` (which then holds the
+    /// mean rate, for reports).
+    pub stages: Option<Arc<Stages>>,
 }
 
 /// One thread's share of a run.
@@ -62,6 +75,10 @@ pub struct ThreadPlan {
     pub count: Option<u64>,
     /// PRNG seed.
     pub seed: u64,
+    /// This thread's share of the open-loop arrivals (its connections' share).
+    pub share: f64,
+    /// Offset of this thread's first arrival, in its own arrivals (`index / threads`).
+    pub phase: f64,
 }
 
 impl RunConfig {
@@ -78,6 +95,10 @@ impl RunConfig {
             Stop::Duration(_) => (0, 0),
         };
         let total_interval_ns = self.rate.map(|r| 1e9 / r);
+        // Shard s of N: its threads' arrivals fall between those of the other shards, so the N
+        // shards together send the whole schedule evenly (shard rate = whole rate / N).
+        let (shard, shards) = self.shard.map_or((0.0, 1.0), |(i, n)| (i as f64, n as f64));
+        let shard_offset_ns = total_interval_ns.map_or(0.0, |iv| iv * shard / shards);
         (0..t)
             .map(|i| {
                 let conns = self.connections / t + usize::from(i < self.connections % t);
@@ -92,7 +113,8 @@ impl RunConfig {
                     rate: self
                         .rate
                         .map(|r| r * conns as f64 / self.connections as f64),
-                    start_offset_ns: total_interval_ns.map_or(0, |iv| (iv * i as f64) as u64),
+                    start_offset_ns: total_interval_ns
+                        .map_or(0, |iv| (iv * i as f64 + shard_offset_ns) as u64),
                     count: match self.stop {
                         Stop::Count(_) => Some(count_share + u64::from((i as u64) < count_rem)),
                         Stop::Duration(_) => None,
@@ -100,6 +122,8 @@ impl RunConfig {
                     seed: self
                         .seed
                         .wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                    share: conns as f64 / self.connections as f64 / shards,
+                    phase: (i as f64 + shard / shards) / t as f64,
                 }
             })
             .collect()
@@ -133,6 +157,11 @@ mod tests {
             pin: false,
             server_pid: None,
             seed: 1,
+            thresholds: Vec::new(),
+            stages: None,
+            read_rate: None,
+            shard: None,
+            start_at_unix_s: None,
         }
     }
 

@@ -169,6 +169,8 @@ pub struct Conn {
     pub in_dirty: bool,
     /// Consecutive failed connects (for back-off).
     pub connect_failures: u32,
+    /// Slow reader: earliest time of the next receive (ns).
+    pub read_at: u64,
 }
 
 impl Conn {
@@ -190,6 +192,7 @@ impl Conn {
             in_ready: false,
             in_dirty: false,
             connect_failures: 0,
+            read_at: 0,
         }
     }
 

@@ -232,6 +232,7 @@ impl Engine {
                 self.core.tick(now, ctl);
                 return Ok(());
             }
+            self.core.wake_readers(now);
             self.core.dispatch(now);
             self.core.flush_sends(now);
             self.flush_backlog()?;
@@ -432,6 +433,15 @@ pub mod sqe {
     pub fn recv_multi(fd: i32, bgid: u16, user_data: u64) -> squeue::Entry {
         opcode::RecvMulti::new(types::Fd(fd), bgid)
             .build()
+            .user_data(user_data)
+    }
+
+    /// One receive of at most `len` bytes into a buffer of group `bgid` (slow readers).
+    pub fn recv_limited(fd: i32, bgid: u16, len: u32, user_data: u64) -> squeue::Entry {
+        opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
+            .buf_group(bgid)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
             .user_data(user_data)
     }
 

@@ -4,8 +4,8 @@
 
 use base64::Engine as _;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
-use hdrhistogram::Histogram;
-use serde::Serialize;
+use hdrhistogram::{Counter, Histogram};
+use serde::{Deserialize, Serialize};
 
 /// Highest trackable value: one hour in nanoseconds. Larger values saturate here.
 pub const MAX_NS: u64 = 3_600_000_000_000;
@@ -26,6 +26,15 @@ pub fn new_hist() -> Hist {
 #[inline(always)]
 pub fn record(h: &mut Hist, ns: u64) {
     h.saturating_record(ns.max(1));
+}
+
+/// One second's latency histogram: 2 significant digits from 1 µs (32-bit counts, about 13 KiB),
+/// enough for per-second percentiles and small enough to keep one per second per thread.
+pub type SecondHist = Histogram<u32>;
+
+/// A new, empty per-second histogram.
+pub fn new_second_hist() -> SecondHist {
+    Histogram::new_with_bounds(1000, MAX_NS, 2).expect("valid histogram bounds")
 }
 
 /// Every histogram one measurement window keeps.
@@ -77,7 +86,7 @@ impl HistSet {
 }
 
 /// Percentile summary of one histogram, in microseconds.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     /// Median.
     pub p50: f64,
@@ -123,7 +132,7 @@ pub fn summary(h: &Hist) -> Summary {
 
 /// Encode a histogram in HdrHistogram's compressed V2 form, base64 (as `HistogramLogProcessor`
 /// and the other HdrHistogram libraries read it).
-pub fn encode(h: &Hist) -> String {
+pub fn encode<T: Counter>(h: &Histogram<T>) -> String {
     let mut bytes = Vec::new();
     // Serialising into a Vec cannot fail on I/O; the only error is an internal encoding one.
     V2DeflateSerializer::new()
@@ -134,6 +143,11 @@ pub fn encode(h: &Hist) -> String {
 
 /// Decode a histogram written by [`encode`] (for merging stored runs).
 pub fn decode(b64: &str) -> Option<Hist> {
+    decode_as(b64)
+}
+
+/// Decode a histogram of any counter type written by [`encode`].
+pub fn decode_as<T: Counter>(b64: &str) -> Option<Histogram<T>> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .ok()?;

@@ -10,6 +10,7 @@
 //!                       when requests are due; conn.rs holds one connection; parse.rs parses
 //!                       responses in place; record.rs/hist.rs/stats.rs measure
 //!  compare.rs  several targets interleaved over rounds ─► report/{md,html,json}.rs
+//!  merge.rs    `--shard` results added exactly (histograms bucket by bucket) into one result
 //! ```
 //!
 //! Latency in open loop (`-R`) is measured from each request's intended send time
@@ -22,6 +23,7 @@ pub mod config;
 pub mod conn;
 pub mod engine;
 pub mod hist;
+pub mod merge;
 pub mod parse;
 pub mod procstat;
 pub mod record;
@@ -31,3 +33,4 @@ pub mod run;
 pub mod schedule;
 pub mod stats;
 pub mod target;
+pub mod threshold;

@@ -142,6 +142,12 @@ impl ResponseParser {
         }
     }
 
+    /// Whether the next response answers a HEAD (set before its first byte, for request mixes).
+    #[inline]
+    pub fn set_no_body(&mut self, no_body: bool) {
+        self.no_body = no_body;
+    }
+
     /// True when no byte of the next response has been seen yet.
     #[inline]
     pub fn at_start(&self) -> bool {

@@ -1,5 +1,6 @@
 //! CPU time from /proc: a server process's user+system time with its threads, its live
-//! descendants (e.g. nginx workers) and its reaped children, and this process's own use.
+//! descendants (e.g. nginx workers) and its reaped children, this process's own use, and the
+//! whole machine's time per core from /proc/stat (user, system, softirq ... split by core).
 
 use std::fs;
 use std::io;
@@ -20,6 +21,97 @@ pub enum ProcError {
     /// /proc/PID/stat did not have the expected fields.
     #[error("unexpected format of /proc/{0}/stat")]
     Format(u32),
+    /// /proc/stat could not be read or parsed.
+    #[error("cannot read the machine's CPU times from /proc/stat: {0}")]
+    Machine(String),
+}
+
+/// One `cpu` line of /proc/stat, in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTicks {
+    /// User mode.
+    pub user: u64,
+    /// User mode at low priority.
+    pub nice: u64,
+    /// Kernel mode (system calls, and on loopback most of TCP).
+    pub system: u64,
+    /// Idle.
+    pub idle: u64,
+    /// Idle waiting for I/O.
+    pub iowait: u64,
+    /// Hard interrupts.
+    pub irq: u64,
+    /// Soft interrupts (network receive and transmit completion).
+    pub softirq: u64,
+    /// Taken by the hypervisor.
+    pub steal: u64,
+}
+
+impl CpuTicks {
+    /// Ticks not idle (guest time is already inside user and nice).
+    pub fn busy(&self) -> u64 {
+        self.user + self.nice + self.system + self.irq + self.softirq + self.steal
+    }
+
+    /// Field-wise `self - before` (saturating: counters never go back, but hot-plug might).
+    pub fn since(&self, before: &CpuTicks) -> CpuTicks {
+        CpuTicks {
+            user: self.user.saturating_sub(before.user),
+            nice: self.nice.saturating_sub(before.nice),
+            system: self.system.saturating_sub(before.system),
+            idle: self.idle.saturating_sub(before.idle),
+            iowait: self.iowait.saturating_sub(before.iowait),
+            irq: self.irq.saturating_sub(before.irq),
+            softirq: self.softirq.saturating_sub(before.softirq),
+            steal: self.steal.saturating_sub(before.steal),
+        }
+    }
+}
+
+/// Every core's CPU times: (core number, ticks).
+pub type MachineSample = Vec<(u32, CpuTicks)>;
+
+/// Every core's line of /proc/stat (`cpu0`, `cpu1`, ...; the summed `cpu` line is left out, the
+/// sum of the cores is the same figure), as (core number, ticks).
+pub fn parse_machine(text: &str) -> Option<Vec<(u32, CpuTicks)>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line
+            .strip_prefix("cpu")
+            .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        else {
+            continue; // the summed "cpu " line, or not a cpu line
+        };
+        let mut f = rest.split_whitespace();
+        let Some(Ok(core)) = f.next().map(str::parse::<u32>) else {
+            continue;
+        };
+        let v: Vec<u64> = f.map(|x| x.parse().unwrap_or(0)).collect();
+        if v.len() < 4 {
+            return None;
+        }
+        let g = |i: usize| v.get(i).copied().unwrap_or(0);
+        out.push((
+            core,
+            CpuTicks {
+                user: g(0),
+                nice: g(1),
+                system: g(2),
+                idle: g(3),
+                iowait: g(4),
+                irq: g(5),
+                softirq: g(6),
+                steal: g(7),
+            },
+        ));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Read every core's CPU times from /proc/stat.
+pub fn read_machine() -> Result<Vec<(u32, CpuTicks)>, ProcError> {
+    let text = fs::read_to_string("/proc/stat").map_err(|e| ProcError::Machine(e.to_string()))?;
+    parse_machine(&text).ok_or_else(|| ProcError::Machine("unexpected format".into()))
 }
 
 /// The fields of /proc/PID/stat that matter here, in clock ticks.
@@ -143,6 +235,23 @@ mod tests {
             }
         );
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn parses_proc_stat_per_core() {
+        let text = "cpu  10 1 20 300 4 5 6 7 0 0\ncpu0 4 0 10 150 2 1 3 4 0 0\n\
+                    cpu1 6 1 10 150 2 4 3 3 0 0\nintr 1 2 3\nctxt 5\n";
+        let m = parse_machine(text).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].0, 1);
+        assert_eq!(m[1].1.softirq, 3);
+        assert_eq!(m[0].1.busy(), 4 + 10 + 1 + 3 + 4);
+        let later = CpuTicks { user: 9, ..m[0].1 };
+        assert_eq!(later.since(&m[0].1).user, 5);
+        assert_eq!(later.since(&m[0].1).idle, 0);
+        assert_eq!(parse_machine("intr 1\n"), None);
+        // The real file parses and has at least one core.
+        assert!(!read_machine().unwrap().is_empty());
     }
 
     #[test]

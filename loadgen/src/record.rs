@@ -1,7 +1,7 @@
 //! Where one thread's measurements go: the warm-up or the measured window (chosen by time, kept
 //! apart, never reset), and the per-second intervals.
 
-use crate::hist::record;
+use crate::hist::{new_second_hist, record, SecondHist};
 use crate::stats::{ErrorClass, Interval, ThreadResult, Window};
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -15,6 +15,8 @@ pub struct Recorder {
     warmup_end: u64,
     intervals: Vec<Interval>,
     cur: Interval,
+    hists: Vec<SecondHist>,
+    cur_hist: SecondHist,
     next_interval: u64,
     responses: u64,
     errors: u64,
@@ -29,6 +31,8 @@ impl Recorder {
             warmup_end: if no_warmup { 0 } else { u64::MAX },
             intervals: Vec::with_capacity(128),
             cur: Interval::default(),
+            hists: Vec::with_capacity(128),
+            cur_hist: new_second_hist(),
             next_interval: u64::MAX,
             responses: 0,
             errors: 0,
@@ -66,6 +70,7 @@ impl Recorder {
         self.cur.responses += 1;
         self.cur.latency_sum_ns += latency;
         self.cur.latency_max_ns = self.cur.latency_max_ns.max(latency);
+        self.cur_hist.saturating_record(latency);
         let w = self.window(intended);
         w.counters.response(status, body_len);
         record(&mut w.hists.latency, latency);
@@ -108,6 +113,7 @@ impl Recorder {
     /// Requests handed to the kernel.
     #[inline]
     pub fn sent(&mut self, now: u64, n: u64) {
+        self.cur.sent += n;
         self.window(now).counters.sent += n;
     }
 
@@ -119,11 +125,14 @@ impl Recorder {
         record(&mut w.hists.connect, ns);
     }
 
-    /// Close every finished second.
+    /// Close every finished second (allocates one small histogram per second, off the hot
+    /// path).
     pub fn tick(&mut self, now: u64) {
         while now >= self.next_interval {
             self.intervals.push(self.cur);
             self.cur = Interval::default();
+            self.hists
+                .push(std::mem::replace(&mut self.cur_hist, new_second_hist()));
             self.next_interval += SECOND_NS;
         }
     }
@@ -142,11 +151,13 @@ impl Recorder {
     pub fn into_result(mut self) -> ThreadResult {
         if self.cur != Interval::default() {
             self.intervals.push(self.cur);
+            self.hists.push(self.cur_hist);
         }
         ThreadResult {
             main: self.main,
             warmup: self.warm,
             intervals: self.intervals,
+            interval_hists: self.hists,
             ..Default::default()
         }
     }

@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{RunConfig, Stop};
-use crate::hist::{self, HistSet, Summary};
+use crate::hist::{self, HistSet, SecondHist, Summary};
+use crate::procstat::{self, CpuTicks, MachineSample};
 use crate::schedule::Arrival;
 use crate::stats::{ErrorClass, Interval, ThreadResult, Window, MAX_STATUS};
+use crate::threshold::Outcome;
 
 /// Above this share of wall time busy, a generator thread counts as saturated.
 pub const SATURATED: f64 = 0.90;
@@ -16,7 +18,7 @@ pub const SATURATED: f64 = 0.90;
 pub const KEEP_UP: f64 = 0.95;
 
 /// The settings a run used (echoed into its result).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Settings {
     /// Threads.
     pub threads: usize,
@@ -35,13 +37,17 @@ pub struct Settings {
     /// Request timeout, seconds.
     pub timeout_s: f64,
     /// Open-loop arrival process (`constant` / `poisson`), absent in closed loop.
-    pub arrival: Option<&'static str>,
+    pub arrival: Option<String>,
     /// Threads pinned to cores.
     pub pinned: bool,
+    /// `--stages` as [seconds, rate at the end] pairs, absent without a ramp.
+    pub stages: Option<Vec<[f64; 2]>>,
+    /// `--read-rate`: bytes per second each connection reads at most.
+    pub read_rate: Option<u64>,
 }
 
 /// The generator's own CPU use.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GeneratorCpu {
     /// User time of all load threads, seconds.
     pub user_s: f64,
@@ -62,8 +68,116 @@ pub struct GeneratorCpu {
     pub saturated: bool,
 }
 
+/// Which part of a sharded run (`--shard i/N`) a result is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// 0-based index.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+    /// `--start-at`, Unix seconds, if given.
+    pub start_at_unix_s: Option<f64>,
+}
+
+/// One core's share of the measured window (seconds of CPU time).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CoreCpu {
+    /// Core number (as in /proc/stat).
+    pub cpu: u32,
+    /// User (and nice) time.
+    pub user_s: f64,
+    /// System time.
+    pub system_s: f64,
+    /// Soft-interrupt time (network receive and transmit completion).
+    pub softirq_s: f64,
+    /// Hard-interrupt time.
+    pub irq_s: f64,
+    /// Time taken by the hypervisor.
+    pub steal_s: f64,
+    /// Idle (and I/O wait) time.
+    pub idle_s: f64,
+    /// Busy share of the window (1.0 = the core was never idle).
+    pub busy: f64,
+}
+
+/// The whole machine's CPU over the measured window, from /proc/stat: every process and every
+/// kernel context (softirq included), so the TCP work the kernel bills to whichever side
+/// happens to run it is counted once, wherever it ran.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MachineCpu {
+    /// Cores seen.
+    pub cores: usize,
+    /// Busy time of all cores (user + nice + system + irq + softirq + steal), seconds.
+    pub busy_s: f64,
+    /// User (and nice) time of all cores, seconds.
+    pub user_s: f64,
+    /// System time of all cores, seconds.
+    pub system_s: f64,
+    /// Soft-interrupt time of all cores, seconds.
+    pub softirq_s: f64,
+    /// Hard-interrupt time of all cores, seconds.
+    pub irq_s: f64,
+    /// Busy cores on average over the window (2.0 = two cores' worth).
+    pub utilization: f64,
+    /// Busy time of the whole machine per response, µs: server, generator, kernel and anything
+    /// else that ran, together.
+    pub us_per_request: f64,
+    /// Per core.
+    pub per_core: Vec<CoreCpu>,
+}
+
+impl MachineCpu {
+    /// Build from two /proc/stat samples around a window of `window_ns` with `requests`
+    /// responses.
+    pub fn from_samples(
+        start: &[(u32, CpuTicks)],
+        end: &[(u32, CpuTicks)],
+        window_ns: u64,
+        requests: u64,
+    ) -> MachineCpu {
+        let tick_s = procstat::tick_ns() as f64 / 1e9;
+        let mut m = MachineCpu::default();
+        let mut busy_ticks = 0u64;
+        for (cpu, e) in end {
+            let Some((_, s)) = start.iter().find(|(c, _)| c == cpu) else {
+                continue;
+            };
+            let d = e.since(s);
+            let all = d.busy() + d.idle + d.iowait;
+            busy_ticks += d.busy();
+            m.user_s += (d.user + d.nice) as f64 * tick_s;
+            m.system_s += d.system as f64 * tick_s;
+            m.softirq_s += d.softirq as f64 * tick_s;
+            m.irq_s += d.irq as f64 * tick_s;
+            m.per_core.push(CoreCpu {
+                cpu: *cpu,
+                user_s: (d.user + d.nice) as f64 * tick_s,
+                system_s: d.system as f64 * tick_s,
+                softirq_s: d.softirq as f64 * tick_s,
+                irq_s: d.irq as f64 * tick_s,
+                steal_s: d.steal as f64 * tick_s,
+                idle_s: (d.idle + d.iowait) as f64 * tick_s,
+                busy: if all > 0 {
+                    round3(d.busy() as f64 / all as f64)
+                } else {
+                    0.0
+                },
+            });
+        }
+        m.cores = m.per_core.len();
+        m.busy_s = busy_ticks as f64 * tick_s;
+        m.utilization = round3(m.busy_s / (window_ns.max(1) as f64 / 1e9));
+        m.us_per_request = if requests > 0 {
+            m.busy_s * 1e6 / requests as f64
+        } else {
+            0.0
+        };
+        m
+    }
+}
+
 /// One second of the run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IntervalOut {
     /// Second since the start (warm-up included).
     pub t_s: u64,
@@ -75,14 +189,27 @@ pub struct IntervalOut {
     pub errors: u64,
     /// Bytes received.
     pub bytes: u64,
+    /// Requests sent (the achieved rate of this second).
+    pub sent: u64,
+    /// The open-loop schedule's rate over this second (ramps follow `--stages`).
+    pub target_rps: Option<f64>,
     /// Mean corrected latency, µs.
     pub mean_us: f64,
+    /// Median corrected latency, µs (2 significant digits).
+    pub p50_us: f64,
+    /// 90th percentile, µs (2 significant digits).
+    pub p90_us: f64,
+    /// 99th percentile, µs (2 significant digits).
+    pub p99_us: f64,
     /// Largest corrected latency, µs.
     pub max_us: f64,
+    /// This second's corrected latency histogram (base64 V2, ns, 2 significant digits), for
+    /// exact merges of shards.
+    pub histogram: String,
 }
 
 /// The warm-up window, reported apart.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WarmupOut {
     /// Responses during the warm-up.
     pub requests: u64,
@@ -97,10 +224,10 @@ pub struct WarmupOut {
 }
 
 /// Every histogram of the measured window in HdrHistogram's base64 V2 (deflate) encoding.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Histograms {
     /// Unit of the recorded values.
-    pub unit: &'static str,
+    pub unit: String,
     /// Corrected latency.
     pub latency: String,
     /// Uncorrected latency.
@@ -116,14 +243,14 @@ pub struct Histograms {
 }
 
 /// The result of one run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunResult {
     /// The target URL (the first one of a mix).
     pub url: String,
     /// Every URL of the mix.
     pub urls: Vec<String>,
     /// `closed` or `open`.
-    pub mode: &'static str,
+    pub mode: String,
     /// Settings used.
     pub settings: Settings,
     /// Complete responses in the measured window.
@@ -174,6 +301,8 @@ pub struct RunResult {
     pub server_cpu_s: Option<f64>,
     /// Server CPU share of one core over the window (with `--server-pid`).
     pub server_cpu_utilization: Option<f64>,
+    /// The whole machine's CPU over the measured window (every core, from /proc/stat).
+    pub machine_cpu: Option<MachineCpu>,
     /// Per-second intervals.
     pub intervals: Vec<IntervalOut>,
     /// The warm-up window, if any.
@@ -182,9 +311,13 @@ pub struct RunResult {
     pub warnings: Vec<String>,
     /// The run was stopped early by Ctrl-C.
     pub interrupted: bool,
+    /// `--threshold` checks, in the order given.
+    pub thresholds: Vec<Outcome>,
     /// Histograms, mergeable later.
     pub histograms: Histograms,
-    /// The merged histograms themselves (not serialised).
+    /// `--shard`: which part of a sharded run this is.
+    pub shard: Option<ShardInfo>,
+    /// The merged histograms themselves (not serialised; rebuilt from `histograms` by merge).
     #[serde(skip)]
     pub hists: HistSet,
 }
@@ -196,6 +329,10 @@ pub struct Outside {
     pub server_cpu_ns: Option<u64>,
     /// Length of the warm-up actually run, ns.
     pub warmup_ns: u64,
+    /// /proc/stat per core at the start and the end of the measured window.
+    pub machine: Option<(MachineSample, MachineSample)>,
+    /// Wall time between the two /proc/stat samples, ns.
+    pub machine_window_ns: u64,
 }
 
 fn status_map(w: &Window) -> BTreeMap<String, u64> {
@@ -226,6 +363,7 @@ impl RunResult {
         let mut main = Window::default();
         let mut warm = Window::default();
         let mut intervals: Vec<Interval> = Vec::new();
+        let mut second_hists: Vec<SecondHist> = Vec::new();
         let mut gen = GeneratorCpu::default();
         let mut wall_ns = 0u64;
         let mut scheduled = 0u64;
@@ -237,6 +375,12 @@ impl RunResult {
             }
             for (a, b) in intervals.iter_mut().zip(&t.intervals) {
                 a.merge(b);
+            }
+            while second_hists.len() < t.interval_hists.len() {
+                second_hists.push(hist::new_second_hist());
+            }
+            for (a, b) in second_hists.iter_mut().zip(&t.interval_hists) {
+                a.add(b).expect("histograms share bounds");
             }
             gen.user_s += t.cpu_user_ns as f64 / 1e9;
             gen.sys_s += t.cpu_sys_ns as f64 / 1e9;
@@ -330,7 +474,7 @@ impl RunResult {
         RunResult {
             url: cfg.requests.urls[0].clone(),
             urls: cfg.requests.urls.clone(),
-            mode: if cfg.rate.is_some() { "open" } else { "closed" },
+            mode: if cfg.rate.is_some() { "open" } else { "closed" }.to_string(),
             settings: Settings {
                 threads: threads.len(),
                 connections: cfg.connections,
@@ -347,10 +491,15 @@ impl RunResult {
                 warmup_s: cfg.warmup.as_secs_f64(),
                 timeout_s: cfg.timeout.as_secs_f64(),
                 arrival: cfg.rate.map(|_| match cfg.arrival {
-                    Arrival::Constant => "constant",
-                    Arrival::Poisson => "poisson",
+                    Arrival::Constant => "constant".to_string(),
+                    Arrival::Poisson => "poisson".to_string(),
                 }),
                 pinned: cfg.pin,
+                stages: cfg
+                    .stages
+                    .as_ref()
+                    .map(|st| st.stages().iter().map(|s| [s.dur_s, s.target]).collect()),
+                read_rate: cfg.read_rate,
             },
             requests,
             duration_s,
@@ -378,28 +527,54 @@ impl RunResult {
             server_cpu_utilization: outside
                 .server_cpu_ns
                 .map(|ns| round3(ns as f64 / measured_ns as f64)),
+            machine_cpu: outside.machine.as_ref().map(|(a, b)| {
+                MachineCpu::from_samples(a, b, outside.machine_window_ns.max(1), requests)
+            }),
             intervals: intervals
                 .iter()
                 .enumerate()
-                .map(|(i, iv)| IntervalOut {
-                    t_s: i as u64,
-                    warmup: (i as u64) < warm_secs,
-                    requests: iv.responses,
-                    errors: iv.errors,
-                    bytes: iv.bytes,
-                    mean_us: if iv.responses > 0 {
-                        iv.latency_sum_ns as f64 / iv.responses as f64 / 1000.0
-                    } else {
-                        0.0
-                    },
-                    max_us: iv.latency_max_ns as f64 / 1000.0,
+                .map(|(i, iv)| {
+                    let empty = hist::new_second_hist();
+                    let h = second_hists.get(i).unwrap_or(&empty);
+                    let q = |q: f64| {
+                        if h.is_empty() {
+                            0.0
+                        } else {
+                            h.highest_equivalent(h.value_at_quantile(q)) as f64 / 1000.0
+                        }
+                    };
+                    IntervalOut {
+                        t_s: i as u64,
+                        warmup: (i as u64) < warm_secs,
+                        requests: iv.responses,
+                        errors: iv.errors,
+                        bytes: iv.bytes,
+                        sent: iv.sent,
+                        target_rps: target_rate(cfg, i as f64),
+                        mean_us: if iv.responses > 0 {
+                            iv.latency_sum_ns as f64 / iv.responses as f64 / 1000.0
+                        } else {
+                            0.0
+                        },
+                        p50_us: q(0.50),
+                        p90_us: q(0.90),
+                        p99_us: q(0.99),
+                        max_us: iv.latency_max_ns as f64 / 1000.0,
+                        histogram: hist::encode(h),
+                    }
                 })
                 .collect(),
             warmup,
             warnings,
             interrupted: false,
+            thresholds: Vec::new(),
+            shard: cfg.shard.map(|(index, count)| ShardInfo {
+                index,
+                count,
+                start_at_unix_s: cfg.start_at_unix_s,
+            }),
             histograms: Histograms {
-                unit: "ns",
+                unit: "ns".to_string(),
                 latency: hist::encode(&h.latency),
                 latency_uncorrected: hist::encode(&h.uncorrected),
                 connect: hist::encode(&h.connect),
@@ -414,6 +589,22 @@ impl RunResult {
     /// The result as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("result serialises")
+    }
+
+    /// Some `--threshold` failed.
+    pub fn thresholds_failed(&self) -> bool {
+        self.thresholds.iter().any(|t| !t.ok)
+    }
+}
+
+/// The schedule's rate over second `t` of the run (`None` in closed loop).
+fn target_rate(cfg: &RunConfig, t: f64) -> Option<f64> {
+    match (&cfg.stages, cfg.rate) {
+        (Some(st), _) => {
+            let shards = cfg.shard.map_or(1.0, |(_, n)| n as f64);
+            Some((st.count_at(t + 1.0) - st.count_at(t)) / shards)
+        }
+        (None, r) => r,
     }
 }
 

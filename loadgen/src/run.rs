@@ -16,6 +16,7 @@ use crate::engine::{run_thread, Clock, Control};
 use crate::procstat;
 use crate::result::{Outside, RunResult};
 use crate::target::Addr;
+use crate::threshold;
 
 /// Why a run could not complete.
 #[derive(Debug, Error)]
@@ -144,6 +145,16 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
         .map_err(|e| RunError::Thread(e.to_string()))?;
 
     ctl.ready.wait();
+    if let Some(at) = cfg.start_at_unix_s {
+        // Connections are open; start the schedule at the agreed wall-clock time (shards on
+        // several machines start together, to the accuracy of their clocks).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if at > now {
+            std::thread::sleep(Duration::from_secs_f64(at - now));
+        }
+    }
     let t0 = clock.now();
     ctl.t0_ns.store(t0, Ordering::Release);
     ctl.go.wait();
@@ -151,8 +162,10 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
     let warmup_ns = cfg.warmup.as_nanos() as u64;
     let bar = progress_bar(cfg, opts);
     let mut server_start = None;
+    let mut machine_start = None;
     if warmup_ns == 0 {
         server_start = sample_server(cfg.server_pid);
+        machine_start = sample_machine(&clock);
     }
     let mut warmup_sampled = warmup_ns == 0;
     loop {
@@ -169,6 +182,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
             let warm_end = t0 + warmup_ns;
             if now >= warm_end {
                 server_start = sample_server(cfg.server_pid);
+                machine_start = sample_machine(&clock);
                 warmup_sampled = true;
             } else {
                 sleep = sleep.min(Duration::from_nanos(warm_end - now));
@@ -190,6 +204,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
         std::thread::sleep(sleep);
     }
     let server_end = sample_server(cfg.server_pid);
+    let machine_end = sample_machine(&clock);
     let mut results = Vec::with_capacity(handles.len());
     for h in handles {
         results.push(
@@ -212,8 +227,17 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
         // The threads switch windows at exactly t0 + warm-up; only the server CPU sample is
         // taken by this thread, as close to that moment as it wakes.
         warmup_ns,
+        machine_window_ns: match (&machine_start, &machine_end) {
+            (Some((a, _)), Some((b, _))) => b.saturating_sub(*a),
+            _ => 0,
+        },
+        machine: match (machine_start, machine_end) {
+            (Some((_, a)), Some((_, b))) => Some((a, b)),
+            _ => None,
+        },
     };
     let mut result = RunResult::build(cfg, &results, &outside);
+    result.thresholds = threshold::check_all(&cfg.thresholds, &result);
     if interrupted() {
         result.interrupted = true;
         result
@@ -225,6 +249,12 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
 
 fn sample_server(pid: Option<u32>) -> Option<u64> {
     procstat::tree_cpu_ns(pid?).ok()
+}
+
+/// Every core's /proc/stat line, with the time it was read (no /proc: no machine figures).
+fn sample_machine(clock: &Clock) -> Option<(u64, Vec<(u32, procstat::CpuTicks)>)> {
+    let m = procstat::read_machine().ok()?;
+    Some((clock.now(), m))
 }
 
 fn progress_bar(cfg: &RunConfig, opts: &RunOptions) -> Option<ProgressBar> {

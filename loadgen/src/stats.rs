@@ -1,7 +1,7 @@
 //! Per-thread counters (requests, bytes, per-status counts, error classes), per-second
 //! intervals, and what a thread hands back after join. All fixed-size: recording never allocates.
 
-use crate::hist::HistSet;
+use crate::hist::{HistSet, SecondHist};
 
 /// Classes of failed requests and connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +168,8 @@ pub struct Interval {
     pub errors: u64,
     /// Bytes received.
     pub bytes: u64,
+    /// Requests sent.
+    pub sent: u64,
     /// Sum of corrected latencies (ns), for the mean.
     pub latency_sum_ns: u64,
     /// Largest corrected latency (ns).
@@ -180,6 +182,7 @@ impl Interval {
         self.responses += other.responses;
         self.errors += other.errors;
         self.bytes += other.bytes;
+        self.sent += other.sent;
         self.latency_sum_ns += other.latency_sum_ns;
         self.latency_max_ns = self.latency_max_ns.max(other.latency_max_ns);
     }
@@ -194,6 +197,8 @@ pub struct ThreadResult {
     pub warmup: Window,
     /// Per-second intervals from the start of the run (warm-up included).
     pub intervals: Vec<Interval>,
+    /// Corrected latency of each second, same length as `intervals`.
+    pub interval_hists: Vec<SecondHist>,
     /// Requests the open-loop schedule made due by the end (sent or not).
     pub scheduled: u64,
     /// Thread CPU time in user mode, ns.

@@ -46,6 +46,16 @@ pub enum TargetError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A line of the `--requests` file is wrong.
+    #[error("{file}:{line}: {why}")]
+    RequestsFile {
+        /// The file.
+        file: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
     /// A header given with `-H` is not `Name: value`.
     #[error("invalid header {0:?}: expected \"Name: value\"")]
     Header(String),
@@ -276,8 +286,35 @@ pub struct RequestSet {
     pub urls: Vec<String>,
     /// Cumulative weights, same length as `reqs`.
     cum: Vec<u64>,
-    /// Responses carry no body (HEAD requests).
+    /// Responses carry no body (every request is HEAD).
     pub no_body: bool,
+    /// Per request: it is a HEAD (only consulted when `mixed_head`).
+    pub head: Vec<bool>,
+    /// Some requests are HEAD and some are not: the parser is told per response.
+    pub mixed_head: bool,
+}
+
+/// One entry of a `--requests` file in its JSON form.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestLine {
+    #[serde(default)]
+    method: Option<String>,
+    /// A path (relative to the target) or an absolute URL of the same server.
+    #[serde(alias = "url")]
+    path: String,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    body_file: Option<String>,
+    #[serde(default = "one")]
+    weight: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl RequestSet {
@@ -289,7 +326,133 @@ impl RequestSet {
             urls: vec![url.text.clone()],
             cum: vec![1],
             no_body: spec.no_body(),
+            head: vec![spec.no_body()],
+            mixed_head: false,
         }
+    }
+
+    /// A weighted request mix read from a `--requests` file: per line either
+    /// `[WEIGHT] METHOD PATH` or a JSON object `{"method", "path" (or "url"), "headers",
+    /// "body" or "body_file", "weight"}`; `#` comments and blank lines are ignored. Each entry
+    /// starts from `spec` (the `-H` headers, `--body`, `-m`) and overrides it. Paths are relative
+    /// to `base`; absolute URLs must name the same address.
+    pub fn from_requests_file(
+        file: &str,
+        base: &Url,
+        spec: &RequestSpec,
+    ) -> Result<RequestSet, TargetError> {
+        let text = std::fs::read_to_string(file).map_err(|source| TargetError::Read {
+            file: file.to_string(),
+            source,
+        })?;
+        let err = |line: usize, why: String| TargetError::RequestsFile {
+            file: file.to_string(),
+            line,
+            why,
+        };
+        let mut set = RequestSet {
+            addr: base.addr.clone(),
+            reqs: Vec::new(),
+            urls: Vec::new(),
+            cum: Vec::new(),
+            no_body: false,
+            head: Vec::new(),
+            mixed_head: false,
+        };
+        let mut total = 0u64;
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let entry: RequestLine = if line.starts_with('{') {
+                serde_json::from_str(line).map_err(|e| err(n, e.to_string()))?
+            } else {
+                let parts: Vec<&str> = line.split_whitespace().collect();
+                let (weight, method, path) = match parts.as_slice() {
+                    [m, p] => (1, *m, *p),
+                    [w, m, p] => (
+                        w.parse::<u64>()
+                            .map_err(|_| err(n, format!("weight {w:?} is not an integer")))?,
+                        *m,
+                        *p,
+                    ),
+                    _ => {
+                        return Err(err(
+                            n,
+                            "expected `[WEIGHT] METHOD PATH` or a JSON object".into(),
+                        ))
+                    }
+                };
+                RequestLine {
+                    method: Some(method.to_string()),
+                    path: path.to_string(),
+                    headers: Default::default(),
+                    body: None,
+                    body_file: None,
+                    weight,
+                }
+            };
+            if entry.weight == 0 {
+                continue;
+            }
+            let mut s = spec.clone();
+            if let Some(m) = entry.method {
+                RequestSpec::check_method(&m).map_err(|e| err(n, e.to_string()))?;
+                s.method = m;
+            }
+            for (k, v) in &entry.headers {
+                let (k, v) = RequestSpec::parse_header(&format!("{k}: {v}"))
+                    .map_err(|e| err(n, e.to_string()))?;
+                s.headers.retain(|(h, _)| !h.eq_ignore_ascii_case(&k));
+                s.headers.push((k, v));
+            }
+            match (entry.body, entry.body_file) {
+                (Some(_), Some(_)) => {
+                    return Err(err(n, "give body or body_file, not both".into()))
+                }
+                (Some(b), None) => s.body = Some(b.into_bytes()),
+                (None, Some(f)) => {
+                    s.body = Some(std::fs::read(&f).map_err(|e| err(n, format!("{f}: {e}")))?)
+                }
+                (None, None) => {}
+            }
+            let url = if entry.path.starts_with('/') {
+                check_path(&entry.path).map_err(|w| err(n, w.to_string()))?;
+                Url {
+                    text: format!("{}{}", origin(base), entry.path),
+                    path: entry.path.clone(),
+                    ..base.clone()
+                }
+            } else {
+                let u = Url::parse(&entry.path).map_err(|e| err(n, e.to_string()))?;
+                if u.addr != base.addr {
+                    return Err(err(
+                        n,
+                        format!("{} is not the same server as {}", u.addr, base.addr),
+                    ));
+                }
+                u
+            };
+            total += entry.weight;
+            set.reqs.push(s.encode(&url));
+            let host = s
+                .headers
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case("host"))
+                .map(|(_, v)| format!(" (Host: {v})"))
+                .unwrap_or_default();
+            set.urls.push(format!("{} {}{host}", s.method, url.text));
+            set.head.push(s.no_body());
+            set.cum.push(total);
+        }
+        if set.reqs.is_empty() {
+            return Err(err(0, "no requests with a non-zero weight".into()));
+        }
+        set.no_body = set.head.iter().all(|&h| h);
+        set.mixed_head = !set.no_body && set.head.iter().any(|&h| h);
+        Ok(set)
     }
 
     /// A weighted mix read from a `--urls` file: one `URL` or `WEIGHT URL` per line, `#`
@@ -316,6 +479,8 @@ impl RequestSet {
             urls: Vec::new(),
             cum: Vec::new(),
             no_body: spec.no_body(),
+            head: Vec::new(),
+            mixed_head: false,
         };
         let mut total = 0u64;
         for (i, line) in text.lines().enumerate() {
@@ -364,6 +529,7 @@ impl RequestSet {
             total += weight;
             set.reqs.push(spec.encode(&url));
             set.urls.push(url.text.clone());
+            set.head.push(spec.no_body());
             set.cum.push(total);
         }
         let base = base.ok_or_else(|| err(0, "no URLs in file".into()))?;
@@ -453,6 +619,39 @@ mod tests {
         );
         assert!(RequestSpec::parse_header("Bad Name: x").is_err());
         assert!(RequestSpec::parse_header("Good: x").is_ok());
+    }
+
+    #[test]
+    fn request_files_take_lines_and_json() {
+        let f = std::env::temp_dir().join(format!("loadgen-reqs-{}", std::process::id()));
+        std::fs::write(
+            &f,
+            "# mix\n3 GET /a\nHEAD /b\n\
+             {\"method\":\"POST\",\"path\":\"/c\",\"headers\":{\"Host\":\"site.test\"},\
+             \"body\":\"hi\",\"weight\":2}\n0 GET /never\n",
+        )
+        .unwrap();
+        let base = Url::parse("http://127.0.0.1:9/").unwrap();
+        let spec = RequestSpec {
+            method: "GET".into(),
+            headers: vec![("X-All".into(), "1".into())],
+            ..Default::default()
+        };
+        let set = RequestSet::from_requests_file(f.to_str().unwrap(), &base, &spec).unwrap();
+        assert_eq!(set.reqs.len(), 3);
+        assert_eq!(set.head, vec![false, true, false]);
+        assert!(set.mixed_head && !set.no_body);
+        assert_eq!(
+            set.reqs[2],
+            b"POST /c HTTP/1.1\r\nX-All: 1\r\nHost: site.test\r\nContent-Length: 2\r\n\r\nhi"
+        );
+        assert!(set.urls[2].contains("Host: site.test"));
+        std::fs::write(&f, "GET /a extra words\n").unwrap();
+        assert!(RequestSet::from_requests_file(f.to_str().unwrap(), &base, &spec).is_err());
+        std::fs::write(&f, "{\"path\":\"/a\",\"nope\":1}\n").unwrap();
+        let e = RequestSet::from_requests_file(f.to_str().unwrap(), &base, &spec).unwrap_err();
+        assert!(e.to_string().contains(":1:"), "{e}");
+        std::fs::remove_file(&f).unwrap();
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub fn render(cmp: &Comparison) -> String {
         o,
         "<h2>Medians over {} rounds (ratios against {})</h2>\n<table><tr><th>target</th>\
          <th>req/s</th><th>×</th><th>p50</th><th>p99</th><th>p99.9</th><th>max</th>\
-         <th>server CPU/req</th><th>×</th><th>loadgen CPU/req</th><th>errors</th></tr>",
+         <th>server CPU/req</th><th>×</th><th>loadgen CPU/req</th><th>machine CPU/req</th>\
+         <th>×</th><th>errors</th></tr>",
         cmp.rounds,
         esc(&cmp.baseline)
     );
@@ -61,7 +62,7 @@ pub fn render(cmp: &Comparison) -> String {
         let _ = writeln!(
             o,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&t.name),
             fmt_count(m("rps").unwrap_or(0.0)),
             r("rps"),
@@ -72,10 +73,38 @@ pub fn render(cmp: &Comparison) -> String {
             us("server_cpu_us_per_request"),
             r("server_cpu_us_per_request"),
             us("loadgen_cpu_us_per_request"),
+            us("machine_cpu_us_per_request"),
+            r("machine_cpu_us_per_request"),
             m("errors").unwrap_or(0.0)
         );
     }
     let _ = writeln!(o, "</table>");
+    let tallies: Vec<_> = cmp
+        .targets
+        .iter()
+        .map(|t| (t, crate::compare::threshold_tally(t)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    if !tallies.is_empty() {
+        let _ = writeln!(
+            o,
+            "<h2>Thresholds</h2>\n<table><tr><th>target</th><th>threshold</th><th>verdict</th>\
+             <th>rounds passed</th></tr>"
+        );
+        for (t, v) in tallies {
+            for (expr, ok, n) in v {
+                let _ = writeln!(
+                    o,
+                    "<tr><td>{}</td><td><code>{}</code></td><td{}>{}</td><td>{ok}/{n}</td></tr>",
+                    esc(&t.name),
+                    esc(&expr),
+                    if ok == n { "" } else { " class=\"warn\"" },
+                    if ok == n { "✓ pass" } else { "✗ FAIL" }
+                );
+            }
+        }
+        let _ = writeln!(o, "</table>");
+    }
 
     let spectrum: Vec<Series> = cmp
         .targets
@@ -114,6 +143,44 @@ pub fn render(cmp: &Comparison) -> String {
     let _ = writeln!(o, "<h2>Requests per second, each round</h2>");
     plot_or_note(&mut o, plots::per_round("req/s per round", "req/s", &rps));
 
+    // Per second, first round: the shape of the load (ramps of --stages) and how each server
+    // followed it.
+    let per_sec = |f: fn(&crate::result::IntervalOut) -> f64| -> Vec<Series> {
+        cmp.targets
+            .iter()
+            .filter_map(|t| t.runs.first().map(|r| (t, r)))
+            .map(|(t, r)| Series {
+                name: t.name.clone(),
+                points: r
+                    .intervals
+                    .iter()
+                    .map(|iv| (iv.t_s as f64 + 1.0, f(iv)))
+                    .collect(),
+            })
+            .collect()
+    };
+    let _ = writeln!(o, "<h2>Per second (round 1)</h2>");
+    plot_or_note(
+        &mut o,
+        plots::per_second(
+            "responses per second",
+            "req/s",
+            &per_sec(|iv| iv.requests as f64),
+        ),
+    );
+    plot_or_note(
+        &mut o,
+        plots::per_second("p99 latency per second", "µs", &per_sec(|iv| iv.p99_us)),
+    );
+    plot_or_note(
+        &mut o,
+        plots::per_second(
+            "errors per second",
+            "errors",
+            &per_sec(|iv| iv.errors as f64),
+        ),
+    );
+
     let names: Vec<String> = cmp.targets.iter().map(|t| t.name.clone()).collect();
     let values: Vec<Vec<Option<f64>>> = cmp
         .targets
@@ -122,6 +189,7 @@ pub fn render(cmp: &Comparison) -> String {
             vec![
                 t.median.get("server_cpu_us_per_request").copied(),
                 t.median.get("loadgen_cpu_us_per_request").copied(),
+                t.median.get("machine_cpu_us_per_request").copied(),
             ]
         })
         .collect();
@@ -132,7 +200,7 @@ pub fn render(cmp: &Comparison) -> String {
             "CPU per request",
             "CPU time",
             &names,
-            &["server", "loadgen"],
+            &["server", "loadgen", "machine"],
             &values,
         ),
     );

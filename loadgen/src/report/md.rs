@@ -43,13 +43,21 @@ pub fn settings_line(cmp: &Comparison) -> String {
     if s.warmup_s > 0.0 {
         parts.push(format!("{}s warm-up", s.warmup_s));
     }
-    match cmp.target_rps {
-        Some(r) => parts.push(format!(
+    match (cmp.target_rps, &s.stages) {
+        (Some(_), Some(st)) => parts.push(format!(
+            "open loop ramping through stages {} ({})",
+            st.iter()
+                .map(|[d, r]| format!("{d}s→{}", fmt_count(*r)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            s.arrival.as_deref().unwrap_or("constant")
+        )),
+        (Some(r), None) => parts.push(format!(
             "open loop at {} req/s ({})",
             fmt_count(r),
-            s.arrival.unwrap_or("constant")
+            s.arrival.as_deref().unwrap_or("constant")
         )),
-        None => parts.push("closed loop".to_string()),
+        (None, _) => parts.push("closed loop".to_string()),
     }
     if !s.keepalive {
         parts.push("no keep-alive".to_string());
@@ -81,13 +89,13 @@ pub fn render(cmp: &Comparison) -> String {
     );
     let _ = writeln!(
         o,
-        "| target | req/s | × | p50 | p99 | p99.9 | max | server CPU/req | × | loadgen CPU/req | errors |"
+        "| target | req/s | × | p50 | p99 | p99.9 | max | server CPU/req | × | loadgen CPU/req | machine CPU/req | × | errors |"
     );
-    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for t in &cmp.targets {
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             t.name,
             fmt_count(get(t, "median", "rps").unwrap_or(0.0)),
             ratio(get(t, "ratio", "rps")),
@@ -98,12 +106,46 @@ pub fn render(cmp: &Comparison) -> String {
             us(get(t, "median", "server_cpu_us_per_request")),
             ratio(get(t, "ratio", "server_cpu_us_per_request")),
             us(get(t, "median", "loadgen_cpu_us_per_request")),
+            us(get(t, "median", "machine_cpu_us_per_request")),
+            ratio(get(t, "ratio", "machine_cpu_us_per_request")),
             get(t, "median", "errors").unwrap_or(0.0),
         );
     }
+    let _ = writeln!(
+        o,
+        "\nServer CPU/req is the server's process tree only; machine CPU/req is every core's busy \
+         time (/proc/stat: user, system, softirq) per request, generator and kernel included. On \
+         one machine the kernel bills TCP work to whichever side runs it, so compare servers by \
+         machine CPU/req; read server CPU/req as the server's own share."
+    );
+    let tallies: Vec<_> = cmp
+        .targets
+        .iter()
+        .map(|t| (t, crate::compare::threshold_tally(t)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    if !tallies.is_empty() {
+        let _ = writeln!(o, "\n## Thresholds\n");
+        let _ = writeln!(o, "| target | threshold | verdict | rounds passed |");
+        let _ = writeln!(o, "|---|---|---|--:|");
+        for (t, v) in tallies {
+            for (expr, ok, n) in v {
+                let _ = writeln!(
+                    o,
+                    "| {} | `{}` | {} | {ok}/{n} |",
+                    t.name,
+                    expr.replace('|', "\\|"),
+                    if ok == n { "✓ pass" } else { "✗ **FAIL**" }
+                );
+            }
+        }
+    }
     let _ = writeln!(o, "\n## Spread across rounds (min – max)\n");
-    let _ = writeln!(o, "| target | req/s | p50 | p99 | p99.9 | server CPU/req |");
-    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|");
+    let _ = writeln!(
+        o,
+        "| target | req/s | p50 | p99 | p99.9 | server CPU/req | machine CPU/req |"
+    );
+    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|");
     for t in &cmp.targets {
         let range = |k: &str, f: fn(f64) -> String| match (get(t, "min", k), get(t, "max", k)) {
             (Some(a), Some(b)) => format!("{} – {}", f(a), f(b)),
@@ -111,13 +153,14 @@ pub fn render(cmp: &Comparison) -> String {
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             t.name,
             range("rps", fmt_count),
             range("p50_us", fmt_us),
             range("p99_us", fmt_us),
             range("p999_us", fmt_us),
             range("server_cpu_us_per_request", fmt_us),
+            range("machine_cpu_us_per_request", fmt_us),
         );
     }
     let _ = writeln!(o, "\n## Every round\n");

@@ -191,6 +191,49 @@ pub fn per_round(title: &str, y_desc: &str, series: &[Series]) -> PlotResult {
     Ok(svg)
 }
 
+/// A time series: one line per series over seconds since the start, y from 0.
+pub fn per_second(title: &str, y_desc: &str, series: &[Series]) -> PlotResult {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let pts = || series.iter().flat_map(|s| s.points.iter());
+        let xmax = pts().map(|p| p.0).fold(1f64, f64::max);
+        let hi = pts().map(|p| p.1).fold(0f64, f64::max).max(1e-9) * 1.15;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..xmax, 0f64..hi)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the start")
+            .y_desc(y_desc)
+            .y_label_formatter(&|y| super::fmt_count(*y))
+            .draw()
+            .map_err(err)?;
+        for (i, s) in series.iter().enumerate() {
+            let c = color(i);
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 /// Bars spanning more than this factor (largest over smallest) get a log axis, so that a
 /// slow target (gunicorn's ~150 µs/request) does not flatten the others into slivers.
 const BARS_LOG_SPAN: f64 = 20.0;

@@ -135,6 +135,13 @@ pub fn summary(r: &RunResult) -> String {
             util * 100.0
         );
     }
+    if let Some(m) = &r.machine_cpu {
+        let _ = writeln!(
+            out,
+            "  machine CPU  {:.2}µs/req ({:.2} of {} cores busy: user {:.2}s, sys {:.2}s, softirq {:.2}s)",
+            m.us_per_request, m.utilization, m.cores, m.user_s, m.system_s, m.softirq_s
+        );
+    }
     if let Some(w) = &r.warmup {
         let _ = writeln!(
             out,
@@ -143,6 +150,9 @@ pub fn summary(r: &RunResult) -> String {
             w.duration_s,
             fmt_us(w.latency_us.p99)
         );
+    }
+    for t in &r.thresholds {
+        let _ = writeln!(out, "  threshold    {t}");
     }
     for w in &r.warnings {
         let _ = writeln!(out, "  warning: {w}");

@@ -53,6 +53,10 @@ pub struct Stats {
     pub max_batch: AtomicU64,
     /// Requests per path.
     pub paths: Mutex<HashMap<String, u64>>,
+    /// Requests per Host header.
+    pub hosts: Mutex<HashMap<String, u64>>,
+    /// Request body bytes read.
+    pub body_bytes_in: AtomicU64,
 }
 
 /// A running test server; stops accepting when dropped.
@@ -102,7 +106,12 @@ impl Drop for TestServer {
 
 /// Start a TCP server on 127.0.0.1, port 0.
 pub fn serve(mode: Mode) -> TestServer {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    serve_at(mode, "127.0.0.1:0")
+}
+
+/// Start a TCP server on `addr` (an address of this machine, e.g. one the test created).
+pub fn serve_at(mode: Mode, addr: &str) -> TestServer {
+    let listener = TcpListener::bind(addr).expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
     start(mode, Some(addr), None, move || match listener.accept() {
@@ -267,13 +276,44 @@ fn handle(mut conn: Box<dyn ConnBox>, mode: Mode, st: Arc<Stats>, started: Insta
         let mut close = false;
         while let Some(end) = find(&buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            buf.drain(..end + 4);
+            // A request body (Content-Length) is read and dropped with its request.
+            let body_len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() < end + 4 + body_len {
+                break;
+            }
+            buf.drain(..end + 4 + body_len);
+            st.body_bytes_in
+                .fetch_add(body_len as u64, Ordering::SeqCst);
+            if let Some(host) = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("host")
+                    .then(|| v.trim().to_string())
+            }) {
+                *st.hosts.lock().unwrap().entry(host).or_default() += 1;
+            }
+            let is_head = head.starts_with("HEAD ");
             batch += 1;
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
             *st.paths.lock().unwrap().entry(path).or_default() += 1;
             st.requests.fetch_add(1, Ordering::SeqCst);
             let wants_close = head.to_ascii_lowercase().contains("connection: close");
+            let mark = out.len();
             let last = respond(&mode, served, wants_close, started, &mut out);
+            if is_head {
+                // HEAD: the same head, no body.
+                if let Some(e) = find(&out[mark..], b"\r\n\r\n") {
+                    out.truncate(mark + e + 4);
+                }
+            }
             served += 1;
             if last {
                 close = true;
