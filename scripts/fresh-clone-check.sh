@@ -59,4 +59,9 @@ done
 page="$(curl -fsS --max-time 5 "$url")"
 echo "$page" | grep -q "ringd" || { echo "fresh-clone-check: $url did not serve the index page" >&2; exit 1; }
 curl -fsS --max-time 5 -o /dev/null "${url}big.txt"
-echo "fresh-clone-check: OK ($url served index.html and big.txt)"
+kill -TERM "$server_pid" 2>/dev/null || true
+wait "$server_pid" 2>/dev/null || true
+server_pid=""
+# The README's config-file commands work on the example config the repository carries.
+cargo run --release -q -- check ringd.toml
+echo "fresh-clone-check: OK ($url served index.html and big.txt; ringd.toml checks)"

@@ -75,6 +75,9 @@ pub enum Command {
 /// The I/O driver, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
+    /// uring where the kernel (and a container's seccomp profile) allows io_uring, else epoll,
+    /// with one line on stderr saying why.
+    Auto,
     /// ringd's own io_uring completion loop (multishot accept/recv, splice).
     Uring,
     /// A mio (epoll) readiness loop with sendfile(2).
@@ -86,6 +89,13 @@ pub enum BackendArg {
 impl From<BackendArg> for Backend {
     fn from(b: BackendArg) -> Backend {
         match b {
+            BackendArg::Auto => match ringd::driver::check_available(Backend::Uring) {
+                Ok(()) => Backend::Uring,
+                Err(e) => {
+                    eprintln!("ringd: --backend auto: {e}; using the epoll backend");
+                    Backend::Epoll
+                }
+            },
             BackendArg::Uring => Backend::Uring,
             BackendArg::Epoll => Backend::Epoll,
             BackendArg::TokioUring => Backend::TokioUring,
@@ -120,8 +130,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// I/O driver. Example: `--backend epoll`.
-    #[arg(long, value_enum, default_value = "uring")]
+    /// I/O driver: auto picks uring where io_uring can run (`ringd doctor` says whether it
+    /// can, and why not), else epoll. Example: `--backend epoll`.
+    #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
 
     /// Append a combined-format access log to this file (buffered per worker, flushed every
@@ -407,7 +418,7 @@ fn merge_file(
     take!("workers", workers, ok);
     take!("backend", backend, |v: &String| {
         BackendArg::from_str(v, true)
-            .map_err(|_| format!("{v:?} is not a backend (uring, epoll or tokio-uring)"))
+            .map_err(|_| format!("{v:?} is not a backend (auto, uring, epoll or tokio-uring)"))
     });
     take!("access_log", access_log, |v: &String| Ok::<_, String>(
         Some(base.join(v))
@@ -501,7 +512,8 @@ impl ServeArgs {
                 bail!("{flag} must be more than 0");
             }
         }
-        if !self.busy_poll.is_zero() && self.backend != BackendArg::Uring {
+        let backend: Backend = self.backend.into();
+        if !self.busy_poll.is_zero() && backend != Backend::Uring {
             bail!("--busy-poll works with --backend uring only");
         }
         if self.defer_accept > Duration::from_secs(3600) {
@@ -525,7 +537,7 @@ impl ServeArgs {
             listen: self.listen,
             workers,
             pin: !self.no_pin,
-            backend: self.backend.into(),
+            backend,
             access_log,
             follow_symlinks: self.follow_symlinks,
             serve_dotfiles: self.serve_dotfiles,

@@ -158,6 +158,11 @@ fn backends_section(out: &mut dyn Write) -> io::Result<()> {
         };
         lines.push(line(b.name(), value, advice));
     }
+    let auto = match driver::check_available(Backend::Uring) {
+        Ok(()) => "picks uring".to_string(),
+        Err(e) => format!("picks epoll, because {e}"),
+    };
+    lines.push(line("auto (default)", auto, None));
     print_section(out, "backends (--backend)", &lines)
 }
 

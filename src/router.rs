@@ -1,7 +1,9 @@
 //! Host → site, path → route, compiled once per config: a hash map of exact host names, a
 //! table of wildcard suffixes (longest first) and the `_` site; per site one matcher for all
 //! its routes (exact paths in a hash map, prefixes in a byte trie, regexes in one `RegexSet`),
-//! so a request costs one host lookup and one match however many routes there are.
+//! so a request costs one host lookup and one match however many routes there are. A regex
+//! anchored with a literal start (`^/user/…`) is gated by that literal in a second trie: it
+//! runs only on paths that start so, and the `RegexSet` holds only the regexes without one.
 //!
 //! `Router::answer` then runs the matched routes in file order: modifiers (headers) gather,
 //! the first route with a handler answers (redirect, respond, rewrite → match again,
@@ -9,6 +11,7 @@
 //! (which may park the request while the driver opens them), output goes to a `Reply`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,11 +38,39 @@ pub struct Answered {
 /// The request waits on the driver to open files (asynchronous opening); the key names the job.
 pub struct Park(pub Box<[u8]>);
 
+/// FNV-1a: a fast hash for the router's maps. They are built from the config and only
+/// looked up afterwards, so request bytes can never fill them (no hash flooding to defend).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
 /// One site's route matcher.
 #[derive(Clone, Debug, Default)]
 struct SiteMatcher {
-    exact: HashMap<Box<str>, Vec<u16>>,
+    exact: FastMap<Box<str>, Vec<u16>>,
     trie: Trie,
+    /// Regex routes anchored with a literal start, keyed by that literal.
+    gated: Trie,
+    /// The regexes without such a start, matched together.
     set: Option<RegexSet>,
     /// For each pattern of `set`, its route.
     set_routes: Vec<u16>,
@@ -100,9 +131,9 @@ impl Trie {
 #[derive(Debug)]
 pub struct Router {
     sites: Arc<Sites>,
-    hosts: HashMap<Box<[u8]>, u16>,
-    /// `(suffix with its leading dot, site)`, longest suffix first.
-    wild: Vec<(Box<[u8]>, u16)>,
+    hosts: FastMap<Box<[u8]>, u16>,
+    /// Wildcard suffixes (with their leading dot) → site.
+    wild: FastMap<Box<[u8]>, u16>,
     default: Option<u16>,
     matchers: Vec<SiteMatcher>,
     /// Flag-only form: one default site, no routes, no options: static files straight away.
@@ -174,8 +205,8 @@ impl Template {
 impl Router {
     /// Compiles `sites` (already validated: every regex compiles).
     pub fn new(sites: Arc<Sites>) -> Router {
-        let mut hosts = HashMap::new();
-        let mut wild = Vec::new();
+        let mut hosts = FastMap::default();
+        let mut wild = FastMap::default();
         let mut default = None;
         let mut matchers = Vec::new();
         for (i, site) in sites.sites.iter().enumerate() {
@@ -185,13 +216,14 @@ impl Router {
                     HostPattern::Exact(n) => {
                         hosts.insert(n.as_bytes().into(), i);
                     }
-                    HostPattern::Wildcard(s) => wild.push((s.as_bytes().into(), i)),
+                    HostPattern::Wildcard(s) => {
+                        wild.insert(s.as_bytes().into(), i);
+                    }
                     HostPattern::Default => default = Some(i),
                 }
             }
             matchers.push(compile_site(site));
         }
-        wild.sort_by_key(|w: &(Box<[u8]>, u16)| std::cmp::Reverse(w.0.len()));
         let plain = sites.implicit
             && sites.sites.len() == 1
             && sites.sites[0].routes.is_empty()
@@ -233,10 +265,15 @@ impl Router {
         if let Some(&i) = self.hosts.get(self.host_buf.as_slice()) {
             return Some(i);
         }
-        for (suffix, i) in &self.wild {
-            // One label at least before the suffix: `*.a.test` matches `x.a.test`, not `a.test`.
-            if self.host_buf.len() > suffix.len() && self.host_buf.ends_with(suffix) {
-                return Some(*i);
+        if !self.wild.is_empty() {
+            // Each suffix that starts at a dot, longest first; one label at least stays before
+            // it: `*.a.test` matches `x.a.test` and `x.y.a.test`, not `a.test`.
+            for (i, &b) in self.host_buf.iter().enumerate().skip(1) {
+                if b == b'.' {
+                    if let Some(&site) = self.wild.get(&self.host_buf[i..]) {
+                        return Some(site);
+                    }
+                }
             }
         }
         self.default
@@ -250,6 +287,17 @@ impl Router {
             self.hits.extend_from_slice(v);
         }
         m.trie.walk(path.as_bytes(), &mut self.hits);
+        let before = self.hits.len();
+        m.gated.walk(path.as_bytes(), &mut self.hits);
+        let mut i = before;
+        while i < self.hits.len() {
+            let ri = usize::from(self.hits[i]);
+            if m.regexes[ri].as_ref().is_some_and(|re| re.is_match(path)) {
+                i += 1;
+            } else {
+                self.hits.swap_remove(i);
+            }
+        }
         if let Some(set) = &m.set {
             for i in set.matches(path).iter() {
                 self.hits.push(m.set_routes[i]);
@@ -260,6 +308,28 @@ impl Router {
             self.hits.dedup();
         }
         &self.hits
+    }
+
+    /// Which site and route would answer a request (no rewrite followed): the routing
+    /// decision alone, for benchmarks and diagnostics. The route is `NONE` when no route with
+    /// a handler matches (the site's own answer or files).
+    pub fn decide(&mut self, host: Option<&[u8]>, method: &str, path: &str) -> Option<(u16, u16)> {
+        let si = self.site_for(host)?;
+        self.matching(si, path);
+        let site = &self.sites.sites[usize::from(si)];
+        for &ri in &self.hits {
+            let r = &site.routes[usize::from(ri)];
+            if r.methods
+                .as_ref()
+                .is_some_and(|m| !m.iter().any(|x| x == method))
+            {
+                continue;
+            }
+            if r.action.is_some() {
+                return Some((si, ri));
+            }
+        }
+        Some((si, NONE))
     }
 
     /// Answers `req` into `reply`, or parks it on an open job.
@@ -430,8 +500,13 @@ fn compile_site(site: &Site) -> SiteMatcher {
             PathPattern::Exact(p) => m.exact.entry(p.as_str().into()).or_default().push(i),
             PathPattern::Prefix(p) => m.trie.insert(p.as_bytes(), i),
             PathPattern::Regex(rx) => {
-                patterns.push(rx.clone());
-                m.set_routes.push(i);
+                match literal_start(rx) {
+                    Some(lit) => m.gated.insert(lit.as_bytes(), i),
+                    None => {
+                        patterns.push(rx.clone());
+                        m.set_routes.push(i);
+                    }
+                }
                 re = Regex::new(rx).ok();
             }
         }
@@ -441,6 +516,25 @@ fn compile_site(site: &Site) -> SiteMatcher {
         m.set = RegexSet::new(&patterns).ok();
     }
     m
+}
+
+/// The literal every match of `rx` starts with, when `rx` is anchored (`^`) and begins with
+/// plain characters: `^/user/(\d+)$` → `/user/`. None when there is no such start (or it is
+/// followed by a quantifier or an alternation, which could make it optional).
+fn literal_start(rx: &str) -> Option<String> {
+    let rest = rx.strip_prefix('^')?;
+    if rest.contains('|') {
+        return None;
+    }
+    let meta = |c: char| "\\.+*?()[]{}^$|".contains(c);
+    let mut lit: String = rest.chars().take_while(|&c| !meta(c)).collect();
+    // A quantifier right after the literal applies to its last character.
+    if let Some(next) = rest[lit.len()..].chars().next() {
+        if "*?{".contains(next) {
+            lit.pop();
+        }
+    }
+    (!lit.is_empty()).then_some(lit)
 }
 
 /// The authority the request names: an absolute-form target's (RFC 9112 §3.2.2: it wins
@@ -730,6 +824,16 @@ mod tests {
         assert_eq!((t.path.as_str(), t.query.as_str()), ("/b", "k=v"));
         let t = rewritten("/b?x=1".into(), true, &old);
         assert_eq!((t.path.as_str(), t.query.as_str()), ("/b", "x=1"));
+    }
+
+    #[test]
+    fn regex_literal_starts() {
+        assert_eq!(literal_start(r"^/user/(\d+)$").as_deref(), Some("/user/"));
+        assert_eq!(literal_start(r"^/ab?c").as_deref(), Some("/a"));
+        assert_eq!(literal_start(r"^/a|^/b"), None);
+        assert_eq!(literal_start(r"/user/(\d+)"), None);
+        assert_eq!(literal_start(r"^(\w+)"), None);
+        assert_eq!(literal_start(r"^/x\.html").as_deref(), Some("/x"));
     }
 
     #[test]

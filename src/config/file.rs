@@ -303,3 +303,45 @@ mod tests {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// The field names serde knows for `T`, from its "unknown field" error (so the list comes
+    /// from the types themselves and cannot drift).
+    fn fields<T: serde::de::DeserializeOwned + std::fmt::Debug>(extra: &str) -> Vec<String> {
+        let text = format!("{extra}zz_not_a_key = 1\n");
+        let e = toml::from_str::<T>(&text).unwrap_err();
+        let msg = e.message().to_string();
+        let tail = msg.split_once("expected").map_or("", |(_, t)| t);
+        tail.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// docs/config.md documents every key of every table, as a table row "| `key` |".
+    #[test]
+    fn docs_config_md_names_every_key() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md"))
+            .expect("docs/config.md");
+        let mut all = Vec::new();
+        all.extend(fields::<FileConfig>(""));
+        all.extend(fields::<SiteFile>("hosts = []\n"));
+        all.extend(fields::<RouteFile>(""));
+        all.extend(fields::<RedirectFile>("to = \"/\"\n"));
+        all.extend(fields::<RespondFile>(""));
+        all.extend(fields::<HeadersFile>(""));
+        assert!(all.len() > 40, "serde listed only {all:?}");
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|k| !doc.contains(&format!("| `{k}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/config.md lacks rows for {missing:?}"
+        );
+    }
+}

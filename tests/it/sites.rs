@@ -293,6 +293,12 @@ pub fn check_subcommand() {
     assert_eq!(st.code(), Some(1));
     assert!(err2.contains("unknown placeholder `{nope}`"), "{err2}");
 
+    // The repository's own example config is valid.
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/ringd.toml");
+    let (st, out, err) = run_ringd(&["check", repo], Duration::from_secs(10));
+    assert!(st.success(), "ringd.toml: {err}");
+    assert!(out.contains("ok: 1 site, 3 routes"), "{out}");
+
     // A top-level value from the file is named with its place.
     std::fs::write(&bad, "workers = 0\n[[sites]]\nhosts = [\"_\"]\n").unwrap();
     let (st, _, err) = run_ringd(&["check", bad.to_str().unwrap()], Duration::from_secs(10));
