@@ -294,13 +294,17 @@ fn do_reload(running: &Config, reloader: Option<&mut Reloader>, reload: &Reload)
             }
         }
         Err(errors) => {
+            // One write for all the lines: stderr is unbuffered, and a reader (a log shipper,
+            // a test) should never see half a message.
+            let mut msg = String::new();
             for e in &errors {
-                eprintln!("ringd: reload failed: {e}");
+                msg.push_str(&format!("ringd: reload failed: {e}\n"));
             }
-            eprintln!(
-                "ringd: reload failed, nothing changed ({} error(s))",
+            msg.push_str(&format!(
+                "ringd: reload failed, nothing changed ({} error(s))\n",
                 errors.len()
-            );
+            ));
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
         }
     }
 }
