@@ -115,6 +115,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Forward every request that finds no file under ROOT to this upstream server (nginx's
+    /// `try_files $uri @app`); repeat for several (round robin), `unix:/path` for a unix
+    /// socket. Example: `ringd ./public --proxy 127.0.0.1:8000`.
+    #[arg(long = "proxy", value_name = "ADDR")]
+    pub proxy: Vec<String>,
+
     /// Write the server's PID to this file (removed at exit), for `ringd reload`. Example:
     /// `--pid-file /run/ringd.pid`.
     #[arg(long, value_name = "PATH")]
@@ -345,6 +351,7 @@ pub fn build_config(args: &ServeArgs, given: &[String]) -> Result<Config, Vec<St
     // The first site's root stands in for `root` (messages, and a valid folder to check).
     let first_root = loaded.sites.roots.first().cloned();
     merged.root = Some(first_root.clone().unwrap_or_else(|| base.clone()));
+    let merged_backend = merged.backend;
     let mut cfg = match merged.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -360,12 +367,31 @@ pub fn build_config(args: &ServeArgs, given: &[String]) -> Result<Config, Vec<St
             return Err(vec![msg]);
         }
     };
+    let proxies = !loaded.sites.upstreams.is_empty();
     cfg.sites = std::sync::Arc::new(loaded.sites);
+    cfg.backend =
+        proxy_backend(cfg.backend, merged_backend, proxies).map_err(|e| vec![e.to_string()])?;
     cfg.config_file = Some(std::path::absolute(&path).unwrap_or(path));
     if let Some(r) = first_root {
         cfg.root = r;
     }
     Ok(cfg)
+}
+
+/// The backend a config that proxies runs on: the epoll driver is the one that drives
+/// upstream sockets today, so `auto` picks it; an explicit other backend is refused.
+fn proxy_backend(picked: Backend, asked: BackendArg, proxies: bool) -> anyhow::Result<Backend> {
+    if !proxies || picked == Backend::Epoll {
+        return Ok(picked);
+    }
+    if asked == BackendArg::Auto {
+        return Ok(Backend::Epoll);
+    }
+    bail!(
+        "proxying (--proxy, proxy routes) runs on --backend epoll for now; the {} backend does \
+         not drive upstream connections yet (leave --backend at auto, or give epoll)",
+        picked.name()
+    )
 }
 
 /// Copies the file's top-level settings into `args`, except for flags in `given`. Records,
@@ -529,8 +555,21 @@ impl ServeArgs {
             None => None,
         };
         let defaults = Config::default();
+        let sites = if self.proxy.is_empty() {
+            config::Sites::single(root.clone())
+        } else {
+            let mut servers = Vec::new();
+            for p in &self.proxy {
+                servers.push(
+                    config::upstreams::server_spec(p)
+                        .map_err(|e| anyhow::anyhow!("--proxy {e}"))?,
+                );
+            }
+            config::Sites::single_with_proxy(root.clone(), config::upstreams::from_flags(servers))
+        };
+        let backend = proxy_backend(backend, self.backend, !sites.upstreams.is_empty())?;
         Ok(Config {
-            sites: std::sync::Arc::new(config::Sites::single(root.clone())),
+            sites: std::sync::Arc::new(sites),
             config_file: None,
             pid_file: self.pid_file.clone(),
             root,

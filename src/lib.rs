@@ -11,6 +11,7 @@
 pub mod config;
 pub mod doctor;
 pub mod driver;
+pub mod gateway;
 pub mod handler;
 pub mod proto;
 pub mod router;

@@ -18,9 +18,10 @@ use std::time::Instant;
 use regex::{Regex, RegexSet};
 
 use crate::config::sites::{
-    Action, HostPattern, Part, PathPattern, Redirect, Respond, Route, Site, Sites, Template,
-    MAX_REWRITES,
+    Action, HeaderEdit, HostPattern, Part, PathPattern, Proxy, Redirect, Respond, Route, Site,
+    Sites, Template, MAX_REWRITES,
 };
+use crate::gateway::{self, proxy};
 use crate::handler::{listing, Files, Lookup, Reply, Sent};
 use crate::proto::parse::{Method, Request};
 
@@ -37,6 +38,20 @@ pub struct Answered {
 
 /// The request waits on the driver to open files (asynchronous opening); the key names the job.
 pub struct Park(pub Box<[u8]>);
+
+/// Why a request is not answered yet.
+pub enum Wait {
+    /// On an open job (see [`Park`]).
+    Park(Box<[u8]>),
+    /// On an upstream: the proxy exchange to start, and the site and route (for the log).
+    Proxy(Box<proxy::Start>, u16, u16),
+}
+
+impl From<Park> for Wait {
+    fn from(p: Park) -> Wait {
+        Wait::Park(p.0)
+    }
+}
 
 /// FNV-1a: a fast hash for the router's maps. They are built from the config and only
 /// looked up afterwards, so request bytes can never fill them (no hash flooding to defend).
@@ -230,7 +245,8 @@ impl Router {
             && sites.sites[0].errors.is_empty()
             && !sites.sites[0].browse
             && sites.sites[0].headers.is_none()
-            && sites.sites[0].index == ["index.html"];
+            && sites.sites[0].index == ["index.html"]
+            && sites.sites[0].fallback.is_none();
         Router {
             sites,
             hosts,
@@ -337,9 +353,10 @@ impl Router {
         &mut self,
         files: &mut Files,
         req: &Request<'_>,
+        peer: std::net::IpAddr,
         reply: &mut Reply<'_>,
         now: Instant,
-    ) -> Result<Answered, Park> {
+    ) -> Result<Answered, Wait> {
         if self.plain {
             return match req.method {
                 Method::Get | Method::Head => {
@@ -402,7 +419,15 @@ impl Router {
             let Some((ri, route, action)) = acted else {
                 // No route handled it: the site's own answer, or its static files.
                 reply.edit = edit.clone();
-                let sent = site_default(files, site, &target, host_str, req, reply, now)?;
+                let sent = match site_default(files, site, &target, host_str, req, reply, now)? {
+                    Some(sent) => sent,
+                    None => {
+                        // No file: the site's fallback upstream (`--proxy`).
+                        let p = site.fallback.as_ref().expect("None only with a fallback");
+                        let start = proxy_start(&sites, p, &target, host, req, peer, None);
+                        return Err(Wait::Proxy(start, si, via));
+                    }
+                };
                 return Ok(Answered {
                     sent,
                     site: si,
@@ -448,6 +473,11 @@ impl Router {
                     let root = root.or(site.root);
                     let browse = browse.unwrap_or(site.browse);
                     static_files(files, site, root, browse, &target, req, reply, now)?
+                }
+                Action::Proxy(p) => {
+                    let start =
+                        proxy_start(&sites, p, &target, host, req, peer, p.headers.as_deref());
+                    return Err(Wait::Proxy(start, si, ri));
                 }
             };
             return Ok(Answered {
@@ -636,9 +666,9 @@ fn site_default(
     req: &Request<'_>,
     reply: &mut Reply<'_>,
     now: Instant,
-) -> Result<Sent, Park> {
+) -> Result<Option<Sent>, Park> {
     if let Some(r) = &site.respond {
-        return Ok(respond(files, r, req, reply));
+        return Ok(Some(respond(files, r, req, reply)));
     }
     if let Some(r) = &site.redirect {
         let vars = Vars {
@@ -648,9 +678,73 @@ fn site_default(
             star: "",
             caps: None,
         };
-        return Ok(redirect(files, r, &vars, target, req, reply));
+        return Ok(Some(redirect(files, r, &vars, target, req, reply)));
     }
-    static_files(files, site, site.root, site.browse, target, req, reply, now)
+    if site.fallback.is_some() {
+        // Files that exist are served; anything else goes to the upstream.
+        let Some(root) = site.root else {
+            return Ok(None);
+        };
+        return Ok(match files.lookup(root, &target.path, now)? {
+            Lookup::Entry(idx) if matches!(req.method, Method::Get | Method::Head) => {
+                Some(files.serve_entry(idx, req, reply))
+            }
+            _ => None,
+        });
+    }
+    static_files(files, site, site.root, site.browse, target, req, reply, now).map(Some)
+}
+
+/// The proxy exchange for `target` through `p`.
+fn proxy_start(
+    sites: &Sites,
+    p: &Proxy,
+    target: &Target,
+    host: Option<&[u8]>,
+    req: &Request<'_>,
+    peer: std::net::IpAddr,
+    edit: Option<&HeaderEdit>,
+) -> Box<proxy::Start> {
+    let up = &sites.upstreams[p.upstream];
+    let mut path = target.path.as_str();
+    if let Some(sp) = &p.strip_prefix {
+        if let Some(rest) = path.strip_prefix(sp.trim_end_matches('/')) {
+            path = rest;
+        }
+    }
+    let mut pq = String::with_capacity(path.len() + target.query.len() + 2);
+    if !path.starts_with('/') {
+        pq.push('/');
+    }
+    pq.push_str(path);
+    if !target.query.is_empty() {
+        pq.push('?');
+        pq.push_str(&target.query);
+    }
+    let host = host.unwrap_or(b"");
+    let head = proxy::request_head(req, &pq, host, peer, &sites.trusted_proxies, edit);
+    let key = match up.hash_key {
+        crate::config::upstreams::HashKey::RemoteIp => {
+            gateway::hash_bytes(peer.to_string().as_bytes())
+        }
+        crate::config::upstreams::HashKey::Host => gateway::hash_bytes(host),
+        crate::config::upstreams::HashKey::Path => gateway::hash_bytes(target.path.as_bytes()),
+        crate::config::upstreams::HashKey::Uri => gateway::hash_bytes(pq.as_bytes()),
+    };
+    let m = req.method_str;
+    Box::new(proxy::Start {
+        group: p.upstream,
+        head,
+        idempotent: matches!(m, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
+        head_request: req.method == Method::Head,
+        client_10: req.minor == 0,
+        body_method: matches!(m, "POST" | "PUT" | "PATCH"),
+        key,
+        connect_timeout: up.connect_timeout,
+        read_timeout: up.read_timeout,
+        buffer: up.buffer_responses,
+        retries: up.retries,
+    })
 }
 
 /// Static files from `root` for `target`: index files, listings, error pages.

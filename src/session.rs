@@ -35,14 +35,16 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
-use crate::handler::{Files, Reply, Roots};
+use crate::gateway::proxy::{self, Exchange, Failure};
+use crate::gateway::Upstreams;
+use crate::handler::{Files, Reply, Roots, Sent};
 use crate::proto::conn::{BufPool, OutQueue};
 use crate::proto::framing::{BodyReader, Framing};
 use crate::proto::head::{self, ConnHeader, DATE_LEN, LOG_DATE_LEN};
 use crate::proto::log;
 use crate::proto::parse::{self, Parsed, Request};
 use crate::proto::ProtoError;
-use crate::router::{self, Router};
+use crate::router::{Router, Wait};
 
 /// Per-worker HTTP state: config, compiled routes, roots and open-file cache, cached Date,
 /// access log.
@@ -50,6 +52,8 @@ pub struct Service {
     config: Config,
     router: Router,
     files: Files,
+    /// Upstream groups' balancing and health state, this worker's own.
+    upstreams: Upstreams,
     knobs: Knobs,
     pool: BufPool,
     secs: Option<u64>,
@@ -68,6 +72,7 @@ impl Service {
         let mut svc = Service {
             config: config.clone(),
             router: Router::new(config.sites.clone()),
+            upstreams: Upstreams::new(&config.sites.upstreams, seed()),
             files: Files::new(config, roots),
             knobs,
             pool: BufPool::default(),
@@ -111,6 +116,11 @@ impl Service {
         &self.config
     }
 
+    /// The upstream groups and their state (the driver's pools read their settings).
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
     /// A reload (SIGHUP): answer every request parsed from now on with `config` and its
     /// `roots`. Called by the driver between loop passes, where no request is half-answered;
     /// keep-alive connections carry on. Settings that need a restart (listen address,
@@ -126,6 +136,7 @@ impl Service {
         self.knobs = Knobs::from(&config);
         THREAD_KNOBS.with(|k| k.set(Some(self.knobs)));
         self.router = Router::new(config.sites.clone());
+        self.upstreams = Upstreams::new(&config.sites.upstreams, seed());
         self.files.reload(&config, roots);
         self.log_on = config.access_log.is_some();
         self.config = config;
@@ -192,6 +203,12 @@ pub struct Session {
     parked: Option<Box<[u8]>>,
     eof: bool,
     shutdown: bool,
+    /// The proxied request in flight, if any: nothing behind it is parsed until it is done.
+    gw: Option<Box<Gw>>,
+    /// The body of the request being read, kept for a proxy to forward.
+    body_data: Vec<u8>,
+    /// A `100 Continue` went out for the request at `in_pos` (its body is being read).
+    continued: bool,
     /// When the request being received began (accept, or its first byte); None when idle.
     req_start: Option<Instant>,
     /// When the output queue last became empty.
@@ -215,6 +232,9 @@ impl Session {
             body: None,
             closing: false,
             parked: None,
+            gw: None,
+            body_data: Vec::new(),
+            continued: false,
             eof: false,
             shutdown: false,
             req_start: Some(now),
@@ -293,7 +313,10 @@ impl Session {
     /// True once the connection should be closed: all output written and no more to come
     /// (error, `Connection: close`, HTTP/1.0 without keep-alive, EOF, shutdown, or idle).
     pub fn should_close(&self) -> bool {
-        self.out.is_empty() && self.parked.is_none() && (self.closing || self.eof || self.shutdown)
+        self.out.is_empty()
+            && self.parked.is_none()
+            && self.gw.is_none()
+            && (self.closing || self.eof || self.shutdown)
     }
 
     /// False while the server wants no more bytes from this peer (too much queued output,
@@ -312,7 +335,10 @@ impl Session {
         if !self.out.is_empty() {
             d = Some(self.progress_at + k.send_stall);
         }
-        if self.closing || self.eof || self.shutdown {
+        if let Some(t) = self.gw.as_ref().and_then(|g| g.x.deadline) {
+            d = Some(d.map_or(t, |d| d.min(t)));
+        }
+        if self.closing || self.eof || self.shutdown || self.gw.is_some() {
             return d;
         }
         let waiting = self.out.responses() < k.depth;
@@ -337,9 +363,161 @@ impl Session {
         self.in_pos = self.inp.len();
         self.parked = None;
         self.body = None;
+        if let Some(g) = &mut self.gw {
+            if !g.x.responded {
+                g.x.conn = ConnHeader::Close;
+            }
+        }
         // Tell the peer on the last queued response, if it has not been handed out yet.
         if !self.closing {
             self.out.close_last();
+        }
+    }
+
+    /// The proxied request in flight (the driver connects, sends and reads for it).
+    pub fn gateway(&mut self) -> Option<&mut Exchange> {
+        self.gw.as_mut().map(|g| &mut g.x)
+    }
+
+    /// Whether the driver should read from the upstream now (the client keeps up).
+    pub fn gw_wants_read(&self) -> bool {
+        self.gw
+            .as_ref()
+            .is_some_and(|g| g.x.wants_read(self.out.queued_bytes()))
+    }
+
+    fn gw_ctx<'a>(svc: &'a mut Service) -> (proxy::Ctx<'a>, &'a mut Upstreams) {
+        (
+            proxy::Ctx {
+                pool: &mut svc.pool,
+                date: &svc.date,
+                server: &svc.config.server_name,
+            },
+            &mut svc.upstreams,
+        )
+    }
+
+    /// Bytes from the upstream.
+    pub fn gw_feed(&mut self, svc: &mut Service, data: &[u8], now: Instant) {
+        let Some(g) = self.gw.as_mut() else { return };
+        let (mut ctx, _) = Self::gw_ctx(svc);
+        let before = self.out.is_empty();
+        let res = g.x.feed(data, &mut self.out, &mut ctx, now);
+        if before && !self.out.is_empty() {
+            self.progress_at = now;
+        }
+        if let Err(f) = res {
+            self.gw_error(svc, f, now);
+        }
+    }
+
+    /// The upstream closed its side.
+    pub fn gw_eof(&mut self, svc: &mut Service, now: Instant) {
+        let Some(g) = self.gw.as_mut() else { return };
+        let (mut ctx, _) = Self::gw_ctx(svc);
+        if let Err(f) = g.x.eof(&mut self.out, &mut ctx) {
+            self.gw_error(svc, f, now);
+        }
+    }
+
+    /// The upstream connection failed (`Failure::Connect`: refused, reset, closed before any
+    /// response byte; `Timeout`; `Bad`; `Cut`). Retries on another server where the retry rule
+    /// allows; otherwise answers 502/503/504, or cuts a response already begun.
+    pub fn gw_error(&mut self, svc: &mut Service, f: Failure, now: Instant) {
+        let Some(g) = self.gw.as_mut() else { return };
+        if g.x.finished().is_some() {
+            return;
+        }
+        let group = g.x.start.group;
+        if f == Failure::Connect && g.x.retry_stale(now) {
+            // Not the server's fault: an idle pooled connection it had closed.
+            return;
+        }
+        if let Some(s) = g.x.server {
+            svc.upstreams.done(group, s, false, now);
+        }
+        if matches!(f, Failure::Connect | Failure::Timeout) && g.x.may_retry() {
+            let key = g.x.start.key;
+            let tried = g.x.tried.clone();
+            if let Some(s) = svc.upstreams.pick(group, key, &tried, now) {
+                g.x.retry(s, now);
+                return;
+            }
+        }
+        // Counted as failed above: release leaves the balancer alone.
+        g.x.server = None;
+        let (mut ctx, _) = Self::gw_ctx(svc);
+        g.x.fail(f, &mut self.out, &mut ctx);
+        if self.out.responses() == 1 {
+            self.progress_at = now;
+        }
+    }
+
+    /// A deadline passed (`deadline()`): a proxied request's connect or read timeout turns
+    /// into 504 and the connection lives on (returns false); otherwise the connection is to
+    /// be closed (returns true).
+    pub fn expire(&mut self, svc: &mut Service, now: Instant) -> bool {
+        let gw_due = self
+            .gw
+            .as_ref()
+            .and_then(|g| g.x.deadline)
+            .is_some_and(|t| now >= t);
+        if gw_due {
+            self.gw_error(svc, Failure::Timeout, now);
+            return false;
+        }
+        true
+    }
+
+    /// The connection is closing with a proxied request still in flight (the client went
+    /// away): release its server in the balancer's count.
+    pub fn gw_abandon(&mut self, svc: &mut Service, now: Instant) {
+        if let Some(g) = self.gw.take() {
+            if let (Some(s), None) = (g.x.server, g.x.failure) {
+                svc.upstreams.done(g.x.start.group, s, true, now);
+            }
+        }
+    }
+
+    /// The driver has pooled or closed the upstream connection of a finished exchange: log
+    /// it, count it for the balancer, and go on with the requests behind it.
+    pub fn gw_release(&mut self, svc: &mut Service, now: Instant) {
+        let Some(g) = self.gw.take() else { return };
+        if g.x.finished().is_none() {
+            self.gw = Some(g);
+            return;
+        }
+        if let (Some(s), None) = (g.x.server, g.x.failure) {
+            svc.upstreams.done(g.x.start.group, s, true, now);
+        }
+        if let Some(line) = &g.log {
+            let up = match (
+                g.x.server.or(g.x.tried.last().copied()),
+                svc.upstreams.spec(g.x.start.group),
+            ) {
+                (Some(s), Some(spec)) => spec.servers.get(s).map(|a| a.addr.to_string()),
+                _ => None,
+            };
+            let ms = now.saturating_duration_since(g.began).as_secs_f64() * 1000.0;
+            let detail = format!(
+                "upstream={} upstream_status={} upstream_ms={ms:.1}{}",
+                up.as_deref().unwrap_or("-"),
+                g.x.status,
+                match g.x.failure {
+                    Some(f) => format!(" upstream_error={f:?}"),
+                    None => String::new(),
+                }
+            );
+            let sent = Sent {
+                status: g.x.status,
+                body_bytes: g.x.body_bytes,
+            };
+            line.write(svc, self.peer, sent, Some(detail));
+        }
+        self.closing |= !g.keep || g.x.closes_client() || self.shutdown;
+        self.req_start = (self.in_pos < self.inp.len()).then_some(now);
+        if !self.closing && self.parked.is_none() {
+            self.process(svc, now);
         }
     }
 
@@ -347,12 +525,16 @@ impl Session {
     /// the connection stops answering.
     fn process(&mut self, svc: &mut Service, now: Instant) {
         loop {
-            if self.closing || self.shutdown || self.out.responses() >= self.knobs.depth {
+            if self.closing
+                || self.shutdown
+                || self.gw.is_some()
+                || self.out.responses() >= self.knobs.depth
+            {
                 break;
             }
             if let Some((head_len, reader)) = &mut self.body {
                 let start = self.in_pos + *head_len;
-                match reader.feed(&self.inp[start..]) {
+                match reader.feed_into(&self.inp[start..], Some(&mut self.body_data)) {
                     Ok(n) => {
                         self.inp.drain(start..start + n);
                         if n > 0 {
@@ -393,7 +575,7 @@ impl Session {
             let mut skip_body = false;
             if req.framing != Framing::None && self.body.is_none() {
                 match BodyReader::new(req.framing, self.knobs.max_body, self.knobs.max_trailer) {
-                    Ok(_) if req.expect_continue => skip_body = true,
+                    Ok(_) if req.expect_continue && !self.continued => skip_body = true,
                     Ok(r) => {
                         self.body = Some((head_len, r));
                         continue;
@@ -409,11 +591,56 @@ impl Session {
             // parsed again and the body neither expected nor read a second time.
             let keep = match answer(svc, &mut self.out, self.peer, &req, skip_body, now) {
                 Ok(keep) => keep,
-                Err(key) => {
+                Err(Wait::Park(key)) => {
                     self.parked = Some(key);
                     break;
                 }
+                Err(Wait::Proxy(..)) if skip_body => {
+                    // `Expect: 100-continue` on a proxied request: the upstream needs the
+                    // body, so ask the client for it (an interim response, not counted as
+                    // one), read it, then route the request again.
+                    self.out
+                        .bytes(&mut svc.pool)
+                        .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    self.continued = true;
+                    match BodyReader::new(req.framing, self.knobs.max_body, self.knobs.max_trailer)
+                    {
+                        Ok(r) => self.body = Some((head_len, r)),
+                        Err(e) => {
+                            self.fail(svc, e, now);
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                Err(Wait::Proxy(start, site, route)) => {
+                    self.continued = false;
+                    let at = (site, route);
+                    let g = new_gateway(
+                        svc,
+                        &mut self.out,
+                        &self.body_data,
+                        &req,
+                        *start,
+                        at,
+                        skip_body,
+                        now,
+                    );
+                    if self.out.responses() == 1 {
+                        self.progress_at = now;
+                    }
+                    self.gw = Some(g);
+                    self.body = None;
+                    self.body_data.clear();
+                    self.in_pos += req.head_len;
+                    if skip_body {
+                        self.in_pos = self.inp.len();
+                    }
+                    break;
+                }
             };
+            self.body_data.clear();
+            self.continued = false;
             if self.out.responses() == 1 {
                 self.progress_at = now;
             }
@@ -472,9 +699,20 @@ impl Session {
     }
 }
 
+/// The Connection header a response to `req` carries.
+fn conn_header(req: &Request<'_>, close: bool) -> ConnHeader {
+    if close || !req.keep_alive {
+        ConnHeader::Close
+    } else if req.keep_alive_10 {
+        ConnHeader::KeepAlive
+    } else {
+        ConnHeader::None
+    }
+}
+
 /// Answers one complete request (with `Connection: close` when `close`, or when the request
-/// asks for it); returns whether the connection stays open after it, or the key of the open
-/// job it waits on (nothing queued).
+/// asks for it); returns whether the connection stays open after it, or what it waits on
+/// (an open job, an upstream), with nothing queued.
 fn answer(
     svc: &mut Service,
     out: &mut OutQueue,
@@ -482,14 +720,8 @@ fn answer(
     req: &Request<'_>,
     close: bool,
     now: Instant,
-) -> Result<bool, Box<[u8]>> {
-    let conn = if close || !req.keep_alive {
-        ConnHeader::Close
-    } else if req.keep_alive_10 {
-        ConnHeader::KeepAlive
-    } else {
-        ConnHeader::None
-    };
+) -> Result<bool, Wait> {
+    let conn = conn_header(req, close);
     let mut reply = Reply {
         out,
         pool: &mut svc.pool,
@@ -499,33 +731,129 @@ fn answer(
     };
     let a = svc
         .router
-        .answer(&mut svc.files, req, &mut reply, now)
-        .map_err(|router::Park(key)| key)?;
+        .answer(&mut svc.files, req, peer.ip(), &mut reply, now)?;
     if svc.log_on {
-        let sites = svc.router.sites();
-        let host = req.fields.host.and_then(|h| std::str::from_utf8(h).ok());
-        let site = (!sites.implicit).then(|| {
-            let s = sites.sites.get(usize::from(a.site));
+        let line = LogLine::new(req, a.site, a.route);
+        line.write(svc, peer, a.sent, None);
+    }
+    Ok(conn != ConnHeader::Close)
+}
+
+/// What the access log needs of a request, owned (a proxied request is logged when its
+/// exchange ends, after its head has left the input buffer).
+struct LogLine {
+    method: String,
+    target: String,
+    minor: u8,
+    referer: Option<Vec<u8>>,
+    user_agent: Option<Vec<u8>>,
+    host: Option<String>,
+    site: u16,
+    route: u16,
+}
+
+impl LogLine {
+    fn new(req: &Request<'_>, site: u16, route: u16) -> LogLine {
+        LogLine {
+            method: req.method_str.to_string(),
+            target: req.target.to_string(),
+            minor: req.minor,
+            referer: req.fields.referer.map(<[u8]>::to_vec),
+            user_agent: req.fields.user_agent.map(<[u8]>::to_vec),
+            host: req
+                .fields
+                .host
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .map(str::to_string),
+            site,
+            route,
+        }
+    }
+
+    /// Appends the line; `upstream` adds the server, its status and the time taken.
+    fn write(&self, svc: &mut Service, peer: SocketAddr, sent: Sent, upstream: Option<String>) {
+        let sites = svc.router.sites().clone();
+        let site = (!sites.implicit || upstream.is_some()).then(|| {
+            let s = sites.sites.get(usize::from(self.site));
             // The Host asked for (the site's first name when there was none).
-            let name = host.or(s.map(|s| s.name.as_str())).unwrap_or("-");
+            let name = self
+                .host
+                .as_deref()
+                .or(s.map(|s| s.name.as_str()))
+                .unwrap_or("-");
             let route = s
-                .and_then(|s| s.routes.get(usize::from(a.route)))
+                .and_then(|s| s.routes.get(usize::from(self.route)))
                 .map_or("-", |r| r.label.as_str());
             (name, route)
         });
         let entry = log::Entry {
             peer: peer.ip(),
             date: &svc.log_date,
-            request: Some((req.method_str, req.target, req.minor)),
-            status: a.sent.status,
-            body_bytes: a.sent.body_bytes,
-            referer: req.fields.referer,
-            user_agent: req.fields.user_agent,
+            request: Some((&self.method, &self.target, self.minor)),
+            status: sent.status,
+            body_bytes: sent.body_bytes,
+            referer: self.referer.as_deref(),
+            user_agent: self.user_agent.as_deref(),
             site,
         };
         log::write(&mut svc.log, &entry);
+        if let Some(u) = upstream {
+            // ` upstream=ADDR status time` goes before the newline.
+            svc.log.pop();
+            svc.log.extend_from_slice(b" ");
+            svc.log.extend_from_slice(u.as_bytes());
+            svc.log.push(b'\n');
+        }
     }
-    Ok(conn != ConnHeader::Close)
+}
+
+/// A proxied request in flight: its exchange, whether the client connection stays open after
+/// it, when it began, and its log line.
+pub struct Gw {
+    pub x: Exchange,
+    keep: bool,
+    began: Instant,
+    log: Option<LogLine>,
+}
+
+/// Starts the exchange of a proxied request: picks a server (or answers 503).
+#[allow(clippy::too_many_arguments)]
+fn new_gateway(
+    svc: &mut Service,
+    out: &mut OutQueue,
+    body: &[u8],
+    req: &Request<'_>,
+    start: proxy::Start,
+    (site, route): (u16, u16),
+    close: bool,
+    now: Instant,
+) -> Box<Gw> {
+    let conn = conn_header(req, close);
+    let keep = conn != ConnHeader::Close;
+    let mut x = Exchange::new(start, body, conn);
+    let (group, key) = (x.start.group, x.start.key);
+    match svc.upstreams.pick(group, key, &[], now) {
+        Some(s) => x.retry(s, now),
+        None => {
+            let (mut ctx, _) = Session::gw_ctx(svc);
+            x.unavailable(out, &mut ctx);
+        }
+    }
+    let log = svc.log_on.then(|| LogLine::new(req, site, route));
+    Box::new(Gw {
+        x,
+        keep,
+        began: now,
+        log,
+    })
+}
+
+/// A seed for a worker's balancer (random_two): different per worker and per start.
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    crate::gateway::mix(t ^ u64::from(std::process::id()) ^ (&t as *const u64 as u64))
 }
 
 #[cfg(test)]

@@ -46,8 +46,49 @@ pub struct FileConfig {
     pub notsent_lowat: Option<Spanned<Size>>,
     pub defer_accept: Option<Spanned<Dur>>,
     pub busy_poll: Option<Spanned<Dur>>,
+    /// Addresses (or CIDR blocks) whose X-Forwarded-* and Forwarded fields are trusted.
+    pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Named groups of upstream servers for `proxy` routes.
+    pub upstreams: Option<BTreeMap<String, Spanned<UpstreamFile>>>,
     #[serde(default)]
     pub sites: Vec<Spanned<SiteFile>>,
+}
+
+/// One `[upstreams.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub servers: Spanned<Vec<Spanned<String>>>,
+    pub balance: Option<Spanned<String>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub keepalive: Option<usize>,
+    pub idle_timeout: Option<Dur>,
+    pub connect_timeout: Option<Dur>,
+    pub read_timeout: Option<Dur>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<Dur>,
+    pub health: Option<Spanned<HealthFile>>,
+    pub retries: Option<u32>,
+    pub buffer_requests: Option<Spanned<bool>>,
+    pub buffer_responses: Option<Size>,
+}
+
+/// `health = { path, interval, expect }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub path: Spanned<String>,
+    pub interval: Option<Dur>,
+    pub expect: Option<u16>,
+}
+
+/// `proxy = { upstream, strip_prefix, headers }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    pub upstream: Spanned<String>,
+    pub strip_prefix: Option<Spanned<String>>,
+    pub headers: Option<Spanned<HeadersFile>>,
 }
 
 /// One `[[sites]]` table.
@@ -80,6 +121,7 @@ pub struct RouteFile {
     pub respond: Option<Spanned<RespondFile>>,
     pub root: Option<Spanned<String>>,
     pub browse: Option<bool>,
+    pub proxy: Option<Spanned<ProxyFile>>,
 }
 
 /// `redirect = { to = "...", status = 301 }`.
@@ -334,6 +376,9 @@ mod doc_tests {
         all.extend(fields::<RedirectFile>("to = \"/\"\n"));
         all.extend(fields::<RespondFile>(""));
         all.extend(fields::<HeadersFile>(""));
+        all.extend(fields::<UpstreamFile>("servers = []\n"));
+        all.extend(fields::<HealthFile>("path = \"/\"\n"));
+        all.extend(fields::<ProxyFile>("upstream = \"a\"\n"));
         assert!(all.len() > 40, "serde listed only {all:?}");
         let missing: Vec<&String> = all
             .iter()

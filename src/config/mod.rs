@@ -7,6 +7,7 @@
 pub mod file;
 pub mod sites;
 pub mod units;
+pub mod upstreams;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -234,16 +235,29 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
     };
     let site_list = std::mem::take(&mut parsed.sites);
     let mut errs = Vec::new();
+    let groups = upstreams::build(parsed.upstreams.take(), &loc, &mut errs);
+    let mut trusted = Vec::new();
+    if let Some(t) = parsed.trusted_proxies.take() {
+        for c in t.into_inner() {
+            match upstreams::Cidr::parse(c.get_ref()) {
+                Ok(x) => trusted.push(x),
+                Err(why) => {
+                    errs.push(loc.error(Some(c.span()), format!("`trusted_proxies`: {why}")))
+                }
+            }
+        }
+    }
     if site_list.is_empty() {
         errs.push(loc.error(
             None,
             "no [[sites]]: add at least one (hosts = [\"_\"] and a root serve every request)",
         ));
     }
-    let sites = sites::build(site_list, base, &loc).unwrap_or_else(|e| {
+    let mut sites = sites::build_with(site_list, groups, base, &loc).unwrap_or_else(|e| {
         errs.extend(e);
         Sites::default()
     });
+    sites.trusted_proxies = trusted;
     if errs.is_empty() {
         Ok(Loaded {
             file: parsed,

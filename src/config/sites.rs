@@ -10,8 +10,9 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::file::{
-    ConfigError, HeadersFile, Locator, RedirectFile, RespondFile, RouteFile, SiteFile,
+    ConfigError, HeadersFile, Locator, ProxyFile, RedirectFile, RespondFile, RouteFile, SiteFile,
 };
+use super::upstreams::{Cidr, Upstream};
 
 /// Most internal rewrites of one request before it is answered 500 (nginx allows 10 too).
 pub const MAX_REWRITES: usize = 10;
@@ -24,6 +25,10 @@ pub struct Sites {
     pub roots: Vec<PathBuf>,
     /// Built from flags alone (`ringd ./public`): one default site, no routes.
     pub implicit: bool,
+    /// Upstream groups (`[upstreams.NAME]`, or `default` from `--proxy`), by name order.
+    pub upstreams: Vec<Upstream>,
+    /// Peers whose X-Forwarded-* / Forwarded fields are passed on (others' are replaced).
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Sites {
@@ -41,10 +46,26 @@ impl Sites {
                 redirect: None,
                 headers: None,
                 routes: Vec::new(),
+                fallback: None,
             }],
             roots: vec![root],
             implicit: true,
+            upstreams: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    /// The flag-only form with `--proxy`: files that exist are served, every other request
+    /// goes to `upstream` (nginx's `try_files $uri @app`).
+    pub fn single_with_proxy(root: PathBuf, upstream: Upstream) -> Sites {
+        let mut s = Sites::single(root);
+        s.upstreams.push(upstream);
+        s.sites[0].fallback = Some(Proxy {
+            upstream: 0,
+            strip_prefix: None,
+            headers: None,
+        });
+        s
     }
 
     pub fn route_count(&self) -> usize {
@@ -73,6 +94,8 @@ pub struct Site {
     /// Header changes applied to every response of the site.
     pub headers: Option<Arc<HeaderEdit>>,
     pub routes: Vec<Route>,
+    /// Requests that find no file go here (`--proxy`).
+    pub fallback: Option<Proxy>,
 }
 
 /// A pattern of `hosts`.
@@ -123,6 +146,19 @@ pub enum Action {
         root: Option<usize>,
         browse: Option<bool>,
     },
+    /// Forward to an upstream group.
+    Proxy(Proxy),
+}
+
+/// `proxy = { upstream, strip_prefix, headers }`.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    /// Index into `Sites::upstreams`.
+    pub upstream: usize,
+    /// Removed from the start of the path before forwarding (`/api/x` → `/x`).
+    pub strip_prefix: Option<String>,
+    /// Request header changes (on what is sent upstream).
+    pub headers: Option<Arc<HeaderEdit>>,
 }
 
 /// `redirect = { to, status }`.
@@ -279,13 +315,27 @@ pub fn build(
     base: &Path,
     loc: &Locator<'_>,
 ) -> Result<Sites, Vec<ConfigError>> {
+    build_with(sites, Vec::new(), base, loc)
+}
+
+/// As [`build`], with the config's upstream groups (for `proxy` routes).
+pub fn build_with(
+    sites: Vec<Spanned<SiteFile>>,
+    upstreams: Vec<Upstream>,
+    base: &Path,
+    loc: &Locator<'_>,
+) -> Result<Sites, Vec<ConfigError>> {
     let mut errs = Vec::new();
-    let mut out = Sites::default();
+    let mut out = Sites {
+        upstreams,
+        ..Sites::default()
+    };
+    let names: Vec<String> = out.upstreams.iter().map(|u| u.name.clone()).collect();
     let mut seen_hosts: BTreeMap<String, usize> = BTreeMap::new();
     for (si, spanned) in sites.into_iter().enumerate() {
         let span = spanned.span();
         let sf = spanned.into_inner();
-        match build_site(sf, base, loc, &mut out.roots, &mut errs) {
+        match build_site(sf, base, loc, &names, &mut out.roots, &mut errs) {
             Some(site) => {
                 for h in &site.hosts {
                     let key = match h {
@@ -319,6 +369,7 @@ fn build_site(
     sf: SiteFile,
     base: &Path,
     loc: &Locator<'_>,
+    upstreams: &[String],
     roots: &mut Vec<PathBuf>,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Site> {
@@ -376,7 +427,7 @@ fn build_site(
     let headers = sf.headers.map(|h| Arc::new(header_edit(h, loc, errs)));
     let mut routes = Vec::new();
     for (i, r) in sf.routes.into_iter().enumerate() {
-        if let Some(route) = build_route(i, r, base, loc, roots, errs) {
+        if let Some(route) = build_route(i, r, base, loc, upstreams, roots, errs) {
             routes.push(route);
         }
     }
@@ -397,6 +448,7 @@ fn build_site(
         redirect,
         headers,
         routes,
+        fallback: None,
     })
 }
 
@@ -603,6 +655,7 @@ fn build_route(
     r: Spanned<RouteFile>,
     base: &Path,
     loc: &Locator<'_>,
+    upstreams: &[String],
     roots: &mut Vec<PathBuf>,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Route> {
@@ -724,6 +777,11 @@ fn build_route(
             },
         ));
     }
+    if let Some(p) = rf.proxy {
+        if let Some(p) = proxy(p, upstreams, loc, errs) {
+            handlers.push(("proxy", Action::Proxy(p)));
+        }
+    }
     if handlers.len() > 1 {
         let names: Vec<&str> = handlers.iter().map(|(n, _)| *n).collect();
         errs.push(loc.error(
@@ -741,6 +799,38 @@ fn build_route(
         methods,
         headers,
         action,
+    })
+}
+
+fn proxy(
+    p: Spanned<ProxyFile>,
+    upstreams: &[String],
+    loc: &Locator<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Proxy> {
+    let p = p.into_inner();
+    let name = p.upstream.get_ref();
+    let Some(upstream) = upstreams.iter().position(|u| u == name) else {
+        let known: Vec<&str> = upstreams.iter().map(String::as_str).collect();
+        let hint = super::file::closest(name, &known)
+            .map(|c| format!(" (did you mean {c:?}?)"))
+            .unwrap_or_default();
+        errs.push(loc.error(
+            Some(p.upstream.span()),
+            format!("`upstream`: no [upstreams.{name}] in this file{hint}"),
+        ));
+        return None;
+    };
+    if let Some(sp) = &p.strip_prefix {
+        if !sp.get_ref().starts_with('/') {
+            errs.push(loc.error(Some(sp.span()), "`strip_prefix` must start with `/`"));
+        }
+    }
+    let headers = p.headers.map(|h| Arc::new(header_edit(h, loc, errs)));
+    Some(Proxy {
+        upstream,
+        strip_prefix: p.strip_prefix.map(Spanned::into_inner),
+        headers,
     })
 }
 

@@ -43,6 +43,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::epoll_gw::{self, Gate, Up, UpSock, UP_BIT};
+use super::pool::Pool;
 use super::{expired, AccessLog, DriverError, WorkerCtx, TICK};
 use crate::session::{Output, Service, Session};
 
@@ -90,6 +92,8 @@ struct Conn {
     linger_until: Option<Instant>,
     /// Bytes discarded while lingering.
     lingered: usize,
+    /// The upstream socket of the proxied request in flight.
+    up: Option<Up>,
 }
 
 /// What a pass over one connection decided.
@@ -176,6 +180,8 @@ struct Worker {
     access_log: AccessLog,
     /// When shutdown began, the instant by which the worker exits regardless.
     shutdown_deadline: Option<Instant>,
+    /// Idle upstream connections, this worker's own.
+    pool: Pool<UpSock>,
 }
 
 /// Runs one worker: returns after shutdown once every connection is closed or the shutdown
@@ -221,6 +227,7 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         shutdown_deadline: None,
         reload,
         reload_seen: 0,
+        pool: Pool::default(),
     };
     let shutdown_timeout = config.timeouts.shutdown;
     let result = w.event_loop(shutdown_timeout);
@@ -266,6 +273,19 @@ impl Worker {
                 match ev.token() {
                     LISTENER => self.accept_ready = true,
                     SHUTDOWN => self.begin_shutdown(now, shutdown_timeout),
+                    Token(t) if t & UP_BIT != 0 => {
+                        let i = t & !UP_BIT;
+                        let Some(up) = self.conns.get_mut(i).and_then(|c| c.up.as_mut()) else {
+                            continue; // stale: the upstream was released in this batch
+                        };
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            up.readable = true;
+                        }
+                        if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                            up.writable = true;
+                        }
+                        self.drive(i, now);
+                    }
                     Token(i) => {
                         let Some(conn) = self.conns.get_mut(i) else {
                             continue; // stale event for a connection closed in this batch
@@ -346,6 +366,7 @@ impl Worker {
                         peer_fin: false,
                         linger_until: None,
                         lingered: 0,
+                        up: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -426,7 +447,10 @@ impl Worker {
     /// Time for the service, access-log flush, deadline sweep, accept backoff expiry.
     fn tick(&mut self, now: Instant) {
         self.svc.set_time(SystemTime::now());
-        self.reload.apply(&mut self.reload_seen, &mut self.svc);
+        if self.reload.apply(&mut self.reload_seen, &mut self.svc) {
+            // Server numbers may mean other servers now.
+            self.pool.clear();
+        }
         self.flush_access_log();
         for i in 0..self.conns.slots.len() {
             let Some(conn) = self.conns.get_mut(i) else {
@@ -437,7 +461,12 @@ impl Worker {
                 None => conn.session.deadline(),
             };
             if expired(deadline, now) {
-                self.close(i);
+                // An upstream timeout answers 504 and the connection lives on.
+                if conn.linger_until.is_none() && !conn.session.expire(&mut self.svc, now) {
+                    self.drive(i, now);
+                } else {
+                    self.close(i);
+                }
             }
         }
         if self.accept_resume_at.is_some_and(|t| now >= t) {
@@ -455,7 +484,12 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
-        match drive_conn(conn, &mut self.svc, &mut self.buf, now) {
+        let mut gate = Gate {
+            registry: self.poll.registry(),
+            pool: &mut self.pool,
+            token: i,
+        };
+        match drive_conn(conn, &mut self.svc, &mut gate, &mut self.buf, now) {
             Step::Wait => {}
             Step::Again => self.again.push(i),
             Step::Close => self.close(i),
@@ -464,7 +498,8 @@ impl Worker {
 
     fn close(&mut self, i: usize) {
         // Dropping the socket closes it, which also removes it from the epoll set.
-        if self.conns.remove(i).is_some() {
+        if let Some(mut conn) = self.conns.remove(i) {
+            conn.session.gw_abandon(&mut self.svc, Instant::now());
             self.resume_listening();
         }
     }
@@ -472,7 +507,13 @@ impl Worker {
 
 /// One pass over a connection: write what the session has, read what the peer sent, until the
 /// socket would block, the session holds back, or the budget is spent.
-fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) -> Step {
+fn drive_conn(
+    conn: &mut Conn,
+    svc: &mut Service,
+    gate: &mut Gate<'_>,
+    buf: &mut [u8],
+    now: Instant,
+) -> Step {
     if conn.linger_until.is_some() {
         return linger(conn, buf);
     }
@@ -523,6 +564,22 @@ fn drive_conn(conn: &mut Conn, svc: &mut Service, buf: &mut [u8], now: Instant) 
 
         if conn.session.should_close() {
             return start_linger(conn, buf, now);
+        }
+
+        // The proxied request, if any: connect, send, read (output may follow).
+        if epoll_gw::drive(
+            &mut conn.up,
+            &mut conn.session,
+            svc,
+            gate,
+            buf,
+            now,
+            &mut budget,
+        ) {
+            if budget == 0 {
+                return Step::Again;
+            }
+            continue;
         }
 
         if !conn.readable || conn.eof || !conn.session.wants_read() {

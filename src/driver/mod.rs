@@ -14,6 +14,8 @@ use crate::handler::Roots;
 use crate::session::Service;
 
 pub mod epoll;
+mod epoll_gw;
+pub mod pool;
 #[cfg(feature = "tokio-uring")]
 pub mod tokio_uring;
 pub mod uring;

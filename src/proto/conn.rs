@@ -87,6 +87,17 @@ impl OutQueue {
         self.responses
     }
 
+    /// Bytes of output queued and not yet written (file ranges included).
+    pub fn queued_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| match &s.piece {
+                Piece::Bytes { buf, pos } => buf.len() - pos,
+                Piece::File { len, .. } => *len as usize,
+            })
+            .sum()
+    }
+
     /// The buffer to append the next bytes of output to: the last queued buffer when it may
     /// still grow (not handed out, not too long), else a new one from `pool`.
     pub fn bytes(&mut self, pool: &mut BufPool) -> &mut Vec<u8> {

@@ -227,9 +227,22 @@ impl BodyReader {
 
     /// Consumes body bytes from the start of `buf`; returns how many belonged to the body.
     pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ProtoError> {
+        self.feed_into(buf, None)
+    }
+
+    /// As [`BodyReader::feed`], appending the body's data (chunked framing removed) to `data`
+    /// when given: what a proxy forwards.
+    pub fn feed_into(
+        &mut self,
+        buf: &[u8],
+        mut data: Option<&mut Vec<u8>>,
+    ) -> Result<usize, ProtoError> {
         let Some(mut st) = self.chunk else {
             let n = self.remaining.min(buf.len() as u64);
             self.remaining -= n;
+            if let Some(d) = data {
+                d.extend_from_slice(&buf[..n as usize]);
+            }
             return Ok(n as usize);
         };
         let mut i = 0;
@@ -279,6 +292,9 @@ impl BodyReader {
                 Chunk::Data => {
                     let n = self.remaining.min((buf.len() - i) as u64);
                     self.remaining -= n;
+                    if let Some(d) = data.as_deref_mut() {
+                        d.extend_from_slice(&buf[i..i + n as usize]);
+                    }
                     i += n as usize;
                     st = if self.remaining == 0 {
                         Chunk::DataCr

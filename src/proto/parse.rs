@@ -54,6 +54,8 @@ pub struct Request<'a> {
     pub minor: u8,
     /// Bytes of the head, including the blank line.
     pub head_len: usize,
+    /// The head as received (request line, fields, blank line), for a proxy to rebuild.
+    pub raw: &'a [u8],
     pub framing: Framing,
     /// The connection may carry another request after this one.
     pub keep_alive: bool,
@@ -260,6 +262,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
         path_query,
         minor,
         head_len,
+        raw: &buf[..head_len],
         framing,
         keep_alive,
         keep_alive_10: keep_alive && minor == 0,

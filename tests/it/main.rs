@@ -16,6 +16,7 @@ mod harness;
 mod http;
 mod lifecycle;
 mod limits;
+mod proxy;
 mod sites;
 mod static_files;
 
@@ -73,6 +74,38 @@ per_backend! {
 #[test]
 fn cli_missing_root_is_a_clear_error() {
     lifecycle::missing_root();
+}
+
+/// Proxying runs on the epoll backend (the others refuse a proxying config; checked below).
+mod proxy_epoll {
+    #[test]
+    fn forwarding_rules() {
+        crate::harness::catch_skip("proxy", crate::proxy::forwarding_rules);
+    }
+    #[test]
+    fn response_framing() {
+        crate::harness::catch_skip("proxy", crate::proxy::response_framing);
+    }
+    #[test]
+    fn misbehaving_upstreams() {
+        crate::harness::catch_skip("proxy", crate::proxy::misbehaving_upstreams);
+    }
+    #[test]
+    fn retries_and_balancing() {
+        crate::harness::catch_skip("proxy", crate::proxy::retries_and_balancing);
+    }
+    #[test]
+    fn smuggling_never_reaches_upstream() {
+        crate::harness::catch_skip("proxy", crate::proxy::smuggling_never_reaches_upstream);
+    }
+    #[test]
+    fn backends_that_do_not_proxy_yet_say_so() {
+        crate::proxy::backends_that_do_not_proxy_yet();
+    }
+    #[test]
+    fn gunicorn_behind_ringd() {
+        crate::harness::catch_skip("gunicorn", crate::proxy::gunicorn_stack);
+    }
 }
 
 #[test]

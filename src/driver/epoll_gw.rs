@@ -1,0 +1,297 @@
+//! The epoll driver's side of the gateway seam: one upstream socket per proxied request,
+//! connected non-blocking (or taken from the worker's pool), registered with the worker's
+//! `Poll` under the client connection's token with [`UP_BIT`] set, and driven edge-triggered
+//! like client sockets (readiness remembered until `EAGAIN`).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use super::pool::Pool;
+use crate::config::upstreams::Addr;
+use crate::gateway::proxy::Failure;
+use crate::session::{Service, Session};
+
+/// Set in the token of a connection's upstream socket (the client's is the plain index).
+pub const UP_BIT: usize = 1 << (usize::BITS - 2);
+
+/// An upstream socket: TCP or a unix-domain socket.
+pub enum UpSock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl UpSock {
+    fn connect(addr: &Addr) -> io::Result<UpSock> {
+        Ok(match addr {
+            Addr::Tcp(a) => {
+                let s = TcpStream::connect(*a)?;
+                let _ = s.set_nodelay(true);
+                UpSock::Tcp(s)
+            }
+            Addr::Unix(p) => UpSock::Unix(UnixStream::connect(p)?),
+        })
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            UpSock::Tcp(s) => (&*s).read(buf),
+            UpSock::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            UpSock::Tcp(s) => (&*s).write(buf),
+            UpSock::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    /// After a writable edge on a connecting socket: connected, or the connect error.
+    fn connect_result(&self) -> io::Result<bool> {
+        let (err, peer) = match self {
+            UpSock::Tcp(s) => (s.take_error()?, s.peer_addr().map(|_| ())),
+            UpSock::Unix(s) => (s.take_error()?, s.peer_addr().map(|_| ())),
+        };
+        if let Some(e) = err {
+            return Err(e);
+        }
+        match peer {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl AsFd for UpSock {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            UpSock::Tcp(s) => s.as_fd(),
+            UpSock::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Source for UpSock {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            UpSock::Tcp(s) => s.register(r, t, i),
+            UpSock::Unix(s) => s.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            UpSock::Tcp(s) => s.reregister(r, t, i),
+            UpSock::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            UpSock::Tcp(s) => s.deregister(r),
+            UpSock::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// A connection's upstream socket and its remembered readiness.
+pub struct Up {
+    sock: UpSock,
+    key: (usize, usize),
+    /// The exchange's attempt this socket serves.
+    attempt: u32,
+    pub readable: bool,
+    pub writable: bool,
+    connecting: bool,
+}
+
+/// What driving an upstream needs from the worker.
+pub struct Gate<'a> {
+    pub registry: &'a Registry,
+    pub pool: &'a mut Pool<UpSock>,
+    /// The client connection's token (its upstream registers with `UP_BIT` added).
+    pub token: usize,
+}
+
+/// Drives the proxied request of `session`, if any: connect, send, read, finish. Returns
+/// whether anything happened (output for the client may be queued). Spends `budget`.
+pub fn drive(
+    up: &mut Option<Up>,
+    session: &mut Session,
+    svc: &mut Service,
+    gate: &mut Gate<'_>,
+    buf: &mut [u8],
+    now: Instant,
+    budget: &mut usize,
+) -> bool {
+    let mut progress = false;
+    loop {
+        let Some(x) = session.gateway() else {
+            return progress;
+        };
+        // Finished: pool or close the socket, then let the session go on.
+        if let Some(reusable) = x.finished() {
+            if let Some(mut u) = up.take() {
+                let _ = gate.registry.deregister(&mut u.sock);
+                let keep = svc.upstreams().spec(u.key.0).map_or(0, |s| s.keepalive);
+                if reusable && !u.connecting {
+                    gate.pool.put(u.key, u.sock, keep, now);
+                }
+            }
+            session.gw_release(svc, now);
+            return true;
+        }
+        // A (new) server to connect to, unless this attempt has its socket already.
+        let attempt = x.attempt;
+        let have = up.as_ref().is_some_and(|u| u.attempt == attempt);
+        if let (Some(key), false) = (x.connect_to(), have) {
+            if let Some(mut old) = up.take() {
+                let _ = gate.registry.deregister(&mut old.sock);
+            }
+            let Some(spec) = svc.upstreams().spec(key.0) else {
+                session.gw_error(svc, Failure::Connect, now);
+                continue;
+            };
+            let fresh = x.fresh_only;
+            let pooled = if fresh {
+                None
+            } else {
+                gate.pool.take(key, spec.idle_timeout, now)
+            };
+            let (sock, connecting) = match pooled {
+                Some(s) => (s, false),
+                None => {
+                    let addr = spec.servers[key.1].addr.clone();
+                    match UpSock::connect(&addr) {
+                        Ok(s) => (s, true),
+                        Err(_) => {
+                            session.gw_error(svc, Failure::Connect, now);
+                            progress = true;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut u = Up {
+                sock,
+                key,
+                attempt,
+                readable: false,
+                writable: false,
+                connecting,
+            };
+            if gate
+                .registry
+                .register(
+                    &mut u.sock,
+                    Token(gate.token | UP_BIT),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                session.gw_error(svc, Failure::Connect, now);
+                continue;
+            }
+            if !connecting {
+                // A pooled socket is writable at once; its registration reports that too.
+                u.writable = true;
+                if let Some(x) = session.gateway() {
+                    x.connected(now, true);
+                }
+            }
+            *up = Some(u);
+            progress = true;
+            continue;
+        }
+        let Some(u) = up.as_mut() else {
+            return progress;
+        };
+        if u.connecting {
+            if !u.writable {
+                return progress;
+            }
+            match u.sock.connect_result() {
+                Ok(true) => {
+                    u.connecting = false;
+                    if let Some(x) = session.gateway() {
+                        x.connected(now, false);
+                    }
+                    progress = true;
+                }
+                Ok(false) => {
+                    u.writable = false;
+                    return progress;
+                }
+                Err(_) => {
+                    session.gw_error(svc, Failure::Connect, now);
+                    progress = true;
+                    continue;
+                }
+            }
+        }
+        if *budget == 0 {
+            return progress;
+        }
+        // Send what is left of the request.
+        let pending = session.gateway().map_or(0, |x| x.to_send().len());
+        if pending > 0 && u.writable {
+            *budget -= 1;
+            let res = {
+                let x = session.gateway().expect("checked above");
+                u.sock.write(x.to_send())
+            };
+            match res {
+                Ok(n) => {
+                    if n < pending {
+                        u.writable = false;
+                    }
+                    if let Some(x) = session.gateway() {
+                        x.sent(n, now);
+                    }
+                    progress = true;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    session.gw_error(svc, Failure::Connect, now);
+                    progress = true;
+                    continue;
+                }
+            }
+        }
+        // Read the response while the client keeps up.
+        if u.readable && session.gw_wants_read() {
+            *budget -= 1;
+            match u.sock.read(buf) {
+                Ok(0) => {
+                    u.readable = false;
+                    session.gw_eof(svc, now);
+                }
+                // A short read does not clear `readable` here: an upstream's last bytes often
+                // come with its FIN, whose edge is then spent, and a close-delimited body ends
+                // only at the read that returns 0.
+                Ok(n) => session.gw_feed(svc, &buf[..n], now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    u.readable = false;
+                    return progress;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    let f = if session.gateway().is_some_and(|x| x.responded) {
+                        Failure::Cut
+                    } else {
+                        Failure::Connect
+                    };
+                    session.gw_error(svc, f, now);
+                }
+            }
+            return true;
+        }
+        return progress;
+    }
+}

@@ -1,0 +1,1034 @@
+//! One proxied request as a sans-IO state machine: the request rebuilt for the upstream
+//! (hop-by-hop fields removed, body re-framed with Content-Length, Via and X-Forwarded-* /
+//! Forwarded set), the upstream's response head parsed strictly, and its body re-framed for
+//! the client (Content-Length kept; chunked or close-delimited bodies go to HTTP/1.1 clients
+//! chunked and to HTTP/1.0 clients close-delimited). No sockets, no clock reads.
+//!
+//! # The driver's side (`Session::gateway`)
+//! ```text
+//! exchange.connect_to()   → Some((group, server)): take a pooled connection or connect,
+//!                           then exchange.connected(reused, now)
+//! exchange.to_send()      → bytes for the upstream → exchange.sent(n)
+//! exchange.wants_read()   → read from the upstream → session.gw_feed / gw_eof / gw_error
+//! exchange.finished()     → Some(reusable): pool or close the upstream connection, then
+//!                           session.gw_release(...)
+//! ```
+//! Retry rule: a failure before any response byte came back is retried on another server
+//! when the request is idempotent or none of it was sent; never after a response byte.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::sites::HeaderEdit;
+use crate::config::upstreams::Cidr;
+use crate::proto::conn::{BufPool, OutQueue};
+use crate::proto::framing::{self, BodyReader, Framing};
+use crate::proto::head::{self, ConnHeader, DATE_LEN};
+use crate::proto::parse::Request;
+
+/// Largest upstream response head accepted; larger → 502.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most header fields in an upstream response head.
+pub const MAX_RESPONSE_FIELDS: usize = 128;
+
+/// Request fields never forwarded: hop-by-hop (RFC 9110 §7.6.1) and the framing ringd
+/// rewrites itself, plus `Expect` (the body is read before forwarding).
+const HOP_REQUEST: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "trailer",
+    "content-length",
+    "expect",
+    "via",
+];
+/// Response fields never passed back: hop-by-hop, framing, and the ones ringd sets itself.
+const HOP_RESPONSE: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "trailer",
+    "content-length",
+    "date",
+];
+
+/// What a proxied request needs from routing.
+#[derive(Debug)]
+pub struct Start {
+    pub group: usize,
+    /// The request head to send, without its blank line and without framing fields.
+    pub head: Vec<u8>,
+    /// GET, HEAD, OPTIONS, TRACE, PUT, DELETE: may be sent twice (RFC 9110 §9.2.2).
+    pub idempotent: bool,
+    pub head_request: bool,
+    /// The client speaks HTTP/1.0.
+    pub client_10: bool,
+    /// The method carries a body by definition (POST, PUT, PATCH): send Content-Length: 0
+    /// even when empty.
+    pub body_method: bool,
+    /// Input of the hash policy.
+    pub key: u64,
+    /// How long to connect, and between two reads.
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Response bytes queued for the client beyond which reading from the upstream pauses.
+    pub buffer: usize,
+    /// Further servers to try after a failure.
+    pub retries: u32,
+}
+
+/// What went wrong with the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Connect refused or failed, or reset/closed before any response byte.
+    Connect,
+    /// Connect or read timeout.
+    Timeout,
+    /// The response broke HTTP's framing rules.
+    Bad(&'static str),
+    /// The response ended early (after its head was sent to the client).
+    Cut,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for the driver to connect to `server`.
+    Connect,
+    /// Connected: sending the request, and reading the response head.
+    Exchange,
+    /// Relaying the body.
+    Body,
+    /// Finished; `reusable` says whether the upstream connection may serve another request.
+    Done { reusable: bool },
+}
+
+#[derive(Debug)]
+enum UpBody {
+    None,
+    Length(u64),
+    Chunked(BodyReader),
+    UntilClose,
+}
+
+/// One proxied request.
+#[derive(Debug)]
+pub struct Exchange {
+    pub start: Start,
+    /// The full request to send (head, framing, blank line, body).
+    req: Vec<u8>,
+    pub sent: usize,
+    state: State,
+    pub server: Option<usize>,
+    /// Servers tried already.
+    pub tried: Vec<usize>,
+    head: Vec<u8>,
+    body: UpBody,
+    /// The client gets the body chunked (re-framed), or until close.
+    client_chunked: bool,
+    client_close: bool,
+    /// Any byte of the response queued for the client.
+    pub responded: bool,
+    /// When the current phase's timeout runs out.
+    pub deadline: Option<Instant>,
+    /// The status relayed (for the log), and body bytes relayed.
+    pub status: u16,
+    pub body_bytes: u64,
+    /// The upstream says it will close, or answered HTTP/1.0: do not pool.
+    upstream_close: bool,
+    pub conn: ConnHeader,
+    decoded: Vec<u8>,
+    /// The failure that ended it, if one did.
+    pub failure: Option<Failure>,
+    /// It failed after the client's response had begun: the client connection must close
+    /// without a proper end (no last chunk, a short Content-Length body).
+    cut: bool,
+    /// Counts attempts (server choices): a driver connects anew when it changes.
+    pub attempt: u32,
+    /// The current attempt uses a pooled connection.
+    pub reused: bool,
+    /// The next connection must be a new one (a pooled one just failed under this request).
+    pub fresh_only: bool,
+}
+
+/// Builds the head of the request to forward: request line with `path_query`, the client's
+/// fields minus hop-by-hop ones, Host, X-Forwarded-For/-Proto/-Host, Forwarded and Via (the
+/// incoming forwarding fields kept and extended only when `peer` is in `trusted`), then the
+/// route's header edit.
+pub fn request_head(
+    req: &Request<'_>,
+    path_query: &str,
+    host: &[u8],
+    peer: IpAddr,
+    trusted: &[Cidr],
+    edit: Option<&HeaderEdit>,
+) -> Vec<u8> {
+    let trust = trusted.iter().any(|c| c.contains(peer));
+    let mut h = Vec::with_capacity(req.raw.len() + 160);
+    h.extend_from_slice(req.method_str.as_bytes());
+    h.push(b' ');
+    h.extend_from_slice(path_query.as_bytes());
+    h.extend_from_slice(b" HTTP/1.1\r\n");
+    // Field names the Connection field lists are hop-by-hop too.
+    let mut listed: Vec<Vec<u8>> = Vec::new();
+    let mut xff: Option<Vec<u8>> = None;
+    let mut fwd: Option<Vec<u8>> = None;
+    let mut xfp: Option<Vec<u8>> = None;
+    let mut xfh: Option<Vec<u8>> = None;
+    let mut via: Option<Vec<u8>> = None;
+    let mut fields = [httparse::EMPTY_HEADER; 256];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let _ = parsed.parse(req.raw);
+    for f in parsed.headers.iter() {
+        if f.name.eq_ignore_ascii_case("connection") {
+            listed.extend(framing::list(f.value).map(|t| t.to_ascii_lowercase()));
+        }
+    }
+    let join = |slot: &mut Option<Vec<u8>>, v: &[u8]| match slot {
+        Some(s) => {
+            s.extend_from_slice(b", ");
+            s.extend_from_slice(v);
+        }
+        None => *slot = Some(v.to_vec()),
+    };
+    for f in parsed.headers.iter() {
+        let name = f.name;
+        let lower = name.to_ascii_lowercase();
+        if HOP_REQUEST.contains(&lower.as_str())
+            || listed.iter().any(|l| l.as_slice() == lower.as_bytes())
+            || lower == "host"
+        {
+            if lower == "via" && trust {
+                join(&mut via, f.value);
+            }
+            continue;
+        }
+        match lower.as_str() {
+            "x-forwarded-for" => {
+                if trust {
+                    join(&mut xff, f.value);
+                }
+                continue;
+            }
+            "forwarded" => {
+                if trust {
+                    join(&mut fwd, f.value);
+                }
+                continue;
+            }
+            "x-forwarded-proto" => {
+                if trust {
+                    xfp = Some(f.value.to_vec());
+                }
+                continue;
+            }
+            "x-forwarded-host" => {
+                if trust {
+                    xfh = Some(f.value.to_vec());
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if edit.is_some_and(|e| {
+            e.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
+                || e.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        }) {
+            continue;
+        }
+        h.extend_from_slice(name.as_bytes());
+        h.extend_from_slice(b": ");
+        h.extend_from_slice(f.value);
+        h.extend_from_slice(b"\r\n");
+    }
+    head::header(&mut h, "Host", host);
+    let ip = peer.to_string();
+    join(&mut xff, ip.as_bytes());
+    head::header(
+        &mut h,
+        "X-Forwarded-For",
+        xff.as_deref().unwrap_or_default(),
+    );
+    head::header(
+        &mut h,
+        "X-Forwarded-Proto",
+        xfp.as_deref().unwrap_or(b"http"),
+    );
+    head::header(&mut h, "X-Forwarded-Host", xfh.as_deref().unwrap_or(host));
+    let node = match peer {
+        IpAddr::V6(_) => format!("for=\"[{ip}]\""),
+        IpAddr::V4(_) => format!("for={ip}"),
+    };
+    let mut this = node.into_bytes();
+    this.extend_from_slice(b";proto=http");
+    if !host.is_empty() && host.iter().all(|&b| b.is_ascii_graphic() && b != b'"') {
+        this.extend_from_slice(b";host=\"");
+        this.extend_from_slice(host);
+        this.push(b'"');
+    }
+    join(&mut fwd, &this);
+    head::header(&mut h, "Forwarded", fwd.as_deref().unwrap_or_default());
+    join(
+        &mut via,
+        if req.minor == 0 {
+            b"1.0 ringd"
+        } else {
+            b"1.1 ringd"
+        },
+    );
+    head::header(&mut h, "Via", via.as_deref().unwrap_or_default());
+    if let Some(e) = edit {
+        for (n, v) in &e.set {
+            head::header(&mut h, n, v.as_bytes());
+        }
+    }
+    h
+}
+
+impl Exchange {
+    /// An exchange for `start` with the request `body` (already read whole).
+    pub fn new(start: Start, body: &[u8], conn: ConnHeader) -> Exchange {
+        let mut req = Vec::with_capacity(start.head.len() + body.len() + 32);
+        req.extend_from_slice(&start.head);
+        if !body.is_empty() || start.body_method {
+            head::header_u64(&mut req, "Content-Length", body.len() as u64);
+        }
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(body);
+        Exchange {
+            start,
+            req,
+            sent: 0,
+            state: State::Connect,
+            server: None,
+            tried: Vec::new(),
+            head: Vec::new(),
+            body: UpBody::None,
+            client_chunked: false,
+            client_close: false,
+            responded: false,
+            deadline: None,
+            status: 0,
+            body_bytes: 0,
+            upstream_close: false,
+            conn,
+            decoded: Vec::new(),
+            failure: None,
+            cut: false,
+            attempt: 0,
+            reused: false,
+            fresh_only: false,
+        }
+    }
+
+    /// The server to connect to, once chosen (`Session` picks it) and while not connected;
+    /// a driver that already holds a socket for this `attempt` just waits for it.
+    pub fn connect_to(&self) -> Option<(usize, usize)> {
+        match (&self.state, self.server) {
+            (State::Connect, Some(s)) => Some((self.start.group, s)),
+            _ => None,
+        }
+    }
+
+    /// The driver has a connection to the chosen server (`reused`: from its pool).
+    pub fn connected(&mut self, now: Instant, reused: bool) {
+        self.reused = reused;
+        if self.state == State::Connect {
+            self.state = State::Exchange;
+            self.sent = 0;
+            self.head.clear();
+            self.deadline = Some(now + self.start.read_timeout);
+        }
+    }
+
+    /// Bytes of the request still to send.
+    pub fn to_send(&self) -> &[u8] {
+        match self.state {
+            State::Exchange => &self.req[self.sent..],
+            _ => &[],
+        }
+    }
+
+    /// `n` request bytes were written to the upstream.
+    pub fn sent(&mut self, n: usize, now: Instant) {
+        self.sent = (self.sent + n).min(self.req.len());
+        if self.sent == self.req.len() {
+            self.deadline = Some(now + self.start.read_timeout);
+        }
+    }
+
+    /// Whether the driver should read from the upstream (false when the client is behind by
+    /// more than the response buffer, or nothing is expected).
+    pub fn wants_read(&self, queued: usize) -> bool {
+        matches!(self.state, State::Exchange | State::Body) && queued < self.start.buffer
+    }
+
+    /// Finished: Some(whether the upstream connection may be pooled).
+    pub fn finished(&self) -> Option<bool> {
+        match self.state {
+            State::Done { reusable } => Some(reusable),
+            _ => None,
+        }
+    }
+
+    /// Whether a failure now may go to another server (the retry rule).
+    pub fn may_retry(&self) -> bool {
+        !self.responded
+            && self.head.is_empty()
+            && (self.start.idempotent || self.sent == 0)
+            && (self.tried.len() as u32) <= self.start.retries
+    }
+
+    /// A pooled connection failed before any response byte: the upstream most likely closed
+    /// it while idle, racing this request. Once per request, the same server again on a new
+    /// connection (the request cannot have been processed: nothing came back).
+    pub fn retry_stale(&mut self, now: Instant) -> bool {
+        if !self.reused || self.fresh_only || self.responded || !self.head.is_empty() {
+            return false;
+        }
+        let Some(s) = self.server else { return false };
+        self.fresh_only = true;
+        self.attempt += 1;
+        self.state = State::Connect;
+        self.sent = 0;
+        self.deadline = Some(now + self.start.connect_timeout);
+        self.server = Some(s);
+        true
+    }
+
+    /// Start over on a new server (chosen by the caller): nothing of the response arrived.
+    pub fn retry(&mut self, server: usize, now: Instant) {
+        self.attempt += 1;
+        self.server = Some(server);
+        self.tried.push(server);
+        self.state = State::Connect;
+        self.sent = 0;
+        self.head.clear();
+        self.deadline = Some(now + self.start.connect_timeout);
+    }
+
+    /// Ends the exchange after a failure: a 502/504 page when nothing was sent to the client
+    /// yet, else the response is cut (the caller closes the client connection).
+    pub fn fail(&mut self, why: Failure, out: &mut OutQueue, ctx: &mut Ctx<'_>) {
+        self.failure = Some(why);
+        self.state = State::Done { reusable: false };
+        self.deadline = None;
+        if self.responded {
+            self.cut = true;
+            return;
+        }
+        let (status, msg): (u16, &[u8]) = match why {
+            Failure::Timeout => (
+                504,
+                b"504 Gateway Timeout: the upstream did not answer in time\n",
+            ),
+            Failure::Connect => (
+                502,
+                b"502 Bad Gateway: the upstream refused or dropped the connection\n",
+            ),
+            Failure::Bad(_) => (
+                502,
+                b"502 Bad Gateway: the upstream's response was malformed\n",
+            ),
+            Failure::Cut => (
+                502,
+                b"502 Bad Gateway: the upstream's response ended early\n",
+            ),
+        };
+        self.status = status;
+        self.error_page(status, msg, out, ctx);
+    }
+
+    /// No server to send to (all down or tried): 503.
+    pub fn unavailable(&mut self, out: &mut OutQueue, ctx: &mut Ctx<'_>) {
+        self.state = State::Done { reusable: false };
+        self.failure = Some(Failure::Connect);
+        self.status = 503;
+        self.error_page(
+            503,
+            b"503 Service Unavailable: no upstream server is available\n",
+            out,
+            ctx,
+        );
+    }
+
+    fn error_page(&mut self, status: u16, msg: &[u8], out: &mut OutQueue, ctx: &mut Ctx<'_>) {
+        let buf = out.bytes(ctx.pool);
+        head::start(buf, status, ctx.date, ctx.server);
+        buf.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
+        let len = if self.start.head_request {
+            0
+        } else {
+            msg.len()
+        };
+        head::header_u64(buf, "Content-Length", msg.len() as u64);
+        let at = buf.len();
+        buf.extend_from_slice(self.conn.line());
+        buf.extend_from_slice(b"\r\n");
+        if len > 0 {
+            buf.extend_from_slice(msg);
+        }
+        out.mark_conn(at, self.conn.line().len());
+        out.end_response();
+        self.responded = true;
+        self.body_bytes = len as u64;
+    }
+
+    /// Bytes from the upstream. Relays what it can into `out`; Err means the upstream broke
+    /// the protocol (the caller fails the exchange).
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        out: &mut OutQueue,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        self.deadline = Some(now + self.start.read_timeout);
+        while !data.is_empty() {
+            match self.state {
+                State::Exchange => {
+                    let before = self.head.len();
+                    self.head.extend_from_slice(data);
+                    let end = find_head_end(&self.head);
+                    if end.unwrap_or(self.head.len()) > MAX_RESPONSE_HEAD {
+                        return Err(Failure::Bad("response head too large"));
+                    }
+                    let Some(end) = end else {
+                        return Ok(());
+                    };
+                    let used = end - before;
+                    data = &data[used..];
+                    let head = std::mem::take(&mut self.head);
+                    let again = self.on_head(&head[..end], out, ctx)?;
+                    if again {
+                        // An interim (1xx) response: the final one follows.
+                        self.head.clear();
+                        continue;
+                    }
+                    self.head = head;
+                    self.head.truncate(end);
+                    if matches!(self.body, UpBody::None) {
+                        self.finish(out, ctx);
+                        return Ok(());
+                    }
+                    self.state = State::Body;
+                }
+                State::Body => {
+                    let n = self.relay(data, out, ctx)?;
+                    data = &data[n..];
+                    if matches!(self.state, State::Done { .. }) {
+                        if !data.is_empty() {
+                            // Bytes past the end of the response: the connection is not
+                            // reusable (HTTP/1.1 has no unsolicited responses).
+                            self.state = State::Done { reusable: false };
+                        }
+                        return Ok(());
+                    }
+                }
+                State::Connect | State::Done { .. } => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The upstream closed its side.
+    pub fn eof(&mut self, out: &mut OutQueue, ctx: &mut Ctx<'_>) -> Result<(), Failure> {
+        match (&self.state, &self.body) {
+            (State::Body, UpBody::UntilClose) => {
+                self.upstream_close = true;
+                self.finish(out, ctx);
+                Ok(())
+            }
+            (State::Exchange, _) if self.head.is_empty() => Err(Failure::Connect),
+            (State::Done { .. }, _) => Ok(()),
+            _ => Err(Failure::Cut),
+        }
+    }
+
+    /// Parses a response head; queues the client's head. Ok(true) for an interim response.
+    fn on_head(
+        &mut self,
+        raw: &[u8],
+        out: &mut OutQueue,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<bool, Failure> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
+        let mut r = httparse::Response::new(&mut fields);
+        match r.parse(raw) {
+            Ok(httparse::Status::Complete(n)) if n == raw.len() => {}
+            Ok(_) => return Err(Failure::Bad("incomplete response head")),
+            Err(_) => return Err(Failure::Bad("malformed response head")),
+        }
+        let status = r.code.unwrap_or(0);
+        let minor = r.version.unwrap_or(1);
+        if !(100..=999).contains(&status) {
+            return Err(Failure::Bad("bad status code"));
+        }
+        let mut cl: Option<u64> = None;
+        let mut te_chunked = false;
+        let mut te_seen = false;
+        let mut close = minor == 0;
+        let mut ka_10 = false;
+        for f in r.headers.iter() {
+            if f.name.eq_ignore_ascii_case("content-length") {
+                let v = framing::parse_decimal(framing::trim(f.value))
+                    .ok_or(Failure::Bad("invalid Content-Length"))?;
+                if cl.is_some_and(|c| c != v) {
+                    return Err(Failure::Bad("two different Content-Lengths"));
+                }
+                cl = Some(v);
+            } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
+                te_seen = true;
+                let mut last = None;
+                for t in framing::list(f.value) {
+                    last = Some(t);
+                }
+                te_chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            } else if f.name.eq_ignore_ascii_case("connection") {
+                for t in framing::list(f.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        ka_10 = true;
+                    }
+                }
+            }
+        }
+        if minor == 0 && ka_10 && !close {
+            close = false;
+        }
+        if te_seen && cl.is_some() {
+            return Err(Failure::Bad("Content-Length with Transfer-Encoding"));
+        }
+        if te_seen && !te_chunked {
+            return Err(Failure::Bad("a transfer coding other than chunked"));
+        }
+        if (100..200).contains(&status) {
+            if status == 101 {
+                return Err(Failure::Bad("101 without an Upgrade request"));
+            }
+            // Interim responses go to HTTP/1.1 clients only (RFC 9110 §15.2), never 100
+            // (ringd read the body itself, so the client is not waiting for one).
+            if status != 100 && !self.start.client_10 {
+                let buf = out.bytes(ctx.pool);
+                buf.extend_from_slice(b"HTTP/1.1 ");
+                head::put_u64(buf, u64::from(status));
+                buf.push(b' ');
+                buf.extend_from_slice(r.reason.unwrap_or("").as_bytes());
+                buf.extend_from_slice(b"\r\n");
+                copy_fields(buf, r.headers);
+                buf.extend_from_slice(b"\r\n");
+            }
+            return Ok(true);
+        }
+        self.upstream_close = close;
+        self.status = status;
+        let bodyless = self.start.head_request || status == 204 || status == 304;
+        self.body = if bodyless {
+            UpBody::None
+        } else if te_chunked {
+            UpBody::Chunked(
+                BodyReader::new(Framing::Chunked, u64::MAX, 64 * 1024)
+                    .map_err(|_| Failure::Bad("chunked"))?,
+            )
+        } else if let Some(n) = cl {
+            if n == 0 {
+                UpBody::None
+            } else {
+                UpBody::Length(n)
+            }
+        } else {
+            UpBody::UntilClose
+        };
+        // The client's framing.
+        let buf = out.bytes(ctx.pool);
+        buf.extend_from_slice(b"HTTP/1.1 ");
+        head::put_u64(buf, u64::from(status));
+        buf.push(b' ');
+        let reason = r
+            .reason
+            .filter(|s| !s.is_empty())
+            .unwrap_or(head::reason(status));
+        buf.extend_from_slice(reason.as_bytes());
+        buf.extend_from_slice(b"\r\nDate: ");
+        buf.extend_from_slice(ctx.date);
+        buf.extend_from_slice(b"\r\n");
+        let listed: Vec<Vec<u8>> = r
+            .headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|f| framing::list(f.value).map(|t| t.to_ascii_lowercase()))
+            .collect();
+        for f in r.headers.iter() {
+            let lower = f.name.to_ascii_lowercase();
+            if HOP_RESPONSE.contains(&lower.as_str())
+                || listed.iter().any(|l| l.as_slice() == lower.as_bytes())
+            {
+                continue;
+            }
+            buf.extend_from_slice(f.name.as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(f.value);
+            buf.extend_from_slice(b"\r\n");
+        }
+        match (&self.body, cl) {
+            (UpBody::Length(_), Some(n)) => head::header_u64(buf, "Content-Length", n),
+            (UpBody::None, _) if status == 204 || status == 304 => {}
+            (UpBody::None, Some(n)) => head::header_u64(buf, "Content-Length", n),
+            (UpBody::None, None) if self.start.head_request && !te_chunked => {}
+            (UpBody::None, None) if self.start.head_request => {
+                if !self.start.client_10 {
+                    buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                }
+            }
+            (UpBody::None, None) => head::header_u64(buf, "Content-Length", 0),
+            _ if self.start.client_10 => self.client_close = true,
+            _ => {
+                self.client_chunked = true;
+                buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
+        }
+        if self.client_close {
+            self.conn = ConnHeader::Close;
+        }
+        let at = buf.len();
+        buf.extend_from_slice(self.conn.line());
+        buf.extend_from_slice(b"\r\n");
+        out.mark_conn(at, self.conn.line().len());
+        self.responded = true;
+        Ok(false)
+    }
+
+    /// Relays body bytes; returns how many of `data` belonged to the body.
+    fn relay(
+        &mut self,
+        data: &[u8],
+        out: &mut OutQueue,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<usize, Failure> {
+        let mut dec = std::mem::take(&mut self.decoded);
+        dec.clear();
+        let (used, done, decoded) = match &mut self.body {
+            UpBody::Length(rem) => {
+                let n = (*rem).min(data.len() as u64) as usize;
+                *rem -= n as u64;
+                (n, *rem == 0, false)
+            }
+            UpBody::UntilClose => (data.len(), false, false),
+            UpBody::Chunked(r) => {
+                let n = r
+                    .feed_into(data, Some(&mut dec))
+                    .map_err(|_| Failure::Bad("invalid chunked body"))?;
+                (n, r.done(), true)
+            }
+            UpBody::None => (0, true, false),
+        };
+        if decoded {
+            self.put(&dec, out, ctx);
+        } else {
+            self.put(&data[..used], out, ctx);
+        }
+        self.decoded = dec;
+        if done {
+            self.finish(out, ctx);
+        }
+        Ok(used)
+    }
+
+    fn put(&mut self, data: &[u8], out: &mut OutQueue, ctx: &mut Ctx<'_>) {
+        if data.is_empty() {
+            return;
+        }
+        self.body_bytes += data.len() as u64;
+        let buf = out.bytes(ctx.pool);
+        if self.client_chunked {
+            head::put_hex(buf, data.len() as u64);
+            buf.extend_from_slice(b"\r\n");
+            buf.extend_from_slice(data);
+            buf.extend_from_slice(b"\r\n");
+        } else {
+            buf.extend_from_slice(data);
+        }
+    }
+
+    fn finish(&mut self, out: &mut OutQueue, ctx: &mut Ctx<'_>) {
+        if self.client_chunked {
+            out.bytes(ctx.pool).extend_from_slice(b"0\r\n\r\n");
+        }
+        out.end_response();
+        self.deadline = None;
+        self.state = State::Done {
+            reusable: !self.upstream_close,
+        };
+    }
+
+    /// The client connection must close after this response (close-delimited to HTTP/1.0,
+    /// or a response cut short).
+    pub fn closes_client(&self) -> bool {
+        self.client_close || self.cut
+    }
+}
+
+/// What rendering needs from the worker.
+pub struct Ctx<'a> {
+    pub pool: &'a mut BufPool,
+    pub date: &'a [u8; DATE_LEN],
+    pub server: &'a str,
+}
+
+fn copy_fields(buf: &mut Vec<u8>, fields: &[httparse::Header<'_>]) {
+    for f in fields {
+        buf.extend_from_slice(f.name.as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(f.value);
+        buf.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The end of a head (index after its blank line).
+fn find_head_end(b: &[u8]) -> Option<usize> {
+    b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Limits;
+    use crate::proto::parse::{parse, Parsed};
+    use crate::session::Output;
+
+    fn req_head(raw: &[u8], peer: &str, trusted: &[Cidr]) -> String {
+        let Ok(Parsed::Complete(r)) = parse(raw, &Limits::default()) else {
+            panic!("parse")
+        };
+        let h = request_head(
+            &r,
+            r.path_query,
+            r.fields.host.unwrap_or(b""),
+            peer.parse().unwrap(),
+            trusted,
+            None,
+        );
+        String::from_utf8(h).unwrap()
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_removed_and_forwarding_fields_set() {
+        let h = req_head(
+            b"GET /a?b HTTP/1.1\r\nHost: x.test\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: websocket\r\nProxy-Connection: x\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nAccept: */*\r\n\r\n",
+            "10.0.0.9",
+            &[],
+        );
+        assert!(h.starts_with("GET /a?b HTTP/1.1\r\n"), "{h}");
+        for gone in [
+            "X-Secret",
+            "Keep-Alive",
+            "TE:",
+            "Upgrade",
+            "Proxy-Connection",
+            "6.6.6.6",
+            "Connection:",
+        ] {
+            assert!(!h.contains(gone), "{gone} forwarded:\n{h}");
+        }
+        assert!(h.contains("Accept: */*\r\n"), "{h}");
+        assert!(h.contains("Host: x.test\r\n"), "{h}");
+        assert!(h.contains("X-Forwarded-For: 10.0.0.9\r\n"), "{h}");
+        assert!(h.contains("X-Forwarded-Proto: http\r\n"), "{h}");
+        assert!(
+            h.contains("Forwarded: for=10.0.0.9;proto=http;host=\"x.test\"\r\n"),
+            "{h}"
+        );
+        assert!(h.contains("Via: 1.1 ringd\r\n"), "{h}");
+    }
+
+    #[test]
+    fn trusted_peers_extend_the_chain() {
+        let t = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let h = req_head(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\r\n",
+            "10.0.0.9",
+            &t,
+        );
+        assert!(h.contains("X-Forwarded-For: 1.2.3.4, 10.0.0.9\r\n"), "{h}");
+        assert!(h.contains("X-Forwarded-Proto: https\r\n"), "{h}");
+    }
+
+    fn start(head_request: bool, client_10: bool) -> Start {
+        Start {
+            group: 0,
+            head: b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec(),
+            idempotent: true,
+            head_request,
+            client_10,
+            body_method: false,
+            key: 0,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            buffer: 1 << 20,
+            retries: 1,
+        }
+    }
+
+    /// Runs `upstream` bytes (in pieces of `step`) through an exchange; returns what the
+    /// client gets, and whether the upstream connection may be pooled.
+    fn run(
+        s: Start,
+        upstream: &[u8],
+        step: usize,
+        eof: bool,
+    ) -> (String, Option<bool>, Result<(), Failure>) {
+        let mut x = Exchange::new(s, b"", ConnHeader::None);
+        x.server = Some(0);
+        let now = Instant::now();
+        x.connected(now, false);
+        let mut out = OutQueue::default();
+        let mut pool = BufPool::default();
+        let date = [b'D'; DATE_LEN];
+        let mut ctx = Ctx {
+            pool: &mut pool,
+            date: &date,
+            server: "ringd",
+        };
+        let mut res = Ok(());
+        for piece in upstream.chunks(step) {
+            res = x.feed(piece, &mut out, &mut ctx, now);
+            if res.is_err() {
+                break;
+            }
+        }
+        if eof && res.is_ok() {
+            res = x.eof(&mut out, &mut ctx);
+        }
+        let mut got = Vec::new();
+        while let Some(Output::Bytes(b)) = out.peek() {
+            got.extend_from_slice(b);
+            let n = b.len();
+            out.consume(n, &mut pool);
+        }
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            x.finished(),
+            res,
+        )
+    }
+
+    #[test]
+    fn content_length_bodies_pass_through_and_pool() {
+        let up = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: gunicorn\r\nConnection: keep-alive\r\nDate: x\r\n\r\nhello";
+        for step in [1, 3, 1000] {
+            let (c, fin, res) = run(start(false, false), up, step, false);
+            assert_eq!(res, Ok(()));
+            assert!(c.starts_with("HTTP/1.1 200 OK\r\nDate: DDDD"), "{c}");
+            assert!(c.contains("Content-Length: 5\r\n"), "{c}");
+            assert!(c.contains("Server: gunicorn\r\n"), "{c}");
+            assert!(!c.contains("Connection: keep-alive"), "{c}");
+            assert!(c.ends_with("\r\n\r\nhello"), "{c}");
+            assert_eq!(fin, Some(true));
+        }
+    }
+
+    #[test]
+    fn chunked_and_close_delimited_are_rechunked_for_11_and_closed_for_10() {
+        let up = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n\r\n";
+        for step in [1, 2, 1000] {
+            let (c, fin, _) = run(start(false, false), up, step, false);
+            assert!(c.contains("Transfer-Encoding: chunked\r\n"), "{c}");
+            let body = &c[c.find("\r\n\r\n").unwrap() + 4..];
+            assert_eq!(dechunk(body), Some("abcde".to_string()), "{c}");
+            assert!(!c.contains("T: 1"), "the trailer is not passed on: {c}");
+            assert_eq!(fin, Some(true));
+        }
+        let up = b"HTTP/1.0 200 OK\r\n\r\nuntil close";
+        let (c, fin, res) = run(start(false, false), up, 4, true);
+        assert_eq!(res, Ok(()));
+        let body = &c[c.find("\r\n\r\n").unwrap() + 4..];
+        assert_eq!(dechunk(body), Some("until close".to_string()), "{c}");
+        assert_eq!(fin, Some(false), "an HTTP/1.0 upstream is never pooled");
+        let (c, _, _) = run(start(false, true), up, 4, true);
+        assert!(c.contains("Connection: close\r\n"), "{c}");
+        assert!(c.ends_with("\r\n\r\nuntil close"), "{c}");
+    }
+
+    /// A strict decoder of a whole chunked body; None when it is malformed or unterminated.
+    fn dechunk(mut s: &str) -> Option<String> {
+        let mut out = String::new();
+        loop {
+            let (size, rest) = s.split_once("\r\n")?;
+            let n = usize::from_str_radix(size, 16).ok()?;
+            if n == 0 {
+                return (rest == "\r\n").then_some(out);
+            }
+            out.push_str(rest.get(..n)?);
+            s = rest.get(n..)?.strip_prefix("\r\n")?;
+        }
+    }
+
+    #[test]
+    fn bodyless_statuses_and_head_ignore_framing() {
+        let up = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\nETag: \"a\"\r\n\r\n";
+        let (c, fin, _) = run(start(false, false), up, 100, false);
+        assert!(!c.contains("Content-Length"), "{c}");
+        assert_eq!(fin, Some(true));
+        let up = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+        let (c, fin, _) = run(start(true, false), up, 100, false);
+        assert!(c.contains("Content-Length: 100\r\n"), "{c}");
+        assert_eq!(fin, Some(true));
+    }
+
+    #[test]
+    fn interim_responses_go_to_11_clients_only() {
+        let up = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+        let (c, _, _) = run(start(false, false), up, 7, false);
+        assert!(
+            c.starts_with("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK"),
+            "{c}"
+        );
+        assert!(!c.contains("100 Continue"), "{c}");
+        let (c, _, _) = run(start(false, true), up, 7, false);
+        assert!(c.starts_with("HTTP/1.1 200 OK"), "{c}");
+    }
+
+    #[test]
+    fn bad_framing_is_refused() {
+        for (up, why) in [
+            (&b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"[..], "two CL"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "CL+TE"),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+            (b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\nContent-Length: 0\r\n\r\n", "obs-fold"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "negative CL"),
+            (b"garbage\r\n\r\n", "garbage"),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "gzip TE"),
+        ] {
+            let (_, _, res) = run(start(false, false), up, 5, false);
+            assert!(matches!(res, Err(Failure::Bad(_))), "{why}: {res:?}");
+        }
+        let huge = [b"HTTP/1.1 200 OK\r\nX: ".as_slice(), &[b'a'; 70_000]].concat();
+        let (_, _, res) = run(start(false, false), &huge, 4096, false);
+        assert!(
+            matches!(res, Err(Failure::Bad(_))),
+            "oversize head: {res:?}"
+        );
+    }
+
+    #[test]
+    fn a_cut_body_is_an_error_never_a_clean_end() {
+        let up = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+        let (c, fin, res) = run(start(false, false), up, 100, true);
+        assert_eq!(res, Err(Failure::Cut));
+        assert_eq!(fin, None);
+        assert!(c.ends_with("abc"), "{c}");
+        let up = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        let (c, _, res) = run(start(false, false), up, 100, true);
+        assert_eq!(res, Err(Failure::Cut));
+        assert!(
+            !c.contains("0\r\n\r\n"),
+            "a cut chunked body got a last chunk: {c}"
+        );
+    }
+}

@@ -1,0 +1,702 @@
+//! The reverse proxy (issue 12) against real upstreams: scripted misbehaving servers on
+//! loopback (each a thread with its own listener, recording every byte it received), and a real
+//! gunicorn where one is installed. Proxying runs on the epoll backend; the other backends
+//! refuse a proxying config with a clear error (checked too).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::harness::{run_ringd, Server, ServerBuilder, Skip, TempDir};
+use crate::http::{find, Client};
+
+/// What a scripted upstream does with one request (its raw bytes) on a connection: the bytes
+/// to answer, and whether to close the connection afterwards.
+type Script = dyn Fn(&[u8], usize) -> Action + Send + Sync;
+
+pub enum Action {
+    /// Write these bytes; keep the connection for more requests.
+    Reply(Vec<u8>),
+    /// Write these bytes, then close.
+    ReplyClose(Vec<u8>),
+    /// Write these bytes, then reset the connection (SO_LINGER 0).
+    ReplyReset(Vec<u8>),
+    /// Say nothing until the test ends.
+    Hang,
+    /// Write the pieces with a pause before each.
+    Slow(Vec<Vec<u8>>, Duration),
+}
+
+/// A scripted upstream on 127.0.0.1; stops (and joins) on drop.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Every request received, raw (head and body), in arrival order.
+    pub requests: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn spawn(script: impl Fn(&[u8], usize) -> Action + Send + Sync + 'static) -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let script: Arc<Script> = Arc::new(script);
+        let (r, c, st) = (requests.clone(), connections.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let mut workers = Vec::new();
+            while !st.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        c.fetch_add(1, Ordering::Relaxed);
+                        let (r, st, script) = (r.clone(), st.clone(), script.clone());
+                        workers.push(thread::spawn(move || serve(s, &r, &st, &*script)));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        Upstream {
+            addr,
+            requests,
+            connections,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The end of one request in `buf` (head, plus a Content-Length or chunked body), if complete.
+fn request_end(buf: &[u8]) -> Option<usize> {
+    let head = find(buf, b"\r\n\r\n")? + 4;
+    let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+    if let Some(i) = text.find("\r\ncontent-length:") {
+        let v = &text[i + 17..];
+        let n: usize = v[..v.find("\r\n")?].trim().parse().ok()?;
+        return (buf.len() >= head + n).then_some(head + n);
+    }
+    if text.contains("\r\ntransfer-encoding: chunked") {
+        return find(&buf[head..], b"0\r\n\r\n").map(|i| head + i + 5);
+    }
+    Some(head)
+}
+
+fn serve(mut s: TcpStream, reqs: &Mutex<Vec<Vec<u8>>>, stop: &AtomicBool, script: &Script) {
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 16384];
+    let mut n_on_conn = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(end) = request_end(&buf) {
+            let req: Vec<u8> = buf.drain(..end).collect();
+            reqs.lock().unwrap().push(req.clone());
+            n_on_conn += 1;
+            match script(&req, n_on_conn) {
+                Action::Reply(b) => {
+                    if s.write_all(&b).is_err() {
+                        return;
+                    }
+                }
+                Action::ReplyClose(b) => {
+                    let _ = s.write_all(&b);
+                    return;
+                }
+                Action::ReplyReset(b) => {
+                    let _ = s.write_all(&b);
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    return;
+                }
+                Action::Hang => {
+                    while !stop.load(Ordering::Relaxed) {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    return;
+                }
+                Action::Slow(pieces, pause) => {
+                    for p in pieces {
+                        thread::sleep(pause);
+                        if s.write_all(&p).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        match s.read(&mut tmp) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A 200 with `body` and Content-Length.
+pub fn ok(body: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Up: yes\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// An upstream that answers each request with the request's own bytes as the body.
+fn echo() -> Upstream {
+    Upstream::spawn(|req, _| Action::Reply(ok(req)))
+}
+
+/// ringd on the epoll backend with `config` (a TOML body; `{UP}` is replaced by `ups[0]`,
+/// `{UP2}` by `ups[1]`).
+fn start(dir: &TempDir, config: &str, ups: &[&Upstream]) -> Server {
+    let mut text = config.to_string();
+    for (i, u) in ups.iter().enumerate() {
+        let key = if i == 0 {
+            "{UP}".to_string()
+        } else {
+            format!("{{UP{}}}", i + 1)
+        };
+        text = text.replace(&key, &u.addr.to_string());
+    }
+    dir.write("p.toml", text.as_bytes());
+    dir.write("www/static.txt", b"static file\n");
+    ServerBuilder::new("epoll", dir.path())
+        .config(&dir.path().join("p.toml"))
+        .args(&[
+            "--access-log",
+            dir.path().join("access.log").to_str().unwrap(),
+        ])
+        .start()
+}
+
+const BASIC: &str = r#"
+trusted_proxies = ["10.0.0.0/8"]
+
+[upstreams.app]
+servers = ["{UP}"]
+read_timeout = "1s"
+connect_timeout = "1s"
+max_fails = 0          # the misbehaving cases must not take the one server out
+
+[[sites]]
+hosts = ["_"]
+root = "www"
+
+  [[sites.routes]]
+  path = "/api/*"
+  proxy = { upstream = "app", strip_prefix = "/api", headers = { set = { "X-Env" = "prod" }, remove = ["Cookie"] } }
+
+  [[sites.routes]]
+  path = "/app/*"
+  proxy = { upstream = "app" }
+"#;
+
+/// Request rebuilding: hop-by-hop fields gone, forwarding fields set, bodies re-framed, the
+/// route's prefix stripped and headers applied; static files still served beside the proxy.
+pub fn forwarding_rules() {
+    let up = echo();
+    let d = TempDir::new("proxy-rules");
+    let srv = start(&d, BASIC, &[&up]);
+    let mut c = Client::new(srv.connect());
+    c.set_timeout(Duration::from_secs(5));
+    let r = c.exchange(b"GET /static.txt HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    assert_eq!(r.body_str(), "static file\n");
+    let r = c.exchange(
+        b"GET /api/users?id=7 HTTP/1.1\r\nHost: a.test:8080\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 300\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\nX-Forwarded-For: 6.6.6.6\r\nCookie: secret\r\nAccept: text/plain\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(
+        r.header("x-up"),
+        Some("yes"),
+        "the upstream's fields come back"
+    );
+    let seen = r.body_str();
+    assert!(seen.starts_with("GET /users?id=7 HTTP/1.1\r\n"), "{seen}");
+    for gone in [
+        "X-Hop",
+        "Keep-Alive",
+        "TE:",
+        "Upgrade",
+        "Proxy-Connection",
+        "6.6.6.6",
+        "Cookie",
+        "Connection:",
+    ] {
+        assert!(!seen.contains(gone), "{gone} reached the upstream:\n{seen}");
+    }
+    for kept in [
+        "Host: a.test:8080\r\n",
+        "Accept: text/plain\r\n",
+        "X-Forwarded-For: 127.0.0.1\r\n",
+        "X-Forwarded-Proto: http\r\n",
+        "X-Forwarded-Host: a.test:8080\r\n",
+        "Forwarded: for=127.0.0.1;proto=http;host=\"a.test:8080\"\r\n",
+        "Via: 1.1 ringd\r\n",
+        "X-Env: prod\r\n",
+    ] {
+        assert!(seen.contains(kept), "{kept:?} missing:\n{seen}");
+    }
+    // A chunked request body goes upstream with a Content-Length.
+    let r = c.exchange(
+        b"POST /app/form HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    let seen = r.body_str();
+    assert!(seen.contains("Content-Length: 11\r\n"), "{seen}");
+    assert!(
+        !seen.to_ascii_lowercase().contains("transfer-encoding"),
+        "{seen}"
+    );
+    assert!(seen.ends_with("\r\n\r\nhello world"), "{seen}");
+    // Expect: 100-continue: ringd asks for the body, then forwards it.
+    c.send(b"POST /app/e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    let interim = c.read_response(false).expect("100 Continue");
+    assert_eq!(interim.status, 100);
+    c.send(b"data");
+    let r = c.read_response(false).expect("final response");
+    assert_eq!(r.status, 200);
+    assert!(r.body_str().ends_with("\r\n\r\ndata"), "{}", r.body_str());
+    assert!(!r.body_str().contains("Expect"), "{}", r.body_str());
+    // One upstream connection served every request (pooled, most recently used first).
+    assert_eq!(
+        up.connections.load(Ordering::Relaxed),
+        1,
+        "upstream connections"
+    );
+    // The access log names the upstream.
+    drop(c);
+    drop(srv);
+    let log = std::fs::read_to_string(d.path().join("access.log")).unwrap_or_default();
+    let want = format!("upstream={} upstream_status=200", up.addr);
+    assert!(log.contains(&want), "{log}");
+}
+
+/// Response framing: chunked and close-delimited upstream bodies to HTTP/1.1 (chunked) and
+/// HTTP/1.0 (close-delimited) clients; HEAD, 204, 304 without bodies; interim responses.
+pub fn response_framing() {
+    let up = Upstream::spawn(|req, _| {
+        let path = String::from_utf8_lossy(req)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        match path.as_str() {
+            "/app/chunked" => Action::Reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nchun\r\n3;e=1\r\nked\r\n0\r\nX-T: 1\r\n\r\n".to_vec()),
+            "/app/close" => Action::ReplyClose(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end".to_vec()),
+            "/app/204" => Action::Reply(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n".to_vec()),
+            "/app/304" => Action::Reply(b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n".to_vec()),
+            "/app/hints" => Action::Reply(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()),
+            _ => Action::Reply(ok(b"hello")),
+        }
+    });
+    let d = TempDir::new("proxy-framing");
+    let srv = start(&d, BASIC, &[&up]);
+    let mut c = Client::new(srv.connect());
+    let r = c.exchange(b"GET /app/chunked HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.body_str(), "chunked");
+    assert!(r.has_token("transfer-encoding", "chunked"), "{}", r.head);
+    let r = c.exchange(b"GET /app/close HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.body_str(), "until the end");
+    assert!(
+        r.has_token("transfer-encoding", "chunked"),
+        "close-delimited → chunked: {}",
+        r.head
+    );
+    assert!(!r.closes(), "the client connection stays open: {}", r.head);
+    let r = c.exchange(b"GET /app/204 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 204);
+    assert!(r.header("content-length").is_none(), "{}", r.head);
+    let r = c.exchange(b"GET /app/304 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 304);
+    let r = c.exchange(b"HEAD /app/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(r.header("content-length"), Some("5"));
+    c.send(b"GET /app/hints HTTP/1.1\r\nHost: a\r\n\r\n");
+    let hint = c.read_response(false).unwrap();
+    assert_eq!(hint.status, 103, "{}", hint.head);
+    let r = c.read_response(false).unwrap();
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "ok"),
+        "100 is never relayed"
+    );
+    // The connection kept working through all of them.
+    let r = c.exchange(b"GET /app/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.body_str(), "hello");
+    // HTTP/1.0: close-delimited, no chunks; no interim responses.
+    let mut c = Client::new(srv.connect());
+    c.send(b"GET /app/chunked HTTP/1.0\r\n\r\n");
+    let mut all = Vec::new();
+    let _ = c.stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = c.stream.read_to_end(&mut all);
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.ends_with("\r\n\r\nchunked"), "{all}");
+    assert!(
+        !all.to_ascii_lowercase().contains("transfer-encoding"),
+        "{all}"
+    );
+    let mut c = Client::new(srv.connect());
+    c.send(b"GET /app/hints HTTP/1.0\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200, "HTTP/1.0 clients get no 1xx: {}", r.head);
+}
+
+/// Misbehaving upstreams: garbage, bad framing, resets mid-body, silence, slowness, refused
+/// connections, idle connections closed under the pool. Each gets the right status or an
+/// aborted response, and the next request is served.
+pub fn misbehaving_upstreams() {
+    let up = Upstream::spawn(|req, _| {
+        let path = String::from_utf8_lossy(req)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        match path.as_str() {
+            "/app/garbage" => Action::ReplyClose(b"this is not http\r\n\r\n".to_vec()),
+            "/app/two-cl" => Action::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec()),
+            "/app/cl-te" => Action::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec()),
+            "/app/bad-chunk" => Action::Reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec()),
+            "/app/folded" => Action::Reply(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n".to_vec()),
+            "/app/huge-head" => {
+                let mut v = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+                v.extend(std::iter::repeat_n(b'a', 80_000));
+                v.extend_from_slice(b"\r\n\r\n");
+                Action::ReplyClose(v)
+            }
+            "/app/reset-mid-body" => Action::ReplyReset(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial".to_vec()),
+            "/app/cut-chunked" => Action::ReplyClose(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec()),
+            "/app/hang" => Action::Hang,
+            "/app/slow" => Action::Slow(vec![b"HTTP/1.1 200 OK\r\nContent-Le".to_vec(), b"ngth: 4\r\n\r\nsl".to_vec(), b"ow".to_vec()], Duration::from_millis(200)),
+            // Answers without `Connection: close`, then closes: ringd pools the connection.
+            "/app/once" => Action::ReplyClose(ok(b"first")),
+            _ => Action::Reply(ok(b"fine")),
+        }
+    });
+    let d = TempDir::new("proxy-bad");
+    let srv = start(&d, BASIC, &[&up]);
+    let get = |path: &str| {
+        let mut c = Client::new(srv.connect());
+        c.set_timeout(Duration::from_secs(5));
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        (c.read_response(false), c)
+    };
+    for (path, status) in [
+        ("/app/garbage", 502),
+        ("/app/two-cl", 502),
+        ("/app/cl-te", 502),
+        ("/app/folded", 502),
+        ("/app/huge-head", 502),
+    ] {
+        let (r, _) = get(path);
+        let r = r.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let shown: String = r.head.chars().take(300).collect();
+        assert_eq!(r.status, status, "{path}: {shown}");
+        assert!(
+            r.body_str().contains("Bad Gateway"),
+            "{path}: {}",
+            r.body_str()
+        );
+    }
+    // A body cut short: the client's response is aborted, never completed.
+    for path in ["/app/reset-mid-body", "/app/cut-chunked", "/app/bad-chunk"] {
+        let (r, mut c) = get(path);
+        match r {
+            Ok(r) if r.status == 200 => {
+                panic!("{path}: a cut body arrived whole: {:?}", r.body_str())
+            }
+            Ok(r) if r.status == 502 && path == "/app/bad-chunk" => {}
+            Ok(r) => panic!("{path}: {}", r.head),
+            Err(_) => {
+                assert!(
+                    c.wait_close(Duration::from_secs(3)).is_ok(),
+                    "{path}: left open"
+                );
+            }
+        }
+    }
+    // Silence past read_timeout (1 s): 504, and the connection lives on.
+    let t = Instant::now();
+    let (r, mut c) = get("/app/hang");
+    let r = r.unwrap();
+    assert_eq!(r.status, 504, "{}", r.head);
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    let r = c.exchange(b"GET /app/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.body_str(), "fine");
+    // Slow but within the timeout between reads: fine.
+    let (r, _) = get("/app/slow");
+    assert_eq!(r.unwrap().body_str(), "slow");
+    // The upstream closes a connection that would go back to the pool: the next request on
+    // it is detected (or retried on a new connection) and served.
+    let mut c = Client::new(srv.connect());
+    let r = c.exchange(b"GET /app/once HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.body_str(), "first");
+    thread::sleep(Duration::from_millis(100));
+    for _ in 0..3 {
+        let r = c.exchange(b"GET /app/after HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(r.body_str(), "fine");
+    }
+}
+
+/// Connect refused, retries and balancing: a dead server is skipped (idempotent or unsent
+/// requests only), a POST is never sent twice, all servers dead → 502 then 503.
+pub fn retries_and_balancing() {
+    let a = Upstream::spawn(|_, _| Action::Reply(ok(b"A")));
+    let b = Upstream::spawn(|_, _| Action::Reply(ok(b"B")));
+    // A port with nothing listening.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let d = TempDir::new("proxy-retry");
+    let conf = format!(
+        r#"
+[upstreams.rr]
+servers = ["{{UP}}", "{{UP2}} weight=2"]
+[upstreams.withdead]
+servers = ["{dead}", "{{UP}}"]
+max_fails = 1
+fail_timeout = "30s"
+[upstreams.alldead]
+servers = ["{dead}"]
+max_fails = 1
+[upstreams.hang]
+servers = ["{{UP3}}", "{{UP}}"]
+read_timeout = "500ms"
+[[sites]]
+hosts = ["_"]
+  [[sites.routes]]
+  path = "/rr"
+  proxy = {{ upstream = "rr" }}
+  [[sites.routes]]
+  path = "/withdead"
+  proxy = {{ upstream = "withdead" }}
+  [[sites.routes]]
+  path = "/alldead"
+  proxy = {{ upstream = "alldead" }}
+  [[sites.routes]]
+  path = "/hang"
+  proxy = {{ upstream = "hang" }}
+"#
+    );
+    let hang = Upstream::spawn(|_, _| Action::Hang);
+    let srv = start(&d, &conf, &[&a, &b, &hang]);
+    let mut c = Client::new(srv.connect());
+    let mut got = String::new();
+    for _ in 0..6 {
+        got.push_str(
+            &c.exchange(b"GET /rr HTTP/1.1\r\nHost: x\r\n\r\n")
+                .body_str(),
+        );
+    }
+    // Smooth weighted round robin (weight 1:2), per worker: over 6 requests on one connection
+    // (one worker), exactly 2 A and 4 B.
+    assert_eq!(got.matches('A').count(), 2, "{got}");
+    assert_eq!(got.matches('B').count(), 4, "{got}");
+    // The dead server is tried first (round robin), fails to connect, and the request goes on
+    // to the live one; the dead one is then out (max_fails = 1).
+    for _ in 0..3 {
+        let r = c.exchange(b"POST /withdead HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx");
+        assert_eq!(r.body_str(), "A", "{}", r.head);
+    }
+    // Every server refused: 502, then (out for fail_timeout) 503.
+    let r = c.exchange(b"GET /alldead HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 502, "{}", r.head);
+    let r = c.exchange(b"GET /alldead HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 503, "{}", r.head);
+    // A POST that reached a server that then said nothing is not sent again: 504.
+    let before = a.count();
+    let r = c.exchange(b"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx");
+    assert_eq!(r.status, 504, "{}", r.head);
+    assert_eq!(a.count(), before, "the POST was sent twice");
+    assert_eq!(hang.count(), 1);
+    // A GET in the same spot is retried on the other server (the hung one is tried first
+    // again: it has not failed max_fails = 3 times yet).
+    let r = c.exchange(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "A"), "{}", r.head);
+}
+
+/// The core's smuggling vectors, sent through the proxy: the parser refuses them before any
+/// byte reaches the upstream, and a body that looks like a request goes up as one request.
+pub fn smuggling_never_reaches_upstream() {
+    let up = echo();
+    let d = TempDir::new("proxy-smuggle");
+    let srv = start(&d, BASIC, &[&up]);
+    for bad in [
+        &b"POST /app/x HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /app/smuggled HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"POST /app/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n",
+        b"POST /app/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabcGET /app/smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /app/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"POST /app/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        b"POST /app/x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let mut c = Client::new(srv.connect());
+        let _ = c.try_send(bad);
+        let r = c.read_response(false).expect("an answer");
+        assert!(r.status >= 400, "{}: {}", String::from_utf8_lossy(bad), r.head);
+        let _ = c.wait_close(Duration::from_secs(2));
+    }
+    assert_eq!(up.count(), 0, "a refused request reached the upstream");
+    let mut c = Client::new(srv.connect());
+    let r = c.exchange(
+        b"POST /app/x HTTP/1.1\r\nHost: a\r\nContent-Length: 32\r\n\r\nGET /app/hidden HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(up.count(), 1, "a body was read as a second request");
+}
+
+/// The other backends refuse a proxying config with one clear line; `auto` picks epoll.
+pub fn backends_that_do_not_proxy_yet() {
+    let d = TempDir::new("proxy-backends");
+    d.write("www/x", b"x");
+    for backend in ["uring", "tokio-uring"] {
+        let (st, _, err) = run_ringd(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                backend,
+                "--proxy",
+                "127.0.0.1:9",
+                d.path().join("www").to_str().unwrap(),
+            ],
+            Duration::from_secs(10),
+        );
+        assert_eq!(st.code(), Some(1), "{err}");
+        assert!(err.contains("runs on --backend epoll for now"), "{err}");
+    }
+}
+
+/// The classic stack: ringd in front of a real gunicorn (sync worker) serving a WSGI app, with
+/// static files beside it (`--proxy`, nginx's `try_files $uri @app`).
+pub fn gunicorn_stack() {
+    let Some(gunicorn) = find_gunicorn() else {
+        let why = "gunicorn not found (set RINGD_GUNICORN, or run scripts/ci-smoke.sh once to make .venv/)";
+        if std::env::var_os("RINGD_REQUIRE_GUNICORN").is_some_and(|v| v != "0") {
+            panic!("RINGD_REQUIRE_GUNICORN is set but {why}");
+        }
+        std::panic::panic_any(Skip(why.into()));
+    };
+    let d = TempDir::new("proxy-gunicorn");
+    d.write(
+        "app.py",
+        b"def application(environ, start_response):\n    body = ('hello from gunicorn ' + environ['PATH_INFO'] + ' ' + environ.get('HTTP_X_FORWARDED_FOR', '-')).encode()\n    if environ['REQUEST_METHOD'] == 'POST':\n        body += b' ' + environ['wsgi.input'].read()\n    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])\n    return [body]\n",
+    );
+    d.write("www/style.css", b"body{}\n");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut g = GunicornProc(
+        Command::new(&gunicorn)
+            .args([
+                "--workers",
+                "2",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--chdir",
+            ])
+            .arg(d.path())
+            .arg("app:application")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gunicorn"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gunicorn did not start");
+        assert!(g.0.try_wait().unwrap().is_none(), "gunicorn exited");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let srv = ServerBuilder::new("epoll", &d.path().join("www"))
+        .args(&["--proxy", &format!("127.0.0.1:{port}")])
+        .start();
+    let mut c = Client::new(srv.connect());
+    let r = c.exchange(b"GET /style.css HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.body_str(), "body{}\n", "static file served by ringd");
+    for i in 0..20 {
+        let r = c.exchange(format!("GET /page/{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(
+            r.body_str(),
+            format!("hello from gunicorn /page/{i} 127.0.0.1")
+        );
+    }
+    let r = c.exchange(b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nname=ring");
+    assert_eq!(
+        r.body_str(),
+        "hello from gunicorn /form 127.0.0.1 name=ring"
+    );
+    drop(g.0.kill());
+}
+
+struct GunicornProc(Child);
+
+impl Drop for GunicornProc {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// gunicorn: `RINGD_GUNICORN`, the repository's `.venv/` (made by the scripts), or PATH.
+fn find_gunicorn() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("RINGD_GUNICORN") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/gunicorn");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("gunicorn"))
+            .find(|p| p.is_file())
+    })
+}
