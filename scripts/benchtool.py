@@ -760,7 +760,12 @@ def cmd_headline(args):
     with_scenarios = [
         r for r in runs if any(rel not in SIDE_SCENARIOS for rel, _t, _ in scenario_rows(os.path.join(results, r)))
     ]
-    newest = max(with_scenarios, key=lambda r: (r[:10], os.path.getmtime(os.path.join(results, r, "env.txt")))) if with_scenarios else None
+    # Newest by the start time env.txt records (a fresh clone gives every file the same mtime),
+    # then by the name's date and the file's mtime.
+    newest = max(with_scenarios, key=lambda r: (
+        read_env(os.path.join(results, r)).get("date") or r[:10],
+        os.path.getmtime(os.path.join(results, r, "env.txt")),
+    )) if with_scenarios else None
     lines = [
         "# Benchmark results",
         "",

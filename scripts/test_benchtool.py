@@ -255,6 +255,20 @@ class Headline(Base):
         self.assertIn("## Headline: [2020-02-01-bench]", text)
         self.assertIn("[sites](2020-02-02-host-sites/sites/report.md) · [sites verdict](2020-02-02-host-sites/sites/summary.md)", text)
 
+    def test_newest_is_by_the_date_in_env_txt_not_the_file_times(self):
+        results = os.path.join(self.tmp, "results")
+        for name, when in (("2020-02-01-host-2", "2020-02-01T09:00:00Z"), ("2020-02-01-host", "2020-02-01T08:00:00Z")):
+            self.small_run(os.path.join(results, name))
+            with open(os.path.join(results, name, "env.txt")) as f:
+                text = f.read()
+            with open(os.path.join(results, name, "env.txt"), "w") as f:
+                f.write(text.replace("# env\n", f"# env\ndate:          {when}\n"))
+        # The older run written last (as a checkout may): still not the headline.
+        rc, _, err = quiet(benchtool.main, ["headline", results])
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(results, "README.md")) as f:
+            self.assertIn("## Headline: [2020-02-01-host-2]", f.read())
+
     def test_no_runs_yet(self):
         results = os.path.join(self.tmp, "results")
         os.makedirs(results)
