@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # deferred accept (--defer-accept, on by default) with nginx's.
 export NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-18084}"
 
-ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello"
+ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites"
 
 usage() {
     cat <<EOF
@@ -28,9 +28,16 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
   latency    open loop at 50% and 80% of the slowest server's closed-loop maximum (from the
              small scenario, run first if needed), percentile spectrum compared
   hello      ringd and nginx serve hello.txt, gunicorn its hello WSGI app
+  sites      issue 11's speed bar: ringd (uring) with --config of 10 sites x 20 routes
+             (scripts/benchtool.py sites-config, checked with 'ringd check'), the request
+             (1000-byte file, Host of the last site) answered by the last site's last route,
+             against the same ringd flag-only on the same root: targets ringd-flags (the
+             baseline) and ringd-config, no peers; sites/summary.md has the server CPU/req
+             ratio per round and the verdict (bar <= 1.10x)
 
-Results go to results/<YYYY-MM-DD>-<host>/<scenario>/ with env.txt beside them, and
-results/README.md is regenerated (scripts/benchtool.py headline) from the newest run.
+Results go to results/<YYYY-MM-DD>-<host>/<scenario>/ with env.txt beside them (a run of only
+--scenarios sites: results/<YYYY-MM-DD>-<host>-sites/), and results/README.md is regenerated
+(scripts/benchtool.py headline) from the newest run with a scenario against nginx.
 
 Options:
   --workers N          server workers/processes for every target (default: half the cores, >= 1)
@@ -59,7 +66,8 @@ Options:
                        \$LOADGEN_BIN when set)
   -h, --help           this text
 
-Ports (environment): RINGD_PORT_BASE=$RINGD_PORT_BASE (+1 uring, +2 epoll, +3 tokio-uring),
+Ports (environment): RINGD_PORT_BASE=$RINGD_PORT_BASE (+1 uring, +2 epoll, +3 tokio-uring;
+sites: +4 ringd-flags, +5 ringd-config),
 NGINX_PORT=$NGINX_PORT, CADDY_PORT=$CADDY_PORT, NGINX_DEFERRED_PORT=$NGINX_DEFERRED_PORT (the same nginx with \`listen ...
 deferred\`, target nginx-deferred in the connect scenario), GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT,
 GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT.
@@ -135,7 +143,7 @@ declare -A SCENARIO_OK=()
 IFS=',' read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
     case "$s" in
-    small | pipelined | medium | large | connect | latency | hello) SCENARIO_OK[$s]=1 ;;
+    small | pipelined | medium | large | connect | latency | hello | sites) SCENARIO_OK[$s]=1 ;;
     *) die "unknown scenario '$s' (want a subset of $ALL_SCENARIOS)" ;;
     esac
 done
@@ -179,6 +187,8 @@ if [[ -z "$OUT" ]]; then
         OUT="$(mktemp -d "${TMPDIR:-/tmp}/ringd-smoke.XXXXXX")"
     else
         base="$REPO_ROOT/results/$(date +%F)-$HOST"
+        # A run of the sites scenario alone is a side run, named apart from full runs.
+        [[ "$SCENARIOS" == sites ]] && base+="-sites"
         OUT="$base"
         i=2
         while [[ -e "$OUT" ]]; do
@@ -270,9 +280,13 @@ write_env() {
         echo "cargo:    $(cargo -V 2>/dev/null || echo missing)"
         echo "ringd:    $("$RINGD_BIN" --version 2>/dev/null | head -n1 || echo '?') ($RINGD_BIN)"
         echo "loadgen:  $("$LOADGEN_BIN" --version 2>/dev/null | head -n1 || echo '?') ($LOADGEN_BIN)"
-        echo "nginx:    $(nginx_cmd -v 2>&1 | head -n1) ($NGINX_BIN)"
-        echo "caddy:    $("$CADDY_BIN" version 2>&1 | head -n1) ($CADDY_BIN)"
-        echo "gunicorn: $("$GUNICORN_BIN" --version 2>&1 | head -n1) ($GUNICORN_BIN)"
+        if [[ -n "$NGINX_BIN" ]]; then
+            echo "nginx:    $(nginx_cmd -v 2>&1 | head -n1) ($NGINX_BIN)"
+            echo "caddy:    $("$CADDY_BIN" version 2>&1 | head -n1) ($CADDY_BIN)"
+            echo "gunicorn: $("$GUNICORN_BIN" --version 2>&1 | head -n1) ($GUNICORN_BIN)"
+        else
+            echo "peers:    none (only the sites scenario: ringd against itself)"
+        fi
         echo "python3:  $(python3 -V 2>&1)"
         echo
         echo "## limits (this shell; the servers inherit them)"
@@ -298,7 +312,8 @@ finish_env() {
         local f
         for f in "$RUN_DIR/nginx/nginx.conf" "$RUN_DIR/caddy/Caddyfile" \
             "$RUN_DIR/gunicorn-hello.conf.py" "$RUN_DIR/gunicorn-files.conf.py"; do
-            [[ -s "$f" ]] || continue
+            # Only when peers ran (a run of only the sites scenario starts none).
+            [[ -n "$NGINX_BIN" && -s "$f" ]] || continue
             echo
             echo "## peer config: ${f#"$RUN_DIR"/}"
             cat "$f"
@@ -455,17 +470,20 @@ target_pid() {
 # ------------------------------------------------------------------------------ scenarios
 
 # run_compare DIR TITLE PATH "TARGETS" [loadgen args...]: TARGETS are names; gunicorn-hello
-# is reported as "gunicorn".
+# is reported as "gunicorn". CMP_BASELINE (default nginx) names the baseline; CMP_HOST, when
+# set, is the Host header of every request (and of the readiness check).
 run_compare() {
     local dir="$1" title="$2" path="$3" targets="$4" t name pid rel
+    local baseline="${CMP_BASELINE:-nginx}" host="${CMP_HOST:-}"
     shift 4
     local -a args=(compare -t "$(count_cpus "$GEN_CPUS")" --rounds "$ROUNDS" -c "$CONNECTIONS"
-        -d "$DURATION" --baseline nginx --out "$dir" --title "$title"
+        -d "$DURATION" --baseline "$baseline" --out "$dir" --title "$title"
         --meta "host=$HOST" --meta "kernel=$(uname -r)" --meta "workers=$CUR_WORKERS"
         --meta "server_cpus=$CUR_SERVER_CPUS" --meta "loadgen_cpus=$CUR_GEN_CPUS"
         --meta "commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
         --meta "profile=$PROFILE")
     [[ -n "$WARMUP" ]] && args+=(--warmup "$WARMUP")
+    [[ -n "$host" ]] && args+=(-H "Host: $host")
     local names=()
     for t in $targets; do
         name="$t"
@@ -485,7 +503,7 @@ run_compare() {
     # previous scenario's queued requests (gunicorn's single sync worker after 64 queued 10 MiB
     # responses) would otherwise be measured on its leftovers (seen: 0 responses in a 1 s run).
     for t in $targets; do
-        wait_http "$(target_url "$t" "$path")" 30 "$(target_pid "$t")" ||
+        wait_http "$(target_url "$t" "$path")" 30 "$(target_pid "$t")" "$host" ||
             die "$t did not answer $(target_url "$t" "$path") within 30 s before $rel"
     done
     local -a cmd=(taskset -c "$CUR_GEN_CPUS" "$LOADGEN_BIN" "${args[@]}")
@@ -502,6 +520,83 @@ run_compare() {
 }
 
 FILE_TARGETS_EXTRA="nginx caddy gunicorn"
+
+# ------------------------------------------------------------------------------ sites
+
+SITES_BACKEND=uring
+SITES_CONF="$RUN_DIR/sites.toml"
+
+# start_sites_ringd KEY PORT HOST FLAG...: ringd --backend uring with FLAGs, pinned like the
+# other ringds, registered as target ringd-KEY; HOST is sent in the readiness check.
+start_sites_ringd() {
+    local key="$1" port="$2" host="$3" pid log_file="$RUN_DIR/ringd-$1.log"
+    shift 3
+    pid="$(head -n1 "$RUN_DIR/ringd-$key.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" ]] && pid_is "$pid" ringd; then
+        warn "stopping ringd-$key left by an earlier run (PID $pid)"
+        stop_pid "$pid" TERM
+    fi
+    rm -f "$RUN_DIR/ringd-$key.pid"
+    port_busy "$port" && die "port $port for ringd-$key is taken (set RINGD_PORT_BASE)"
+    local -a cmd=(taskset -c "$CUR_SERVER_CPUS" "$RINGD_BIN" --listen "127.0.0.1:$port"
+        --workers "$CUR_WORKERS" --backend "$SITES_BACKEND" "$@")
+    record "${cmd[@]}"
+    "${cmd[@]}" </dev/null >"$log_file" 2>&1 &
+    pid=$!
+    echo "$pid" >"$RUN_DIR/ringd-$key.pid"
+    RINGD_PID[$key]="$pid"
+    RINGD_PORT[$key]="$port"
+    if ! wait_http "http://127.0.0.1:$port/hello.txt" 15 "$pid" "$host"; then
+        warn "ringd-$key did not come up. Its output:"
+        sed 's/^/    /' "$log_file" | tail -n 15 >&2 || true
+        die "ringd-$key did not start"
+    fi
+    log "ringd-$key up on 127.0.0.1:$port (PID $pid, CPUs $CUR_SERVER_CPUS)"
+}
+
+# The answer to the benchmark request must be the file, through the last site's last route
+# (the header only that route sets): otherwise the scenario would measure something else.
+check_sites_answer() {
+    local name="$1" host="$2" want_header="$3" url head body
+    url="$(target_url "$name" /small.bin)"
+    head="$RUN_DIR/sites-check.head" body="$RUN_DIR/sites-check.body"
+    curl -fsS --max-time 5 -H "Host: $host" -D "$head" -o "$body" "$url" ||
+        die "$name: GET $url (Host: $host) failed"
+    cmp -s "$body" "$WWW_DIR/small.bin" || die "$name: GET $url (Host: $host) did not return small.bin"
+    if [[ -n "$want_header" ]] && ! tr -d '\r' <"$head" | grep -qiFx "$want_header"; then
+        die "$name: the answer lacks '$want_header': the last site's last route did not answer it"
+    fi
+    rm -f "$head" "$body"
+}
+
+run_sites() {
+    local dir="$BASE/sites" host port_flags=$((RINGD_PORT_BASE + 4)) port_config=$((RINGD_PORT_BASE + 5))
+    local -a gen=(python3 "$SCRIPTS_DIR/benchtool.py" sites-config "$SITES_CONF" --www "$WWW_DIR"
+        --sites-dir "$RUN_DIR/sites" --sites 10 --routes 20)
+    record "${gen[@]}"
+    local want
+    { read -r host && read -r want; } < <("${gen[@]}")
+    [[ -n "$host" && -n "$want" ]] || die "benchtool.py sites-config printed no host"
+    record "$RINGD_BIN" check "$SITES_CONF"
+    "$RINGD_BIN" check "$SITES_CONF" >&2 || die "ringd check rejected $SITES_CONF"
+    mkdir -p "$dir"
+    cp "$SITES_CONF" "$dir/ringd-sites.toml"
+    start_sites_ringd flags "$port_flags" "$host" "$WWW_DIR"
+    start_sites_ringd config "$port_config" "$host" --config "$SITES_CONF"
+    check_sites_answer ringd-flags "$host" ""
+    check_sites_answer ringd-config "$host" "$want"
+    CMP_BASELINE=ringd-flags CMP_HOST="$host" run_compare "$dir" \
+        "sites: 1000-byte file, 10 sites x 20 routes (--config, last site's last route) against flag-only, $CONNECTIONS connections" \
+        /small.bin "ringd-flags ringd-config"
+    local k
+    for k in flags config; do
+        stop_pid "${RINGD_PID[$k]}" TERM
+        rm -f "$RUN_DIR/ringd-$k.pid"
+        unset "RINGD_PID[$k]" "RINGD_PORT[$k]"
+    done
+    record python3 "$SCRIPTS_DIR/benchtool.py" sites "$dir"
+    python3 "$SCRIPTS_DIR/benchtool.py" sites "$dir" >&2
+}
 
 run_scenario() {
     local s="$1" ringd
@@ -546,14 +641,23 @@ run_scenario() {
         run_compare "$BASE/hello" "hello: 13-byte hello body (ringd/nginx/caddy: hello.txt, gunicorn: WSGI app), keep-alive" \
             /hello.txt "$ringd nginx caddy gunicorn-hello"
         ;;
+    sites) run_sites ;;
     esac
+}
+
+# True when a scenario other than sites is selected (they need the peers and every backend).
+main_scenarios() {
+    local s
+    for s in "${!SCENARIO_OK[@]}"; do [[ "$s" == sites ]] || return 0; done
+    return 1
 }
 
 run_matrix() {
     local s
     CUR_WORKERS="$WORKERS" CUR_SERVER_CPUS="$SERVER_CPUS" CUR_GEN_CPUS="$GEN_CPUS"
-    start_servers "$WORKERS" "$SERVER_CPUS"
-    for s in small pipelined medium large connect latency hello; do
+    # sites starts its own two ringds (and stops them); it needs no peer.
+    main_scenarios && start_servers "$WORKERS" "$SERVER_CPUS"
+    for s in small pipelined medium large connect latency hello sites; do
         [[ -n "${SCENARIO_OK[$s]:-}" ]] || continue
         # latency may already have run small; never run a scenario twice.
         if [[ "$s" == small && -s "$BASE/small/report.json" ]]; then continue; fi
@@ -629,9 +733,12 @@ main() {
 
     build
     make_www
-    ensure_nginx "$PEERS_DIR"
-    ensure_caddy "$PEERS_DIR"
-    ensure_gunicorn "$PEERS_DIR"
+    # The sites scenario alone compares ringd with itself: no peer to install.
+    if main_scenarios || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
+        ensure_nginx "$PEERS_DIR"
+        ensure_caddy "$PEERS_DIR"
+        ensure_gunicorn "$PEERS_DIR"
+    fi
     write_env
     log "output: $OUT (servers on CPUs $SERVER_CPUS, loadgen on CPUs $GEN_CPUS)"
 
@@ -649,7 +756,10 @@ main() {
         log "smoke passed: every target answered and every report was written ($OUT)"
     fi
     if [[ "$OUT" == "$REPO_ROOT/results/"* ]]; then
-        python3 "$SCRIPTS_DIR/benchtool.py" headline "$REPO_ROOT/results" --readme "$REPO_ROOT/README.md"
+        local -a headline=(python3 "$SCRIPTS_DIR/benchtool.py" headline "$REPO_ROOT/results")
+        # The project README shows the headline; a sites-only run never changes it.
+        main_scenarios && headline+=(--readme "$REPO_ROOT/README.md")
+        "${headline[@]}"
         log "results/README.md regenerated"
     fi
     log "done: $OUT"

@@ -3,6 +3,9 @@
 
 Subcommands:
   mkdata DIR                 create the served root (small/medium/large.bin, hello.txt)
+  sites-config OUT --www DIR --sites-dir DIR
+                             write the sites scenario's config (10 sites x 20 routes)
+  sites DIR                  summary.md of the sites scenario: CPU/req ratio per round, verdict
   max-rps DIR TARGET...      closed-loop req/s of the slowest TARGET in DIR/report.json
   check DIR SCENARIO=T1,T2.. smoke check: report files exist, each target answered
   tuning-diff BEFORE AFTER   markdown table of before/after `tune-kernel.sh apply`
@@ -68,6 +71,231 @@ def cmd_mkdata(args):
     changed = [n for n, data in files.items() if write_if_changed(os.path.join(args.dir, n), data)]
     if changed:
         print(f"mkdata: wrote {', '.join(changed)} in {args.dir}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- sites-config
+#
+# bench.sh's `sites` scenario (issue 11's speed bar): ringd with a config of many sites and
+# routes against the same ringd flag-only, on the same 1000-byte file. The config is written
+# here so that the scenario, its test and `ringd check` all see the same one.
+
+SITES_DOMAIN = "bench.test"
+# The file the benchmark request asks for, from the served root (mkdata's small.bin).
+SITES_PATH = "/small.bin"
+# Set by the matched (last) route only: bench.sh checks the response carries it, so a config
+# that answers the request from another route is caught before anything is measured.
+SITES_MATCH_HEADER = ("Cache-Control", "public, max-age=300")
+# Issue 11: the config target costs at most this many times the flag-only server CPU per request.
+SITES_BAR = 1.10
+
+
+def _q(s):
+    """A TOML basic string (JSON's escapes are TOML's for the ASCII used here)."""
+    return json.dumps(s)
+
+
+def _lit(s):
+    """A TOML literal string (regexes: no escaping)."""
+    if "'" in s or "\n" in s:
+        raise ValueError(f"not a TOML literal string: {s!r}")
+    return f"'{s}'"
+
+
+def sites_host(i):
+    """The first host name of site i (1-based)."""
+    return f"site{i:02d}.{SITES_DOMAIN}"
+
+
+def site_routes(i, root):
+    """The routes of site i before its last one: a mix of kinds, none matching SITES_PATH.
+
+    Each entry is (path or None, regex or None, [`key = value` lines]).
+    """
+    h = sites_host(i)
+    return [
+        ("/old/*", None, ['redirect = { to = "/new/{*}", status = 301 }']),
+        ("/assets/*", None, [f'headers = {{ set = {{ "Cache-Control" = "public, max-age=31536000, immutable" }}, remove = ["X-Powered-By"] }}']),
+        (None, r"^/blog/(\d{4})/(\d{2})/([a-z0-9-]+)$", ['rewrite = "/blog/{1}-{2}-{3}.html"']),
+        ("/healthz", None, ['methods = ["GET", "HEAD"]', 'respond = { status = 200, body = "ok\\n", headers = { "Content-Type" = "text/plain" } }']),
+        ("/api/*", None, [f'headers = {{ set = {{ "Cache-Control" = "no-store", "X-Site" = {_q(h)} }} }}']),
+        ("/api/v1/status", None, ['respond = { status = 200, body = "{\\"status\\":\\"ok\\"}\\n", headers = { "Content-Type" = "application/json" } }']),
+        ("/app/*", None, ['try_files = ["{path}", "{path}/index.html", "/app/index.html"]']),
+        ("/login", None, [f'redirect = {{ to = {_q("https://" + h + "/login")}, status = 308 }}']),
+        (None, r"^/u/(?P<id>[0-9]+)$", ['redirect = { to = "/users/{id}", status = 302 }']),
+        ("/teapot", None, ['methods = ["GET", "HEAD"]', 'respond = { status = 418, body = "short and stout\\n" }']),
+        ("/admin/*", None, ['respond = { status = 403, body = "forbidden\\n" }']),
+        ("/docs/*", None, ['headers = { set = { "X-Frame-Options" = "DENY" } }']),
+        ("/downloads/*", None, [f"root = {_q(root)}", "browse = true"]),
+        ("/legacy/*", None, ['redirect = { to = "/{*}", status = 308 }']),
+        ("/favicon.ico", None, ['respond = { status = 204 }']),
+        ("/.well-known/security.txt", None, [f'respond = {{ body = {_q("Contact: mailto:security@" + h + chr(10))}, headers = {{ "Content-Type" = "text/plain" }} }}']),
+        ("/images/*", None, ['headers = { set = { "Cache-Control" = "public, max-age=86400" } }']),
+        ("/search", None, ['methods = ["GET"]', 'rewrite = "/search.html?{query}"']),
+        ("/static/*", None, ['headers = { set = { "Cache-Control" = "public, max-age=3600" } }', f"root = {_q(root)}"]),
+    ]
+
+
+def sites_config(www, sites_dir, n_sites=10, n_routes=20):
+    """(TOML text, {site root: {file: bytes}}) for n_sites sites of n_routes routes each.
+
+    Sites 1..n-1 serve their own folder under sites_dir; the last site serves `www` (the root
+    the flag-only ringd serves), and its last route, `/*` with a headers modifier and `root`
+    as its handler, is the only one of its routes that matches SITES_PATH.
+    """
+    if n_sites < 1:
+        raise ValueError("at least one site")
+    pool = len(site_routes(1, "/"))
+    if not 1 <= n_routes <= pool + 1:
+        raise ValueError(f"routes per site: 1 to {pool + 1}")
+    lines = [
+        f"# {n_sites} sites x {n_routes} routes, written by scripts/benchtool.py sites-config for",
+        "# bench.sh's `sites` scenario. The benchmark request (GET "
+        + SITES_PATH + ", Host: " + sites_host(n_sites) + ")",
+        "# is matched by the last site's last route. Top-level settings come from flags.",
+    ]
+    files = {}
+    for i in range(1, n_sites + 1):
+        last = i == n_sites
+        root = www if last else os.path.join(sites_dir, f"site{i:02d}")
+        if not last:
+            files[root] = {
+                "index.html": f"<h1>site {i}</h1>\n".encode(),
+                "404.html": f"<p>site {i}: not found</p>\n".encode(),
+                "app/index.html": f"<p>site {i}: app</p>\n".encode(),
+            }
+        h = sites_host(i)
+        lines += ["", "[[sites]]", f"hosts = [{_q(h)}, {_q('www.' + h)}, {_q('*.cdn.' + h)}]", f"root = {_q(root)}"]
+        if not last:
+            lines.append('errors = { 404 = "/404.html" }')
+        if i % 3 == 0:
+            lines.append('index = ["index.html", "index.htm"]')
+        routes = site_routes(i, root)[: n_routes - 1]
+        routes.append(("/*", None, [f"headers = {{ set = {{ {_q(SITES_MATCH_HEADER[0])} = {_q(SITES_MATCH_HEADER[1])}, "
+                                    '"X-Content-Type-Options" = "nosniff" } }', f"root = {_q(root)}"]))
+        for path, rx, body in routes:
+            lines += ["", "  [[sites.routes]]"]
+            lines.append(f"  path = {_q(path)}" if path is not None else f"  regex = {_lit(rx)}")
+            lines += ["  " + b for b in body]
+    return "\n".join(lines) + "\n", files
+
+
+def route_matches(path_or_regex, is_regex, req_path):
+    """Whether a route pattern matches a request path, as ringd's router does (prefix `/x/*`
+    by bytes, exact otherwise, regexes searched unanchored)."""
+    if is_regex:
+        return re.search(path_or_regex, req_path) is not None
+    if path_or_regex.endswith("*"):
+        return req_path.startswith(path_or_regex[:-1])
+    return req_path == path_or_regex
+
+
+def cmd_sites_config(args):
+    www = os.path.abspath(args.www)
+    sites_dir = os.path.abspath(args.sites_dir)
+    try:
+        text, files = sites_config(www, sites_dir, args.sites, args.routes)
+    except ValueError as e:
+        print(f"sites-config: {e}", file=sys.stderr)
+        return 2
+    for root, content in files.items():
+        os.makedirs(root, exist_ok=True)
+        for name, data in content.items():
+            os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+            write_if_changed(os.path.join(root, name), data)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    write_if_changed(args.out, text.encode())
+    # What bench.sh sends and checks: the last site's host, and the header its last route sets.
+    print(sites_host(args.sites))
+    print(f"{SITES_MATCH_HEADER[0]}: {SITES_MATCH_HEADER[1]}")
+    return 0
+
+
+def _run_cpu(run):
+    return _num(run.get("server_cpu_us_per_request"))
+
+
+def _run_machine_cpu(run):
+    return _num((run.get("machine_cpu") or {}).get("us_per_request"))
+
+
+def sites_summary(scenario_dir, flags="ringd-flags", config="ringd-config", bar=SITES_BAR):
+    """(markdown, verdict ok or None, ratio of the medians) for the sites scenario.
+
+    The verdict divides the config target's median server CPU µs/req by the flag-only one's
+    (the medians loadgen compare reports); the rounds are interleaved, so round i of one ran
+    beside round i of the other, and each round's own ratio is listed to show the spread.
+    """
+    report = load_report(scenario_dir)
+    by_name = {t.get("name"): t for t in report.get("targets", [])}
+    if flags not in by_name or config not in by_name:
+        raise ValueError(f"{scenario_dir}/report.json lacks {flags} or {config}")
+    stats = target_stats(report)
+    f_st, c_st = stats[flags], stats[config]
+    ratio = _div(c_st["cpu_us"], f_st["cpu_us"])
+    ok = None if ratio is None else ratio <= bar
+    f_runs = [r for r in by_name[flags].get("runs", []) if isinstance(r, dict)]
+    c_runs = [r for r in by_name[config].get("runs", []) if isinstance(r, dict)]
+    rows = []
+    for i, (fr, cr) in enumerate(zip(f_runs, c_runs), 1):
+        rows.append((i, fr, cr, _div(_run_cpu(cr), _run_cpu(fr)), _div(_run_machine_cpu(cr), _run_machine_cpu(fr))))
+    per_round = sorted(r[3] for r in rows if r[3] is not None)
+    meta = report.get("meta") or {}
+    lines = [
+        "# sites: 10 sites × 20 routes against flag-only (issue 11's speed bar)",
+        "",
+        "Generated by `scripts/benchtool.py sites` from `report.json` (one `loadgen compare` run, "
+        "interleaved rounds); nothing here is typed by hand. The config is "
+        "[ringd-sites.toml](ringd-sites.toml); machine and commands: `env.txt` of the run.",
+        "",
+        f"`{flags}` serves the root from flags alone; `{config}` loads the config with `--config` and "
+        "answers through the last site's last route (Host of the last site, `/*` with a headers "
+        "modifier and `root`). Same binary, backend, workers and CPUs; the same request bytes go to both.",
+        "",
+        "## Verdict",
+        "",
+        _ratio_check("server CPU per request", c_st["cpu_us"], f_st["cpu_us"], bar, False, config, flags,
+                     lambda x: _fmt2(x) + " µs")[1],
+    ]
+    if per_round:
+        lines.append(f"- per-round ratios: {', '.join(f'{x:.3f}×' for x in per_round)} "
+                     f"(median {_median(per_round):.3f}×, spread {per_round[-1] - per_round[0]:.3f})")
+    lines += [
+        "",
+        "## Rounds",
+        "",
+        f"| round | {flags} req/s | {flags} CPU µs/req | {config} req/s | {config} CPU µs/req | CPU/req ratio | machine CPU/req ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, fr, cr, r_cpu, r_mach in rows:
+        lines.append(
+            f"| {i} | {fmt_num(_num(fr.get('rps')))} | {_fmt3(_run_cpu(fr))} | {fmt_num(_num(cr.get('rps')))} | "
+            f"{_fmt3(_run_cpu(cr))} | {'–' if r_cpu is None else f'{r_cpu:.3f}×'} | {'–' if r_mach is None else f'{r_mach:.3f}×'} |"
+        )
+    lines += [
+        f"| median | {fmt_num(f_st['rps'])} | {_fmt3(f_st['cpu_us'])} | {fmt_num(c_st['rps'])} | {_fmt3(c_st['cpu_us'])} | "
+        f"{'–' if ratio is None else f'{ratio:.3f}×'} | {fmt_ratio(c_st['machine_cpu_us'], f_st['machine_cpu_us'])} |",
+        "",
+    ]
+    warn = [t for t, st in ((flags, f_st), (config, c_st)) if st["saturated"]]
+    if warn:
+        lines += [f"⚠ the generator was saturated in some round against {', '.join(warn)}: req/s may be the "
+                  "generator's limit, but CPU µs/req is the server's own time per response either way.", ""]
+    keys = [k for k in ("host", "workers", "server_cpus", "loadgen_cpus", "commit", "profile") if k in meta]
+    if keys:
+        lines += ["Settings: " + ", ".join(f"{k} {meta[k]}" for k in keys) + ".", ""]
+    return "\n".join(lines), ok, ratio
+
+
+def cmd_sites(args):
+    try:
+        text, _ok, _ratio = sites_summary(args.dir, bar=args.bar)
+    except (OSError, ValueError) as e:
+        print(f"sites: {e}", file=sys.stderr)
+        return 1
+    with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text, end="")
     return 0
 
 
@@ -314,7 +542,7 @@ def cmd_tuning_diff(args):
 
 # ---------------------------------------------------------------------------- scaling
 
-SCENARIO_ORDER = ["small", "pipelined", "medium", "large", "connect", "latency-50", "latency-80", "hello"]
+SCENARIO_ORDER = ["small", "pipelined", "medium", "large", "connect", "latency-50", "latency-80", "hello", "sites"]
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 
 
@@ -446,6 +674,8 @@ def cmd_scaling(args):
 # ---------------------------------------------------------------------------- headline
 
 HEADLINE_START = "<!-- benchtool:headline:start -->"
+# Scenarios that compare ringd with itself, not with nginx: they do not make a run the headline.
+SIDE_SCENARIOS = ("sites",)
 HEADLINE_END = "<!-- benchtool:headline:end -->"
 
 
@@ -526,8 +756,16 @@ def env_summary(env):
 def cmd_headline(args):
     results = args.results
     runs = run_dirs(results)
-    with_scenarios = [r for r in runs if scenario_rows(os.path.join(results, r))]
-    newest = max(with_scenarios, key=lambda r: (r[:10], os.path.getmtime(os.path.join(results, r, "env.txt")))) if with_scenarios else None
+    # A run of only side scenarios (sites: ringd against itself, no nginx) is listed, never the headline.
+    with_scenarios = [
+        r for r in runs if any(rel not in SIDE_SCENARIOS for rel, _t, _ in scenario_rows(os.path.join(results, r)))
+    ]
+    # Newest by the start time env.txt records (a fresh clone gives every file the same mtime),
+    # then by the name's date and the file's mtime.
+    newest = max(with_scenarios, key=lambda r: (
+        read_env(os.path.join(results, r)).get("date") or r[:10],
+        os.path.getmtime(os.path.join(results, r, "env.txt")),
+    )) if with_scenarios else None
     lines = [
         "# Benchmark results",
         "",
@@ -572,6 +810,8 @@ def cmd_headline(args):
             # Only wrk-check/soak runs here: describe the machine from the first one's env.txt.
             env = read_env(os.path.join(rd, side_runs(rd)[0]))
         links = [f"[{rel}]({r}/{rel}/report.md)" for rel, _t, _ in scenario_rows(rd)]
+        if os.path.exists(os.path.join(rd, "sites", "summary.md")):
+            links.append(f"[sites verdict]({r}/sites/summary.md)")
         if os.path.exists(os.path.join(rd, "tuning", "README.md")):
             links.append(f"[tuning]({r}/tuning/README.md)")
         if os.path.exists(os.path.join(rd, "scaling", "README.md")):
@@ -1073,6 +1313,17 @@ def main(argv=None):
     s = sub.add_parser("mkdata", help="create the served root")
     s.add_argument("dir")
     s.set_defaults(func=cmd_mkdata)
+    s = sub.add_parser("sites-config", help="write the sites scenario's config (N sites x M routes); prints the last site's host and the header its last route sets")
+    s.add_argument("out", help="the TOML file to write")
+    s.add_argument("--www", required=True, help="the served root (the last site's root)")
+    s.add_argument("--sites-dir", required=True, help="where the other sites' roots go")
+    s.add_argument("--sites", type=int, default=10)
+    s.add_argument("--routes", type=int, default=20, help="routes per site, the matching one last")
+    s.set_defaults(func=cmd_sites_config)
+    s = sub.add_parser("sites", help="summary.md of the sites scenario (config vs flag-only CPU/req)")
+    s.add_argument("dir")
+    s.add_argument("--bar", type=float, default=SITES_BAR, help="highest passing CPU/req ratio")
+    s.set_defaults(func=cmd_sites)
     s = sub.add_parser("max-rps", help="closed-loop req/s of the slowest of TARGETS")
     s.add_argument("dir")
     s.add_argument("targets", nargs="*")

@@ -129,14 +129,17 @@ port_busy() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Wait until URL answers 200 (up to $2 seconds, default 15) while PID $3 (if given) lives.
+# Wait until URL answers 200 (up to $2 seconds, default 15) while PID $3 (if given) lives;
+# $4, when given, is the Host header to send (a server of name-based sites).
 wait_http() {
-    local url="$1" secs="${2:-15}" pid="${3:-}" i
+    local url="$1" secs="${2:-15}" pid="${3:-}" host="${4:-}" i
+    local -a hdr=()
+    [[ -n "$host" ]] && hdr=(-H "Host: $host")
     for ((i = 0; i < secs * 10; i++)); do
         if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
             return 1
         fi
-        if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then
+        if curl -fsS -o /dev/null --max-time 2 "${hdr[@]}" "$url" 2>/dev/null; then
             return 0
         fi
         sleep 0.1

@@ -236,6 +236,39 @@ class Headline(Base):
         self.assertIn("| [2020-02-02-wrk](2020-02-02-wrk/) | wrkhost |", text)
         self.assertIn("| abcdef0123 | [wrk-check](2020-02-02-wrk/wrk-check/summary.md) |", text)
 
+    def test_a_sites_only_run_is_listed_but_not_the_headline(self):
+        results = os.path.join(self.tmp, "results")
+        self.small_run(os.path.join(results, "2020-02-01-bench"))
+        side = os.path.join(results, "2020-02-02-host-sites")
+        write_scenario(os.path.join(side, "sites"), [target("ringd-flags", [run_result(1, 1, cpu=1)]),
+                                                     target("ringd-config", [run_result(1, 1, cpu=1)])])
+        with open(os.path.join(side, "sites", "summary.md"), "w") as f:
+            f.write("# sites\n")
+        with open(os.path.join(side, "scenarios.tsv"), "w") as f:
+            f.write("sites\tringd-flags,ringd-config\tsites: test\n")
+        with open(os.path.join(side, "env.txt"), "w") as f:
+            f.write("# env\nhost:          sitehost\n")
+        rc, _, err = quiet(benchtool.main, ["headline", results])
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(results, "README.md")) as f:
+            text = f.read()
+        self.assertIn("## Headline: [2020-02-01-bench]", text)
+        self.assertIn("[sites](2020-02-02-host-sites/sites/report.md) · [sites verdict](2020-02-02-host-sites/sites/summary.md)", text)
+
+    def test_newest_is_by_the_date_in_env_txt_not_the_file_times(self):
+        results = os.path.join(self.tmp, "results")
+        for name, when in (("2020-02-01-host-2", "2020-02-01T09:00:00Z"), ("2020-02-01-host", "2020-02-01T08:00:00Z")):
+            self.small_run(os.path.join(results, name))
+            with open(os.path.join(results, name, "env.txt")) as f:
+                text = f.read()
+            with open(os.path.join(results, name, "env.txt"), "w") as f:
+                f.write(text.replace("# env\n", f"# env\ndate:          {when}\n"))
+        # The older run written last (as a checkout may): still not the headline.
+        rc, _, err = quiet(benchtool.main, ["headline", results])
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(results, "README.md")) as f:
+            self.assertIn("## Headline: [2020-02-01-host-2]", f.read())
+
     def test_no_runs_yet(self):
         results = os.path.join(self.tmp, "results")
         os.makedirs(results)
@@ -243,6 +276,120 @@ class Headline(Base):
         self.assertEqual(rc, 0)
         with open(os.path.join(results, "README.md")) as f:
             self.assertIn("No run with scenario reports yet", f.read())
+
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11: the structural checks below are skipped
+    tomllib = None
+
+
+class SitesConfig(Base):
+    def config(self, **kw):
+        www, sites_dir = os.path.join(self.tmp, "www"), os.path.join(self.tmp, "sites")
+        text, files = benchtool.sites_config(www, sites_dir, **kw)
+        return www, sites_dir, text, files
+
+    def test_ten_sites_of_twenty_routes(self):
+        _, _, text, files = self.config()
+        self.assertEqual(text.count("\n[[sites]]\n"), 10)
+        self.assertEqual(text.count("[[sites.routes]]"), 200)
+        # Every site but the last gets its own root with files; the last serves the bench root.
+        self.assertEqual(len(files), 9)
+        self.assertTrue(all("index.html" in f for f in files.values()))
+
+    @unittest.skipIf(tomllib is None, "needs tomllib (Python 3.11+)")
+    def test_only_the_last_sites_last_route_matches_the_request(self):
+        www, _, text, _ = self.config()
+        conf = tomllib.loads(text)
+        sites = conf["sites"]
+        hosts = [h for s in sites for h in s["hosts"]]
+        self.assertEqual(len(hosts), len(set(hosts)), "every site has its own hosts")
+        last = sites[-1]
+        self.assertEqual(last["hosts"][0], benchtool.sites_host(10))
+        self.assertEqual(last["root"], www)
+        routes = last["routes"]
+        self.assertEqual(len(routes), 20)
+        matching = [
+            i for i, r in enumerate(routes)
+            if benchtool.route_matches(r.get("path") or r.get("regex"), "regex" in r, benchtool.SITES_PATH)
+        ]
+        self.assertEqual(matching, [19])
+        final = routes[-1]
+        name, value = benchtool.SITES_MATCH_HEADER
+        self.assertEqual(final["headers"]["set"][name], value)
+        self.assertEqual(final["root"], www)
+        # No other route of any site sets the header bench.sh checks for.
+        for s in sites:
+            for r in s["routes"][:-1]:
+                self.assertNotEqual(r.get("headers", {}).get("set", {}).get(name), value)
+        # A realistic mix in every site: header modifiers, respond, rewrite (regex too), redirects.
+        for s in sites:
+            kinds = {k for r in s["routes"] for k in ("headers", "respond", "rewrite", "redirect", "regex", "try_files", "root") if k in r}
+            self.assertEqual(kinds, {"headers", "respond", "rewrite", "redirect", "regex", "try_files", "root"})
+            self.assertTrue(any("regex" in r and "rewrite" in r for r in s["routes"]))
+
+    def test_route_matching_rules(self):
+        self.assertTrue(benchtool.route_matches("/*", False, "/small.bin"))
+        self.assertTrue(benchtool.route_matches("/static/*", False, "/static/"))
+        self.assertFalse(benchtool.route_matches("/static/*", False, "/static"))
+        self.assertFalse(benchtool.route_matches("/healthz", False, "/healthz/"))
+        self.assertTrue(benchtool.route_matches(r"^/u/([0-9]+)$", True, "/u/12"))
+
+    def test_fewer_routes_keep_the_matching_one_last(self):
+        _, _, text, _ = self.config(n_sites=2, n_routes=1)
+        self.assertEqual(text.count("[[sites.routes]]"), 2)
+        self.assertIn('path = "/*"', text)
+        with self.assertRaises(ValueError):
+            self.config(n_routes=99)
+
+    def test_command_writes_roots_and_prints_host_and_header(self):
+        out = os.path.join(self.tmp, "run", "sites.toml")
+        www = os.path.join(self.tmp, "www")
+        rc, stdout, _ = quiet(benchtool.main, ["sites-config", out, "--www", www, "--sites-dir", os.path.join(self.tmp, "s")])
+        self.assertEqual(rc, 0)
+        self.assertEqual(stdout.splitlines(), ["site10.bench.test", "Cache-Control: public, max-age=300"])
+        self.assertTrue(os.path.isfile(os.path.join(self.tmp, "s", "site01", "app", "index.html")))
+        with open(out) as f:
+            self.assertIn(f'root = "{www}"', f.read())
+
+
+class SitesSummary(Base):
+    def scenario(self, flags_cpu, config_cpu):
+        d = os.path.join(self.tmp, "sites")
+        write_scenario(
+            d,
+            [
+                target("ringd-flags", [run_result(100000, 500, cpu=c, machine=c * 2) for c in flags_cpu]),
+                target("ringd-config", [run_result(95000, 500, cpu=c, machine=c * 2) for c in config_cpu]),
+            ],
+        )
+        return d
+
+    def test_ratio_of_medians_and_per_round_spread(self):
+        d = self.scenario((10.0, 9.0, 11.0), (10.5, 9.9, 11.0))
+        md, ok, ratio = benchtool.sites_summary(d)
+        self.assertTrue(ok)
+        self.assertAlmostEqual(ratio, 10.5 / 10.0)
+        self.assertIn("**PASS** server CPU per request: ringd-config 10.50 µs vs ringd-flags 10.00 µs = 1.05× (bar ≤ 1.10×)", md)
+        # Round by round: 1.05, 1.10, 1.00.
+        self.assertIn("per-round ratios: 1.000×, 1.050×, 1.100× (median 1.050×, spread 0.100)", md)
+        self.assertIn("| 2 | 100,000 | 9.000 | 95,000 | 9.900 | 1.100× | 1.100× |", md)
+
+    def test_over_the_bar_fails(self):
+        d = self.scenario((10.0, 10.0, 10.0), (11.5, 11.2, 11.8))
+        rc, out, _ = quiet(benchtool.main, ["sites", d])
+        self.assertEqual(rc, 0)
+        self.assertIn("**FAIL** server CPU per request", out)
+        with open(os.path.join(d, "summary.md")) as f:
+            self.assertEqual(f.read(), out)
+
+    def test_missing_target_is_an_error(self):
+        d = os.path.join(self.tmp, "sites")
+        write_scenario(d, [target("ringd-flags", [run_result(1, 1, cpu=1)])])
+        rc, _, err = quiet(benchtool.main, ["sites", d])
+        self.assertEqual(rc, 1)
+        self.assertIn("lacks ringd-flags or ringd-config", err)
 
 
 class Scaling(Base):
