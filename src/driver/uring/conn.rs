@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use io_uring::{cqueue, opcode, squeue, types};
 
+use super::gw::Gw;
 use super::pipes::Pipe;
 use super::token::{Op, Token};
 use super::{Driver, LINGER};
@@ -51,6 +52,8 @@ pub struct Conn {
     pub eof: bool,
     /// Registered in `Driver::open_waiters`: its session is parked on an open job.
     pub waiting_open: bool,
+    /// The upstream sockets of its proxied request (`gw.rs`).
+    pub gw: Gw,
 }
 
 impl Conn {
@@ -70,6 +73,7 @@ impl Conn {
             waiting_pipe: false,
             eof: false,
             waiting_open: false,
+            gw: Gw::default(),
         }
     }
 }
@@ -143,9 +147,10 @@ fn errno(res: i32) -> i32 {
 impl Driver {
     /// Set up a freshly accepted socket as a connection and start reading from it.
     pub(super) fn add_conn(&mut self, fd: OwnedFd) {
-        // Multishot accept gives no peer address, and only the access log uses it: skip the
-        // getpeername (a syscall per connection) when the log is off.
-        let peer = if self.config.access_log.is_some() {
+        // Multishot accept gives no peer address, and only the access log and the proxy's
+        // forwarding fields use it: skip the getpeername (a syscall per connection) otherwise.
+        let proxies = !self.svc.config().sites.upstreams.is_empty();
+        let peer = if self.config.access_log.is_some() || proxies {
             match sys::peer_addr(std::os::fd::AsFd::as_fd(&fd)) {
                 Ok(p) => p,
                 // The peer is already gone (ENOTCONN) or the socket is odd: just close it.
@@ -187,7 +192,7 @@ impl Driver {
                     }
                 }
             }
-            Op::Accept | Op::Tick | Op::Shutdown | Op::Open | Op::ReadBody => {
+            Op::Accept | Op::Tick | Op::Shutdown | Op::Open | Op::ReadBody | Op::Up(..) => {
                 unreachable!("not a connection op")
             }
         }
@@ -355,6 +360,11 @@ impl Driver {
             }
             Phase::Open => {}
         }
+        // The proxied request, if any: connect, send, read (output may follow).
+        self.drive_gw(idx, gen);
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
         if !c.waiting_open && c.session.parked().is_some() {
             self.note_parked(idx, gen);
         }
@@ -552,6 +562,10 @@ impl Driver {
         if c.phase == Phase::Closing {
             return;
         }
+        self.gw_close(idx, gen);
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
         c.phase = Phase::Closing;
         c.waiting_pipe = false;
         if c.ops == 0 {
@@ -613,7 +627,13 @@ impl Driver {
                 Phase::Lingering(until) => now >= until,
                 Phase::Closing => false,
             };
-            if expired {
+            if !expired {
+                continue;
+            }
+            // An upstream timeout answers 504 and the connection lives on.
+            if c.phase == Phase::Open && !c.session.expire(&mut self.svc, now) {
+                self.ready.push((idx, gen));
+            } else {
                 self.close(idx, gen);
             }
         }

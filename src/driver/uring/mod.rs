@@ -9,6 +9,7 @@
 //! log.
 
 mod conn;
+mod gw;
 mod open;
 mod pipes;
 pub mod ring;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use io_uring::{cqueue, opcode, types};
 
+use super::pool::Pool;
 use super::{AccessLog, DriverError, WorkerCtx, TICK};
 use crate::config::Config;
 use crate::session::Service;
@@ -122,6 +124,8 @@ pub(crate) struct Driver {
     jobs: open::Jobs,
     /// Connections whose session is parked on the open job for a URL path.
     open_waiters: HashMap<Box<[u8]>, Vec<(u32, u32)>>,
+    /// Idle upstream connections, this worker's own (no op is ever in flight on them).
+    pool: Pool<OwnedFd>,
 }
 
 impl Driver {
@@ -180,6 +184,7 @@ impl Driver {
             cqes: Vec::with_capacity(MAX_CQES_PER_PASS),
             jobs: open::Jobs::default(),
             open_waiters: HashMap::new(),
+            pool: Pool::default(),
         })
     }
 
@@ -304,6 +309,7 @@ impl Driver {
             Op::Accept => self.on_accept(res, more),
             Op::Open | Op::ReadBody => self.on_job_op(tok.op, tok.conn, tok.conn_gen, res),
             Op::Cancel if tok.conn == u32::MAX => {}
+            Op::Up(op, serial) => self.on_up_op(tok, op, serial, res),
             _ => self.on_conn_op(tok, res, flags, more),
         }
     }
@@ -313,7 +319,10 @@ impl Driver {
             return;
         }
         self.svc.set_time(SystemTime::now());
-        self.reload.apply(&mut self.reload_seen, &mut self.svc);
+        if self.reload.apply(&mut self.reload_seen, &mut self.svc) {
+            // Server numbers may mean other servers now.
+            self.pool.clear();
+        }
         self.log.flush(self.svc.access_log());
         self.sweep();
         if let Some(deadline) = self.draining {

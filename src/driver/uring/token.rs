@@ -27,6 +27,26 @@ pub enum Op {
     Open,
     /// Read of a small body for an open job (`conn`: the job, `conn_gen`: which body).
     ReadBody,
+    /// An op on a connection's upstream socket (`gw.rs`); the `u32` is that socket's serial
+    /// within the connection, so a completion for a socket already replaced (retry) or
+    /// retired (finished, abandoned) is told apart from one for the current socket.
+    Up(UpOp, u32),
+}
+
+/// What an upstream op is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpOp {
+    /// Poll for POLLOUT while a non-blocking connect is in progress.
+    Connect,
+    /// Send of the request bytes copied into the upstream's own buffer.
+    Send,
+    /// Recv into the upstream's own buffer.
+    Recv,
+    /// Poll for POLLIN / POLLOUT after a recv / send answered -EAGAIN.
+    PollIn,
+    PollOut,
+    /// AsyncCancel of every op on a retired upstream socket.
+    Cancel,
 }
 
 impl Op {
@@ -34,7 +54,13 @@ impl Op {
     pub fn is_conn_op(self) -> bool {
         matches!(
             self,
-            Op::Recv | Op::Send | Op::SpliceIn | Op::SpliceOut | Op::PollOut | Op::Cancel
+            Op::Recv
+                | Op::Send
+                | Op::SpliceIn
+                | Op::SpliceOut
+                | Op::PollOut
+                | Op::Cancel
+                | Op::Up(..)
         )
     }
 }

@@ -1,0 +1,372 @@
+//! The uring driver's side of the gateway seam: a connection's upstream socket is one more
+//! thing its ops act on. Connect is a non-blocking `connect(2)` and, while in progress, a
+//! `PollAdd(POLLOUT)`; the request goes out with `Send` from a buffer the upstream owns (a
+//! copy of `to_send()`), the response comes in with `Recv` into another buffer it owns,
+//! re-armed while `gw_wants_read()`. A finished exchange's socket goes to the worker's
+//! [`Pool`] when reusable and idle, else it is retired.
+//!
+//! Every upstream op counts in the connection's `ops` (so the connection, which owns the
+//! upstream and its buffers, outlives it) and in the upstream's own `ops`. Its token carries
+//! the connection's index and generation and the upstream's serial: a completion for a socket
+//! that was replaced by a retry, or retired, finds it in `Gw::retired` (kept there, cancelled,
+//! until its last op completes, then closed) and never reaches the session.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use io_uring::{opcode, types};
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+
+use super::conn::Phase;
+use super::ring::Sq;
+use super::token::{Op, Token, UpOp};
+use super::Driver;
+use crate::config::upstreams::Addr;
+use crate::gateway::proxy::Failure;
+
+/// Size of each upstream's receive buffer.
+pub const UP_BUF_SIZE: usize = 16 * 1024;
+/// Most steps (finish, connect) taken in one drive before yielding.
+const MAX_STEPS: usize = 16;
+
+/// One upstream socket and the buffers its ops use.
+pub struct Up {
+    fd: OwnedFd,
+    key: (usize, usize),
+    /// The exchange's attempt this socket serves.
+    attempt: u32,
+    serial: u32,
+    /// The non-blocking connect has not completed yet.
+    connecting: bool,
+    /// The connect failed: never pooled.
+    dead: bool,
+    /// This upstream's ops in flight.
+    ops: u32,
+    /// A Send (or the PollOut after its -EAGAIN) is in flight: `sbuf` must not change.
+    sending: bool,
+    /// A Recv (or the PollIn after its -EAGAIN) is in flight: `rbuf` is the kernel's.
+    recving: bool,
+    sbuf: Vec<u8>,
+    rbuf: Box<[u8]>,
+}
+
+impl Up {
+    fn new(fd: OwnedFd, key: (usize, usize), attempt: u32, serial: u32, connecting: bool) -> Up {
+        Up {
+            fd,
+            key,
+            attempt,
+            serial,
+            connecting,
+            dead: false,
+            ops: 0,
+            sending: false,
+            recving: false,
+            sbuf: Vec::new(),
+            rbuf: vec![0; UP_BUF_SIZE].into_boxed_slice(),
+        }
+    }
+}
+
+/// A connection's upstream sockets: the current one, and retired ones whose ops are still
+/// completing.
+#[derive(Default)]
+pub struct Gw {
+    up: Option<Up>,
+    retired: Vec<Up>,
+    serial: u32,
+}
+
+/// A non-blocking, close-on-exec socket connecting to `addr`; true while in progress.
+fn connect(addr: &Addr) -> io::Result<(OwnedFd, bool)> {
+    let (domain, sa) = match addr {
+        Addr::Tcp(a) => (Domain::for_address(*a), SockAddr::from(*a)),
+        Addr::Unix(p) => (Domain::UNIX, SockAddr::unix(p)?),
+    };
+    let s = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)?;
+    if matches!(addr, Addr::Tcp(_)) {
+        let _ = s.set_tcp_nodelay(true);
+    }
+    match s.connect(&sa) {
+        Ok(()) => Ok((s.into(), false)),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok((s.into(), true)),
+        Err(e) => Err(e),
+    }
+}
+
+fn token(idx: u32, gen: u32, op: UpOp, serial: u32) -> Token {
+    Token {
+        op: Op::Up(op, serial),
+        conn: idx,
+        conn_gen: gen,
+    }
+}
+
+/// Retires `u`: closed at once when nothing is in flight on it; otherwise every op on it is
+/// cancelled and it waits in `gw.retired` until the last completes.
+fn retire(sq: &mut Sq, conn_ops: &mut u32, gw: &mut Gw, mut u: Up, idx: u32, gen: u32) {
+    if u.ops == 0 {
+        return; // dropped: the socket closes
+    }
+    let cancel = types::CancelBuilder::fd(types::Fd(u.fd.as_raw_fd())).all();
+    // SAFETY: AsyncCancel2 carries no buffer; the fd stays open (the Up lives in `retired`)
+    // until this cancel and every op it targets have completed.
+    unsafe {
+        sq.push(
+            opcode::AsyncCancel2::new(cancel).build(),
+            token(idx, gen, UpOp::Cancel, u.serial),
+        )
+    };
+    u.ops += 1;
+    *conn_ops += 1;
+    gw.retired.push(u);
+}
+
+impl Driver {
+    /// Moves the proxied request of connection (idx, gen) along, if it has one: pool or
+    /// retire a finished exchange's socket and release it, connect (pooled or new) for a new
+    /// attempt, send what is left of the request, read while the client keeps up.
+    pub(super) fn drive_gw(&mut self, idx: u32, gen: u32) {
+        let now = self.now;
+        for _ in 0..MAX_STEPS {
+            let Some(c) = self.conns.get_mut(idx, gen) else {
+                return;
+            };
+            let Some(x) = c.session.gateway() else {
+                if let Some(u) = c.gw.up.take() {
+                    retire(&mut self.sq, &mut c.ops, &mut c.gw, u, idx, gen);
+                }
+                return;
+            };
+            // Finished: pool or retire the socket, then let the session go on.
+            if let Some(reusable) = x.finished() {
+                if let Some(u) = c.gw.up.take() {
+                    let keep = self
+                        .svc
+                        .upstreams()
+                        .spec(u.key.0)
+                        .map_or(0, |s| s.keepalive);
+                    if reusable && u.ops == 0 && !u.connecting && !u.dead {
+                        self.pool.put(u.key, u.fd, keep, now);
+                    } else {
+                        retire(&mut self.sq, &mut c.ops, &mut c.gw, u, idx, gen);
+                    }
+                }
+                c.session.gw_release(&mut self.svc, now);
+                continue;
+            }
+            // A (new) server to connect to, unless this attempt has its socket already.
+            let attempt = x.attempt;
+            let have = c.gw.up.as_ref().is_some_and(|u| u.attempt == attempt);
+            if let (Some(key), false) = (x.connect_to(), have) {
+                let fresh = x.fresh_only;
+                if let Some(old) = c.gw.up.take() {
+                    retire(&mut self.sq, &mut c.ops, &mut c.gw, old, idx, gen);
+                }
+                let target = self
+                    .svc
+                    .upstreams()
+                    .spec(key.0)
+                    .and_then(|s| Some((s.servers.get(key.1)?.addr.clone(), s.idle_timeout)));
+                let Some((addr, idle)) = target else {
+                    c.session.gw_error(&mut self.svc, Failure::Connect, now);
+                    continue;
+                };
+                c.gw.serial = c.gw.serial.wrapping_add(1);
+                let serial = c.gw.serial;
+                let pooled = if fresh {
+                    None
+                } else {
+                    self.pool.take(key, idle, now)
+                };
+                let up = match pooled {
+                    Some(fd) => {
+                        if let Some(x) = c.session.gateway() {
+                            x.connected(now, true);
+                        }
+                        Up::new(fd, key, attempt, serial, false)
+                    }
+                    None => match connect(&addr) {
+                        Ok((fd, false)) => {
+                            if let Some(x) = c.session.gateway() {
+                                x.connected(now, false);
+                            }
+                            Up::new(fd, key, attempt, serial, false)
+                        }
+                        Ok((fd, true)) => {
+                            let mut u = Up::new(fd, key, attempt, serial, true);
+                            let entry = opcode::PollAdd::new(
+                                types::Fd(u.fd.as_raw_fd()),
+                                libc::POLLOUT as u32,
+                            )
+                            .build();
+                            // SAFETY: no buffer; the socket is owned by the Up, which the
+                            // connection keeps (current or retired) until this op completes.
+                            unsafe { self.sq.push(entry, token(idx, gen, UpOp::Connect, serial)) };
+                            u.ops += 1;
+                            c.ops += 1;
+                            u
+                        }
+                        Err(_) => {
+                            c.session.gw_error(&mut self.svc, Failure::Connect, now);
+                            continue;
+                        }
+                    },
+                };
+                c.gw.up = Some(up);
+                continue;
+            }
+            let Some(u) = c.gw.up.as_mut() else {
+                return;
+            };
+            if u.connecting {
+                return;
+            }
+            // Send what is left of the request.
+            if !u.sending {
+                let pending = c.session.gateway().map_or(&[][..], |x| x.to_send());
+                if !pending.is_empty() {
+                    u.sbuf.clear();
+                    u.sbuf.extend_from_slice(pending);
+                    let len = u.sbuf.len().min(u32::MAX as usize) as u32;
+                    let entry =
+                        opcode::Send::new(types::Fd(u.fd.as_raw_fd()), u.sbuf.as_ptr(), len)
+                            .flags(libc::MSG_NOSIGNAL)
+                            .build();
+                    // SAFETY: `sbuf` belongs to the Up and is not touched while `sending`,
+                    // which stays set until this op's completion; the Up (and so `sbuf` and
+                    // the socket) lives in the connection, current or retired, until its
+                    // last op has completed.
+                    unsafe { self.sq.push(entry, token(idx, gen, UpOp::Send, u.serial)) };
+                    u.sending = true;
+                    u.ops += 1;
+                    c.ops += 1;
+                }
+            }
+            // Read the response while the client keeps up.
+            if !u.recving && c.session.gw_wants_read() {
+                let len = u.rbuf.len() as u32;
+                let entry =
+                    opcode::Recv::new(types::Fd(u.fd.as_raw_fd()), u.rbuf.as_mut_ptr(), len)
+                        .build();
+                // SAFETY: `rbuf` is read only after this op's completion (`recving` stays set
+                // until then); the Up owning it and the socket lives in the connection,
+                // current or retired, until its last op has completed.
+                unsafe { self.sq.push(entry, token(idx, gen, UpOp::Recv, u.serial)) };
+                u.recving = true;
+                u.ops += 1;
+                c.ops += 1;
+            }
+            return;
+        }
+        // Steps left over: come back at the end of this pass.
+        self.ready.push((idx, gen));
+    }
+
+    /// A completion of an upstream op (`serial`: which of the connection's upstreams).
+    pub(super) fn on_up_op(&mut self, tok: Token, op: UpOp, serial: u32, res: i32) {
+        let (idx, gen) = (tok.conn, tok.conn_gen);
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return; // cannot happen: a connection outlives its ops
+        };
+        c.ops -= 1;
+        let current = c.gw.up.as_ref().is_some_and(|u| u.serial == serial);
+        if !current {
+            // A retired socket: forget the op; close the socket after its last one.
+            if let Some(pos) = c.gw.retired.iter().position(|u| u.serial == serial) {
+                c.gw.retired[pos].ops -= 1;
+                if c.gw.retired[pos].ops == 0 {
+                    c.gw.retired.swap_remove(pos);
+                }
+            }
+            self.drive(idx, gen);
+            return;
+        }
+        let open = c.phase == Phase::Open;
+        let u = c.gw.up.as_mut().expect("current");
+        u.ops -= 1;
+        let session = &mut c.session;
+        let svc = &mut self.svc;
+        let mut poll = None;
+        match op {
+            UpOp::Connect => {
+                u.connecting = false;
+                let err = res < 0
+                    || !matches!(SockRef::from(&u.fd).take_error(), Ok(None))
+                    || SockRef::from(&u.fd).peer_addr().is_err();
+                if err {
+                    u.dead = true;
+                    if open {
+                        session.gw_error(svc, Failure::Connect, now);
+                    }
+                } else if let Some(x) = session.gateway() {
+                    x.connected(now, false);
+                }
+            }
+            UpOp::Send => {
+                u.sending = false;
+                if res >= 0 {
+                    if let Some(x) = session.gateway() {
+                        x.sent(res as usize, now);
+                    }
+                } else if res == -libc::EAGAIN {
+                    poll = Some((UpOp::PollOut, libc::POLLOUT));
+                } else if res != -libc::ECANCELED && res != -libc::EINTR && open {
+                    session.gw_error(svc, Failure::Connect, now);
+                }
+            }
+            UpOp::Recv => {
+                u.recving = false;
+                if res > 0 {
+                    if open {
+                        session.gw_feed(svc, &u.rbuf[..res as usize], now);
+                    }
+                } else if res == 0 {
+                    if open {
+                        session.gw_eof(svc, now);
+                    }
+                } else if res == -libc::EAGAIN {
+                    poll = Some((UpOp::PollIn, libc::POLLIN));
+                } else if res != -libc::ECANCELED && res != -libc::EINTR && open {
+                    let f = if session.gateway().is_some_and(|x| x.responded) {
+                        Failure::Cut
+                    } else {
+                        Failure::Connect
+                    };
+                    session.gw_error(svc, f, now);
+                }
+            }
+            // Ready (or failed, which the retried op then reports): drive() retries.
+            UpOp::PollIn => u.recving = false,
+            UpOp::PollOut => u.sending = false,
+            UpOp::Cancel => {}
+        }
+        if let (Some((op, events)), true) = (poll, open) {
+            let entry = opcode::PollAdd::new(types::Fd(u.fd.as_raw_fd()), events as u32).build();
+            // SAFETY: no buffer; the socket belongs to the Up, which the connection keeps
+            // (current or retired) until this op has completed.
+            unsafe { self.sq.push(entry, token(idx, gen, op, serial)) };
+            match op {
+                UpOp::PollIn => u.recving = true,
+                _ => u.sending = true,
+            }
+            u.ops += 1;
+            c.ops += 1;
+        }
+        self.drive(idx, gen);
+    }
+
+    /// The connection is closing: release the exchange in flight (if any) and retire its
+    /// upstream socket, cancelling whatever is in flight on it.
+    pub(super) fn gw_close(&mut self, idx: u32, gen: u32) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        c.session.gw_abandon(&mut self.svc, now);
+        if let Some(u) = c.gw.up.take() {
+            retire(&mut self.sq, &mut c.ops, &mut c.gw, u, idx, gen);
+        }
+    }
+}
