@@ -64,7 +64,9 @@ use tokio_uring::net::{TcpListener, TcpStream};
 use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 
 mod bufs;
+mod gw;
 
+use super::pool::Pool;
 use super::{AccessLog, DriverError, WorkerCtx, TICK};
 use crate::config::Config;
 use crate::session::{Output, Service, Session};
@@ -109,6 +111,8 @@ struct Worker {
     /// Reloaded configs from the main thread, and the last generation applied.
     reload: std::sync::Arc<super::Reload>,
     reload_seen: Cell<u64>,
+    /// Idle upstream connections, this worker's own.
+    pool: RefCell<Pool<gw::UpStream>>,
 }
 
 impl Worker {
@@ -145,6 +149,7 @@ async fn serve(ctx: WorkerCtx) -> Result<(), DriverError> {
         write_bufs: WriteBufs::default(),
         reload,
         reload_seen: Cell::new(0),
+        pool: RefCell::new(Pool::default()),
     });
 
     // A blocking listener: io_uring waits for connections by polling it internally.
@@ -261,7 +266,10 @@ async fn tick(w: Rc<Worker>) {
         tokio::time::sleep(TICK).await;
         w.svc.borrow_mut().set_time(SystemTime::now());
         let mut seen = w.reload_seen.get();
-        w.reload.apply(&mut seen, &mut w.svc.borrow_mut());
+        if w.reload.apply(&mut seen, &mut w.svc.borrow_mut()) {
+            // Server numbers may mean other servers now.
+            w.pool.borrow_mut().clear();
+        }
         w.reload_seen.set(seen);
         w.flush_access_log();
     }
@@ -286,6 +294,8 @@ struct ConnIo {
     /// A read was abandoned in flight (its bytes may arrive in the old buffer): never read
     /// again on this socket.
     read_abandoned: bool,
+    /// The upstream socket of the proxied request in flight (`gw.rs`).
+    up: Option<gw::Up>,
 }
 
 /// How the connection loop ended.
@@ -324,12 +334,20 @@ async fn conn_task(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         eof: false,
         shutdown_seen: false,
         read_abandoned: false,
+        up: None,
     };
     if let End::Linger = conn_loop(&w, &conn, &mut io).await {
         linger(&conn, &mut io).await;
     }
     if let Some(pipe) = io.pipe.take() {
         w.pipes.release(pipe);
+    }
+    // A proxied request still in flight: the client is gone.
+    conn.session
+        .borrow_mut()
+        .gw_abandon(&mut w.svc.borrow_mut(), Instant::now());
+    if let Some(up) = io.up.take() {
+        up.close();
     }
     // Completes any op still in flight on the socket (a timed-out read, write or poll), so the
     // last reference to the fd goes and it is closed.
@@ -374,6 +392,13 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
         }
         if let Some(pipe) = io.pipe.take() {
             w.pipes.release(pipe);
+        }
+
+        // The proxied request, if any: connect, write, read (output may follow).
+        match gw::step(w, conn, &mut io.up).await {
+            gw::Step::Again => continue,
+            gw::Step::Close => return End::Close,
+            gw::Step::Idle => {}
         }
 
         let (should_close, wants_read, deadline) = {
