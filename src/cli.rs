@@ -378,20 +378,11 @@ pub fn build_config(args: &ServeArgs, given: &[String]) -> Result<Config, Vec<St
     Ok(cfg)
 }
 
-/// The backend a config that proxies runs on: the epoll driver is the one that drives
-/// upstream sockets today, so `auto` picks it; an explicit other backend is refused.
-fn proxy_backend(picked: Backend, asked: BackendArg, proxies: bool) -> anyhow::Result<Backend> {
-    if !proxies || picked == Backend::Epoll {
-        return Ok(picked);
-    }
-    if asked == BackendArg::Auto {
-        return Ok(Backend::Epoll);
-    }
-    bail!(
-        "proxying (--proxy, proxy routes) runs on --backend epoll for now; the {} backend does \
-         not drive upstream connections yet (leave --backend at auto, or give epoll)",
-        picked.name()
-    )
+/// The backend a config that proxies runs on: every driver drives upstream connections, so
+/// the pick stands (`auto` keeps its normal choice). The one place to refuse a backend should
+/// a gateway kind ever run on only some of them.
+fn proxy_backend(picked: Backend, _asked: BackendArg, _proxies: bool) -> anyhow::Result<Backend> {
+    Ok(picked)
 }
 
 /// Copies the file's top-level settings into `args`, except for flags in `given`. Records,

@@ -68,6 +68,12 @@ per_backend! {
     sites_example_config_routes => crate::sites::example_routes,
     sites_unknown_host_and_site_handlers => crate::sites::unknown_host_and_site_handlers,
     sites_reload_under_load => crate::sites::reload_under_load,
+    proxy_forwarding_rules => crate::proxy::forwarding_rules,
+    proxy_response_framing => crate::proxy::response_framing,
+    proxy_misbehaving_upstreams => crate::proxy::misbehaving_upstreams,
+    proxy_retries_and_balancing => crate::proxy::retries_and_balancing,
+    proxy_smuggling_never_reaches_upstream => crate::proxy::smuggling_never_reaches_upstream,
+    proxy_gunicorn_behind_ringd => crate::proxy::gunicorn_stack,
 }
 
 /// Backend-independent CLI behaviour.
@@ -76,36 +82,11 @@ fn cli_missing_root_is_a_clear_error() {
     lifecycle::missing_root();
 }
 
-/// Proxying runs on the epoll backend (the others refuse a proxying config; checked below).
-mod proxy_epoll {
-    #[test]
-    fn forwarding_rules() {
-        crate::harness::catch_skip("proxy", crate::proxy::forwarding_rules);
-    }
-    #[test]
-    fn response_framing() {
-        crate::harness::catch_skip("proxy", crate::proxy::response_framing);
-    }
-    #[test]
-    fn misbehaving_upstreams() {
-        crate::harness::catch_skip("proxy", crate::proxy::misbehaving_upstreams);
-    }
-    #[test]
-    fn retries_and_balancing() {
-        crate::harness::catch_skip("proxy", crate::proxy::retries_and_balancing);
-    }
-    #[test]
-    fn smuggling_never_reaches_upstream() {
-        crate::harness::catch_skip("proxy", crate::proxy::smuggling_never_reaches_upstream);
-    }
-    #[test]
-    fn backends_that_do_not_proxy_yet_say_so() {
-        crate::proxy::backends_that_do_not_proxy_yet();
-    }
-    #[test]
-    fn gunicorn_behind_ringd() {
-        crate::harness::catch_skip("gunicorn", crate::proxy::gunicorn_stack);
-    }
+/// Proxying (`--proxy` and proxy routes) on every backend (no gunicorn: `SKIP`, unless
+/// `RINGD_REQUIRE_GUNICORN` is set).
+#[test]
+fn proxy_auto_keeps_its_backend_choice() {
+    proxy::auto_keeps_its_choice();
 }
 
 #[test]

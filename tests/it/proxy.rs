@@ -1,7 +1,6 @@
 //! The reverse proxy (issue 12) against real upstreams: scripted misbehaving servers on
 //! loopback (each a thread with its own listener, recording every byte it received), and a real
-//! gunicorn where one is installed. Proxying runs on the epoll backend; the other backends
-//! refuse a proxying config with a clear error (checked too).
+//! gunicorn where one is installed. Every case runs on every backend.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::harness::{run_ringd, Server, ServerBuilder, Skip, TempDir};
+use crate::harness::{Server, ServerBuilder, Skip, TempDir};
 use crate::http::{find, Client};
 
 /// What a scripted upstream does with one request (its raw bytes) on a connection: the bytes
@@ -177,9 +176,9 @@ fn echo() -> Upstream {
     Upstream::spawn(|req, _| Action::Reply(ok(req)))
 }
 
-/// ringd on the epoll backend with `config` (a TOML body; `{UP}` is replaced by `ups[0]`,
-/// `{UP2}` by `ups[1]`).
-fn start(dir: &TempDir, config: &str, ups: &[&Upstream]) -> Server {
+/// ringd on `backend` with `config` (a TOML body; `{UP}` is replaced by `ups[0]`, `{UP2}`
+/// by `ups[1]`).
+fn start(backend: &str, dir: &TempDir, config: &str, ups: &[&Upstream]) -> Server {
     let mut text = config.to_string();
     for (i, u) in ups.iter().enumerate() {
         let key = if i == 0 {
@@ -191,7 +190,7 @@ fn start(dir: &TempDir, config: &str, ups: &[&Upstream]) -> Server {
     }
     dir.write("p.toml", text.as_bytes());
     dir.write("www/static.txt", b"static file\n");
-    ServerBuilder::new("epoll", dir.path())
+    ServerBuilder::new(backend, dir.path())
         .config(&dir.path().join("p.toml"))
         .args(&[
             "--access-log",
@@ -224,10 +223,10 @@ root = "www"
 
 /// Request rebuilding: hop-by-hop fields gone, forwarding fields set, bodies re-framed, the
 /// route's prefix stripped and headers applied; static files still served beside the proxy.
-pub fn forwarding_rules() {
+pub fn forwarding_rules(backend: &str) {
     let up = echo();
     let d = TempDir::new("proxy-rules");
-    let srv = start(&d, BASIC, &[&up]);
+    let srv = start(backend, &d, BASIC, &[&up]);
     let mut c = Client::new(srv.connect());
     c.set_timeout(Duration::from_secs(5));
     let r = c.exchange(b"GET /static.txt HTTP/1.1\r\nHost: a.test\r\n\r\n");
@@ -303,7 +302,7 @@ pub fn forwarding_rules() {
 
 /// Response framing: chunked and close-delimited upstream bodies to HTTP/1.1 (chunked) and
 /// HTTP/1.0 (close-delimited) clients; HEAD, 204, 304 without bodies; interim responses.
-pub fn response_framing() {
+pub fn response_framing(backend: &str) {
     let up = Upstream::spawn(|req, _| {
         let path = String::from_utf8_lossy(req)
             .split_whitespace()
@@ -320,7 +319,7 @@ pub fn response_framing() {
         }
     });
     let d = TempDir::new("proxy-framing");
-    let srv = start(&d, BASIC, &[&up]);
+    let srv = start(backend, &d, BASIC, &[&up]);
     let mut c = Client::new(srv.connect());
     let r = c.exchange(b"GET /app/chunked HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.body_str(), "chunked");
@@ -374,7 +373,7 @@ pub fn response_framing() {
 /// Misbehaving upstreams: garbage, bad framing, resets mid-body, silence, slowness, refused
 /// connections, idle connections closed under the pool. Each gets the right status or an
 /// aborted response, and the next request is served.
-pub fn misbehaving_upstreams() {
+pub fn misbehaving_upstreams(backend: &str) {
     let up = Upstream::spawn(|req, _| {
         let path = String::from_utf8_lossy(req)
             .split_whitespace()
@@ -403,7 +402,7 @@ pub fn misbehaving_upstreams() {
         }
     });
     let d = TempDir::new("proxy-bad");
-    let srv = start(&d, BASIC, &[&up]);
+    let srv = start(backend, &d, BASIC, &[&up]);
     let get = |path: &str| {
         let mut c = Client::new(srv.connect());
         c.set_timeout(Duration::from_secs(5));
@@ -473,7 +472,7 @@ pub fn misbehaving_upstreams() {
 
 /// Connect refused, retries and balancing: a dead server is skipped (idempotent or unsent
 /// requests only), a POST is never sent twice, all servers dead → 502 then 503.
-pub fn retries_and_balancing() {
+pub fn retries_and_balancing(backend: &str) {
     let a = Upstream::spawn(|_, _| Action::Reply(ok(b"A")));
     let b = Upstream::spawn(|_, _| Action::Reply(ok(b"B")));
     // A port with nothing listening.
@@ -513,7 +512,7 @@ hosts = ["_"]
 "#
     );
     let hang = Upstream::spawn(|_, _| Action::Hang);
-    let srv = start(&d, &conf, &[&a, &b, &hang]);
+    let srv = start(backend, &d, &conf, &[&a, &b, &hang]);
     let mut c = Client::new(srv.connect());
     let mut got = String::new();
     for _ in 0..6 {
@@ -551,10 +550,10 @@ hosts = ["_"]
 
 /// The core's smuggling vectors, sent through the proxy: the parser refuses them before any
 /// byte reaches the upstream, and a body that looks like a request goes up as one request.
-pub fn smuggling_never_reaches_upstream() {
+pub fn smuggling_never_reaches_upstream(backend: &str) {
     let up = echo();
     let d = TempDir::new("proxy-smuggle");
-    let srv = start(&d, BASIC, &[&up]);
+    let srv = start(backend, &d, BASIC, &[&up]);
     for bad in [
         &b"POST /app/x HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /app/smuggled HTTP/1.1\r\nHost: a\r\n\r\n"[..],
         b"POST /app/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n",
@@ -579,31 +578,40 @@ pub fn smuggling_never_reaches_upstream() {
     assert_eq!(up.count(), 1, "a body was read as a second request");
 }
 
-/// The other backends refuse a proxying config with one clear line; `auto` picks epoll.
-pub fn backends_that_do_not_proxy_yet() {
-    let d = TempDir::new("proxy-backends");
+/// A proxying config leaves `auto` with the backend it picks without one (proxying used to
+/// force epoll), and that backend forwards.
+pub fn auto_keeps_its_choice() {
+    let up = echo();
+    let d = TempDir::new("proxy-auto");
     d.write("www/x", b"x");
-    for backend in ["uring", "tokio-uring"] {
-        let (st, _, err) = run_ringd(
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                backend,
-                "--proxy",
-                "127.0.0.1:9",
-                d.path().join("www").to_str().unwrap(),
-            ],
-            Duration::from_secs(10),
-        );
-        assert_eq!(st.code(), Some(1), "{err}");
-        assert!(err.contains("runs on --backend epoll for now"), "{err}");
-    }
+    let www = d.path().join("www");
+    let name = |srv: &Server| {
+        let diag = srv.diagnostics();
+        let line = diag
+            .lines()
+            .find(|l| l.contains("ringd: serving"))
+            .unwrap_or_else(|| panic!("no serving line\n{diag}"))
+            .to_string();
+        line.rsplit(", ")
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(')')
+            .to_string()
+    };
+    let plain = ServerBuilder::new("auto", &www).start();
+    let proxying = ServerBuilder::new("auto", &www)
+        .args(&["--proxy", &up.addr.to_string()])
+        .start();
+    assert_eq!(name(&proxying), name(&plain));
+    let mut c = Client::new(proxying.connect());
+    let r = c.exchange(b"GET /app HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(up.count(), 1);
 }
 
 /// The classic stack: ringd in front of a real gunicorn (sync worker) serving a WSGI app, with
 /// static files beside it (`--proxy`, nginx's `try_files $uri @app`).
-pub fn gunicorn_stack() {
+pub fn gunicorn_stack(backend: &str) {
     let Some(gunicorn) = find_gunicorn() else {
         let why = "gunicorn not found (set RINGD_GUNICORN, or run scripts/ci-smoke.sh once to make .venv/)";
         if std::env::var_os("RINGD_REQUIRE_GUNICORN").is_some_and(|v| v != "0") {
@@ -645,7 +653,7 @@ pub fn gunicorn_stack() {
         assert!(g.0.try_wait().unwrap().is_none(), "gunicorn exited");
         thread::sleep(Duration::from_millis(100));
     }
-    let srv = ServerBuilder::new("epoll", &d.path().join("www"))
+    let srv = ServerBuilder::new(backend, &d.path().join("www"))
         .args(&["--proxy", &format!("127.0.0.1:{port}")])
         .start();
     let mut c = Client::new(srv.connect());
