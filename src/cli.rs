@@ -121,6 +121,17 @@ pub struct ServeArgs {
     #[arg(long = "proxy", value_name = "ADDR")]
     pub proxy: Vec<String>,
 
+    /// Run CGI scripts (RFC 3875) from DIR for URL paths under PREFIX; repeatable. Example:
+    /// `--cgi /cgi-bin=./cgi-bin` runs ./cgi-bin/hello.sh for /cgi-bin/hello.sh/extra (PATH_INFO
+    /// /extra).
+    #[arg(long = "cgi", value_name = "PREFIX=DIR")]
+    pub cgi: Vec<String>,
+
+    /// Most CGI scripts running at once per worker; a request beyond it gets 503. Example:
+    /// `--cgi-max-procs 16`.
+    #[arg(long, value_name = "N", default_value_t = Config::default().cgi_max_procs)]
+    pub cgi_max_procs: usize,
+
     /// Write the server's PID to this file (removed at exit), for `ringd reload`. Example:
     /// `--pid-file /run/ringd.pid`.
     #[arg(long, value_name = "PATH")]
@@ -466,6 +477,9 @@ fn merge_file(
     take!("notsent_lowat", notsent_lowat, size);
     take!("defer_accept", defer_accept, dur);
     take!("busy_poll", busy_poll, dur);
+    take!("cgi_max_procs", cgi_max_procs, |v: &usize| Ok::<_, String>(
+        *v
+    ));
     if let (Some(p), true) = (f.pin, free("no_pin")) {
         args.no_pin = !p;
     }
@@ -558,6 +572,23 @@ impl ServeArgs {
             }
             config::Sites::single_with_proxy(root.clone(), config::upstreams::from_flags(servers))
         };
+        let mut sites = sites;
+        for spec in &self.cgi {
+            let Some((prefix, dir)) = spec.split_once('=') else {
+                bail!("--cgi {spec}: give PREFIX=DIR, e.g. /cgi-bin=./cgi-bin");
+            };
+            let dir = std::fs::canonicalize(dir)
+                .ok()
+                .filter(|d| d.is_dir())
+                .with_context(|| format!("--cgi {spec}: {dir} is not a folder"))?;
+            if !prefix.starts_with('/') {
+                bail!("--cgi {spec}: the prefix must start with /");
+            }
+            sites.add_cgi(prefix, dir);
+        }
+        if self.cgi_max_procs == 0 {
+            bail!("--cgi-max-procs must be at least 1");
+        }
         let backend = proxy_backend(backend, self.backend, !sites.upstreams.is_empty())?;
         Ok(Config {
             sites: std::sync::Arc::new(sites),
@@ -600,6 +631,7 @@ impl ServeArgs {
                 .ok_or_else(|| anyhow::anyhow!("--notsent-lowat must be below 2G"))?,
             defer_accept: self.defer_accept,
             busy_poll: self.busy_poll,
+            cgi_max_procs: self.cgi_max_procs,
         })
     }
 }

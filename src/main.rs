@@ -13,8 +13,19 @@ use ringd::{config::Config, driver, sys, worker};
 
 /// Serves with flags (and the config file they name); SIGHUP re-reads that file.
 fn serve_args(args: ServeArgs, given: Vec<String>) -> anyhow::Result<()> {
-    let config =
+    let mut config =
         cli::build_config(&args, &given).map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
+    // CGI runs on the epoll driver for now: auto picks it, another backend is refused.
+    if config.sites.has_cgi() && config.backend != ringd::config::Backend::Epoll {
+        if args.backend != cli::BackendArg::Auto {
+            anyhow::bail!(
+                "CGI (--cgi, cgi routes) runs on --backend epoll for now; the {} backend does \
+                 not spawn scripts yet (leave --backend at auto, or give epoll)",
+                config.backend.name()
+            );
+        }
+        config.backend = ringd::config::Backend::Epoll;
+    }
     let reloader: Option<worker::Reloader> = args
         .config
         .is_some()

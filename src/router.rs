@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +22,7 @@ use crate::config::sites::{
     Action, HeaderEdit, HostPattern, Part, PathPattern, Proxy, Redirect, Respond, Route, Site,
     Sites, Template, MAX_REWRITES,
 };
-use crate::gateway::{self, proxy};
+use crate::gateway::{self, cgi, proxy};
 use crate::handler::{listing, Files, Lookup, Reply, Sent};
 use crate::proto::parse::{Method, Request};
 
@@ -45,6 +46,8 @@ pub enum Wait {
     Park(Box<[u8]>),
     /// On an upstream: the proxy exchange to start, and the site and route (for the log).
     Proxy(Box<proxy::Start>, u16, u16),
+    /// On a CGI script: the exchange's settings and the script to spawn.
+    Cgi(Box<(proxy::Start, cgi::Spawn)>, u16, u16),
 }
 
 impl From<Park> for Wait {
@@ -353,10 +356,11 @@ impl Router {
         &mut self,
         files: &mut Files,
         req: &Request<'_>,
-        peer: std::net::IpAddr,
+        peer_addr: std::net::SocketAddr,
         reply: &mut Reply<'_>,
         now: Instant,
     ) -> Result<Answered, Wait> {
+        let peer = peer_addr.ip();
         if self.plain {
             return match req.method {
                 Method::Get | Method::Head => {
@@ -478,6 +482,53 @@ impl Router {
                     let start =
                         proxy_start(&sites, p, &target, host, req, peer, p.headers.as_deref());
                     return Err(Wait::Proxy(start, si, ri));
+                }
+                Action::Cgi(c) => {
+                    let prefix = match &route.pattern {
+                        PathPattern::Prefix(p) => p.len(),
+                        _ => 0,
+                    };
+                    // The prefix ends in `/`: the script's part starts with it.
+                    let cut = prefix.saturating_sub(1);
+                    let rest = target.path.get(cut..).unwrap_or("");
+                    match cgi::find_script(&c.dir, rest) {
+                        Ok((program, script, info)) => {
+                            let script_name = format!("{}{}", &target.path[..cut], script);
+                            let root = site.root.and_then(|r| sites.roots.get(r));
+                            let server = files.server_name().to_string();
+                            let port = files.config().listen.port();
+                            let mut env = cgi::env(
+                                req,
+                                0,
+                                &script_name,
+                                &info,
+                                &program,
+                                root.map(|p| p.as_path()),
+                                peer_addr,
+                                port,
+                                host_str,
+                                &server,
+                            );
+                            // A rewrite may have changed the query.
+                            if let Some(q) = env.iter_mut().find(|(k, _)| k == "QUERY_STRING") {
+                                q.1 = target.query.as_bytes().to_vec();
+                            }
+                            let cwd = program.parent().map_or(c.dir.clone(), Path::to_path_buf);
+                            let spawn = cgi::Spawn {
+                                name: script_name,
+                                program,
+                                cwd,
+                                env,
+                                timeout: c.timeout,
+                            };
+                            let start = cgi_start(req, c.timeout);
+                            return Err(Wait::Cgi(Box::new((start, spawn)), si, ri));
+                        }
+                        Err(e) => {
+                            let head = req.method == Method::Head;
+                            reply.simple(files.server_name(), e.status(), b"", head)
+                        }
+                    }
                 }
             };
             return Ok(Answered {
@@ -693,6 +744,23 @@ fn site_default(
         });
     }
     static_files(files, site, site.root, site.browse, target, req, reply, now).map(Some)
+}
+
+/// The exchange settings of a CGI request.
+fn cgi_start(req: &Request<'_>, timeout: std::time::Duration) -> proxy::Start {
+    proxy::Start {
+        group: usize::MAX,
+        head: Vec::new(),
+        idempotent: false,
+        head_request: req.method == Method::Head,
+        client_10: req.minor == 0,
+        body_method: false,
+        key: 0,
+        connect_timeout: timeout,
+        read_timeout: timeout,
+        buffer: 1 << 20,
+        retries: 0,
+    }
 }
 
 /// The proxy exchange for `target` through `p`.

@@ -469,6 +469,16 @@ impl Session {
         true
     }
 
+    /// No CGI process may start now (the worker's limit): 503.
+    pub fn gw_busy(&mut self, svc: &mut Service, now: Instant) {
+        let Some(g) = self.gw.as_mut() else { return };
+        let (mut ctx, _) = Self::gw_ctx(svc);
+        g.x.unavailable(&mut self.out, &mut ctx);
+        if self.out.responses() == 1 {
+            self.progress_at = now;
+        }
+    }
+
     /// The connection is closing with a proxied request still in flight (the client went
     /// away): release its server in the balancer's count.
     pub fn gw_abandon(&mut self, svc: &mut Service, now: Instant) {
@@ -595,7 +605,7 @@ impl Session {
                     self.parked = Some(key);
                     break;
                 }
-                Err(Wait::Proxy(..)) if skip_body => {
+                Err(Wait::Proxy(..) | Wait::Cgi(..)) if skip_body => {
                     // `Expect: 100-continue` on a proxied request: the upstream needs the
                     // body, so ask the client for it (an interim response, not counted as
                     // one), read it, then route the request again.
@@ -612,6 +622,28 @@ impl Session {
                         }
                     }
                     continue;
+                }
+                Err(Wait::Cgi(both, site, route)) => {
+                    self.continued = false;
+                    let (start, mut spawn) = *both;
+                    if !self.body_data.is_empty() {
+                        let n = self.body_data.len().to_string().into_bytes();
+                        spawn.env.push(("CONTENT_LENGTH".into(), n));
+                    }
+                    let conn = conn_header(&req, skip_body);
+                    let mut x = Exchange::new_cgi(start, spawn, &self.body_data, conn);
+                    x.server = None;
+                    let log = svc.log_on.then(|| LogLine::new(&req, site, route));
+                    self.gw = Some(Box::new(Gw {
+                        x,
+                        keep: conn != ConnHeader::Close,
+                        began: now,
+                        log,
+                    }));
+                    self.body = None;
+                    self.body_data.clear();
+                    self.in_pos += req.head_len;
+                    break;
                 }
                 Err(Wait::Proxy(start, site, route)) => {
                     self.continued = false;
@@ -731,7 +763,7 @@ fn answer(
     };
     let a = svc
         .router
-        .answer(&mut svc.files, req, peer.ip(), &mut reply, now)?;
+        .answer(&mut svc.files, req, peer, &mut reply, now)?;
     if svc.log_on {
         let line = LogLine::new(req, a.site, a.route);
         line.write(svc, peer, a.sent, None);

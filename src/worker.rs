@@ -271,6 +271,13 @@ fn do_reload(running: &Config, reloader: Option<&mut Reloader>, reload: &Reload)
         .as_deref()
         .map_or("config".into(), |p| p.display().to_string());
     match reloader() {
+        Ok(new) if new.sites.has_cgi() && running.backend != crate::config::Backend::Epoll => {
+            eprintln!(
+                "ringd: reload failed, nothing changed: the new config runs CGI scripts, which \
+                 need --backend epoll (this server runs {}; restart it to switch)",
+                running.backend.name()
+            );
+        }
         Ok(new) => {
             for (key, changed) in [
                 ("listen", new.listen != running.listen),

@@ -46,6 +46,7 @@ pub struct FileConfig {
     pub notsent_lowat: Option<Spanned<Size>>,
     pub defer_accept: Option<Spanned<Dur>>,
     pub busy_poll: Option<Spanned<Dur>>,
+    pub cgi_max_procs: Option<Spanned<usize>>,
     /// Addresses (or CIDR blocks) whose X-Forwarded-* and Forwarded fields are trusted.
     pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     /// Named groups of upstream servers for `proxy` routes.
@@ -122,6 +123,15 @@ pub struct RouteFile {
     pub root: Option<Spanned<String>>,
     pub browse: Option<bool>,
     pub proxy: Option<Spanned<ProxyFile>>,
+    pub cgi: Option<Spanned<CgiFile>>,
+}
+
+/// `cgi = { dir = "cgi-bin", timeout = "30s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgiFile {
+    pub dir: Spanned<String>,
+    pub timeout: Option<Dur>,
 }
 
 /// `redirect = { to = "...", status = 301 }`.
@@ -379,6 +389,7 @@ mod doc_tests {
         all.extend(fields::<UpstreamFile>("servers = []\n"));
         all.extend(fields::<HealthFile>("path = \"/\"\n"));
         all.extend(fields::<ProxyFile>("upstream = \"a\"\n"));
+        all.extend(fields::<CgiFile>("dir = \"a\"\n"));
         assert!(all.len() > 40, "serde listed only {all:?}");
         let missing: Vec<&String> = all
             .iter()

@@ -174,6 +174,8 @@ pub struct Config {
     /// Default 0 (sleep at once). Polling spares clients the cost of waking the worker, and
     /// costs the worker's core the time it polls.
     pub busy_poll: Duration,
+    /// Most CGI scripts running at once per worker; a request beyond it gets 503. Default 64.
+    pub cgi_max_procs: usize,
 }
 
 impl Default for Config {
@@ -199,7 +201,19 @@ impl Default for Config {
             notsent_lowat: 16 * 1024,
             defer_accept: Duration::from_secs(1),
             busy_poll: Duration::ZERO,
+            cgi_max_procs: 64,
         }
+    }
+}
+
+impl Sites {
+    /// Whether any route runs CGI scripts.
+    pub fn has_cgi(&self) -> bool {
+        self.sites.iter().any(|s| {
+            s.routes
+                .iter()
+                .any(|r| matches!(r.action, Some(sites::Action::Cgi(_))))
+        })
     }
 }
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::file::{
-    ConfigError, HeadersFile, Locator, ProxyFile, RedirectFile, RespondFile, RouteFile, SiteFile,
+    CgiFile, ConfigError, HeadersFile, Locator, ProxyFile, RedirectFile, RespondFile, RouteFile,
+    SiteFile,
 };
 use super::upstreams::{Cidr, Upstream};
 
@@ -66,6 +67,23 @@ impl Sites {
             headers: None,
         });
         s
+    }
+
+    /// `--cgi PREFIX=DIR`: a route on the default site that runs the scripts in `dir`.
+    pub fn add_cgi(&mut self, prefix: &str, dir: PathBuf) {
+        let p = format!("{}/", prefix.trim_end_matches('/'));
+        if let Some(site) = self.sites.first_mut() {
+            site.routes.push(Route {
+                label: format!("#{} {p}*", site.routes.len() + 1),
+                pattern: PathPattern::Prefix(p),
+                methods: None,
+                headers: None,
+                action: Some(Action::Cgi(Cgi {
+                    dir,
+                    timeout: std::time::Duration::from_secs(30),
+                })),
+            });
+        }
     }
 
     pub fn route_count(&self) -> usize {
@@ -148,6 +166,17 @@ pub enum Action {
     },
     /// Forward to an upstream group.
     Proxy(Proxy),
+    /// Run a CGI script beneath `dir` (RFC 3875).
+    Cgi(Cgi),
+}
+
+/// `cgi = { dir, timeout }`: the path after the route's prefix names a script in `dir`.
+#[derive(Clone, Debug)]
+pub struct Cgi {
+    /// Canonical folder of the scripts.
+    pub dir: PathBuf,
+    /// From start to the end of the script's output; then its process group is killed (504).
+    pub timeout: std::time::Duration,
 }
 
 /// `proxy = { upstream, strip_prefix, headers }`.
@@ -782,6 +811,17 @@ fn build_route(
             handlers.push(("proxy", Action::Proxy(p)));
         }
     }
+    if let Some(c) = rf.cgi {
+        if !matches!(pattern, PathPattern::Prefix(_)) {
+            errs.push(loc.error(
+                Some(c.span()),
+                "`cgi` needs a prefix route (`path = \"/cgi-bin/*\"`): the rest of the path names the script",
+            ));
+        }
+        if let Some(c) = cgi(c.into_inner(), base, loc, errs) {
+            handlers.push(("cgi", Action::Cgi(c)));
+        }
+    }
     if handlers.len() > 1 {
         let names: Vec<&str> = handlers.iter().map(|(n, _)| *n).collect();
         errs.push(loc.error(
@@ -800,6 +840,32 @@ fn build_route(
         headers,
         action,
     })
+}
+
+fn cgi(c: CgiFile, base: &Path, loc: &Locator<'_>, errs: &mut Vec<ConfigError>) -> Option<Cgi> {
+    let p = base.join(c.dir.get_ref());
+    match std::fs::canonicalize(&p) {
+        Ok(dir) if dir.is_dir() => Some(Cgi {
+            dir,
+            timeout: c
+                .timeout
+                .map_or(std::time::Duration::from_secs(30), |d| d.0),
+        }),
+        Ok(_) => {
+            errs.push(loc.error(
+                Some(c.dir.span()),
+                format!("`dir`: {} is not a folder", p.display()),
+            ));
+            None
+        }
+        Err(e) => {
+            errs.push(loc.error(
+                Some(c.dir.span()),
+                format!("`dir`: cannot open {}: {e}", p.display()),
+            ));
+            None
+        }
+    }
 }
 
 fn proxy(

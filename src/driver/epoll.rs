@@ -43,6 +43,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::cgi_proc::{self, CgiProc, Procs};
 use super::epoll_gw::{self, Gate, Up, UpSock, UP_BIT};
 use super::pool::Pool;
 use super::{expired, AccessLog, DriverError, WorkerCtx, TICK};
@@ -94,6 +95,8 @@ struct Conn {
     lingered: usize,
     /// The upstream socket of the proxied request in flight.
     up: Option<Up>,
+    /// The CGI script of the request in flight.
+    cgi: Option<CgiProc>,
 }
 
 /// What a pass over one connection decided.
@@ -182,6 +185,9 @@ struct Worker {
     shutdown_deadline: Option<Instant>,
     /// Idle upstream connections, this worker's own.
     pool: Pool<UpSock>,
+    /// CGI scripts alive and being reaped.
+    procs: Procs,
+    cgi_max: usize,
 }
 
 /// Runs one worker: returns after shutdown once every connection is closed or the shutdown
@@ -228,6 +234,8 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         reload,
         reload_seen: 0,
         pool: Pool::default(),
+        procs: Procs::default(),
+        cgi_max: config.cgi_max_procs.max(1),
     };
     let shutdown_timeout = config.timeouts.shutdown;
     let result = w.event_loop(shutdown_timeout);
@@ -275,14 +283,17 @@ impl Worker {
                     SHUTDOWN => self.begin_shutdown(now, shutdown_timeout),
                     Token(t) if t & UP_BIT != 0 => {
                         let i = t & !UP_BIT;
-                        let Some(up) = self.conns.get_mut(i).and_then(|c| c.up.as_mut()) else {
-                            continue; // stale: the upstream was released in this batch
+                        let Some(conn) = self.conns.get_mut(i) else {
+                            continue; // stale: the connection closed in this batch
                         };
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            up.readable = true;
-                        }
-                        if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                            up.writable = true;
+                        // A CGI script's pipes are tried without readiness flags.
+                        if let Some(up) = conn.up.as_mut() {
+                            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                                up.readable = true;
+                            }
+                            if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                                up.writable = true;
+                            }
                         }
                         self.drive(i, now);
                     }
@@ -367,6 +378,7 @@ impl Worker {
                         linger_until: None,
                         lingered: 0,
                         up: None,
+                        cgi: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -473,6 +485,7 @@ impl Worker {
             self.accept_resume_at = None;
             self.resume_listening();
         }
+        self.procs.reap(now);
     }
 
     fn flush_access_log(&mut self) {
@@ -489,7 +502,13 @@ impl Worker {
             pool: &mut self.pool,
             token: i,
         };
-        match drive_conn(conn, &mut self.svc, &mut gate, &mut self.buf, now) {
+        let mut cx = cgi_proc::Ctx {
+            registry: self.poll.registry(),
+            procs: &mut self.procs,
+            max: self.cgi_max,
+            token: i,
+        };
+        match drive_conn(conn, &mut self.svc, &mut gate, &mut cx, &mut self.buf, now) {
             Step::Wait => {}
             Step::Again => self.again.push(i),
             Step::Close => self.close(i),
@@ -499,7 +518,12 @@ impl Worker {
     fn close(&mut self, i: usize) {
         // Dropping the socket closes it, which also removes it from the epoll set.
         if let Some(mut conn) = self.conns.remove(i) {
-            conn.session.gw_abandon(&mut self.svc, Instant::now());
+            let now = Instant::now();
+            conn.session.gw_abandon(&mut self.svc, now);
+            if let Some(p) = conn.cgi.take() {
+                // The client is gone: the script is put down (SIGTERM, then SIGKILL).
+                self.procs.retire(p, self.poll.registry(), true, now);
+            }
             self.resume_listening();
         }
     }
@@ -511,6 +535,7 @@ fn drive_conn(
     conn: &mut Conn,
     svc: &mut Service,
     gate: &mut Gate<'_>,
+    cx: &mut cgi_proc::Ctx<'_>,
     buf: &mut [u8],
     now: Instant,
 ) -> Step {
@@ -566,16 +591,12 @@ fn drive_conn(
             return start_linger(conn, buf, now);
         }
 
-        // The proxied request, if any: connect, send, read (output may follow).
-        if epoll_gw::drive(
-            &mut conn.up,
-            &mut conn.session,
-            svc,
-            gate,
-            buf,
-            now,
-            &mut budget,
-        ) {
+        // The proxied request or CGI script, if any: connect or spawn, send, read (output
+        // may follow).
+        let s = &mut conn.session;
+        let up = epoll_gw::drive(&mut conn.up, s, svc, gate, buf, now, &mut budget);
+        let cgi = cgi_proc::drive(&mut conn.cgi, s, svc, cx, buf, now, &mut budget);
+        if up || cgi {
             if budget == 0 {
                 return Step::Again;
             }

@@ -133,6 +133,10 @@ pub fn drive(
         let Some(x) = session.gateway() else {
             return progress;
         };
+        if x.cgi.is_some() {
+            // A CGI script, not an upstream: `cgi_proc` drives it.
+            return progress;
+        }
         // Finished: pool or close the socket, then let the session go on.
         if let Some(reusable) = x.finished() {
             if let Some(mut u) = up.take() {

@@ -13,6 +13,7 @@ use crate::config::{Backend, Config};
 use crate::handler::Roots;
 use crate::session::Service;
 
+mod cgi_proc;
 pub mod epoll;
 mod epoll_gw;
 pub mod pool;

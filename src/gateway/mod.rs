@@ -6,6 +6,7 @@
 //! pooled connection or opens one, moves bytes both ways, and reports what happened; the core
 //! picks servers, builds and parses heads, re-frames bodies and applies the retry rule.
 
+pub mod cgi;
 pub mod proxy;
 
 use std::time::Instant;

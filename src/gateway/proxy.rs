@@ -154,6 +154,9 @@ pub struct Exchange {
     pub reused: bool,
     /// The next connection must be a new one (a pooled one just failed under this request).
     pub fresh_only: bool,
+    /// A CGI script instead of an upstream server: the driver spawns it, writes the body to
+    /// its stdin, and feeds its stdout here (a CGI header block, then the body to EOF).
+    pub cgi: Option<Box<super::cgi::Spawn>>,
 }
 
 /// Builds the head of the request to forward: request line with `path_query`, the client's
@@ -323,12 +326,52 @@ impl Exchange {
             attempt: 0,
             reused: false,
             fresh_only: false,
+            cgi: None,
+        }
+    }
+
+    /// An exchange that runs `spawn` (a CGI script) with the request `body` on its stdin.
+    pub fn new_cgi(
+        start: Start,
+        spawn: super::cgi::Spawn,
+        body: &[u8],
+        conn: ConnHeader,
+    ) -> Exchange {
+        let mut x = Exchange::new(start, b"", conn);
+        x.req = body.to_vec();
+        x.cgi = Some(Box::new(spawn));
+        x
+    }
+
+    /// The script to spawn, while it is not running yet.
+    pub fn spawn_spec(&self) -> Option<&super::cgi::Spawn> {
+        match self.state {
+            State::Connect => self.cgi.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The script was spawned (then `to_send` is its stdin, and the driver closes stdin once
+    /// it is all written).
+    pub fn spawned(&mut self, now: Instant) {
+        if self.state == State::Connect {
+            self.state = State::Exchange;
+            self.sent = 0;
+            self.head.clear();
+            let t = self
+                .cgi
+                .as_ref()
+                .map_or(self.start.read_timeout, |c| c.timeout);
+            self.deadline = Some(now + t);
         }
     }
 
     /// The server to connect to, once chosen (`Session` picks it) and while not connected;
     /// a driver that already holds a socket for this `attempt` just waits for it.
     pub fn connect_to(&self) -> Option<(usize, usize)> {
+        if self.cgi.is_some() {
+            return None;
+        }
         match (&self.state, self.server) {
             (State::Connect, Some(s)) => Some((self.start.group, s)),
             _ => None,
@@ -357,7 +400,7 @@ impl Exchange {
     /// `n` request bytes were written to the upstream.
     pub fn sent(&mut self, n: usize, now: Instant) {
         self.sent = (self.sent + n).min(self.req.len());
-        if self.sent == self.req.len() {
+        if self.sent == self.req.len() && self.cgi.is_none() {
             self.deadline = Some(now + self.start.read_timeout);
         }
     }
@@ -422,7 +465,17 @@ impl Exchange {
             self.cut = true;
             return;
         }
+        let cgi = self.cgi.is_some();
         let (status, msg): (u16, &[u8]) = match why {
+            Failure::Timeout if cgi => (
+                504,
+                b"504 Gateway Timeout: the CGI script ran past its timeout\n",
+            ),
+            Failure::Bad(_) if cgi => (
+                502,
+                b"502 Bad Gateway: the CGI script's output was malformed or missing\n",
+            ),
+            Failure::Connect if cgi => (502, b"502 Bad Gateway: the CGI script could not start\n"),
             Failure::Timeout => (
                 504,
                 b"504 Gateway Timeout: the upstream did not answer in time\n",
@@ -449,12 +502,12 @@ impl Exchange {
         self.state = State::Done { reusable: false };
         self.failure = Some(Failure::Connect);
         self.status = 503;
-        self.error_page(
-            503,
-            b"503 Service Unavailable: no upstream server is available\n",
-            out,
-            ctx,
-        );
+        let msg: &[u8] = if self.cgi.is_some() {
+            b"503 Service Unavailable: too many CGI processes are running\n"
+        } else {
+            b"503 Service Unavailable: no upstream server is available\n"
+        };
+        self.error_page(503, msg, out, ctx);
     }
 
     fn error_page(&mut self, status: u16, msg: &[u8], out: &mut OutQueue, ctx: &mut Ctx<'_>) {
@@ -488,13 +541,20 @@ impl Exchange {
         ctx: &mut Ctx<'_>,
         now: Instant,
     ) -> Result<(), Failure> {
-        self.deadline = Some(now + self.start.read_timeout);
+        // Between two reads for an upstream; a CGI script's timeout runs from its start.
+        if self.cgi.is_none() {
+            self.deadline = Some(now + self.start.read_timeout);
+        }
         while !data.is_empty() {
             match self.state {
                 State::Exchange => {
                     let before = self.head.len();
                     self.head.extend_from_slice(data);
-                    let end = find_head_end(&self.head);
+                    let end = if self.cgi.is_some() {
+                        super::cgi::head_end(&self.head)
+                    } else {
+                        find_head_end(&self.head)
+                    };
                     if end.unwrap_or(self.head.len()) > MAX_RESPONSE_HEAD {
                         return Err(Failure::Bad("response head too large"));
                     }
@@ -504,7 +564,12 @@ impl Exchange {
                     let used = end - before;
                     data = &data[used..];
                     let head = std::mem::take(&mut self.head);
-                    let again = self.on_head(&head[..end], out, ctx)?;
+                    let again = if self.cgi.is_some() {
+                        let http = super::cgi::to_http_head(&head[..end]).map_err(Failure::Bad)?;
+                        self.on_head(&http, out, ctx)?
+                    } else {
+                        self.on_head(&head[..end], out, ctx)?
+                    };
                     if again {
                         // An interim (1xx) response: the final one follows.
                         self.head.clear();
@@ -543,6 +608,9 @@ impl Exchange {
                 self.upstream_close = true;
                 self.finish(out, ctx);
                 Ok(())
+            }
+            (State::Exchange, _) if self.cgi.is_some() => {
+                Err(Failure::Bad("the CGI script ended before its header"))
             }
             (State::Exchange, _) if self.head.is_empty() => Err(Failure::Connect),
             (State::Done { .. }, _) => Ok(()),
@@ -675,6 +743,13 @@ impl Exchange {
             buf.extend_from_slice(b": ");
             buf.extend_from_slice(f.value);
             buf.extend_from_slice(b"\r\n");
+        }
+        if !r
+            .headers
+            .iter()
+            .any(|f| f.name.eq_ignore_ascii_case("server"))
+        {
+            head::header(buf, "Server", ctx.server.as_bytes());
         }
         match (&self.body, cl) {
             (UpBody::Length(_), Some(n)) => head::header_u64(buf, "Content-Length", n),

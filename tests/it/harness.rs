@@ -139,6 +139,7 @@ pub struct ServerBuilder {
     config: Option<PathBuf>,
     args: Vec<String>,
     listen: String,
+    workers: usize,
 }
 
 impl ServerBuilder {
@@ -149,6 +150,7 @@ impl ServerBuilder {
             config: None,
             args: Vec::new(),
             listen: "127.0.0.1:0".to_string(),
+            workers: 2,
         }
     }
 
@@ -168,7 +170,7 @@ impl ServerBuilder {
             "--listen".to_string(),
             self.listen.clone(),
             "--workers".to_string(),
-            "2".to_string(),
+            self.workers.to_string(),
             "--backend".to_string(),
             self.backend.clone(),
         ];
@@ -181,6 +183,12 @@ impl ServerBuilder {
             None => v.push(self.root.display().to_string()),
         }
         v
+    }
+
+    /// Run `n` workers instead of 2.
+    pub fn workers(mut self, n: usize) -> ServerBuilder {
+        self.workers = n;
+        self
     }
 
     /// Serve the sites of config file `path` (`--config`) instead of a root folder.

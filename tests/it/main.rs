@@ -8,6 +8,7 @@
 //! makes that a failure. The conformance cases (`conformance.rs`) always run.
 
 mod abuse;
+mod cgi;
 mod conditional;
 mod conformance;
 mod corpus;
@@ -87,6 +88,22 @@ fn cli_missing_root_is_a_clear_error() {
 #[test]
 fn proxy_auto_keeps_its_backend_choice() {
     proxy::auto_keeps_its_choice();
+}
+
+/// CGI runs on the epoll backend for now.
+mod cgi_epoll {
+    #[test]
+    fn scripts_run_per_rfc_3875() {
+        crate::cgi::scripts_run_per_rfc_3875();
+    }
+    #[test]
+    fn misbehaving_scripts() {
+        crate::cgi::misbehaving_scripts();
+    }
+    #[test]
+    fn timeout_kills_the_script() {
+        crate::cgi::timeout_kills_the_script();
+    }
 }
 
 #[test]

@@ -1,0 +1,270 @@
+//! CGI (RFC 3875) against real scripts in shell and Python: meta-variables, PATH_INFO, bodies,
+//! Status and Location, stderr to the error log, and scripts that misbehave (no header, a
+//! huge header, endless output to a client that stopped reading, too many at once, too slow,
+//! a client that goes away). Nothing may be left running or unreaped.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Server, ServerBuilder, TempDir};
+use crate::http::Client;
+
+fn script(d: &TempDir, name: &str, text: &str) {
+    let p = d.write(&format!("cgi/{name}"), text.as_bytes());
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn setup(extra: &[&str], workers: usize) -> (TempDir, Server) {
+    let d = TempDir::new("cgi");
+    d.write("www/index.html", b"static\n");
+    script(
+        &d,
+        "env.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv | sort\n",
+    );
+    script(
+        &d,
+        "echo.py",
+        "#!/usr/bin/env python3\nimport os, sys\nbody = sys.stdin.buffer.read()\nsys.stdout.write('Status: 201 Made\\nContent-Type: text/plain\\nX-Len: %d\\n\\n' % len(body))\nsys.stdout.flush()\nsys.stdout.buffer.write(body)\nprint('python says hi', file=sys.stderr)\n",
+    );
+    script(
+        &d,
+        "redirect.sh",
+        "#!/bin/sh\nprintf 'Location: https://example.test/elsewhere\\n\\n'\n",
+    );
+    script(&d, "noheader.sh", "#!/bin/sh\nexit 0\n");
+    script(
+        &d,
+        "nocontenttype.sh",
+        "#!/bin/sh\nprintf 'X-A: 1\\n\\nbody'\n",
+    );
+    script(
+        &d,
+        "hugeheader.sh",
+        "#!/bin/sh\nprintf 'X-A: '\nhead -c 100000 /dev/zero | tr '\\0' a\nprintf '\\n\\n'\n",
+    );
+    script(&d, "endless.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho $$ > ../endless.pid\nwhile :; do echo yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy; done\n");
+    script(&d, "slow.sh", "#!/bin/sh\nsleep 30\n");
+    script(
+        &d,
+        "sleep1.sh",
+        "#!/bin/sh\nsleep 1\nprintf 'Content-Type: text/plain\\n\\ndone'\n",
+    );
+    let mut args = vec![
+        "--cgi".to_string(),
+        format!("/cgi-bin={}", d.path().join("cgi").display()),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let srv = ServerBuilder::new("epoll", &d.path().join("www"))
+        .workers(workers)
+        .args(&argv)
+        .start();
+    (d, srv)
+}
+
+/// Meta-variables, PATH_INFO, query, bodies both ways, Status, Location, stderr.
+pub fn scripts_run_per_rfc_3875() {
+    let (_d, srv) = setup(&[], 2);
+    let mut c = Client::new(srv.connect());
+    c.set_timeout(Duration::from_secs(10));
+    let r = c.exchange(
+        b"GET /cgi-bin/env.sh/extra/path?a=1&b=2 HTTP/1.1\r\nHost: site.test:8080\r\nProxy: http://evil:1\r\nAuthorization: Basic x\r\nX-Custom: v\r\nUser-Agent: t\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let env = r.body_str();
+    for want in [
+        "GATEWAY_INTERFACE=CGI/1.1",
+        "SERVER_PROTOCOL=HTTP/1.1",
+        "SERVER_NAME=site.test",
+        "REQUEST_METHOD=GET",
+        "SCRIPT_NAME=/cgi-bin/env.sh",
+        "PATH_INFO=/extra/path",
+        "QUERY_STRING=a=1&b=2",
+        "REMOTE_ADDR=127.0.0.1",
+        "HTTP_X_CUSTOM=v",
+        "HTTP_USER_AGENT=t",
+        "HTTP_HOST=site.test:8080",
+        "PATH_TRANSLATED=",
+    ] {
+        assert!(env.contains(want), "{want} missing:\n{env}");
+    }
+    assert!(!env.contains("HTTP_PROXY"), "httpoxy: {env}");
+    assert!(!env.contains("HTTP_AUTHORIZATION"), "{env}");
+    assert!(!env.contains("CONTENT_LENGTH"), "{env}");
+    // A chunked upload reaches stdin whole, with CONTENT_LENGTH; Status is honoured.
+    let r = c.exchange(
+        b"POST /cgi-bin/echo.py HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (201, "hello world"),
+        "{}",
+        r.head
+    );
+    assert_eq!(r.header("x-len"), Some("11"));
+    let r = c.exchange(b"GET /cgi-bin/redirect.sh HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("https://example.test/elsewhere"));
+    // Static files beside the scripts, and names that are not scripts.
+    let r = c.exchange(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.body_str(), "static\n");
+    for (path, status) in [
+        ("/cgi-bin/nope.sh", 404),
+        ("/cgi-bin/../www/index.html", 400),
+        ("/cgi-bin/", 404),
+    ] {
+        let r = c.exchange(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        assert_eq!(r.status, status, "{path}: {}", r.head);
+    }
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !srv.stderr_text().contains("python says hi") && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let err = srv.stderr_text();
+    assert!(
+        err.contains("ringd: cgi /cgi-bin/echo.py: python says hi"),
+        "{err}"
+    );
+}
+
+/// Broken output → 502; too slow → 504 (and the script killed); a client that stops reading
+/// or leaves gets its script killed; beyond the per-worker limit → 503; nothing is left over.
+pub fn misbehaving_scripts() {
+    let (d, srv) = setup(&["--cgi-max-procs", "2"], 1);
+    let get = |path: &str| {
+        let mut c = Client::new(srv.connect());
+        c.set_timeout(Duration::from_secs(40));
+        c.exchange(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+    };
+    for (path, status) in [
+        ("/cgi-bin/noheader.sh", 502),
+        ("/cgi-bin/nocontenttype.sh", 502),
+        ("/cgi-bin/hugeheader.sh", 502),
+    ] {
+        let r = get(path);
+        assert_eq!(r.status, status, "{path}: {}", r.head);
+    }
+    // The limit: two slow scripts run, a third request at once gets 503.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = Client::new(srv.connect());
+        c.send(b"GET /cgi-bin/sleep1.sh HTTP/1.1\r\nHost: a\r\n\r\n");
+        held.push(c);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let r = get("/cgi-bin/sleep1.sh");
+    assert_eq!(r.status, 503, "{}", r.head);
+    for mut c in held {
+        c.set_timeout(Duration::from_secs(10));
+        let r = c.read_response(false).unwrap();
+        assert_eq!(r.body_str(), "done");
+    }
+    // A client that stops reading an endless script, then leaves: the script is killed.
+    let pidfile = d.path().join("endless.pid");
+    {
+        let mut c = Client::new(srv.connect());
+        c.send(b"GET /cgi-bin/endless.sh HTTP/1.1\r\nHost: a\r\n\r\n");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pidfile.exists() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        thread::sleep(Duration::from_millis(300));
+        let _ = c.stream.flush();
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("the endless script ran")
+        .trim()
+        .parse()
+        .unwrap();
+    let gone = |pid: i32| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // A reaped process has no /proc entry (a zombie still has one).
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(gone(pid), "the endless script outlived its client");
+    // No zombie children of ringd.
+    thread::sleep(Duration::from_millis(1500));
+    let zombies = children_in_state(srv.pid(), 'Z');
+    assert!(zombies.is_empty(), "zombies: {zombies:?}");
+    drop(srv);
+}
+
+/// A script past its timeout: 504, and its process group is killed.
+pub fn timeout_kills_the_script() {
+    let d = TempDir::new("cgi-timeout");
+    d.write("www/x", b"x");
+    script(
+        &d,
+        "slow.sh",
+        "#!/bin/sh\necho $$ > \"$(dirname \"$0\")/../slow.pid\"\nsleep 30 &\nwait\n",
+    );
+    d.write(
+        "c.toml",
+        b"[[sites]]\nhosts = [\"_\"]\nroot = \"www\"\n[[sites.routes]]\npath = \"/cgi-bin/*\"\ncgi = { dir = \"cgi\", timeout = \"1s\" }\n",
+    );
+    let srv = ServerBuilder::new("epoll", d.path())
+        .config(&d.path().join("c.toml"))
+        .start();
+    let mut c = Client::new(srv.connect());
+    c.set_timeout(Duration::from_secs(10));
+    let t = Instant::now();
+    let r = c.exchange(b"GET /cgi-bin/slow.sh HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 504, "{}", r.head);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let pid: i32 = std::fs::read_to_string(d.path().join("slow.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out script is still there"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Its child (the `sleep` in the same process group) too.
+    thread::sleep(Duration::from_millis(200));
+    let left = children_in_state(srv.pid(), 'S');
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+/// The PIDs of `parent`'s children whose /proc state is `state`.
+fn children_in_state(parent: i32, state: char) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let mut f = after.split_whitespace();
+        let st = f.next().and_then(|s| s.chars().next());
+        let ppid: i32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == parent && st == Some(state) {
+            out.push(pid);
+        }
+    }
+    out
+}
