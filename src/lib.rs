@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod driver;
 pub mod gateway;
 pub mod handler;
+pub mod health;
 pub mod proto;
 pub mod router;
 pub mod session;

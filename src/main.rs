@@ -40,11 +40,13 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
         Ok(c) => {
             let sites = c.sites.sites.len();
             let routes = c.sites.route_count();
+            let ups = c.sites.upstreams.len();
             println!(
-                "{}: ok: {sites} site{}, {routes} route{}, 0 upstreams",
+                "{}: ok: {sites} site{}, {routes} route{}, {ups} upstream{}",
                 file.display(),
                 if sites == 1 { "" } else { "s" },
                 if routes == 1 { "" } else { "s" },
+                if ups == 1 { "" } else { "s" },
             );
             Ok(())
         }

@@ -173,6 +173,8 @@ impl Server {
         let cpus = sys::allowed_cpus();
         let roots = open_roots(&self.config)?;
         let reload = Arc::new(Reload::default());
+        // Active health checks, off the request path; replaced on reload, stopped on return.
+        let mut checker = crate::health::start(&self.config.sites.upstreams);
         let mut workers: Vec<(OwnedFd, JoinHandle<Result<(), DriverError>>)> = Vec::new();
         let mut start_err = None;
         for (id, listener) in self.listeners.into_iter().enumerate() {
@@ -185,7 +187,13 @@ impl Server {
             }
         }
         if start_err.is_none() {
-            start_err = watch(&workers, &self.config, self.reloader.as_mut(), &reload);
+            start_err = watch(
+                &workers,
+                &self.config,
+                self.reloader.as_mut(),
+                &reload,
+                &mut checker,
+            );
         }
         for (efd, _) in &workers {
             // A failed write means the worker has exited already; nothing to wake.
@@ -244,10 +252,17 @@ fn watch(
     config: &Config,
     mut reloader: Option<&mut Reloader>,
     reload: &Reload,
+    checker: &mut Option<crate::health::Checker>,
 ) -> Option<ServerError> {
     loop {
         match sys::wait_shutdown_signal(WATCH_INTERVAL) {
-            Ok(Some(libc::SIGHUP)) => do_reload(config, reloader.as_deref_mut(), reload),
+            Ok(Some(libc::SIGHUP)) => {
+                if let Some(upstreams) = do_reload(config, reloader.as_deref_mut(), reload) {
+                    // The new config's groups, with their own health flags.
+                    *checker = None;
+                    *checker = crate::health::start(&upstreams);
+                }
+            }
             Ok(Some(_)) => return None,
             Ok(None) => {}
             Err(e) => return Some(ServerError::Setup { id: 0, source: e }),
@@ -261,10 +276,14 @@ fn watch(
 
 /// SIGHUP: re-read the config; a valid one goes to every worker (at its next tick), an
 /// invalid one changes nothing. Either way one line per outcome or error on stderr.
-fn do_reload(running: &Config, reloader: Option<&mut Reloader>, reload: &Reload) {
+fn do_reload(
+    running: &Config,
+    reloader: Option<&mut Reloader>,
+    reload: &Reload,
+) -> Option<Vec<crate::config::upstreams::Upstream>> {
     let Some(reloader) = reloader else {
         eprintln!("ringd: SIGHUP: no config file to reload (started without --config)");
-        return;
+        return None;
     };
     let shown = running
         .config_file
@@ -277,6 +296,7 @@ fn do_reload(running: &Config, reloader: Option<&mut Reloader>, reload: &Reload)
                  need --backend epoll (this server runs {}; restart it to switch)",
                 running.backend.name()
             );
+            None
         }
         Ok(new) => {
             for (key, changed) in [
@@ -294,10 +314,15 @@ fn do_reload(running: &Config, reloader: Option<&mut Reloader>, reload: &Reload)
             match open_roots(&new) {
                 Ok(roots) => {
                     let (n, r) = (new.sites.sites.len(), new.sites.route_count());
+                    let upstreams = new.sites.upstreams.clone();
                     reload.publish(new, roots);
                     eprintln!("ringd: reloaded {shown}: {n} site(s), {r} route(s)");
+                    Some(upstreams)
                 }
-                Err(e) => eprintln!("ringd: reload failed, nothing changed: {e}"),
+                Err(e) => {
+                    eprintln!("ringd: reload failed, nothing changed: {e}");
+                    None
+                }
             }
         }
         Err(errors) => {
@@ -312,6 +337,7 @@ fn do_reload(running: &Config, reloader: Option<&mut Reloader>, reload: &Reload)
                 errors.len()
             ));
             let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
+            None
         }
     }
 }

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -81,6 +83,22 @@ pub struct Upstream {
     /// Response bytes read ahead of a slow client per request before reading pauses.
     /// Default 1 MiB.
     pub buffer_responses: usize,
+    /// Active health checks, if configured.
+    pub health: Option<Health>,
+}
+
+/// `health = { path, interval, expect }`: a management thread GETs `path` from every server
+/// each `interval`; a server that does not answer `expect` is skipped by every worker until
+/// it does again.
+#[derive(Clone, Debug)]
+pub struct Health {
+    pub path: String,
+    /// Default 2 s.
+    pub interval: Duration,
+    /// Default 200.
+    pub expect: u16,
+    /// One flag per server, shared by the checker (writes) and the workers (read): healthy.
+    pub up: Arc<[AtomicBool]>,
 }
 
 /// An address or CIDR block whose forwarding fields are trusted.
@@ -215,13 +233,24 @@ pub fn build(
                 HashKey::RemoteIp
             }
         };
-        if let Some(h) = &u.health {
-            errs.push(loc.error(
-                Some(h.span()),
-                "`health`: active health checks are not implemented yet; passive health \
-                 (max_fails, fail_timeout) is",
-            ));
-        }
+        let health = u.health.as_ref().map(|h| {
+            let hv = h.get_ref();
+            if !hv.path.get_ref().starts_with('/') {
+                errs.push(loc.error(Some(hv.path.span()), "`path` must start with `/`"));
+            }
+            let interval = hv.interval.map_or(Duration::from_secs(2), |d| d.0);
+            if interval < Duration::from_millis(100) {
+                errs.push(loc.error(Some(h.span()), "`interval` is at least 100ms"));
+            }
+            Health {
+                path: hv.path.get_ref().clone(),
+                interval,
+                expect: hv.expect.unwrap_or(200),
+                up: (0..u.servers.get_ref().len())
+                    .map(|_| AtomicBool::new(true))
+                    .collect(),
+            }
+        });
         if let Some(b) = &u.buffer_requests {
             if !*b.get_ref() {
                 errs.push(loc.error(
@@ -251,6 +280,7 @@ pub fn build(
             buffer_responses: u
                 .buffer_responses
                 .map_or(1 << 20, |b| usize::try_from(b.0).unwrap_or(usize::MAX)),
+            health,
         });
     }
     out
@@ -271,6 +301,7 @@ pub fn from_flags(servers: Vec<ServerSpec>) -> Upstream {
         fail_timeout: Duration::from_secs(10),
         retries: 1,
         buffer_responses: 1 << 20,
+        health: None,
     }
 }
 

@@ -72,9 +72,15 @@ impl Upstreams {
     }
 
     fn up(&self, group: usize, server: usize, now: Instant) -> bool {
-        self.groups[group].servers[server]
+        let passive = self.groups[group].servers[server]
             .down_until
-            .is_none_or(|t| now >= t)
+            .is_none_or(|t| now >= t);
+        let active = self.specs[group]
+            .health
+            .as_ref()
+            .and_then(|h| h.up.get(server))
+            .is_none_or(|f| f.load(std::sync::atomic::Ordering::Relaxed));
+        passive && active
     }
 
     /// Picks a server of `group` for a request, skipping `tried` and servers taken out.
@@ -88,33 +94,34 @@ impl Upstreams {
             return None;
         }
         let weight = |i: usize| i64::from(spec.servers[i].weight);
-        let choice = match spec.balance {
-            Balance::RoundRobin => {
-                // nginx's smooth weighted round robin.
-                let total: i64 = candidates.iter().map(|&i| weight(i)).sum();
-                let g = &mut self.groups[group];
-                let mut best = candidates[0];
-                for &i in &candidates {
-                    g.servers[i].current += weight(i);
-                    if g.servers[i].current > g.servers[best].current {
-                        best = i;
-                    }
+        // nginx's smooth weighted round robin over `among`.
+        let wrr = |groups: &mut Vec<GroupState>, among: &[usize]| {
+            let total: i64 = among.iter().map(|&i| weight(i)).sum();
+            let g = &mut groups[group];
+            let mut best = among[0];
+            for &i in among {
+                g.servers[i].current += weight(i);
+                if g.servers[i].current > g.servers[best].current {
+                    best = i;
                 }
-                g.servers[best].current -= total;
-                best
             }
+            g.servers[best].current -= total;
+            best
+        };
+        let choice = match spec.balance {
+            Balance::RoundRobin => wrr(&mut self.groups, &candidates),
             Balance::LeastConn => {
+                // Fewest in flight per unit of weight; ties in weighted round robin, as
+                // nginx's least_conn does.
                 let g = &self.groups[group];
-                *candidates
+                let score = |i: usize| u64::from(g.servers[i].inflight) * 1000 / weight(i) as u64;
+                let min = candidates.iter().map(|&i| score(i)).min().unwrap_or(0);
+                let ties: Vec<usize> = candidates
                     .iter()
-                    .min_by_key(|&&i| {
-                        // Fewest in flight per unit of weight; ties to the heavier.
-                        (
-                            u64::from(g.servers[i].inflight) * 1000 / weight(i) as u64,
-                            -weight(i),
-                        )
-                    })
-                    .unwrap_or(&candidates[0])
+                    .copied()
+                    .filter(|&i| score(i) == min)
+                    .collect();
+                wrr(&mut self.groups, &ties)
             }
             Balance::RandomTwo => {
                 let a = candidates[(self.random() % candidates.len() as u64) as usize];

@@ -75,6 +75,7 @@ per_backend! {
     proxy_retries_and_balancing => crate::proxy::retries_and_balancing,
     proxy_smuggling_never_reaches_upstream => crate::proxy::smuggling_never_reaches_upstream,
     proxy_gunicorn_behind_ringd => crate::proxy::gunicorn_stack,
+    proxy_active_health_checks => crate::proxy::active_health_checks,
 }
 
 /// Backend-independent CLI behaviour.

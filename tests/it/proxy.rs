@@ -708,3 +708,85 @@ fn find_gunicorn() -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// Issue 12's upstream example, verbatim but for the addresses: it loads, and its active
+/// health check takes a server that answers /healthz with 500 out of rotation (logged once),
+/// then back in when it recovers.
+pub fn active_health_checks(backend: &str) {
+    use std::sync::atomic::AtomicU16;
+    let health_a = Arc::new(AtomicU16::new(200));
+    let ha = health_a.clone();
+    let a = Upstream::spawn(move |req, _| {
+        if req.starts_with(b"GET /healthz ") {
+            let st = ha.load(Ordering::Relaxed);
+            Action::ReplyClose(format!("HTTP/1.1 {st} X\r\nContent-Length: 0\r\n\r\n").into_bytes())
+        } else {
+            Action::Reply(ok(b"A"))
+        }
+    });
+    let b = Upstream::spawn(|req, _| {
+        if req.starts_with(b"GET /healthz ") {
+            Action::ReplyClose(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec())
+        } else {
+            Action::Reply(ok(b"B"))
+        }
+    });
+    let d = TempDir::new("proxy-health");
+    let conf = r#"
+[upstreams.app]
+servers = ["{UP}", "{UP2} weight=2"]
+balance = "least_conn"        # round_robin (weighted, default) | least_conn | random_two | hash
+hash_key = "{remote_ip}"      # for balance = "hash": a consistent hash (rendezvous or ketama) of this
+keepalive = 32                # idle connections kept per worker per server
+idle_timeout = "30s"          # below the upstream's own keep-alive timeout: never reuse a dying connection
+connect_timeout = "2s"
+read_timeout = "60s"          # between two reads from the upstream → 504
+max_fails = 3                 # passive health: this many failures within fail_timeout
+fail_timeout = "10s"          #   take the server out for fail_timeout
+health = { path = "/healthz", interval = "200ms", expect = 200 }   # active checks (optional)
+retries = 1                   # see the retry rule below
+buffer_requests = true        # read the whole request body before choosing a server
+buffer_responses = "1MiB"     # read the response ahead of a slow client up to this, per request
+
+[[sites]]
+hosts = ["_"]
+root = "www"
+
+[[sites.routes]]
+path = "/api/*"
+proxy = { upstream = "app", strip_prefix = "/api", headers = { set = { "X-Env" = "prod" } } }
+"#;
+    let srv = start(backend, &d, conf, &[&a, &b]);
+    let mut c = Client::new(srv.connect());
+    let mut seen = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                c.exchange(b"GET /api/x HTTP/1.1\r\nHost: h\r\n\r\n")
+                    .body_str()
+            })
+            .collect()
+    };
+    let both = seen(12);
+    assert!(both.contains('A') && both.contains('B'), "{both}");
+    health_a.store(500, Ordering::Relaxed);
+    thread::sleep(Duration::from_millis(700));
+    let only_b = seen(10);
+    assert_eq!(
+        only_b,
+        "B".repeat(10),
+        "a failing server still got requests"
+    );
+    let err = srv.stderr_text();
+    assert!(
+        err.contains(&format!("upstream app: {} is down", a.addr)),
+        "{err}"
+    );
+    health_a.store(200, Ordering::Relaxed);
+    thread::sleep(Duration::from_millis(700));
+    let again = seen(12);
+    assert!(
+        again.contains('A'),
+        "the recovered server got nothing: {again}"
+    );
+    assert!(srv.stderr_text().contains(&format!("{} is up", a.addr)));
+}
