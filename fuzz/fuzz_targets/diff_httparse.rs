@@ -179,7 +179,7 @@ fn httparse_chunked(body: &[u8]) -> Result<Option<usize>, ()> {
         let Some(end) = usize::try_from(size).ok().and_then(|s| pos.checked_add(s)) else {
             return Ok(None);
         };
-        if end + 2 > body.len() {
+        if end >= body.len() || body.len() - end < 2 {
             // Not all there yet; but a wrong byte after the data is already an error.
             if end < body.len() && body[end] != b'\r' {
                 return Err(());
@@ -219,7 +219,7 @@ fn chunk_lines(body: &[u8]) -> ChunkLines<'_> {
                 }
                 pos = match usize::try_from(size)
                     .ok()
-                    .and_then(|s| pos.checked_add(s + 2))
+                    .and_then(|s| pos.checked_add(s)?.checked_add(2))
                 {
                     Some(p) if p <= body.len() => p,
                     _ => break,
