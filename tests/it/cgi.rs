@@ -52,6 +52,11 @@ fn setup(extra: &[&str], workers: usize) -> (TempDir, Server) {
         "sleep1.sh",
         "#!/bin/sh\nsleep 1\nprintf 'Content-Type: text/plain\\n\\ndone'\n",
     );
+    script(
+        &d,
+        "hold.sh",
+        "#!/bin/sh\ntouch ../started.$$\nsleep 3\nprintf 'Content-Type: text/plain\\n\\ndone'\n",
+    );
     let mut args = vec![
         "--cgi".to_string(),
         format!("/cgi-bin={}", d.path().join("cgi").display()),
@@ -148,14 +153,30 @@ pub fn misbehaving_scripts() {
         let r = get(path);
         assert_eq!(r.status, status, "{path}: {}", r.head);
     }
-    // The limit: two slow scripts run, a third request at once gets 503.
+    // The limit: two slow scripts run (both have started), a third request gets 503.
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut c = Client::new(srv.connect());
-        c.send(b"GET /cgi-bin/sleep1.sh HTTP/1.1\r\nHost: a\r\n\r\n");
+        c.send(b"GET /cgi-bin/hold.sh HTTP/1.1\r\nHost: a\r\n\r\n");
         held.push(c);
     }
-    thread::sleep(Duration::from_millis(300));
+    let started = || {
+        std::fs::read_dir(d.path())
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("started."))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while started() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the two held scripts did not start"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let r = get("/cgi-bin/sleep1.sh");
     assert_eq!(r.status, 503, "{}", r.head);
     for mut c in held {
