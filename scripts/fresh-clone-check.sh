@@ -24,15 +24,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-git clone --quiet --no-local "$here" "$tmp/ringd"
-cd "$tmp/ringd"
-[ ! -e ../shared ] || { echo "fresh-clone-check: $tmp/shared exists" >&2; exit 1; }
+# Two levels below the temporary folder: the test looks for the corpus at ../shared and
+# ../../shared, and neither may exist here.
+mkdir -p "$tmp/box"
+git clone --quiet --no-local "$here" "$tmp/box/ringd"
+cd "$tmp/box/ringd"
+for d in ../shared ../../shared; do
+    [ ! -e "$d" ] || { echo "fresh-clone-check: $(realpath "$d") exists" >&2; exit 1; }
+done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
 
 # The test command, read from the README so that the two cannot drift apart.
 test_cmd="$(grep -m1 -oE '^cargo test[^#]*' README.md | sed 's/ *$//')"
 [ -n "$test_cmd" ] || { echo "fresh-clone-check: no 'cargo test' line in README.md" >&2; exit 1; }
-echo "fresh-clone-check: $test_cmd (in $tmp/ringd, no ../shared)"
+echo "fresh-clone-check: $test_cmd (in $tmp/box/ringd, no ../shared)"
 log="$tmp/test.log"
 env -u RINGD_CORPUS_DIR -u RINGD_REQUIRE_CORPUS -u RINGD_REQUIRE_GUNICORN -u RINGD_GUNICORN $test_cmd 2>&1 | tee "$log"
 # The corpus replay must say it skipped, not pass silently.

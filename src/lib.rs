@@ -8,6 +8,7 @@
 //! ```
 //! Nothing below the drivers touches a socket, a clock or a flag: time comes in as `now`.
 
+pub mod cache;
 pub mod config;
 pub mod doctor;
 pub mod driver;

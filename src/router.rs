@@ -479,8 +479,9 @@ impl Router {
                     static_files(files, site, root, browse, &target, req, reply, now)?
                 }
                 Action::Proxy(p) => {
-                    let start =
+                    let mut start =
                         proxy_start(&sites, p, &target, host, req, peer, p.headers.as_deref());
+                    start.cache = cache_intent(route.cache, host_str, &target, req);
                     return Err(Wait::Proxy(start, si, ri));
                 }
                 Action::Cgi(c) => {
@@ -521,7 +522,8 @@ impl Router {
                                 env,
                                 timeout: c.timeout,
                             };
-                            let start = cgi_start(req, c.timeout);
+                            let mut start = cgi_start(req, c.timeout);
+                            start.cache = cache_intent(route.cache, host_str, &target, req);
                             return Err(Wait::Cgi(Box::new((start, spawn)), si, ri));
                         }
                         Err(e) => {
@@ -760,6 +762,7 @@ fn cgi_start(req: &Request<'_>, timeout: std::time::Duration) -> proxy::Start {
         read_timeout: timeout,
         buffer: 1 << 20,
         retries: 0,
+        cache: None,
     }
 }
 
@@ -812,7 +815,41 @@ fn proxy_start(
         read_timeout: up.read_timeout,
         buffer: up.buffer_responses,
         retries: up.retries,
+        cache: None,
     })
+}
+
+/// The cache intent of a request on a caching route: GET and HEAD only.
+fn cache_intent(
+    policy: Option<crate::cache::Policy>,
+    host: &str,
+    target: &Target,
+    req: &Request<'_>,
+) -> Option<Box<proxy::CacheIntent>> {
+    let policy = policy?;
+    if !matches!(req.method, Method::Get | Method::Head) {
+        return None;
+    }
+    let mut t = target.path.clone();
+    if !target.query.is_empty() {
+        t.push('?');
+        t.push_str(&target.query);
+    }
+    let authorized = {
+        let mut fields = [httparse::EMPTY_HEADER; 256];
+        let mut r = httparse::Request::new(&mut fields);
+        let _ = r.parse(req.raw);
+        r.headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("authorization"))
+    };
+    Some(Box::new(proxy::CacheIntent {
+        key: crate::cache::key(host.as_bytes(), &t),
+        policy,
+        authorized,
+        get: req.method == Method::Get,
+        req_head: req.raw.to_vec(),
+    }))
 }
 
 /// Static files from `root` for `target`: index files, listings, error pages.

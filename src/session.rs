@@ -54,6 +54,8 @@ pub struct Service {
     files: Files,
     /// Upstream groups' balancing and health state, this worker's own.
     upstreams: Upstreams,
+    /// Cached proxied and CGI responses, this worker's own.
+    cache: crate::cache::Cache,
     knobs: Knobs,
     pool: BufPool,
     secs: Option<u64>,
@@ -73,6 +75,10 @@ impl Service {
             config: config.clone(),
             router: Router::new(config.sites.clone()),
             upstreams: Upstreams::new(&config.sites.upstreams, seed()),
+            cache: crate::cache::Cache::new(
+                config.sites.cache_max_bytes,
+                config.sites.cache_max_entry,
+            ),
             files: Files::new(config, roots),
             knobs,
             pool: BufPool::default(),
@@ -121,6 +127,11 @@ impl Service {
         &self.upstreams
     }
 
+    /// The response cache (hit ratio and bytes: `hits`, `misses`, `bytes()`).
+    pub fn cache(&self) -> &crate::cache::Cache {
+        &self.cache
+    }
+
     /// A reload (SIGHUP): answer every request parsed from now on with `config` and its
     /// `roots`. Called by the driver between loop passes, where no request is half-answered;
     /// keep-alive connections carry on. Settings that need a restart (listen address,
@@ -137,6 +148,8 @@ impl Service {
         THREAD_KNOBS.with(|k| k.set(Some(self.knobs)));
         self.router = Router::new(config.sites.clone());
         self.upstreams = Upstreams::new(&config.sites.upstreams, seed());
+        self.cache =
+            crate::cache::Cache::new(config.sites.cache_max_bytes, config.sites.cache_max_entry);
         self.files.reload(&config, roots);
         self.log_on = config.access_log.is_some();
         self.config = config;
@@ -446,6 +459,31 @@ impl Session {
         }
         // Counted as failed above: release leaves the balancer alone.
         g.x.server = None;
+        // stale-if-error: a stale cached copy answers instead of the error page.
+        if !g.x.responded {
+            if let Some(ci) = &g.x.start.cache {
+                let head = &ci.req_head;
+                if let Some(e) = svc.cache.get(&ci.key, &|n| field_value(head, n)) {
+                    if e.usable_on_error(now) {
+                        let buf = self.out.bytes(&mut svc.pool);
+                        let conn = g.x.conn;
+                        let (n, at) = crate::cache::render(
+                            e,
+                            "STALE",
+                            now,
+                            g.x.start.head_request,
+                            conn,
+                            buf,
+                        );
+                        let status = e.status;
+                        self.out.mark_conn(at, conn.line().len());
+                        self.out.end_response();
+                        g.x.answered(status, n);
+                        return;
+                    }
+                }
+            }
+        }
         let (mut ctx, _) = Self::gw_ctx(svc);
         g.x.fail(f, &mut self.out, &mut ctx);
         if self.out.responses() == 1 {
@@ -492,13 +530,31 @@ impl Session {
     /// The driver has pooled or closed the upstream connection of a finished exchange: log
     /// it, count it for the balancer, and go on with the requests behind it.
     pub fn gw_release(&mut self, svc: &mut Service, now: Instant) {
-        let Some(g) = self.gw.take() else { return };
+        let Some(mut g) = self.gw.take() else { return };
         if g.x.finished().is_none() {
             self.gw = Some(g);
             return;
         }
         if let (Some(s), None) = (g.x.server, g.x.failure) {
             svc.upstreams.done(g.x.start.group, s, true, now);
+        }
+        if let (Some(st), Some(ci), None) = (g.x.store.take(), &g.x.start.cache, g.x.failure) {
+            let vary = st
+                .vary
+                .iter()
+                .map(|n| (n.clone(), field_value(&ci.req_head, n)))
+                .collect();
+            let e = crate::cache::Entry::new(
+                st.status,
+                st.reason,
+                st.fields,
+                st.body,
+                vary,
+                now,
+                st.fresh_for,
+                ci.policy,
+            );
+            svc.cache.insert(ci.key.clone(), e);
         }
         if let Some(line) = &g.log {
             let up = match (
@@ -632,6 +688,7 @@ impl Session {
                     }
                     let conn = conn_header(&req, skip_body);
                     let mut x = Exchange::new_cgi(start, spawn, &self.body_data, conn);
+                    x.set_max_entry(svc.cache.max_entry);
                     x.server = None;
                     let log = svc.log_on.then(|| LogLine::new(&req, site, route));
                     self.gw = Some(Box::new(Gw {
@@ -755,20 +812,86 @@ fn answer(
 ) -> Result<bool, Wait> {
     let conn = conn_header(req, close);
     let mut reply = Reply {
-        out,
+        out: &mut *out,
         pool: &mut svc.pool,
         date: &svc.date,
         conn,
         edit: None,
     };
-    let a = svc
+    let res = svc
         .router
-        .answer(&mut svc.files, req, peer, &mut reply, now)?;
+        .answer(&mut svc.files, req, peer, &mut reply, now);
+    drop(reply);
+    let a = match res {
+        Ok(a) => a,
+        Err(Wait::Proxy(start, site, route)) => match cache_hit(svc, out, &start, req, conn, now) {
+            Some(sent) => crate::router::Answered { sent, site, route },
+            None => return Err(Wait::Proxy(start, site, route)),
+        },
+        Err(Wait::Cgi(both, site, route)) => match cache_hit(svc, out, &both.0, req, conn, now) {
+            Some(sent) => crate::router::Answered { sent, site, route },
+            None => return Err(Wait::Cgi(both, site, route)),
+        },
+        Err(w) => return Err(w),
+    };
     if svc.log_on {
         let line = LogLine::new(req, a.site, a.route);
         line.write(svc, peer, a.sent, None);
     }
     Ok(conn != ConnHeader::Close)
+}
+
+/// A fresh cached response for a proxied or CGI request on a caching route, rendered into
+/// `out` (`X-Cache: HIT`); None when there is none.
+fn cache_hit(
+    svc: &mut Service,
+    out: &mut OutQueue,
+    start: &proxy::Start,
+    req: &Request<'_>,
+    conn: ConnHeader,
+    now: Instant,
+) -> Option<Sent> {
+    let ci = start.cache.as_ref()?;
+    let raw = req.raw;
+    let hit = match svc.cache.get(&ci.key, &|n| field_value(raw, n)) {
+        Some(e) if e.fresh(now) => e,
+        _ => {
+            svc.cache.misses += 1;
+            return None;
+        }
+    };
+    let buf = out.bytes(&mut svc.pool);
+    let (n, at) = crate::cache::render(hit, "HIT", now, start.head_request, conn, buf);
+    let status = hit.status;
+    out.mark_conn(at, conn.line().len());
+    out.end_response();
+    svc.cache.hits += 1;
+    Some(Sent {
+        status,
+        body_bytes: n,
+    })
+}
+
+/// A request field's value in a raw head (repeated fields joined with ", "), by name.
+fn field_value(raw: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut fields = [httparse::EMPTY_HEADER; 256];
+    let mut r = httparse::Request::new(&mut fields);
+    let _ = r.parse(raw);
+    let mut v: Option<Vec<u8>> = None;
+    for f in r
+        .headers
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case(name))
+    {
+        match &mut v {
+            Some(x) => {
+                x.extend_from_slice(b", ");
+                x.extend_from_slice(f.value);
+            }
+            None => v = Some(f.value.to_vec()),
+        }
+    }
+    v
 }
 
 /// What the access log needs of a request, owned (a proxied request is logged when its
@@ -863,6 +986,7 @@ fn new_gateway(
     let conn = conn_header(req, close);
     let keep = conn != ConnHeader::Close;
     let mut x = Exchange::new(start, body, conn);
+    x.set_max_entry(svc.cache.max_entry);
     let (group, key) = (x.start.group, x.start.key);
     match svc.upstreams.pick(group, key, &[], now) {
         Some(s) => x.retry(s, now),

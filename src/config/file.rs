@@ -51,8 +51,27 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     /// Named groups of upstream servers for `proxy` routes.
     pub upstreams: Option<BTreeMap<String, Spanned<UpstreamFile>>>,
+    /// The response cache's limits (`[cache]`).
+    pub cache: Option<Spanned<CacheFile>>,
     #[serde(default)]
     pub sites: Vec<Spanned<SiteFile>>,
+}
+
+/// `[cache] max_bytes, max_entry`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    pub max_bytes: Option<Size>,
+    pub max_entry: Option<Size>,
+}
+
+/// A route's `cache = { default_ttl, stale_while_revalidate, stale_if_error }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheFile {
+    pub default_ttl: Option<Dur>,
+    pub stale_while_revalidate: Option<Dur>,
+    pub stale_if_error: Option<Dur>,
 }
 
 /// One `[upstreams.NAME]` table.
@@ -124,6 +143,7 @@ pub struct RouteFile {
     pub browse: Option<bool>,
     pub proxy: Option<Spanned<ProxyFile>>,
     pub cgi: Option<Spanned<CgiFile>>,
+    pub cache: Option<Spanned<RouteCacheFile>>,
 }
 
 /// `cgi = { dir = "cgi-bin", timeout = "30s" }`.
@@ -390,6 +410,8 @@ mod doc_tests {
         all.extend(fields::<HealthFile>("path = \"/\"\n"));
         all.extend(fields::<ProxyFile>("upstream = \"a\"\n"));
         all.extend(fields::<CgiFile>("dir = \"a\"\n"));
+        all.extend(fields::<CacheFile>(""));
+        all.extend(fields::<RouteCacheFile>(""));
         assert!(all.len() > 40, "serde listed only {all:?}");
         let missing: Vec<&String> = all
             .iter()

@@ -272,6 +272,18 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
         Sites::default()
     });
     sites.trusted_proxies = trusted;
+    let (max_bytes, max_entry) = match parsed.cache.take() {
+        Some(c) => {
+            let c = c.into_inner();
+            (
+                c.max_bytes.map_or(256 << 20, |s| s.0 as usize),
+                c.max_entry.map_or(8 << 20, |s| s.0 as usize),
+            )
+        }
+        None => (256 << 20, 8 << 20),
+    };
+    sites.cache_max_bytes = max_bytes;
+    sites.cache_max_entry = max_entry;
     if errs.is_empty() {
         Ok(Loaded {
             file: parsed,

@@ -30,6 +30,9 @@ pub struct Sites {
     pub upstreams: Vec<Upstream>,
     /// Peers whose X-Forwarded-* / Forwarded fields are passed on (others' are replaced).
     pub trusted_proxies: Vec<Cidr>,
+    /// The response cache per worker: most bytes (0: off) and the largest entry.
+    pub cache_max_bytes: usize,
+    pub cache_max_entry: usize,
 }
 
 impl Sites {
@@ -53,6 +56,8 @@ impl Sites {
             implicit: true,
             upstreams: Vec::new(),
             trusted_proxies: Vec::new(),
+            cache_max_bytes: 0,
+            cache_max_entry: 0,
         }
     }
 
@@ -78,6 +83,7 @@ impl Sites {
                 pattern: PathPattern::Prefix(p),
                 methods: None,
                 headers: None,
+                cache: None,
                 action: Some(Action::Cgi(Cgi {
                     dir,
                     timeout: std::time::Duration::from_secs(30),
@@ -137,6 +143,8 @@ pub struct Route {
     pub methods: Option<Vec<String>>,
     pub headers: Option<Arc<HeaderEdit>>,
     pub action: Option<Action>,
+    /// Responses of this route's proxy or CGI handler go through the response cache.
+    pub cache: Option<crate::cache::Policy>,
 }
 
 /// What a route's path must look like.
@@ -833,12 +841,28 @@ fn build_route(
         ));
     }
     let action = handlers.pop().map(|(_, a)| a);
+    let cache = rf.cache.map(|c| {
+        if !matches!(action, Some(Action::Proxy(_) | Action::Cgi(_))) {
+            errs.push(loc.error(
+                Some(c.span()),
+                "`cache` goes with a `proxy` or `cgi` handler on the same route",
+            ));
+        }
+        let c = c.into_inner();
+        let d = |v: Option<super::units::Dur>| v.map_or(std::time::Duration::ZERO, |d| d.0);
+        crate::cache::Policy {
+            default_ttl: d(c.default_ttl),
+            stale_while_revalidate: d(c.stale_while_revalidate),
+            stale_if_error: d(c.stale_if_error),
+        }
+    });
     (errs.len() == before).then(|| Route {
         label: format!("#{} {shown}", i + 1),
         pattern,
         methods,
         headers,
         action,
+        cache,
     })
 }
 

@@ -81,6 +81,32 @@ pub struct Start {
     pub buffer: usize,
     /// Further servers to try after a failure.
     pub retries: u32,
+    /// The route caches its responses: where and how.
+    pub cache: Option<Box<CacheIntent>>,
+}
+
+/// A cacheable request's key and policy, and what storing needs of it.
+#[derive(Debug)]
+pub struct CacheIntent {
+    pub key: String,
+    pub policy: crate::cache::Policy,
+    /// The request carried Authorization.
+    pub authorized: bool,
+    /// GET (HEAD and others are served from the cache but never fill it).
+    pub get: bool,
+    /// The request head, for the values of the fields a response varies on.
+    pub req_head: Vec<u8>,
+}
+
+/// A response being captured for the cache.
+#[derive(Debug)]
+pub struct Store {
+    pub status: u16,
+    pub reason: String,
+    pub fields: Vec<u8>,
+    pub body: Vec<u8>,
+    pub vary: Vec<String>,
+    pub fresh_for: Duration,
 }
 
 /// What went wrong with the upstream.
@@ -157,6 +183,10 @@ pub struct Exchange {
     /// A CGI script instead of an upstream server: the driver spawns it, writes the body to
     /// its stdin, and feeds its stdout here (a CGI header block, then the body to EOF).
     pub cgi: Option<Box<super::cgi::Spawn>>,
+    /// The response being captured for the cache, while it may still be stored.
+    pub store: Option<Box<Store>>,
+    /// Largest body captured.
+    max_entry: usize,
 }
 
 /// Builds the head of the request to forward: request line with `path_query`, the client's
@@ -327,7 +357,14 @@ impl Exchange {
             reused: false,
             fresh_only: false,
             cgi: None,
+            store: None,
+            max_entry: 0,
         }
+    }
+
+    /// Capture bodies up to `n` bytes for the cache.
+    pub fn set_max_entry(&mut self, n: usize) {
+        self.max_entry = n;
     }
 
     /// An exchange that runs `spawn` (a CGI script) with the request `body` on its stdin.
@@ -459,6 +496,7 @@ impl Exchange {
     /// yet, else the response is cut (the caller closes the client connection).
     pub fn fail(&mut self, why: Failure, out: &mut OutQueue, ctx: &mut Ctx<'_>) {
         self.failure = Some(why);
+        self.store = None;
         self.state = State::Done { reusable: false };
         self.deadline = None;
         if self.responded {
@@ -495,6 +533,17 @@ impl Exchange {
         };
         self.status = status;
         self.error_page(status, msg, out, ctx);
+    }
+
+    /// Answered from elsewhere (a stale cached copy on an upstream error): done, nothing to
+    /// pool, no failure to report.
+    pub fn answered(&mut self, status: u16, body_bytes: u64) {
+        self.state = State::Done { reusable: false };
+        self.deadline = None;
+        self.status = status;
+        self.body_bytes = body_bytes;
+        self.responded = true;
+        self.store = None;
     }
 
     /// No server to send to (all down or tried): 503.
@@ -713,6 +762,49 @@ impl Exchange {
         } else {
             UpBody::UntilClose
         };
+        // The cache: may this response be stored (and is the route caching at all)?
+        let fresh_for = self.start.cache.as_ref().and_then(|ci| {
+            if !ci.get || self.start.head_request {
+                return None;
+            }
+            let mut f = crate::cache::ResponseFacts {
+                status,
+                ..Default::default()
+            };
+            for h in r.headers.iter() {
+                let n = h.name;
+                if n.eq_ignore_ascii_case("cache-control") {
+                    f.cache_control.push(h.value);
+                } else if n.eq_ignore_ascii_case("expires") {
+                    f.expires = Some(h.value);
+                } else if n.eq_ignore_ascii_case("date") {
+                    f.date = Some(h.value);
+                } else if n.eq_ignore_ascii_case("set-cookie") {
+                    f.set_cookie = true;
+                } else if n.eq_ignore_ascii_case("vary") {
+                    f.vary.push(h.value);
+                }
+            }
+            match crate::cache::storable(&f, ci.authorized, &ci.policy) {
+                crate::cache::Storable::Fresh(d) => Some(d),
+                crate::cache::Storable::No(_) => None,
+            }
+        });
+        let vary: Vec<String> = r
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("vary"))
+            .flat_map(|h| {
+                framing::list(h.value).map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
+            })
+            .collect();
+        let x_cache: Option<&[u8]> = self.start.cache.as_ref().map(|ci| {
+            if ci.get || self.start.head_request {
+                &b"MISS"[..]
+            } else {
+                &b"BYPASS"[..]
+            }
+        });
         // The client's framing.
         let buf = out.bytes(ctx.pool);
         buf.extend_from_slice(b"HTTP/1.1 ");
@@ -723,7 +815,9 @@ impl Exchange {
             .filter(|s| !s.is_empty())
             .unwrap_or(head::reason(status));
         buf.extend_from_slice(reason.as_bytes());
-        buf.extend_from_slice(b"\r\nDate: ");
+        buf.extend_from_slice(b"\r\n");
+        let fields_at = buf.len();
+        buf.extend_from_slice(b"Date: ");
         buf.extend_from_slice(ctx.date);
         buf.extend_from_slice(b"\r\n");
         let listed: Vec<Vec<u8>> = r
@@ -750,6 +844,19 @@ impl Exchange {
             .any(|f| f.name.eq_ignore_ascii_case("server"))
         {
             head::header(buf, "Server", ctx.server.as_bytes());
+        }
+        if let (Some(d), false) = (fresh_for, self.max_entry == 0) {
+            self.store = Some(Box::new(Store {
+                status,
+                reason: reason.to_string(),
+                fields: buf[fields_at..].to_vec(),
+                body: Vec::new(),
+                vary,
+                fresh_for: d,
+            }));
+        }
+        if let Some(tag) = x_cache {
+            head::header(buf, "X-Cache", tag);
         }
         match (&self.body, cl) {
             (UpBody::Length(_), Some(n)) => head::header_u64(buf, "Content-Length", n),
@@ -818,6 +925,14 @@ impl Exchange {
     fn put(&mut self, data: &[u8], out: &mut OutQueue, ctx: &mut Ctx<'_>) {
         if data.is_empty() {
             return;
+        }
+        if let Some(st) = &mut self.store {
+            if st.body.len() + data.len() > self.max_entry {
+                // Larger than an entry may be: it streams through uncached.
+                self.store = None;
+            } else {
+                st.body.extend_from_slice(data);
+            }
         }
         self.body_bytes += data.len() as u64;
         let buf = out.bytes(ctx.pool);
@@ -947,6 +1062,7 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             buffer: 1 << 20,
             retries: 1,
+            cache: None,
         }
     }
 

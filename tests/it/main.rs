@@ -76,6 +76,7 @@ per_backend! {
     proxy_smuggling_never_reaches_upstream => crate::proxy::smuggling_never_reaches_upstream,
     proxy_gunicorn_behind_ringd => crate::proxy::gunicorn_stack,
     proxy_active_health_checks => crate::proxy::active_health_checks,
+    proxy_response_cache => crate::proxy::response_cache,
 }
 
 /// Backend-independent CLI behaviour.

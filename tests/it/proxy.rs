@@ -790,3 +790,158 @@ proxy = { upstream = "app", strip_prefix = "/api", headers = { set = { "X-Env" =
     );
     assert!(srv.stderr_text().contains(&format!("{} is up", a.addr)));
 }
+
+/// The response cache in front of a proxy route (issue 14, first slice): RFC 9111's store
+/// rules one by one against an origin that counts its requests, Vary variants, micro-caching
+/// with `default_ttl`, `stale_if_error`, and eviction under a small `max_bytes`.
+pub fn response_cache(backend: &str) {
+    let up = Upstream::spawn(|req, _| {
+        let text = String::from_utf8_lossy(req).into_owned();
+        let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+        let n = path.len();
+        let resp = |extra: &str, body: &str| {
+            Action::Reply(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            )
+        };
+        match path.as_str() {
+            p if p.starts_with("/c/maxage") => {
+                resp("Cache-Control: max-age=60\r\n", &format!("fresh {n}"))
+            }
+            "/c/nostore" => resp("Cache-Control: no-store\r\n", "nostore"),
+            "/c/private" => resp("Cache-Control: private, max-age=60\r\n", "private"),
+            "/c/cookie" => resp("Cache-Control: max-age=60\r\nSet-Cookie: a=b\r\n", "cookie"),
+            "/c/plain" => resp("", "micro"),
+            "/c/vary" => {
+                let gz = text.to_ascii_lowercase().contains("accept-encoding: gzip");
+                resp(
+                    "Cache-Control: max-age=60\r\nVary: Accept-Encoding\r\n",
+                    if gz { "gz" } else { "id" },
+                )
+            }
+            "/c/big" => resp("Cache-Control: max-age=60\r\n", &"b".repeat(3000)),
+            _ => resp("Cache-Control: max-age=60\r\n", "other"),
+        }
+    });
+    let d = TempDir::new("proxy-cache");
+    let conf = r#"
+[cache]
+max_bytes = "16KiB"
+max_entry = "2KiB"
+
+[upstreams.app]
+servers = ["{UP}"]
+connect_timeout = "500ms"
+max_fails = 0
+
+[[sites]]
+hosts = ["_"]
+root = "www"
+
+  [[sites.routes]]
+  path = "/c/*"
+  proxy = { upstream = "app" }
+  cache = { default_ttl = "1s", stale_while_revalidate = "10s", stale_if_error = "2s" }
+"#;
+    let srv = start(backend, &d, conf, &[&up]);
+    let mut c = Client::new(srv.connect());
+    let mut get = |path: &str, extra: &str| {
+        c.exchange(format!("GET {path} HTTP/1.1\r\nHost: h\r\n{extra}\r\n").as_bytes())
+    };
+    let r = get("/c/maxage", "");
+    assert_eq!(r.header("x-cache"), Some("MISS"), "{}", r.head);
+    let before = up.count();
+    let r2 = get("/c/maxage", "");
+    assert_eq!(r2.header("x-cache"), Some("HIT"), "{}", r2.head);
+    assert_eq!(r2.body, r.body);
+    assert!(r2.header("age").is_some(), "{}", r2.head);
+    assert_eq!(
+        r2.header("date"),
+        r.header("date"),
+        "Date stays the origin's"
+    );
+    assert_eq!(up.count(), before, "a hit reached the origin");
+    // Never stored: no-store, private, Set-Cookie, a request with Authorization.
+    for (path, extra) in [
+        ("/c/nostore", ""),
+        ("/c/private", ""),
+        ("/c/cookie", ""),
+        ("/c/maxage?auth", "Authorization: Basic eDp5\r\n"),
+    ] {
+        get(path, extra);
+        let n = up.count();
+        let r = get(path, extra);
+        assert_eq!(
+            up.count(),
+            n + 1,
+            "{path} was served from the cache: {}",
+            r.head
+        );
+        assert_eq!(r.header("x-cache"), Some("MISS"));
+    }
+    // A POST is never served from, or stored in, the cache.
+    let n = up.count();
+    let r = get("/c/maxage", "");
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    let mut c2 = Client::new(srv.connect());
+    let r = c2.exchange(b"POST /c/maxage HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx");
+    assert_eq!(up.count(), n + 1, "{}", r.head);
+    // Vary: one entry per Accept-Encoding value.
+    assert_eq!(get("/c/vary", "Accept-Encoding: gzip\r\n").body_str(), "gz");
+    assert_eq!(get("/c/vary", "").body_str(), "id");
+    let r = get("/c/vary", "Accept-Encoding: gzip\r\n");
+    assert_eq!(
+        (r.body_str().as_str(), r.header("x-cache")),
+        ("gz", Some("HIT"))
+    );
+    let r = get("/c/vary", "");
+    assert_eq!(
+        (r.body_str().as_str(), r.header("x-cache")),
+        ("id", Some("HIT"))
+    );
+    // Larger than max_entry: streams through, never stored.
+    get("/c/big", "");
+    let r = get("/c/big", "");
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(r.body.len(), 3000);
+    // Micro-caching: no freshness of its own → default_ttl (1 s).
+    get("/c/plain", "");
+    assert_eq!(get("/c/plain", "").header("x-cache"), Some("HIT"));
+    thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        get("/c/plain", "").header("x-cache"),
+        Some("MISS"),
+        "outlived default_ttl"
+    );
+    // Eviction: many entries in 16 KiB; the oldest go, the cache keeps working.
+    for i in 0..150 {
+        get(&format!("/c/maxage/{i:04}"), "");
+    }
+    let r = get("/c/maxage/0149", "");
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    let r = get("/c/maxage/0000", "");
+    assert_eq!(
+        r.header("x-cache"),
+        Some("MISS"),
+        "the least recently used was kept"
+    );
+    // stale_if_error: the origin goes away; a stale copy answers within the window.
+    get("/c/plain", "");
+    drop(up);
+    thread::sleep(Duration::from_millis(1100)); // stale now (default_ttl 1 s)
+    let r = get("/c/plain", "");
+    assert_eq!(
+        (r.status, r.header("x-cache")),
+        (200, Some("STALE")),
+        "{}",
+        r.head
+    );
+    assert_eq!(r.body_str(), "micro");
+    thread::sleep(Duration::from_millis(2100)); // past stale_if_error (2 s)
+    let r = get("/c/plain", "");
+    assert_eq!(r.status, 502, "{}", r.head);
+}
