@@ -342,7 +342,9 @@ cmd_start() {
 
 cmd_stop() {
     local p
-    for p in "${ALL_PEERS[@]}"; do stop_peer "$p"; done
+    # The proxies first: an upstream nginx stopping gracefully waits for their connections
+    # (seen: the upstream nginx outlived SIGQUIT by 10 s and was killed).
+    for p in nginx-proxy caddy-proxy haproxy "${DEFAULT_PEERS[@]}" gunicorn-upstream; do stop_peer "$p"; done
 }
 
 cmd_status() {
