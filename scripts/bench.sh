@@ -10,7 +10,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # deferred accept (--defer-accept, on by default) with nginx's.
 export NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-18084}"
 
-ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites"
+ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn"
+# Side scenarios: ringd against itself (sites) or in front of an upstream (proxy-*); a run of
+# only these is named apart (results/<date>-<host>-sites, -proxy) and never the headline.
+SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn)$'
+# proxy-gunicorn: the slow clients (issue 12), their response and the gunicorn settings.
+SLOW_CLIENTS="${SLOW_CLIENTS:-50}"
+SLOW_RATE="${SLOW_RATE:-1KiB/s}"
+SLOW_PATH=/files/1mib.bin
+GUNICORN_UPSTREAM_WORKERS=2
+GUNICORN_GTHREAD_THREADS=4
 
 usage() {
     cat <<EOF
@@ -35,9 +44,29 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
              baseline) and ringd-config, no peers; sites/summary.md has the server CPU/req
              ratio per round and the verdict (bar <= 1.10x)
 
+  Proxy scenarios (issue 12): each proxy on the first server CPU with one worker (ringd
+  --workers 1 --backend epoll with a [upstreams] config, nginx worker_processes 1, HAProxy
+  nbthread 1, Caddy GOMAXPROCS=1), the upstream and loadgen on the loadgen CPUs; upstream
+  keep-alive on for every proxy (scripts/peers/*proxy*, haproxy.cfg.tmpl). Targets ringd,
+  nginx (the baseline), haproxy and caddy; CPU/req is the proxy process's own (its /proc), the
+  machine columns count the upstream too. Each writes summary.md (scripts/benchtool.py proxy)
+  with the verdicts, every round's ratios and the load average at the start:
+  proxy-small     in front of nginx serving the 1000-byte file: ringd's CPU/req <= 0.5x
+                  nginx's and <= HAProxy's; req/s >= 1.3x nginx's where ringd is the limit
+  proxy-large     in front of nginx serving the 10 MiB file: ringd's bytes/s >= nginx's at
+                  no more CPU per byte
+  proxy-gunicorn  in front of gunicorn's hello app (scripts/peers/app.py upstream), once
+                  with sync workers (proxy-gunicorn-sync) and once with gthread
+                  (proxy-gunicorn-gthread, $GUNICORN_GTHREAD_THREADS threads), $GUNICORN_UPSTREAM_WORKERS workers: ringd's req/s >= nginx's;
+                  then, for ringd and nginx, the hello load again (slow-ringd/, slow-nginx/)
+                  while $SLOW_CLIENTS slow clients (a second loadgen in the background,
+                  --read-rate $SLOW_RATE) take $SLOW_PATH through the same proxy: ringd's
+                  p99 with them <= 2x its p99 without them (nginx's reported)
+
 Results go to results/<YYYY-MM-DD>-<host>/<scenario>/ with env.txt beside them (a run of only
---scenarios sites: results/<YYYY-MM-DD>-<host>-sites/), and results/README.md is regenerated
-(scripts/benchtool.py headline) from the newest run with a scenario against nginx.
+--scenarios sites: results/<YYYY-MM-DD>-<host>-sites/, of only proxy scenarios (and sites):
+results/<YYYY-MM-DD>-<host>-proxy/), and results/README.md is regenerated (scripts/benchtool.py
+headline) from the newest run with a static-file scenario against nginx.
 
 Options:
   --workers N          server workers/processes for every target (default: half the cores, >= 1)
@@ -55,8 +84,8 @@ Options:
                        (root), report the difference, then revert
   --scaling LIST       e.g. 1,2,4,8: small and large for ringd (uring) and nginx with that many
                        workers on that many cores (generator on the rest), plus a plot
-  --peers-dir DIR      offline peers: nginx and caddy as unpacked .deb (or .deb files), gunicorn
-                       wheels
+  --peers-dir DIR      offline peers: nginx, caddy and haproxy as unpacked .deb (or .deb files),
+                       gunicorn wheels
   --out DIR            output directory (default: results/<date>-<host>)
   --server-cpus LIST   CPUs for the servers (default: the first --workers cores, leaving >= 1)
   --gen-cpus LIST      CPUs for loadgen (default: the remaining cores)
@@ -67,10 +96,12 @@ Options:
   -h, --help           this text
 
 Ports (environment): RINGD_PORT_BASE=$RINGD_PORT_BASE (+1 uring, +2 epoll, +3 tokio-uring;
-sites: +4 ringd-flags, +5 ringd-config),
+sites: +4 ringd-flags, +5 ringd-config; proxy scenarios: +6 ringd as a proxy),
 NGINX_PORT=$NGINX_PORT, CADDY_PORT=$CADDY_PORT, NGINX_DEFERRED_PORT=$NGINX_DEFERRED_PORT (the same nginx with \`listen ...
 deferred\`, target nginx-deferred in the connect scenario), GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT,
-GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT.
+GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT; proxy scenarios: NGINX_PROXY_PORT=$NGINX_PROXY_PORT,
+HAPROXY_PORT=$HAPROXY_PORT, CADDY_PROXY_PORT=$CADDY_PROXY_PORT, GUNICORN_UPSTREAM_PORT=$GUNICORN_UPSTREAM_PORT. SLOW_CLIENTS and SLOW_RATE
+(environment) change proxy-gunicorn's slow clients.
 EOF
 }
 
@@ -143,10 +174,27 @@ declare -A SCENARIO_OK=()
 IFS=',' read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
     case "$s" in
-    small | pipelined | medium | large | connect | latency | hello | sites) SCENARIO_OK[$s]=1 ;;
+    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn)
+        SCENARIO_OK[$s]=1
+        ;;
     *) die "unknown scenario '$s' (want a subset of $ALL_SCENARIOS)" ;;
     esac
 done
+
+# True when a scenario other than the side ones (sites, proxy-*) is selected: they need the
+# static-file peers and every backend.
+main_scenarios() {
+    local s
+    for s in "${!SCENARIO_OK[@]}"; do [[ "$s" =~ $SIDE_SCENARIO_RE ]] || return 0; done
+    return 1
+}
+
+# True when a proxy scenario is selected.
+proxy_scenarios() {
+    local s
+    for s in "${!SCENARIO_OK[@]}"; do [[ "$s" == proxy-* ]] && return 0; done
+    return 1
+}
 
 if ((SMOKE)); then
     ((DURATION_SET)) || DURATION=1s
@@ -187,8 +235,12 @@ if [[ -z "$OUT" ]]; then
         OUT="$(mktemp -d "${TMPDIR:-/tmp}/ringd-smoke.XXXXXX")"
     else
         base="$REPO_ROOT/results/$(date +%F)-$HOST"
-        # A run of the sites scenario alone is a side run, named apart from full runs.
-        [[ "$SCENARIOS" == sites ]] && base+="-sites"
+        # A run of side scenarios alone is a side run, named apart from full runs.
+        if [[ "$SCENARIOS" == sites ]]; then
+            base+="-sites"
+        elif ! main_scenarios; then
+            base+="-proxy"
+        fi
         OUT="$base"
         i=2
         while [[ -e "$OUT" ]]; do
@@ -244,6 +296,7 @@ cleanup() {
     trap - INT TERM
     # TERM, not INT: commands a script starts in the background ignore SIGINT.
     [[ -n "$LOADGEN_PID" ]] && stop_pid "$LOADGEN_PID" TERM
+    [[ -n "$SLOW_PID" ]] && stop_pid "$SLOW_PID" TERM
     stop_ringds
     stop_peers
     revert_tuning
@@ -284,6 +337,7 @@ write_env() {
             echo "nginx:    $(nginx_cmd -v 2>&1 | head -n1) ($NGINX_BIN)"
             echo "caddy:    $("$CADDY_BIN" version 2>&1 | head -n1) ($CADDY_BIN)"
             echo "gunicorn: $("$GUNICORN_BIN" --version 2>&1 | head -n1) ($GUNICORN_BIN)"
+            [[ -n "$HAPROXY_BIN" ]] && echo "haproxy:  $(haproxy_cmd -v 2>&1 | head -n1) ($HAPROXY_BIN)"
         else
             echo "peers:    none (only the sites scenario: ringd against itself)"
         fi
@@ -311,9 +365,12 @@ finish_env() {
     {
         local f
         for f in "$RUN_DIR/nginx/nginx.conf" "$RUN_DIR/caddy/Caddyfile" \
-            "$RUN_DIR/gunicorn-hello.conf.py" "$RUN_DIR/gunicorn-files.conf.py"; do
-            # Only when peers ran (a run of only the sites scenario starts none).
-            [[ -n "$NGINX_BIN" && -s "$f" ]] || continue
+            "$RUN_DIR/gunicorn-hello.conf.py" "$RUN_DIR/gunicorn-files.conf.py" \
+            "$RUN_DIR/ringd-proxy.toml" "$RUN_DIR/nginx-proxy/nginx.conf" "$RUN_DIR/haproxy/haproxy.cfg" \
+            "$RUN_DIR/caddy-proxy/Caddyfile" "$RUN_DIR/gunicorn-upstream.conf.py"; do
+            # Only configs this run wrote (a run of only the sites scenario starts no peer; one of
+            # only proxy scenarios starts no static Caddy), not ones left by an earlier run.
+            [[ -n "$NGINX_BIN" && -s "$f" && "$f" -nt "$OUT/.started" ]] || continue
             echo
             echo "## peer config: ${f#"$RUN_DIR"/}"
             cat "$f"
@@ -322,7 +379,7 @@ finish_env() {
         echo "## commands run (in order)"
         cat "$OUT/commands.txt" 2>/dev/null || true
     } >>"$ENV_TXT"
-    rm -f "$OUT/commands.txt"
+    rm -f "$OUT/commands.txt" "$OUT/.started"
 }
 
 # ------------------------------------------------------------------------------ build
@@ -409,10 +466,15 @@ start_ringds() {
 
 start_peers() {
     local workers="$1" cpus="$2" only="${3:-}"
-    local -a cmd=("$SCRIPTS_DIR/peers.sh" start --workers "$workers" --cpus "$cpus"
-        --gunicorn-class "$GUNICORN_CLASS")
+    local -a args=(--workers "$workers" --cpus "$cpus" --gunicorn-class "$GUNICORN_CLASS")
+    [[ -n "$only" ]] && args+=(--only "$only")
+    peers_start "${args[@]}"
+}
+
+# peers_start ARGS...: scripts/peers.sh start ARGS (with --peers-dir), recorded.
+peers_start() {
+    local -a cmd=("$SCRIPTS_DIR/peers.sh" start "$@")
     [[ -n "$PEERS_DIR" ]] && cmd+=(--peers-dir "$PEERS_DIR")
-    [[ -n "$only" ]] && cmd+=(--only "$only")
     record "${cmd[@]}"
     PEERS_STARTED=1
     "${cmd[@]}"
@@ -449,6 +511,10 @@ target_url() {
     caddy) echo "http://127.0.0.1:$CADDY_PORT$path" ;;
     gunicorn) echo "http://127.0.0.1:$GUNICORN_FILES_PORT$path" ;;
     gunicorn-hello) echo "http://127.0.0.1:$GUNICORN_HELLO_PORT/" ;;
+    ringd-proxy) echo "http://127.0.0.1:${RINGD_PORT[proxy]}$path" ;;
+    nginx-proxy) echo "http://127.0.0.1:$NGINX_PROXY_PORT$path" ;;
+    haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$path" ;;
+    caddy-proxy) echo "http://127.0.0.1:$CADDY_PROXY_PORT$path" ;;
     esac
 }
 
@@ -464,30 +530,31 @@ target_pid() {
     caddy) pids="$("$SCRIPTS_DIR/peers.sh" pids caddy)" && echo "${pids%% *}" ;;
     gunicorn) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-files)" && echo "${pids%% *}" ;;
     gunicorn-hello) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-hello)" && echo "${pids%% *}" ;;
+    nginx-proxy | haproxy | caddy-proxy) pids="$("$SCRIPTS_DIR/peers.sh" pids "$1")" && echo "${pids%% *}" ;;
     esac
 }
 
 # ------------------------------------------------------------------------------ scenarios
 
 # run_compare DIR TITLE PATH "TARGETS" [loadgen args...]: TARGETS are names; gunicorn-hello
-# is reported as "gunicorn". CMP_BASELINE (default nginx) names the baseline; CMP_HOST, when
+# is reported as "gunicorn", the proxies (ringd-proxy, nginx-proxy, caddy-proxy) as ringd,
+# nginx and caddy. CMP_CONNECTIONS, when set, replaces --connections. CMP_BASELINE (default nginx) names the baseline; CMP_HOST, when
 # set, is the Host header of every request (and of the readiness check).
 run_compare() {
     local dir="$1" title="$2" path="$3" targets="$4" t name pid rel
-    local baseline="${CMP_BASELINE:-nginx}" host="${CMP_HOST:-}"
+    local baseline="${CMP_BASELINE:-nginx}" host="${CMP_HOST:-}" conns="${CMP_CONNECTIONS:-$CONNECTIONS}"
     shift 4
-    local -a args=(compare -t "$(count_cpus "$GEN_CPUS")" --rounds "$ROUNDS" -c "$CONNECTIONS"
+    local -a args=(compare -t "$(count_cpus "$GEN_CPUS")" --rounds "$ROUNDS" -c "$conns"
         -d "$DURATION" --baseline "$baseline" --out "$dir" --title "$title"
         --meta "host=$HOST" --meta "kernel=$(uname -r)" --meta "workers=$CUR_WORKERS"
         --meta "server_cpus=$CUR_SERVER_CPUS" --meta "loadgen_cpus=$CUR_GEN_CPUS"
         --meta "commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-        --meta "profile=$PROFILE")
+        --meta "profile=$PROFILE" --meta "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)")
     [[ -n "$WARMUP" ]] && args+=(--warmup "$WARMUP")
     [[ -n "$host" ]] && args+=(-H "Host: $host")
     local names=()
     for t in $targets; do
-        name="$t"
-        [[ "$t" == gunicorn-hello ]] && name=gunicorn
+        name="$(target_name "$t")"
         names+=("$name")
         pid="$(target_pid "$t")"
         args+=(--target "$name=$(target_url "$t" "$path")" --server-pid "$name=$pid")
@@ -520,6 +587,15 @@ run_compare() {
 }
 
 FILE_TARGETS_EXTRA="nginx caddy gunicorn"
+
+# The name a target is reported under.
+target_name() {
+    case "$1" in
+    gunicorn-hello) echo gunicorn ;;
+    ringd-proxy | nginx-proxy | caddy-proxy) echo "${1%-proxy}" ;;
+    *) echo "$1" ;;
+    esac
+}
 
 # ------------------------------------------------------------------------------ sites
 
@@ -598,6 +674,156 @@ run_sites() {
     python3 "$SCRIPTS_DIR/benchtool.py" sites "$dir" >&2
 }
 
+# ------------------------------------------------------------------------------ proxy (issue 12)
+
+PROXY_TARGETS="ringd-proxy nginx-proxy haproxy caddy-proxy"
+PROXY_CONF="$RUN_DIR/ringd-proxy.toml"
+SLOW_PID=""
+
+# start_proxies UPSTREAM: ringd (config from scripts/peers/ringd-proxy.toml.tmpl, epoll, one
+# worker), nginx, HAProxy and Caddy as proxies to UPSTREAM (HOST:PORT), each on CUR_SERVER_CPUS
+# with one worker.
+start_proxies() {
+    local upstream="$1" port=$((RINGD_PORT_BASE + 6)) pid log_file="$RUN_DIR/ringd-proxy.log"
+    render_template "$SCRIPTS_DIR/peers/ringd-proxy.toml.tmpl" "$PROXY_CONF" "UPSTREAM=$upstream"
+    record "$RINGD_BIN" check "$PROXY_CONF"
+    "$RINGD_BIN" check "$PROXY_CONF" >&2 || die "ringd check rejected $PROXY_CONF"
+    pid="$(head -n1 "$RUN_DIR/ringd-proxy.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" ]] && pid_is "$pid" ringd; then
+        warn "stopping ringd-proxy left by an earlier run (PID $pid)"
+        stop_pid "$pid" TERM
+    fi
+    port_busy "$port" && die "port $port for ringd-proxy is taken (set RINGD_PORT_BASE)"
+    local -a cmd=(taskset -c "$CUR_SERVER_CPUS" "$RINGD_BIN" --listen "127.0.0.1:$port"
+        --workers 1 --backend epoll --config "$PROXY_CONF")
+    record "${cmd[@]}"
+    "${cmd[@]}" </dev/null >"$log_file" 2>&1 &
+    pid=$!
+    echo "$pid" >"$RUN_DIR/ringd-proxy.pid"
+    RINGD_PID[proxy]="$pid"
+    RINGD_PORT[proxy]="$port"
+    if ! wait_http "http://127.0.0.1:$port/hello.txt" 15 "$pid"; then
+        warn "ringd-proxy did not come up (or does not forward to $upstream). Its output:"
+        sed 's/^/    /' "$log_file" | tail -n 15 >&2 || true
+        die "ringd-proxy did not start"
+    fi
+    log "ringd-proxy up on 127.0.0.1:$port (PID $pid, CPUs $CUR_SERVER_CPUS) -> $upstream"
+    peers_start --only nginx-proxy,haproxy,caddy-proxy --workers 1 --cpus "$CUR_SERVER_CPUS" \
+        --upstream "$upstream"
+}
+
+stop_proxy_ringd() {
+    if [[ -n "${RINGD_PID[proxy]:-}" ]]; then
+        stop_pid "${RINGD_PID[proxy]}" TERM
+        rm -f "$RUN_DIR/ringd-proxy.pid"
+        unset "RINGD_PID[proxy]" "RINGD_PORT[proxy]"
+    fi
+}
+
+proxy_summary() {
+    local dir="$1" kind="$2"
+    record python3 "$SCRIPTS_DIR/benchtool.py" proxy "$dir" --kind "$kind"
+    python3 "$SCRIPTS_DIR/benchtool.py" proxy "$dir" --kind "$kind" >&2
+}
+
+# proxy-small and proxy-large: the proxies in front of the static nginx (one worker, on the
+# loadgen CPUs).
+run_proxy_nginx() {
+    peers_start --only nginx --workers 1 --cpus "$CUR_GEN_CPUS"
+    start_proxies "127.0.0.1:$NGINX_PORT"
+    if [[ -n "${SCENARIO_OK[proxy-small]:-}" ]]; then
+        run_compare "$BASE/proxy-small" "proxy-small: each proxy (1 worker, CPU $CUR_SERVER_CPUS) in front of nginx (CPU $CUR_GEN_CPUS), 1000-byte file, upstream keep-alive, $CONNECTIONS connections" \
+            /small.bin "$PROXY_TARGETS"
+        proxy_summary "$BASE/proxy-small" small
+    fi
+    if [[ -n "${SCENARIO_OK[proxy-large]:-}" ]]; then
+        # A smoke run of about a second: 64 connections sharing a proxy's few hundred MB/s would
+        # each be under way with its first 10 MiB when the second ends (seen: HAProxy with 0
+        # responses); a few connections finish some.
+        local conns="$CONNECTIONS"
+        ((SMOKE && conns > 4)) && conns=4
+        CMP_CONNECTIONS="$conns" run_compare "$BASE/proxy-large" "proxy-large: each proxy (1 worker, CPU $CUR_SERVER_CPUS) in front of nginx (CPU $CUR_GEN_CPUS), 10 MiB file, upstream keep-alive, $conns connections" \
+            /large.bin "$PROXY_TARGETS"
+        proxy_summary "$BASE/proxy-large" large
+    fi
+    stop_proxy_ringd
+    stop_peers
+}
+
+# run_slow_clients DIR TARGET TITLE: TARGET's hello load (one target, the same rounds) while
+# SLOW_CLIENTS connections of a second loadgen, started first in the background, read
+# SLOW_PATH through the same proxy at SLOW_RATE; that loadgen's summary (its bytes/s shows the
+# slow clients were reading all along) goes to DIR/slow-clients.log and its result to
+# DIR/slow-clients.json.
+run_slow_clients() {
+    local dir="$1" t="$2" title="$3" secs url
+    mkdir -p "$dir"
+    url="$(target_url "$t" "$SLOW_PATH")"
+    # Longer than the measured rounds; stopped by its PID once they are done.
+    secs=$((ROUNDS * ($(dur_secs "$DURATION") + $(dur_secs "${WARMUP:-0s}") + 5) + 60))
+    local -a cmd=(taskset -c "$CUR_GEN_CPUS" "$LOADGEN_BIN" "$url" -c "$SLOW_CLIENTS" -t 1
+        --read-rate "$SLOW_RATE" --timeout 30m -d "${secs}s" --json "$dir/slow-clients.json")
+    record "${cmd[@]}"
+    log "== ${dir#"$OUT"/}: $SLOW_CLIENTS slow clients ($SLOW_RATE) on $url in the background"
+    "${cmd[@]}" </dev/null >"$dir/slow-clients.log" 2>&1 &
+    SLOW_PID=$!
+    # Let every slow client connect and send its request before the measured load starts.
+    sleep 2
+    kill -0 "$SLOW_PID" 2>/dev/null || die "the slow clients' loadgen exited early; see $dir/slow-clients.log"
+    CMP_BASELINE="$(target_name "$t")" run_compare "$dir" "$title" / "$t"
+    kill -0 "$SLOW_PID" 2>/dev/null ||
+        die "the slow clients' loadgen ended before the measured run did; see $dir/slow-clients.log"
+    # SIGINT: loadgen stops early and still prints its summary and writes its JSON.
+    stop_pid "$SLOW_PID" INT
+    SLOW_PID=""
+}
+
+# Seconds in a duration like 10s, 500ms or 1m (rounded up).
+dur_secs() {
+    local d="$1"
+    case "$d" in
+    *ms) echo $(((${d%ms} + 999) / 1000)) ;;
+    *m) echo $((${d%m} * 60)) ;;
+    *s) echo "${d%s}" | awk '{print int($1 + 0.999)}' ;;
+    *) echo "$d" | awk '{print int($1 + 0.999)}' ;;
+    esac
+}
+
+# proxy-gunicorn: the proxies in front of gunicorn's upstream app (hello, and /files/ for the
+# slow clients), once per worker class.
+run_proxy_gunicorn() {
+    local klass dir t
+    for klass in sync gthread; do
+        local -a gargs=(--only gunicorn-upstream --workers 1 --cpus "$CUR_GEN_CPUS"
+            --gunicorn-workers "$GUNICORN_UPSTREAM_WORKERS" --gunicorn-class "$klass")
+        [[ "$klass" == gthread ]] && gargs+=(--gunicorn-threads "$GUNICORN_GTHREAD_THREADS")
+        peers_start "${gargs[@]}"
+        start_proxies "127.0.0.1:$GUNICORN_UPSTREAM_PORT"
+        dir="$BASE/proxy-gunicorn-$klass"
+        run_compare "$dir" "proxy-gunicorn ($klass): each proxy (1 worker, CPU $CUR_SERVER_CPUS) in front of gunicorn $klass ($GUNICORN_UPSTREAM_WORKERS workers, CPU $CUR_GEN_CPUS), hello app, $CONNECTIONS connections" \
+            / "$PROXY_TARGETS"
+        for t in ringd-proxy nginx-proxy; do
+            run_slow_clients "$dir/slow-$(target_name "$t")" "$t" \
+                "proxy-gunicorn ($klass), $(target_name "$t") with $SLOW_CLIENTS slow clients ($SLOW_RATE, $SLOW_PATH) in the background: hello app, $CONNECTIONS connections"
+        done
+        proxy_summary "$dir" gunicorn
+        stop_proxy_ringd
+        stop_peers
+    done
+}
+
+run_proxy() {
+    local cpus
+    mapfile -t cpus < <(expand_cpus "$SERVER_CPUS")
+    # One worker per proxy, on the first server CPU; the upstream shares the generator's CPUs.
+    CUR_WORKERS=1 CUR_SERVER_CPUS="${cpus[0]}" CUR_GEN_CPUS="$GEN_CPUS"
+    if [[ -n "${SCENARIO_OK[proxy-small]:-}${SCENARIO_OK[proxy-large]:-}" ]]; then
+        run_proxy_nginx
+    fi
+    [[ -n "${SCENARIO_OK[proxy-gunicorn]:-}" ]] && run_proxy_gunicorn
+    return 0
+}
+
 run_scenario() {
     local s="$1" ringd
     ringd="$(ringd_targets | tr '\n' ' ')"
@@ -645,13 +871,6 @@ run_scenario() {
     esac
 }
 
-# True when a scenario other than sites is selected (they need the peers and every backend).
-main_scenarios() {
-    local s
-    for s in "${!SCENARIO_OK[@]}"; do [[ "$s" == sites ]] || return 0; done
-    return 1
-}
-
 run_matrix() {
     local s
     CUR_WORKERS="$WORKERS" CUR_SERVER_CPUS="$SERVER_CPUS" CUR_GEN_CPUS="$GEN_CPUS"
@@ -664,6 +883,8 @@ run_matrix() {
         run_scenario "$s"
     done
     stop_servers
+    proxy_scenarios && run_proxy
+    return 0
 }
 
 run_compare_tuning() {
@@ -727,6 +948,9 @@ main() {
     mkdir -p "$RUN_DIR"
     : >"$OUT/commands.txt"
     : >"$MANIFEST"
+    # Configs newer than this are this run's (finish_env); the files' times are whole seconds
+    # on some filesystems, so it is dated a second back.
+    touch -d '-1 second' "$OUT/.started"
     record "$SCRIPTS_DIR/bench.sh" "${ORIG_ARGS[@]}"
     # Every connection is a file descriptor; raise the soft limit as far as allowed.
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -734,11 +958,12 @@ main() {
     build
     make_www
     # The sites scenario alone compares ringd with itself: no peer to install.
-    if main_scenarios || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
+    if main_scenarios || proxy_scenarios || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
         ensure_nginx "$PEERS_DIR"
         ensure_caddy "$PEERS_DIR"
         ensure_gunicorn "$PEERS_DIR"
     fi
+    proxy_scenarios && ensure_haproxy "$PEERS_DIR"
     write_env
     log "output: $OUT (servers on CPUs $SERVER_CPUS, loadgen on CPUs $GEN_CPUS)"
 

@@ -6,6 +6,8 @@ Subcommands:
   sites-config OUT --www DIR --sites-dir DIR
                              write the sites scenario's config (10 sites x 20 routes)
   sites DIR                  summary.md of the sites scenario: CPU/req ratio per round, verdict
+  proxy DIR --kind K         summary.md of a proxy scenario (K: small, large, gunicorn): issue
+                             12's ratios per round and verdicts
   max-rps DIR TARGET...      closed-loop req/s of the slowest TARGET in DIR/report.json
   check DIR SCENARIO=T1,T2.. smoke check: report files exist, each target answered
   tuning-diff BEFORE AFTER   markdown table of before/after `tune-kernel.sh apply`
@@ -33,6 +35,8 @@ HELLO_BODY = b"Hello, world!"
 DATA_FILES = {
     "small.bin": 1000,
     "medium.bin": 100 * 1024,
+    # The slow clients' response in the proxy-gunicorn scenario.
+    "1mib.bin": 1024 * 1024,
     "large.bin": 10 * 1024 * 1024,
 }
 
@@ -292,6 +296,263 @@ def cmd_sites(args):
         text, _ok, _ratio = sites_summary(args.dir, bar=args.bar)
     except (OSError, ValueError) as e:
         print(f"sites: {e}", file=sys.stderr)
+        return 1
+    with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text, end="")
+    return 0
+
+
+# ---------------------------------------------------------------------------- proxy (issue 12)
+#
+# bench.sh's proxy-small, proxy-large and proxy-gunicorn-{sync,gthread}: one `loadgen compare`
+# run with the proxies as targets (ringd, nginx, haproxy, caddy), each on one core in front of
+# the same upstream; the server CPU loadgen records is the proxy process's own. proxy-gunicorn's
+# directory also holds slow-ringd/ and slow-nginx/: the same load against one proxy while a
+# second loadgen's slow clients read 1 MiB responses through it.
+
+PROXY_BARS = {
+    "small_cpu_vs_nginx": 0.5,     # ringd's proxy CPU/req at most 0.5x nginx's
+    "small_cpu_vs_haproxy": 1.0,   # ... and at most HAProxy's
+    "small_rps": 1.3,              # req/s at least 1.3x nginx's where ringd is the limit
+    "large_bps": 1.0,              # bytes/s at least nginx's
+    "large_cpu_per_byte": 1.0,     # at no more proxy CPU per byte
+    "gunicorn_rps": 1.0,           # req/s at least nginx's
+    "slow_p99": 2.0,               # p99 with the slow clients at most 2x without them
+}
+PROXY_TARGETS = ("ringd", "nginx", "haproxy", "caddy")
+# A proxy that used this share of its one core was the limit of its run.
+PROXY_LIMIT_UTIL = 0.90
+
+
+def _runs(report, name):
+    for t in report.get("targets", []):
+        if t.get("name") == name:
+            return [r for r in t.get("runs", []) if isinstance(r, dict)]
+    return []
+
+
+def _run_p99(run):
+    return _num((run.get("latency_us") or {}).get("p99"))
+
+
+def _run_util(run):
+    """The proxy process's share of one core over the run (server CPU time / duration)."""
+    u = _num(run.get("server_cpu_utilization"))
+    if u is None:
+        cpu, rps = _run_cpu(run), _num(run.get("rps"))
+        u = None if cpu is None or rps is None else cpu * rps / 1e6
+    return u
+
+
+def _run_bytes_per_response(run):
+    bps, rps = _num(run.get("bytes_per_s")), _num(run.get("rps"))
+    return _div(bps, rps)
+
+
+def _run_cpu_per_mib(run):
+    """Proxy CPU µs per MiB received by the client (body and heads)."""
+    per = _run_bytes_per_response(run)
+    cpu = _run_cpu(run)
+    return None if cpu is None or not per else cpu / per * 1048576
+
+
+def _run_busiest_other_core(run, proxy_cpu):
+    """The busiest core other than the proxy's (the upstream's and generator's), 0..1."""
+    cores = ((run.get("machine_cpu") or {}).get("per_core")) or []
+    vals = [_num(c.get("busy")) for c in cores if str(c.get("cpu")) != str(proxy_cpu)]
+    vals = [v for v in vals if v is not None]
+    return max(vals) if vals else None
+
+
+def _per_round(a_runs, b_runs, get):
+    """[(round, value a, value b, a/b)] for interleaved rounds i of a and b."""
+    out = []
+    for i, (ra, rb) in enumerate(zip(a_runs, b_runs), 1):
+        va, vb = get(ra), get(rb)
+        out.append((i, va, vb, _div(va, vb)))
+    return out
+
+
+def _ratio_line(label, per_round, bar, higher, unit_fmt, num="ringd", den="nginx", reported=False):
+    """A verdict line on the median of the per-round ratios, with their spread."""
+    ratios = sorted(r[3] for r in per_round if r[3] is not None)
+    med = _median(ratios)
+    ok = None if med is None else (med >= bar if higher else med <= bar)
+    sign = "≥" if higher else "≤"
+    a = _median(sorted(r[1] for r in per_round if r[1] is not None))
+    b = _median(sorted(r[2] for r in per_round if r[2] is not None))
+    spread = ""
+    if ratios:
+        spread = (f"; rounds {', '.join(f'{x:.2f}×' for x in (r[3] for r in per_round) if x is not None)}"
+                  f" (spread {ratios[-1] - ratios[0]:.2f})")
+    text = (f"{label}: {num} {unit_fmt(a)} vs {den} {unit_fmt(b)}: median of the rounds' ratios "
+            f"{'–' if med is None else f'{med:.2f}×'} (bar {sign} {bar:.2f}×){spread}")
+    if reported:
+        return ok, f"- reported ({'within' if ok else 'outside' if ok is not None else 'n/a'} the bar): {text}"
+    return ok, _verdict(ok, text)
+
+
+def _fmt_util(x):
+    return "–" if x is None else f"{x * 100:.0f}%"
+
+
+def proxy_summary(scenario_dir, kind, bars=PROXY_BARS):
+    """(markdown, {check: ok or None}) for one proxy scenario directory."""
+    report = load_report(scenario_dir)
+    names = [t.get("name") for t in report.get("targets", [])]
+    if "ringd" not in names or "nginx" not in names:
+        raise ValueError(f"{scenario_dir}/report.json lacks ringd or nginx")
+    meta = report.get("meta") or {}
+    proxy_cpu = meta.get("server_cpus", "0")
+    runs = {n: _runs(report, n) for n in names}
+    title = report.get("title") or os.path.basename(scenario_dir)
+    lines = [
+        f"# {os.path.basename(os.path.normpath(scenario_dir))}: issue 12's bars",
+        "",
+        f"{title}.",
+        "",
+        "Generated by `scripts/benchtool.py proxy` from `report.json` (one `loadgen compare` run, "
+        "interleaved rounds; round i of every target ran back to back) and, for the slow clients, "
+        "`slow-*/report.json`; nothing here is typed by hand. Proxy CPU is the proxy process's own "
+        "(user+system from /proc, its threads and workers), never the upstream's; machine and "
+        "commands: `env.txt` of the run. Each verdict is on the median of the per-round ratios.",
+        "",
+        f"Load average at the start: {meta.get('loadavg', 'not recorded')} (2 shared cores: other work "
+        "on the machine shows as noise between rounds).",
+        "",
+        "## Verdicts",
+        "",
+    ]
+    checks = {}
+    r_runs, n_runs = runs["ringd"], runs["nginx"]
+    us = lambda x: "–" if x is None else f"{x:,.2f} µs"  # noqa: E731
+    rps_fmt = lambda x: "–" if x is None else f"{x:,.0f} req/s"  # noqa: E731
+    if kind == "small":
+        ok, line = _ratio_line("proxy CPU per request against nginx", _per_round(r_runs, n_runs, _run_cpu),
+                               bars["small_cpu_vs_nginx"], False, us)
+        checks["cpu_vs_nginx"] = ok
+        lines.append(line)
+        if runs.get("haproxy"):
+            ok, line = _ratio_line("proxy CPU per request against HAProxy",
+                                   _per_round(r_runs, runs["haproxy"], _run_cpu),
+                                   bars["small_cpu_vs_haproxy"], False, us, den="haproxy")
+            checks["cpu_vs_haproxy"] = ok
+            lines.append(line)
+        # req/s: only rounds in which ringd's proxy was the limit (it used PROXY_LIMIT_UTIL of its
+        # core); in the others the upstream's and generator's core set the pace for both.
+        pr = _per_round(r_runs, n_runs, lambda r: _num(r.get("rps")))
+        limited = [row for row, rr in zip(pr, r_runs) if (_run_util(rr) or 0) >= PROXY_LIMIT_UTIL]
+        if limited:
+            ok, line = _ratio_line(f"req/s against nginx in the {len(limited)} of {len(pr)} rounds where "
+                                   f"ringd was the limit (≥ {PROXY_LIMIT_UTIL:.0%} of its core)",
+                                   limited, bars["small_rps"], True, rps_fmt)
+        else:
+            ok = None
+            utils = ", ".join(_fmt_util(_run_util(r)) for r in r_runs)
+            others = ", ".join(_fmt_util(_run_busiest_other_core(r, proxy_cpu)) for r in r_runs)
+            line = _verdict(None, f"req/s against nginx (bar ≥ {bars['small_rps']:.2f}×): ringd's proxy was "
+                            f"not the limit in any round (it used {utils} of its core; the upstream's and "
+                            f"generator's core was {others} busy), so the bar does not apply; the ratios "
+                            "are in the table below")
+        checks["rps"] = ok
+        lines.append(line)
+    elif kind == "large":
+        ok, line = _ratio_line("bytes/s against nginx", _per_round(r_runs, n_runs, lambda r: _num(r.get("bytes_per_s"))),
+                               bars["large_bps"], True, lambda x: fmt_mbps(x) + " MB/s")
+        checks["bps"] = ok
+        lines.append(line)
+        ok, line = _ratio_line("proxy CPU per byte against nginx", _per_round(r_runs, n_runs, _run_cpu_per_mib),
+                               bars["large_cpu_per_byte"], False, lambda x: "–" if x is None else f"{x:,.0f} µs/MiB")
+        checks["cpu_per_byte"] = ok
+        lines.append(line)
+    elif kind == "gunicorn":
+        ok, line = _ratio_line("req/s against nginx", _per_round(r_runs, n_runs, lambda r: _num(r.get("rps"))),
+                               bars["gunicorn_rps"], True, rps_fmt)
+        checks["rps"] = ok
+        lines.append(line)
+        for name in ("ringd", "nginx"):
+            sdir = os.path.join(scenario_dir, f"slow-{name}")
+            if not os.path.exists(os.path.join(sdir, "report.json")):
+                lines.append(_verdict(None, f"p99 with slow clients ({name}): no slow-{name}/report.json"))
+                if name == "ringd":
+                    checks["slow_p99"] = None
+                continue
+            with_runs = _runs(load_report(sdir), name)
+            ok, line = _ratio_line(f"{name}'s p99 with the slow clients against without them",
+                                   _per_round(with_runs, runs[name], _run_p99), bars["slow_p99"], False,
+                                   fmt_us, num="with", den="without", reported=(name != "ringd"))
+            if name == "ringd":
+                checks["slow_p99"] = ok
+            lines.append(line)
+    else:
+        raise ValueError(f"unknown proxy scenario kind {kind!r} (small, large, gunicorn)")
+
+    # Every round of every target.
+    large = kind == "large"
+    lines += [
+        "",
+        "## Rounds",
+        "",
+        "Proxy busy: the proxy process's CPU time over the run (1 core = 100%); other core: the busiest "
+        "core other than the proxy's (upstream, generator and anything else on the machine).",
+        "",
+        "| round | target | req/s | " + ("MB/s | CPU µs/MiB | " if large else "")
+        + "proxy CPU µs/req | proxy busy | other core | p99 | errors | req/s vs nginx | CPU/req vs nginx | machine CPU µs/req |",
+        "|---:|---|---:|" + ("---:|---:|" if large else "") + "---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = [n for n in PROXY_TARGETS if n in runs] + [n for n in names if n not in PROXY_TARGETS]
+    for i in range(max(len(v) for v in runs.values())):
+        base = n_runs[i] if i < len(n_runs) else {}
+        for n in order:
+            if i >= len(runs[n]):
+                continue
+            r = runs[n][i]
+            extra = f"{fmt_mbps(_num(r.get('bytes_per_s')))} | {fmt_num(_run_cpu_per_mib(r))} | " if large else ""
+            lines.append(
+                f"| {i + 1} | {n} | {fmt_num(_num(r.get('rps')))} | {extra}{_fmt2(_run_cpu(r))} | "
+                f"{_fmt_util(_run_util(r))} | {_fmt_util(_run_busiest_other_core(r, proxy_cpu))} | "
+                f"{fmt_us(_run_p99(r))} | {fmt_num(_num(r.get('errors_total')))} | "
+                f"{fmt_ratio(_num(r.get('rps')), _num(base.get('rps')))} | {fmt_ratio(_run_cpu(r), _run_cpu(base))} | "
+                f"{_fmt2(_run_machine_cpu(r))} |"
+            )
+    if kind == "gunicorn":
+        lines += ["", "## Slow clients", "",
+                  "`slow-NAME/`: the same hello load against one proxy while a second loadgen (started first, "
+                  "stopped after; its output in `slow-NAME/slow-clients.log`) keeps slow clients reading 1 MiB "
+                  "responses through it. p99 without them: the round of the same index above.", "",
+                  "| round | proxy | req/s with | p99 without | p99 with | with/without | errors with |",
+                  "|---:|---|---:|---:|---:|---:|---:|"]
+        for name in ("ringd", "nginx"):
+            sdir = os.path.join(scenario_dir, f"slow-{name}")
+            if not os.path.exists(os.path.join(sdir, "report.json")):
+                continue
+            srep = load_report(sdir)
+            for i, (rw, ro) in enumerate(zip(_runs(srep, name), runs[name]), 1):
+                lines.append(f"| {i} | {name} | {fmt_num(_num(rw.get('rps')))} | {fmt_us(_run_p99(ro))} | "
+                             f"{fmt_us(_run_p99(rw))} | {fmt_ratio(_run_p99(rw), _run_p99(ro))} | "
+                             f"{fmt_num(_num(rw.get('errors_total')))} |")
+            if (srep.get("meta") or {}).get("loadavg"):
+                lines.append(f"|  | {name}: load average at its start {srep['meta']['loadavg']} | | | | | |")
+    sat = [n for n in order if any((r.get("generator_cpu") or {}).get("saturated") for r in runs[n])]
+    if sat:
+        lines += ["", f"⚠ the generator was saturated in some round against {', '.join(sat)}: req/s there may be "
+                  "the generator's limit; CPU µs/req is the proxy's own time per response either way."]
+    errs = [n for n in order if any(_num(r.get("errors_total")) for r in runs[n])]
+    if errs:
+        lines += ["", f"⚠ errors in some round against {', '.join(errs)} (see report.md for the kinds)."]
+    keys = [k for k in ("host", "workers", "server_cpus", "loadgen_cpus", "commit", "profile") if k in meta]
+    if keys:
+        lines += ["", "Settings: " + ", ".join(f"{k} {meta[k]}" for k in keys) + "."]
+    lines.append("")
+    return "\n".join(lines), checks
+
+
+def cmd_proxy(args):
+    try:
+        text, _checks = proxy_summary(args.dir, args.kind)
+    except (OSError, ValueError) as e:
+        print(f"proxy: {e}", file=sys.stderr)
         return 1
     with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
         f.write(text)
@@ -676,6 +937,13 @@ def cmd_scaling(args):
 HEADLINE_START = "<!-- benchtool:headline:start -->"
 # Scenarios that compare ringd with itself, not with nginx: they do not make a run the headline.
 SIDE_SCENARIOS = ("sites",)
+# Proxy scenarios (proxy-small, proxy-large, proxy-gunicorn-*) are side scenarios too: their
+# targets are proxies, not the static-file servers of the headline.
+SIDE_PREFIXES = ("proxy-",)
+
+
+def is_side_scenario(rel):
+    return rel in SIDE_SCENARIOS or rel.startswith(SIDE_PREFIXES)
 HEADLINE_END = "<!-- benchtool:headline:end -->"
 
 
@@ -758,7 +1026,7 @@ def cmd_headline(args):
     runs = run_dirs(results)
     # A run of only side scenarios (sites: ringd against itself, no nginx) is listed, never the headline.
     with_scenarios = [
-        r for r in runs if any(rel not in SIDE_SCENARIOS for rel, _t, _ in scenario_rows(os.path.join(results, r)))
+        r for r in runs if any(not is_side_scenario(rel) for rel, _t, _ in scenario_rows(os.path.join(results, r)))
     ]
     # Newest by the start time env.txt records (a fresh clone gives every file the same mtime),
     # then by the name's date and the file's mtime.
@@ -812,6 +1080,9 @@ def cmd_headline(args):
         links = [f"[{rel}]({r}/{rel}/report.md)" for rel, _t, _ in scenario_rows(rd)]
         if os.path.exists(os.path.join(rd, "sites", "summary.md")):
             links.append(f"[sites verdict]({r}/sites/summary.md)")
+        for rel, _t, _ in scenario_rows(rd):
+            if rel.startswith(SIDE_PREFIXES) and os.path.exists(os.path.join(rd, rel, "summary.md")):
+                links.append(f"[{rel} verdicts]({r}/{rel}/summary.md)")
         if os.path.exists(os.path.join(rd, "tuning", "README.md")):
             links.append(f"[tuning]({r}/tuning/README.md)")
         if os.path.exists(os.path.join(rd, "scaling", "README.md")):
@@ -1324,6 +1595,10 @@ def main(argv=None):
     s.add_argument("dir")
     s.add_argument("--bar", type=float, default=SITES_BAR, help="highest passing CPU/req ratio")
     s.set_defaults(func=cmd_sites)
+    s = sub.add_parser("proxy", help="summary.md of a proxy scenario (issue 12's ratios and verdicts)")
+    s.add_argument("dir")
+    s.add_argument("--kind", required=True, choices=("small", "large", "gunicorn"))
+    s.set_defaults(func=cmd_proxy)
     s = sub.add_parser("max-rps", help="closed-loop req/s of the slowest of TARGETS")
     s.add_argument("dir")
     s.add_argument("targets", nargs="*")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What CI runs for the benchmark harness: installs the peers if missing (nginx and caddy from
-# Debian's packages, gunicorn into .venv/), then `scripts/bench.sh --smoke`, so the harness cannot rot.
+# What CI runs for the benchmark harness: installs the peers if missing (nginx, caddy and haproxy
+# from Debian's packages, gunicorn into .venv/), then `scripts/bench.sh --smoke`, so the harness cannot rot.
 # Exits non-zero when any scenario fails, a target does not answer or a report is missing.
 set -euo pipefail
 
@@ -12,7 +12,7 @@ case "${1:-}" in
     cat <<USAGE
 Usage: scripts/ci-smoke.sh [bench.sh options]
 
-Installs nginx and caddy (apt-get) and gunicorn (venv) when missing, then runs
+Installs nginx, caddy and haproxy (apt-get) and gunicorn (venv) when missing, then runs
 'scripts/bench.sh --smoke' (about a second per scenario, debug build, output in a temp dir)
 with any extra options given. Needs no terminal or standard input.
 USAGE
@@ -24,7 +24,8 @@ exec </dev/null
 export DEBIAN_FRONTEND=noninteractive
 ensure_nginx ""
 ensure_caddy ""
+ensure_haproxy ""
 ensure_gunicorn ""
-log "nginx: $NGINX_BIN; caddy: $CADDY_BIN; gunicorn: $GUNICORN_BIN"
+log "nginx: $NGINX_BIN; caddy: $CADDY_BIN; haproxy: $HAPROXY_BIN; gunicorn: $GUNICORN_BIN"
 python3 "$SCRIPTS_DIR/test_benchtool.py"
 "$SCRIPTS_DIR/bench.sh" --smoke "$@"

@@ -20,6 +20,12 @@ NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-}"
 GUNICORN_HELLO_PORT="${GUNICORN_HELLO_PORT:-18082}"
 CADDY_PORT="${CADDY_PORT:-18085}"
 GUNICORN_FILES_PORT="${GUNICORN_FILES_PORT:-18083}"
+# The proxy scenarios (bench.sh proxy-*): gunicorn's upstream app (hello + /files/NAME) and
+# the proxies in front of an upstream: nginx and Caddy (second instances, proxying) and HAProxy.
+GUNICORN_UPSTREAM_PORT="${GUNICORN_UPSTREAM_PORT:-18086}"
+NGINX_PROXY_PORT="${NGINX_PROXY_PORT:-18087}"
+HAPROXY_PORT="${HAPROXY_PORT:-18088}"
+CADDY_PROXY_PORT="${CADDY_PROXY_PORT:-18089}"
 RINGD_PORT_BASE="${RINGD_PORT_BASE:-18090}"
 
 log() { printf '%s %s\n' "[$(date +%H:%M:%S)]" "$*" >&2; }
@@ -247,6 +253,57 @@ ensure_caddy() {
         # Like nginx: no service is started in a container; only the binary is used.
         apt_install caddy
         CADDY_BIN=/usr/bin/caddy
+    fi
+}
+
+# Path of the haproxy binary (Debian's `haproxy` package), installing it when missing. With a
+# peers dir, haproxy comes from it: DIR/usr/sbin/haproxy, a static DIR/haproxy, or a haproxy
+# .deb in DIR (unpacked with dpkg -x; the libraries it needs beyond the base system, such as
+# liblua5.3, as further .deb files there).
+HAPROXY_BIN=""
+HAPROXY_LD_PATH=""
+ensure_haproxy() {
+    local peers_dir="${1:-}"
+    if [[ -n "$peers_dir" ]]; then
+        local root="$RUN_DIR/offline-root" deb
+        if [[ -x "$peers_dir/usr/sbin/haproxy" ]]; then
+            root="$peers_dir"
+        elif [[ -x "$peers_dir/haproxy" ]]; then
+            HAPROXY_BIN="$peers_dir/haproxy"
+            return 0
+        elif [[ ! -x "$root/usr/sbin/haproxy" ]]; then
+            mkdir -p "$root"
+            for deb in "$peers_dir"/*.deb; do
+                [[ -e "$deb" ]] || continue
+                log "unpacking $(basename "$deb") (dpkg -x)"
+                dpkg -x "$deb" "$root"
+            done
+        fi
+        [[ -x "$root/usr/sbin/haproxy" ]] ||
+            die "--peers-dir $peers_dir holds neither usr/sbin/haproxy, haproxy nor a haproxy_*.deb"
+        HAPROXY_BIN="$root/usr/sbin/haproxy"
+        if [[ -d "$root/usr/lib/x86_64-linux-gnu" || -d "$root/lib/x86_64-linux-gnu" ]]; then
+            HAPROXY_LD_PATH="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu"
+        fi
+        return 0
+    fi
+    if command -v haproxy >/dev/null; then
+        HAPROXY_BIN="$(command -v haproxy)"
+    elif [[ -x /usr/sbin/haproxy ]]; then
+        HAPROXY_BIN=/usr/sbin/haproxy
+    else
+        # Like nginx: no service is started in a container; only the binary is used.
+        apt_install haproxy
+        HAPROXY_BIN=/usr/sbin/haproxy
+    fi
+}
+
+# Run haproxy with the library path an offline unpacked tree may need.
+haproxy_cmd() {
+    if [[ -n "$HAPROXY_LD_PATH" ]]; then
+        env LD_LIBRARY_PATH="$HAPROXY_LD_PATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$HAPROXY_BIN" "$@"
+    else
+        "$HAPROXY_BIN" "$@"
     fi
 }
 

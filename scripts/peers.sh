@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start, stop and inspect the servers ringd is compared with: nginx and Caddy (static files) and
-# gunicorn (a hello WSGI app and a wsgi.file_wrapper file app), on loopback ports, from the templates in
+# gunicorn (a hello WSGI app and a wsgi.file_wrapper file app), on loopback ports, and for the proxy
+# scenarios the proxies (nginx, Caddy, HAProxy) and gunicorn's upstream app, from the templates in
 # scripts/peers/, with their PIDs recorded in the run dir (.peers/).
 set -euo pipefail
 
@@ -22,21 +23,27 @@ Options (start):
   --workers N          worker processes for nginx and gunicorn (default: 1)
   --cpus LIST          CPUs to pin the peers to, e.g. 0 or 0-3 (default: the first N CPUs)
   --peers-dir DIR      offline: nginx from DIR/usr/sbin/nginx or DIR/*.deb (dpkg -x), caddy
-                       from DIR/usr/bin/caddy, DIR/caddy or DIR/caddy_*.deb, gunicorn from
-                       the wheels in DIR (pip --no-index --find-links DIR)
-  --only LIST          start only these of: nginx,caddy,gunicorn-hello,gunicorn-files
-                       (default: all)
+                       from DIR/usr/bin/caddy, DIR/caddy or DIR/caddy_*.deb, haproxy from
+                       DIR/usr/sbin/haproxy, DIR/haproxy or DIR/*.deb, gunicorn from the
+                       wheels in DIR (pip --no-index --find-links DIR)
+  --only LIST          start only these of: nginx,caddy,gunicorn-hello,gunicorn-files,
+                       nginx-proxy,caddy-proxy,haproxy,gunicorn-upstream (default: the first
+                       four; the proxies need --upstream)
+  --upstream ADDR      HOST:PORT the proxies (nginx-proxy, caddy-proxy, haproxy) forward to
   --gunicorn-workers N gunicorn worker count (default: --workers)
   --gunicorn-class C   gunicorn worker class: sync (default), gthread, ...
   --gunicorn-threads N threads per gunicorn worker (gthread; default 1)
   -h, --help           this text
 
 Ports (environment): NGINX_PORT=$NGINX_PORT CADDY_PORT=$CADDY_PORT NGINX_DEFERRED_PORT=${NGINX_DEFERRED_PORT:-(none)} GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT
-GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT. Run dir: RINGD_RUN_DIR (default .peers/).
+GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT GUNICORN_UPSTREAM_PORT=$GUNICORN_UPSTREAM_PORT NGINX_PROXY_PORT=$NGINX_PROXY_PORT
+HAPROXY_PORT=$HAPROXY_PORT CADDY_PROXY_PORT=$CADDY_PROXY_PORT. Run dir: RINGD_RUN_DIR (default .peers/).
 EOF
 }
 
-ALL_PEERS=(nginx caddy gunicorn-hello gunicorn-files)
+# What `start` starts by default; the proxies and gunicorn's upstream app only on request (--only).
+DEFAULT_PEERS=(nginx caddy gunicorn-hello gunicorn-files)
+ALL_PEERS=("${DEFAULT_PEERS[@]}" nginx-proxy caddy-proxy haproxy gunicorn-upstream)
 
 peer_port() {
     case "$1" in
@@ -44,6 +51,10 @@ peer_port() {
     caddy) echo "$CADDY_PORT" ;;
     gunicorn-hello) echo "$GUNICORN_HELLO_PORT" ;;
     gunicorn-files) echo "$GUNICORN_FILES_PORT" ;;
+    gunicorn-upstream) echo "$GUNICORN_UPSTREAM_PORT" ;;
+    nginx-proxy) echo "$NGINX_PROXY_PORT" ;;
+    caddy-proxy) echo "$CADDY_PROXY_PORT" ;;
+    haproxy) echo "$HAPROXY_PORT" ;;
     *) die "unknown peer '$1' (want one of: ${ALL_PEERS[*]})" ;;
     esac
 }
@@ -54,16 +65,20 @@ peer_probe_url() {
     port="$(peer_port "$1")"
     case "$1" in
     nginx | caddy) echo "http://127.0.0.1:$port/hello.txt" ;;
-    gunicorn-hello) echo "http://127.0.0.1:$port/" ;;
+    gunicorn-hello | gunicorn-upstream) echo "http://127.0.0.1:$port/" ;;
     gunicorn-files) echo "http://127.0.0.1:$port/small.bin" ;;
+    # A proxy is up when it forwards: nginx (the upstream) has hello.txt, gunicorn-upstream
+    # answers any path.
+    nginx-proxy | caddy-proxy | haproxy) echo "http://127.0.0.1:$port/hello.txt" ;;
     esac
 }
 
 # The word a live peer's command line contains (PID-reuse guard).
 peer_word() {
     case "$1" in
-    nginx) echo "nginx" ;;
-    caddy) echo "caddy" ;;
+    nginx | nginx-proxy) echo "nginx" ;;
+    caddy | caddy-proxy) echo "caddy" ;;
+    haproxy) echo "haproxy" ;;
     gunicorn-*) echo "gunicorn" ;;
     esac
 }
@@ -94,8 +109,8 @@ stop_peer() {
     pid="$(recorded_pid "$name")"
     if [[ -n "$pid" ]] && pid_is "$pid" "$word"; then
         log "stopping $name (PID $pid)"
-        # nginx: SIGQUIT is a graceful stop; gunicorn: SIGTERM is.
-        if [[ "$name" == nginx ]]; then stop_pid "$pid" QUIT; else stop_pid "$pid" TERM; fi
+        # nginx: SIGQUIT is a graceful stop; gunicorn: SIGTERM is (HAProxy, Caddy: SIGTERM stops).
+        if [[ "$name" == nginx* ]]; then stop_pid "$pid" QUIT; else stop_pid "$pid" TERM; fi
     fi
     # Workers recorded at start that somehow outlived their master.
     if [[ -s "$RUN_DIR/$name.workers" ]]; then
@@ -113,8 +128,14 @@ record_cmd() {
     quote_cmd "$@" >>"$RUN_DIR/commands.txt"
 }
 
+# The upstream HOST:PORT the proxies forward to (start --upstream).
+PEER_UPSTREAM=""
+
+# start_nginx WORKERS CPUS [NAME]: NAME nginx (static files, the default) or nginx-proxy (a
+# second instance, its own dir and PID, proxying to PEER_UPSTREAM).
 start_nginx() {
-    local workers="$1" cpus="$2" nofile conns user_line dir="$RUN_DIR/nginx" pid
+    local workers="$1" cpus="$2" name="${3:-nginx}" nofile conns user_line pid
+    local dir="$RUN_DIR/$name"
     mkdir -p "$dir/nginx-tmp"
     nofile="$(max_nofile)"
     if [[ $EUID -eq 0 ]]; then
@@ -126,14 +147,22 @@ start_nginx() {
     ((conns > 65535)) && conns=65535
     # Optionally a second listener for the same site, with `deferred` (TCP_DEFER_ACCEPT).
     local deferred=""
-    if [[ -n "$NGINX_DEFERRED_PORT" ]]; then
+    if [[ "$name" == nginx-proxy ]]; then
+        render_template "$SCRIPTS_DIR/peers/nginx-proxy.conf.tmpl" "$dir/nginx.conf" \
+            "USER_LINE=$user_line" "WORKERS=$workers" \
+            "AFFINITY=$(nginx_affinity_masks "$workers" "$cpus")" "NOFILE=$nofile" \
+            "WORKER_CONNECTIONS=$conns" "RUN=$dir" "PORT=$NGINX_PROXY_PORT" "BACKLOG=65535" \
+            "UPSTREAM=$PEER_UPSTREAM"
+    elif [[ -n "$NGINX_DEFERRED_PORT" ]]; then
         deferred=$'\n        listen 127.0.0.1:'"$NGINX_DEFERRED_PORT reuseport deferred backlog=65535;"
     fi
-    render_template "$SCRIPTS_DIR/peers/nginx.conf.tmpl" "$dir/nginx.conf" \
-        "USER_LINE=$user_line" "WORKERS=$workers" \
-        "AFFINITY=$(nginx_affinity_masks "$workers" "$cpus")" "NOFILE=$nofile" \
-        "WORKER_CONNECTIONS=$conns" "RUN=$dir" "PORT=$NGINX_PORT" "BACKLOG=65535" "WWW=$WWW_DIR" \
-        "DEFERRED_LISTEN=$deferred"
+    if [[ "$name" == nginx ]]; then
+        render_template "$SCRIPTS_DIR/peers/nginx.conf.tmpl" "$dir/nginx.conf" \
+            "USER_LINE=$user_line" "WORKERS=$workers" \
+            "AFFINITY=$(nginx_affinity_masks "$workers" "$cpus")" "NOFILE=$nofile" \
+            "WORKER_CONNECTIONS=$conns" "RUN=$dir" "PORT=$NGINX_PORT" "BACKLOG=65535" "WWW=$WWW_DIR" \
+            "DEFERRED_LISTEN=$deferred"
+    fi
     nginx_cmd -t -q -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" >&2 ||
         die "nginx rejected $dir/nginx.conf (see above)"
     local -a cmd=(taskset -c "$cpus" "$NGINX_BIN" -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf")
@@ -144,17 +173,25 @@ start_nginx() {
         "${cmd[@]}" </dev/null >>"$dir/stdout.log" 2>&1 &
     fi
     pid=$!
-    echo "$pid" >"$RUN_DIR/nginx.pid"
-    finish_start nginx "$pid" "$workers" "$dir/nginx-error.log"
+    echo "$pid" >"$RUN_DIR/$name.pid"
+    finish_start "$name" "$pid" "$workers" "$dir/nginx-error.log"
 }
 
 # Caddy is one Go process: GOMAXPROCS stands for the worker count, taskset pins it; its data
 # and config dirs go into the run dir (never $HOME).
+# NAME (third argument) caddy (static files, the default) or caddy-proxy (reverse_proxy to
+# PEER_UPSTREAM).
 start_caddy() {
-    local workers="$1" cpus="$2" dir="$RUN_DIR/caddy" pid
+    local workers="$1" cpus="$2" name="${3:-caddy}" pid
+    local dir="$RUN_DIR/$name"
     mkdir -p "$dir"
-    render_template "$SCRIPTS_DIR/peers/Caddyfile.tmpl" "$dir/Caddyfile" \
-        "PORT=$CADDY_PORT" "WWW=$WWW_DIR"
+    if [[ "$name" == caddy-proxy ]]; then
+        render_template "$SCRIPTS_DIR/peers/Caddyfile-proxy.tmpl" "$dir/Caddyfile" \
+            "PORT=$CADDY_PROXY_PORT" "UPSTREAM=$PEER_UPSTREAM"
+    else
+        render_template "$SCRIPTS_DIR/peers/Caddyfile.tmpl" "$dir/Caddyfile" \
+            "PORT=$CADDY_PORT" "WWW=$WWW_DIR"
+    fi
     local -a envs=(env "GOMAXPROCS=$workers" "XDG_DATA_HOME=$dir/data" "XDG_CONFIG_HOME=$dir/config" "HOME=$dir")
     "${envs[@]}" "$CADDY_BIN" validate --adapter caddyfile --config "$dir/Caddyfile" >"$dir/validate.log" 2>&1 ||
         { cat "$dir/validate.log" >&2; die "caddy rejected $dir/Caddyfile (see above)"; }
@@ -162,9 +199,31 @@ start_caddy() {
     record_cmd "${cmd[@]}"
     "${cmd[@]}" </dev/null >>"$dir/caddy.log" 2>&1 &
     pid=$!
-    echo "$pid" >"$RUN_DIR/caddy.pid"
+    echo "$pid" >"$RUN_DIR/$name.pid"
     # No worker processes: threads of one process.
-    finish_start caddy "$pid" 0 "$dir/caddy.log"
+    finish_start "$name" "$pid" 0 "$dir/caddy.log"
+}
+
+# HAProxy in the foreground (-db: no daemon, no master-worker), one process with WORKERS
+# threads (nbthread), pinned with taskset, proxying to PEER_UPSTREAM.
+start_haproxy() {
+    local workers="$1" cpus="$2" dir="$RUN_DIR/haproxy" pid maxconn
+    mkdir -p "$dir"
+    maxconn=$(($(max_nofile) / 2 - 100))
+    ((maxconn > 100000)) && maxconn=100000
+    render_template "$SCRIPTS_DIR/peers/haproxy.cfg.tmpl" "$dir/haproxy.cfg" \
+        "THREADS=$workers" "MAXCONN=$maxconn" "RUN=$dir" "PORT=$HAPROXY_PORT" "UPSTREAM=$PEER_UPSTREAM"
+    haproxy_cmd -c -q -f "$dir/haproxy.cfg" >&2 || die "haproxy rejected $dir/haproxy.cfg (see above)"
+    local -a cmd=(taskset -c "$cpus" "$HAPROXY_BIN" -db -f "$dir/haproxy.cfg")
+    record_cmd "${cmd[@]}"
+    if [[ -n "$HAPROXY_LD_PATH" ]]; then
+        LD_LIBRARY_PATH="$HAPROXY_LD_PATH" "${cmd[@]}" </dev/null >>"$dir/haproxy.log" 2>&1 &
+    else
+        "${cmd[@]}" </dev/null >>"$dir/haproxy.log" 2>&1 &
+    fi
+    pid=$!
+    echo "$pid" >"$RUN_DIR/haproxy.pid"
+    finish_start haproxy "$pid" 0 "$dir/haproxy.log"
 }
 
 start_gunicorn() {
@@ -203,7 +262,7 @@ finish_start() {
 }
 
 cmd_start() {
-    local workers=1 cpus="" peers_dir="" only="" gworkers="" gclass=sync gthreads=1
+    local workers=1 cpus="" peers_dir="" only="" gworkers="" gclass=sync gthreads=1 upstream=""
     while (($#)); do
         case "$1" in
         --workers) workers="${2:?--workers needs a value}" && shift ;;
@@ -213,6 +272,7 @@ cmd_start() {
         --gunicorn-workers) gworkers="${2:?--gunicorn-workers needs a value}" && shift ;;
         --gunicorn-class) gclass="${2:?--gunicorn-class needs a value}" && shift ;;
         --gunicorn-threads) gthreads="${2:?--gunicorn-threads needs a value}" && shift ;;
+        --upstream) upstream="${2:?--upstream needs HOST:PORT}" && shift ;;
         -h | --help) usage && exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
         esac
@@ -229,22 +289,33 @@ cmd_start() {
     fi
     expand_cpus "$cpus" >/dev/null
     [[ -z "$peers_dir" || -d "$peers_dir" ]] || die "--peers-dir $peers_dir is not a directory"
-    local -a peers=("${ALL_PEERS[@]}")
+    local -a peers=("${DEFAULT_PEERS[@]}")
     if [[ -n "$only" ]]; then
         IFS=',' read -r -a peers <<<"$only"
         local p
-        for p in "${peers[@]}"; do peer_port "$p" >/dev/null; done
+        for p in "${peers[@]}"; do
+            peer_port "$p" >/dev/null
+            case "$p" in
+            nginx-proxy | caddy-proxy | haproxy)
+                [[ "$upstream" =~ ^[^:]+:[0-9]+$ ]] || die "$p needs --upstream HOST:PORT"
+                ;;
+            esac
+        done
     fi
+    PEER_UPSTREAM="$upstream"
 
     mkdir -p "$RUN_DIR"
     : >"$RUN_DIR/commands.txt"
     make_www
-    local p want_nginx=0 want_gunicorn=0 want_caddy=0
+    local p want_nginx=0 want_gunicorn=0 want_caddy=0 want_haproxy=0
     for p in "${peers[@]}"; do
-        case "$p" in nginx) want_nginx=1 ;; caddy) want_caddy=1 ;; gunicorn-*) want_gunicorn=1 ;; esac
+        case "$p" in
+        nginx*) want_nginx=1 ;; caddy*) want_caddy=1 ;; haproxy) want_haproxy=1 ;; gunicorn-*) want_gunicorn=1 ;;
+        esac
     done
     ((want_nginx)) && ensure_nginx "$peers_dir"
     ((want_caddy)) && ensure_caddy "$peers_dir"
+    ((want_haproxy)) && ensure_haproxy "$peers_dir"
     ((want_gunicorn)) && ensure_gunicorn "$peers_dir"
     for p in "${peers[@]}"; do
         if peer_running "$p"; then
@@ -261,13 +332,19 @@ cmd_start() {
         caddy) start_caddy "$workers" "$cpus" ;;
         gunicorn-hello) start_gunicorn "$p" hello "$gworkers" "$cpus" "$gclass" "$gthreads" ;;
         gunicorn-files) start_gunicorn "$p" files "$gworkers" "$cpus" "$gclass" "$gthreads" ;;
+        gunicorn-upstream) start_gunicorn "$p" upstream "$gworkers" "$cpus" "$gclass" "$gthreads" ;;
+        nginx-proxy) start_nginx "$workers" "$cpus" nginx-proxy ;;
+        caddy-proxy) start_caddy "$workers" "$cpus" caddy-proxy ;;
+        haproxy) start_haproxy "$workers" "$cpus" ;;
         esac
     done
 }
 
 cmd_stop() {
     local p
-    for p in "${ALL_PEERS[@]}"; do stop_peer "$p"; done
+    # The proxies first: an upstream nginx stopping gracefully waits for their connections
+    # (seen: the upstream nginx outlived SIGQUIT by 10 s and was killed).
+    for p in nginx-proxy caddy-proxy haproxy "${DEFAULT_PEERS[@]}" gunicorn-upstream; do stop_peer "$p"; done
 }
 
 cmd_status() {
@@ -305,7 +382,7 @@ main() {
     stop) cmd_stop ;;
     status) cmd_status ;;
     pids)
-        [[ $# -eq 1 ]] || die "usage: scripts/peers.sh pids nginx|gunicorn-hello|gunicorn-files"
+        [[ $# -eq 1 ]] || die "usage: scripts/peers.sh pids PEER (one of: ${ALL_PEERS[*]})"
         peer_port "$1" >/dev/null
         peer_pids "$1" || die "$1 is not running"
         ;;

@@ -392,6 +392,118 @@ class SitesSummary(Base):
         self.assertIn("lacks ringd-flags or ringd-config", err)
 
 
+class ProxySummary(Base):
+    """benchtool.py proxy: issue 12's ratios per round and verdicts on their median."""
+
+    def scenario(self, name, targets, meta=None):
+        d = os.path.join(self.tmp, name)
+        write_scenario(d, targets)
+        if meta is not None:
+            path = os.path.join(d, "report.json")
+            with open(path) as f:
+                doc = json.load(f)
+            doc["meta"] = meta
+            with open(path, "w") as f:
+                json.dump(doc, f)
+        return d
+
+    def small(self, ringd_rps=(95000, 96000, 97000)):
+        return self.scenario("proxy-small", [
+            target("ringd", [run_result(r, 900, cpu=10.0) for r in ringd_rps]),
+            target("nginx", [run_result(60000, 1500, cpu=c) for c in (24.0, 25.0, 26.0)]),
+            target("haproxy", [run_result(70000, 1200, cpu=15.0) for _ in range(3)]),
+            target("caddy", [run_result(30000, 3000, cpu=40.0) for _ in range(3)]),
+        ], meta={"loadavg": "2.50 2.10 1.90", "server_cpus": "0"})
+
+    def test_small_passes_every_bar_with_per_round_ratios(self):
+        md, checks = benchtool.proxy_summary(self.small(), "small")
+        self.assertEqual(checks, {"cpu_vs_nginx": True, "cpu_vs_haproxy": True, "rps": True})
+        self.assertIn("rounds 0.42×, 0.40×, 0.38×", md)
+        self.assertIn("Load average at the start: 2.50 2.10 1.90", md)
+        self.assertIn("| 1 | caddy | 30,000 |", md)
+
+    def test_small_rps_bar_does_not_apply_when_ringd_was_not_the_limit(self):
+        # 10 µs/req at 20,000 req/s is 20% of a core: the upstream's core set the pace.
+        md, checks = benchtool.proxy_summary(self.small(ringd_rps=(20000, 20000, 20000)), "small")
+        self.assertIsNone(checks["rps"])
+        self.assertIn("not the limit in any round (it used 20%, 20%, 20% of its core", md)
+        self.assertTrue(checks["cpu_vs_nginx"])
+
+    def test_small_cpu_bar_fails_above_half_of_nginx(self):
+        d = self.scenario("proxy-small", [
+            target("ringd", [run_result(95000, 900, cpu=15.0)]),
+            target("nginx", [run_result(60000, 1500, cpu=25.0)]),
+        ])
+        md, checks = benchtool.proxy_summary(d, "small")
+        self.assertFalse(checks["cpu_vs_nginx"])
+        self.assertNotIn("cpu_vs_haproxy", checks)
+        self.assertIn("**FAIL** proxy CPU per request against nginx", md)
+
+    def test_large_bytes_and_cpu_per_byte(self):
+        mib = 10 * 1048576
+        d = self.scenario("proxy-large", [
+            target("ringd", [run_result(100, 5000, cpu=2000.0, bytes_per_s=100 * mib)]),
+            target("nginx", [run_result(80, 6000, cpu=3000.0, bytes_per_s=80 * mib)]),
+        ])
+        md, checks = benchtool.proxy_summary(d, "large")
+        self.assertEqual(checks, {"bps": True, "cpu_per_byte": True})
+        # 2000 µs per 10 MiB response = 200 µs/MiB.
+        self.assertIn("ringd 200 µs/MiB vs nginx 300 µs/MiB", md)
+
+    def test_gunicorn_slow_clients_p99_ratio(self):
+        d = self.scenario("proxy-gunicorn-sync", [
+            target("ringd", [run_result(3000, 1000, cpu=20.0) for _ in range(3)]),
+            target("nginx", [run_result(2500, 1000, cpu=30.0) for _ in range(3)]),
+        ])
+        write_scenario(os.path.join(d, "slow-ringd"), [target("ringd", [run_result(2900, p, cpu=20.0) for p in (1500, 1800, 2500)])])
+        write_scenario(os.path.join(d, "slow-nginx"), [target("nginx", [run_result(2000, p, cpu=30.0) for p in (3000, 3000, 3000)])])
+        md, checks = benchtool.proxy_summary(d, "gunicorn")
+        self.assertEqual(checks, {"rps": True, "slow_p99": True})
+        self.assertIn("rounds 1.50×, 1.80×, 2.50× (spread 1.00)", md)
+        # nginx's is reported, not a verdict.
+        self.assertIn("- reported (outside the bar): nginx's p99 with the slow clients", md)
+        self.assertIn("| 3 | ringd | 2,900 | 1.00 ms | 2.50 ms | 2.50× | 0 |", md)
+
+    def test_gunicorn_without_slow_runs_has_no_slow_verdict(self):
+        d = self.scenario("proxy-gunicorn-gthread", [
+            target("ringd", [run_result(2000, 1000, cpu=20.0)]),
+            target("nginx", [run_result(2500, 1000, cpu=30.0)]),
+        ])
+        md, checks = benchtool.proxy_summary(d, "gunicorn")
+        self.assertEqual(checks, {"rps": False, "slow_p99": None})
+        self.assertIn("no slow-ringd/report.json", md)
+
+    def test_cli_writes_summary_and_fails_without_ringd(self):
+        d = self.small()
+        rc, out, _ = quiet(benchtool.main, ["proxy", d, "--kind", "small"])
+        self.assertEqual(rc, 0)
+        with open(os.path.join(d, "summary.md")) as f:
+            self.assertEqual(f.read(), out)
+        bad = self.scenario("proxy-bad", [target("nginx", [run_result(1, 1, cpu=1.0)])])
+        rc, _, err = quiet(benchtool.main, ["proxy", bad, "--kind", "small"])
+        self.assertEqual(rc, 1)
+        self.assertIn("lacks ringd or nginx", err)
+
+    def test_a_proxy_only_run_is_listed_but_not_the_headline(self):
+        results = os.path.join(self.tmp, "results")
+        self.small_run(os.path.join(results, "2020-01-01-host"))
+        side = os.path.join(results, "2020-03-03-host-proxy")
+        write_scenario(os.path.join(side, "proxy-small"), [target("ringd", [run_result(1, 1, cpu=1)]),
+                                                            target("nginx", [run_result(1, 1, cpu=1)])])
+        with open(os.path.join(side, "proxy-small", "summary.md"), "w") as f:
+            f.write("# proxy-small\n")
+        with open(os.path.join(side, "scenarios.tsv"), "w") as f:
+            f.write("proxy-small\tringd,nginx\tproxy-small: test\n")
+        with open(os.path.join(side, "env.txt"), "w") as f:
+            f.write("date: 2020-03-03T00:00:00Z\nhost: host\n")
+        rc, _, _ = quiet(benchtool.main, ["headline", results])
+        self.assertEqual(rc, 0)
+        with open(os.path.join(results, "README.md")) as f:
+            text = f.read()
+        self.assertIn("## Headline: [2020-01-01-host]", text)
+        self.assertIn("[proxy-small verdicts](2020-03-03-host-proxy/proxy-small/summary.md)", text)
+
+
 class Scaling(Base):
     def test_table_and_svg(self):
         for w, rps in ((1, 1000), (2, 1900)):
@@ -429,7 +541,7 @@ class MkData(Base):
         d = os.path.join(self.tmp, "www")
         quiet(benchtool.main, ["mkdata", d])
         sizes = {n: os.path.getsize(os.path.join(d, n)) for n in os.listdir(d)}
-        self.assertEqual(sizes, {"small.bin": 1000, "medium.bin": 102400, "large.bin": 10485760, "hello.txt": 13})
+        self.assertEqual(sizes, {"small.bin": 1000, "medium.bin": 102400, "large.bin": 10485760, "1mib.bin": 1048576, "hello.txt": 13})
         with open(os.path.join(d, "hello.txt"), "rb") as f:
             self.assertEqual(f.read(), b"Hello, world!")
         with open(os.path.join(d, "small.bin"), "rb") as f:

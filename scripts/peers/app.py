@@ -3,7 +3,9 @@
 `hello` answers the body of the served root's hello.txt (read once at import, so it is the very
 bytes ringd and nginx serve from that file); `files` serves a file from the served root through
 `environ['wsgi.file_wrapper']`, the way a WSGI app hands a static file to its server (gunicorn
-sends it with sendfile). The served root comes from RINGD_BENCH_WWW.
+sends it with sendfile); `upstream` is the app behind the proxies in bench.sh's proxy-gunicorn
+scenario: `files` for /files/NAME (the slow clients' 1 MiB responses) and `hello` for every
+other path, so both come from the same workers. The served root comes from RINGD_BENCH_WWW.
 """
 
 import mimetypes
@@ -63,3 +65,15 @@ def files(environ, start_response):
                 yield block
 
     return chunks()
+
+
+FILES_PREFIX = "/files/"
+
+
+def upstream(environ, start_response):
+    """`files` for /files/NAME (NAME in the served root), `hello` for any other path."""
+    path = environ.get("PATH_INFO", "/")
+    if path.startswith(FILES_PREFIX):
+        environ["PATH_INFO"] = path[len(FILES_PREFIX) - 1:]
+        return files(environ, start_response)
+    return hello(environ, start_response)
