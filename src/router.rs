@@ -482,6 +482,7 @@ impl Router {
                     let mut start =
                         proxy_start(&sites, p, &target, host, req, peer, p.headers.as_deref());
                     start.cache = cache_intent(route.cache, host_str, &target, req);
+                    set_compress(&mut start, route, req);
                     return Err(Wait::Proxy(start, si, ri));
                 }
                 Action::Cgi(c) => {
@@ -524,6 +525,7 @@ impl Router {
                             };
                             let mut start = cgi_start(req, c.timeout);
                             start.cache = cache_intent(route.cache, host_str, &target, req);
+                            set_compress(&mut start, route, req);
                             return Err(Wait::Cgi(Box::new((start, spawn)), si, ri));
                         }
                         Err(e) => {
@@ -763,6 +765,8 @@ fn cgi_start(req: &Request<'_>, timeout: std::time::Duration) -> proxy::Start {
         buffer: 1 << 20,
         retries: 0,
         cache: None,
+        compress_route: false,
+        compress: None,
     }
 }
 
@@ -816,7 +820,17 @@ fn proxy_start(
         buffer: up.buffer_responses,
         retries: up.retries,
         cache: None,
+        compress_route: false,
+        compress: None,
     })
+}
+
+/// The coding a request on a compressing route gets, if any.
+fn set_compress(start: &mut proxy::Start, route: &Route, req: &Request<'_>) {
+    let Some(list) = &route.compress else { return };
+    start.compress_route = true;
+    let accept = req.fields.accept_encoding.as_deref().unwrap_or(b"");
+    start.compress = crate::gateway::compress::pick(list, accept);
 }
 
 /// The cache intent of a request on a caching route: GET and HEAD only.

@@ -144,6 +144,7 @@ pub struct RouteFile {
     pub proxy: Option<Spanned<ProxyFile>>,
     pub cgi: Option<Spanned<CgiFile>>,
     pub cache: Option<Spanned<RouteCacheFile>>,
+    pub compress: Option<Spanned<Vec<String>>>,
 }
 
 /// `cgi = { dir = "cgi-bin", timeout = "30s" }`.

@@ -84,6 +84,7 @@ impl Sites {
                 methods: None,
                 headers: None,
                 cache: None,
+                compress: None,
                 action: Some(Action::Cgi(Cgi {
                     dir,
                     timeout: std::time::Duration::from_secs(30),
@@ -145,6 +146,8 @@ pub struct Route {
     pub action: Option<Action>,
     /// Responses of this route's proxy or CGI handler go through the response cache.
     pub cache: Option<crate::cache::Policy>,
+    /// ... and are compressed with the first of these codings the client accepts.
+    pub compress: Option<Vec<crate::handler::encoding::Coding>>,
 }
 
 /// What a route's path must look like.
@@ -856,6 +859,25 @@ fn build_route(
             stale_if_error: d(c.stale_if_error),
         }
     });
+    let compress = rf.compress.map(|c| {
+        if !matches!(action, Some(Action::Proxy(_) | Action::Cgi(_))) {
+            errs.push(loc.error(
+                Some(c.span()),
+                "`compress` goes with a `proxy` or `cgi` handler (static files use precompressed sidecars)",
+            ));
+        }
+        let mut v = Vec::new();
+        for name in c.get_ref() {
+            match crate::gateway::compress::parse(name) {
+                Some(k) => v.push(k),
+                None => errs.push(loc.error(
+                    Some(c.span()),
+                    format!("`compress`: {name:?} is not a coding (zstd, br, gzip)"),
+                )),
+            }
+        }
+        v
+    });
     (errs.len() == before).then(|| Route {
         label: format!("#{} {shown}", i + 1),
         pattern,
@@ -863,6 +885,7 @@ fn build_route(
         headers,
         action,
         cache,
+        compress,
     })
 }
 

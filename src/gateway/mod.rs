@@ -7,6 +7,7 @@
 //! picks servers, builds and parses heads, re-frames bodies and applies the retry rule.
 
 pub mod cgi;
+pub mod compress;
 pub mod proxy;
 
 use std::time::Instant;

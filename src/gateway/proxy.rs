@@ -83,6 +83,10 @@ pub struct Start {
     pub retries: u32,
     /// The route caches its responses: where and how.
     pub cache: Option<Box<CacheIntent>>,
+    /// The route compresses (`compress = [...]`): its responses vary on Accept-Encoding, and
+    /// this request gets `compress` when it is Some.
+    pub compress_route: bool,
+    pub compress: Option<crate::handler::encoding::Coding>,
 }
 
 /// A cacheable request's key and policy, and what storing needs of it.
@@ -187,6 +191,8 @@ pub struct Exchange {
     pub store: Option<Box<Store>>,
     /// Largest body captured.
     max_entry: usize,
+    /// Compressing the body on the way to the client.
+    encoder: Option<super::compress::Encoder>,
 }
 
 /// Builds the head of the request to forward: request line with `path_query`, the client's
@@ -359,6 +365,7 @@ impl Exchange {
             cgi: None,
             store: None,
             max_entry: 0,
+            encoder: None,
         }
     }
 
@@ -805,6 +812,28 @@ impl Exchange {
                 &b"BYPASS"[..]
             }
         });
+        // On-the-fly compression: a route that compresses, a client that accepts the coding,
+        // a compressible type not already encoded, a body worth it, not a range or HEAD.
+        let field = |name: &str| {
+            r.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        let vary_ae = self.start.compress_route
+            && field("content-type").is_some_and(super::compress::compressible);
+        if let (Some(c), true) = (self.start.compress, vary_ae) {
+            let worth = cl.is_none_or(|n| n >= super::compress::MIN_SIZE);
+            let plain = field("content-encoding").is_none() && field("content-range").is_none();
+            if worth && plain && !self.start.head_request && !matches!(status, 204 | 206 | 304) {
+                self.encoder = super::compress::Encoder::new(c).ok();
+            }
+        }
+        let coding = self.encoder.as_ref().and(self.start.compress);
+        let mut vary = vary;
+        if vary_ae && !vary.iter().any(|v| v == "accept-encoding") {
+            vary.push("accept-encoding".into());
+        }
         // The client's framing.
         let buf = out.bytes(ctx.pool);
         buf.extend_from_slice(b"HTTP/1.1 ");
@@ -833,10 +862,36 @@ impl Exchange {
             {
                 continue;
             }
+            if vary_ae && lower == "vary" {
+                continue; // rewritten below with Accept-Encoding
+            }
             buf.extend_from_slice(f.name.as_bytes());
             buf.extend_from_slice(b": ");
+            if coding.is_some() && lower == "etag" && !f.value.starts_with(b"W/") {
+                // Another representation: the strong validator cannot carry over.
+                buf.extend_from_slice(b"W/");
+            }
             buf.extend_from_slice(f.value);
             buf.extend_from_slice(b"\r\n");
+        }
+        if vary_ae {
+            let mut v = r
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("vary"))
+                .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if !v.to_ascii_lowercase().contains("accept-encoding") {
+                if !v.is_empty() {
+                    v.push_str(", ");
+                }
+                v.push_str("Accept-Encoding");
+            }
+            head::header(buf, "Vary", v.as_bytes());
+        }
+        if let Some(c) = coding {
+            head::header(buf, "Content-Encoding", c.token().as_bytes());
         }
         if !r
             .headers
@@ -859,6 +914,18 @@ impl Exchange {
             head::header(buf, "X-Cache", tag);
         }
         match (&self.body, cl) {
+            // Compressed: the length is not known in advance.
+            (UpBody::Length(_) | UpBody::Chunked(_) | UpBody::UntilClose, _)
+                if coding.is_some() && self.start.client_10 =>
+            {
+                self.client_close = true
+            }
+            (UpBody::Length(_) | UpBody::Chunked(_) | UpBody::UntilClose, _)
+                if coding.is_some() =>
+            {
+                self.client_chunked = true;
+                buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
             (UpBody::Length(_), Some(n)) => head::header_u64(buf, "Content-Length", n),
             (UpBody::None, _) if status == 204 || status == 304 => {}
             (UpBody::None, Some(n)) => head::header_u64(buf, "Content-Length", n),
@@ -926,6 +993,22 @@ impl Exchange {
         if data.is_empty() {
             return;
         }
+        if let Some(e) = &mut self.encoder {
+            match e.write(data) {
+                Ok(z) => self.emit(&z, out, ctx),
+                Err(_) => self.encoder = None,
+            }
+            return;
+        }
+        self.emit(data, out, ctx);
+    }
+
+    /// Queues body bytes (as sent: compressed when compressing) for the client, framed, and
+    /// captures them for the cache.
+    fn emit(&mut self, data: &[u8], out: &mut OutQueue, ctx: &mut Ctx<'_>) {
+        if data.is_empty() {
+            return;
+        }
         if let Some(st) = &mut self.store {
             if st.body.len() + data.len() > self.max_entry {
                 // Larger than an entry may be: it streams through uncached.
@@ -947,6 +1030,17 @@ impl Exchange {
     }
 
     fn finish(&mut self, out: &mut OutQueue, ctx: &mut Ctx<'_>) {
+        if let Some(e) = self.encoder.take() {
+            match e.finish() {
+                Ok(rest) => self.emit(&rest, out, ctx),
+                // Cannot end the compressed stream: the response is cut.
+                Err(_) => {
+                    self.cut = true;
+                    self.state = State::Done { reusable: false };
+                    return;
+                }
+            }
+        }
         if self.client_chunked {
             out.bytes(ctx.pool).extend_from_slice(b"0\r\n\r\n");
         }
@@ -1063,6 +1157,8 @@ mod tests {
             buffer: 1 << 20,
             retries: 1,
             cache: None,
+            compress_route: false,
+            compress: None,
         }
     }
 

@@ -77,6 +77,7 @@ per_backend! {
     proxy_gunicorn_behind_ringd => crate::proxy::gunicorn_stack,
     proxy_active_health_checks => crate::proxy::active_health_checks,
     proxy_response_cache => crate::proxy::response_cache,
+    proxy_compression => crate::proxy::compression,
 }
 
 /// Backend-independent CLI behaviour.

@@ -945,3 +945,126 @@ root = "www"
     let r = get("/c/plain", "");
     assert_eq!(r.status, 502, "{}", r.head);
 }
+
+/// On-the-fly compression on a proxy route (`compress = ["zstd", "br", "gzip"]`) with the
+/// cache in front: each coding decodes to the origin's bytes, `Vary: Accept-Encoding` is set,
+/// small, already-encoded and non-text bodies pass as they are, and a compressed variant is
+/// cached as its own entry (a hit costs no origin request).
+pub fn compression(backend: &str) {
+    use std::io::Read as _;
+    let page: String = (0..400)
+        .map(|i| format!("<p>paragraph {i} of the page</p>\n"))
+        .collect();
+    let page2 = page.clone();
+    let up = Upstream::spawn(move |req, _| {
+        let text = String::from_utf8_lossy(req).into_owned();
+        let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+        let resp = |ct: &str, extra: &str, body: &[u8]| {
+            let mut v = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nCache-Control: max-age=60\r\nETag: \"v1\"\r\n{extra}\r\n",
+                body.len()
+            )
+            .into_bytes();
+            v.extend_from_slice(body);
+            Action::Reply(v)
+        };
+        match path.as_str() {
+            "/z/small" => resp("text/plain", "", b"tiny"),
+            "/z/png" => resp("image/png", "", &[0u8; 5000]),
+            "/z/encoded" => resp("text/html", "Content-Encoding: gzip\r\n", &[1u8; 5000]),
+            _ => resp("text/html; charset=utf-8", "", page2.as_bytes()),
+        }
+    });
+    let d = TempDir::new("proxy-compress");
+    let conf = r#"
+[upstreams.app]
+servers = ["{UP}"]
+
+[[sites]]
+hosts = ["_"]
+root = "www"
+
+  [[sites.routes]]
+  path = "/z/*"
+  proxy = { upstream = "app" }
+  cache = { default_ttl = "1s" }
+  compress = ["zstd", "br", "gzip"]   # for text types above 1 KiB, when the client accepts one
+"#;
+    let srv = start(backend, &d, conf, &[&up]);
+    let mut c = Client::new(srv.connect());
+    let mut get = |path: &str, ae: &str| {
+        let h = if ae.is_empty() {
+            String::new()
+        } else {
+            format!("Accept-Encoding: {ae}\r\n")
+        };
+        c.exchange(format!("GET {path} HTTP/1.1\r\nHost: h\r\n{h}\r\n").as_bytes())
+    };
+    for (ae, coding) in [
+        ("gzip, deflate, br, zstd", "zstd"),
+        ("gzip, br", "br"),
+        ("gzip;q=1.0, br;q=0.5", "gzip"),
+    ] {
+        let r = get("/z/page", ae);
+        assert_eq!(
+            r.header("content-encoding"),
+            Some(coding),
+            "{ae}: {}",
+            r.head
+        );
+        assert!(r.has_token("vary", "accept-encoding"), "{}", r.head);
+        assert_eq!(
+            r.header("etag"),
+            Some("W/\"v1\""),
+            "a strong ETag on another representation"
+        );
+        assert!(
+            r.body.len() < page.len() / 4,
+            "{coding}: {} bytes",
+            r.body.len()
+        );
+        let mut plain = Vec::new();
+        match coding {
+            "gzip" => {
+                flate2::read::GzDecoder::new(&r.body[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
+            }
+            "zstd" => plain = zstd::stream::decode_all(&r.body[..]).unwrap(),
+            _ => {
+                brotli::Decompressor::new(&r.body[..], 4096)
+                    .read_to_end(&mut plain)
+                    .unwrap();
+            }
+        }
+        assert_eq!(plain, page.as_bytes(), "{coding} did not round-trip");
+    }
+    // Each variant is its own cache entry: hits cost no origin request.
+    let n = up.count();
+    let r = get("/z/page", "gzip, br");
+    assert_eq!(
+        (r.header("x-cache"), r.header("content-encoding")),
+        (Some("HIT"), Some("br"))
+    );
+    let r = get("/z/page", "");
+    assert_eq!(r.header("content-encoding"), None, "{}", r.head);
+    assert_eq!(r.body, page.as_bytes());
+    assert!(r.has_token("vary", "accept-encoding"));
+    let r = get("/z/page", "");
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    assert_eq!(up.count(), n + 1, "only the identity variant was fetched");
+    // Left alone: a small body, a non-text type, a body the origin encoded itself.
+    for path in ["/z/small", "/z/png"] {
+        let r = get(path, "gzip");
+        assert_eq!(r.header("content-encoding"), None, "{path}: {}", r.head);
+    }
+    let r = get("/z/encoded", "zstd, gzip");
+    assert_eq!(
+        r.header("content-encoding"),
+        Some("gzip"),
+        "the origin's own coding"
+    );
+    assert_eq!(r.body, vec![1u8; 5000], "an encoded body was encoded again");
+    let r = c.exchange(b"HEAD /z/page HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\n\r\n");
+    assert_eq!(r.header("content-encoding"), None, "{}", r.head);
+}
