@@ -2,7 +2,8 @@
 # Proves the README's two commands work on a fresh clone with nothing beside it: clones the
 # committed tree (HEAD) into an empty temporary folder (so there is no ../shared), runs the
 # README's test command there, then the README's serve command, and fetches its index page.
-# Build artefacts are shared with this checkout's target/ to save time; sources are the clone's.
+# It builds in its own target folder: artefacts shared with this checkout would carry the
+# clone's paths (CARGO_MANIFEST_DIR) into this checkout's later test runs.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +33,7 @@ cd "$tmp/box/ringd"
 for d in ../shared ../../shared; do
     [ ! -e "$d" ] || { echo "fresh-clone-check: $(realpath "$d") exists" >&2; exit 1; }
 done
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
+export CARGO_TARGET_DIR="$tmp/target"
 
 # The test command, read from the README so that the two cannot drift apart.
 test_cmd="$(grep -m1 -oE '^cargo test[^#]*' README.md | sed 's/ *$//')"
