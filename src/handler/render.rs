@@ -9,46 +9,33 @@ use super::{Reply, Sent};
 /// A full `200` of `rep` from its pre-encoded head: copy, stamp the Date, add the connection
 /// header, then the body (copied when cached in memory, else a file range).
 pub fn full(rep: &Rep, reply: &mut Reply<'_>, head_only: bool) -> Sent {
-    let buf = reply.out.bytes(reply.pool);
-    let start = buf.len();
-    buf.extend_from_slice(&rep.head);
-    let at = start + rep.date_at;
-    buf[at..at + DATE_LEN].copy_from_slice(reply.date);
-    if let Some(e) = &reply.edit {
-        head::apply_edit(buf, start, e);
-    }
-    let conn_at = buf.len();
-    buf.extend_from_slice(reply.conn.line());
-    buf.extend_from_slice(b"\r\n");
-    if !head_only {
-        if let Some(body) = &rep.body {
-            buf.extend_from_slice(body);
-        }
-    }
-    reply.out.mark_conn(conn_at, reply.conn.line().len());
-    if let (false, Some(fd)) = (head_only, &rep.fd) {
-        reply.out.file(fd, 0, rep.size());
-    }
-    reply.out.end_response();
-    Sent {
-        status: 200,
-        body_bytes: if head_only { 0 } else { rep.size() },
-    }
+    whole(rep, 200, reply, head_only)
 }
 
 /// The whole of `rep` (a site's error page) as the body of a response with `status`: its
 /// pre-encoded head with the status line replaced; no conditionals or ranges apply.
 pub fn full_as(rep: &Rep, status: u16, reply: &mut Reply<'_>, head_only: bool) -> Sent {
+    whole(rep, status, reply, head_only)
+}
+
+/// `rep` whole with `status` (its own 200 line kept as it is for 200). Route header edits
+/// apply to successes and redirects, never to errors.
+fn whole(rep: &Rep, status: u16, reply: &mut Reply<'_>, head_only: bool) -> Sent {
     let buf = reply.out.bytes(reply.pool);
     let start = buf.len();
-    let line_end = rep.head.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
-    buf.extend_from_slice(b"HTTP/1.1 ");
-    head::put_u64(buf, u64::from(status));
-    buf.push(b' ');
-    buf.extend_from_slice(head::reason(status).as_bytes());
-    let shift = (buf.len() - start) as isize - line_end as isize;
-    buf.extend_from_slice(&rep.head[line_end..]);
-    let at = (start as isize + rep.date_at as isize + shift) as usize;
+    let at = if status == 200 {
+        buf.extend_from_slice(&rep.head);
+        start + rep.date_at
+    } else {
+        let line_end = rep.head.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+        buf.extend_from_slice(b"HTTP/1.1 ");
+        head::put_u64(buf, u64::from(status));
+        buf.push(b' ');
+        buf.extend_from_slice(head::reason(status).as_bytes());
+        let line = buf.len() - start;
+        buf.extend_from_slice(&rep.head[line_end..]);
+        start + line + (rep.date_at - line_end)
+    };
     buf[at..at + DATE_LEN].copy_from_slice(reply.date);
     if let (Some(e), true) = (&reply.edit, status < 400) {
         head::apply_edit(buf, start, e);
