@@ -1,6 +1,8 @@
 //! Sites from a config file (issue 11): the issue's example config verbatim, route by route;
 //! Host matching; error pages; listings; `ringd check`; and a reload under constant load.
 
+use std::io::Write as _;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -398,6 +400,63 @@ pub fn reload_under_load(backend: &str) {
     }
     let err = srv.stderr_text();
     assert!(err.contains("reloaded"), "{err}");
+
+    // The same across a reload with loadgen at a constant rate: the route's status changes
+    // from 200 to 201 mid-run; every request is answered, no connection is reopened.
+    let loadgen = Path::new(env!("CARGO_BIN_EXE_ringd")).with_file_name("loadgen");
+    if loadgen.is_file() {
+        let json = d.path().join("lg.json");
+        let url = format!("http://127.0.0.1:{}/r", srv.port);
+        let mut lg = std::process::Command::new(&loadgen)
+            .args([
+                url.as_str(),
+                "-R",
+                "400",
+                "-c",
+                "4",
+                "-d",
+                "3s",
+                "-q",
+                "--no-pin",
+            ])
+            .arg("--json")
+            .arg(&json)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn loadgen");
+        thread::sleep(Duration::from_millis(1200));
+        let twice = conf("new").replace("status = 200", "status = 201");
+        d.write("r.toml", twice.as_bytes());
+        srv.signal(libc::SIGHUP);
+        let st = lg.wait().expect("loadgen");
+        assert!(st.success(), "loadgen failed: {st}");
+        let out = std::fs::read_to_string(&json).expect("loadgen's json");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v["errors_total"], 0,
+            "errors across the reload: {}",
+            v["errors"]
+        );
+        assert_eq!(
+            v["connects"], 4,
+            "connections were reopened: {}",
+            v["connects"]
+        );
+        let old = v["status"]["200"].as_u64().unwrap_or(0);
+        let new = v["status"]["201"].as_u64().unwrap_or(0);
+        assert!(
+            old > 100 && new > 100,
+            "200s {old}, 201s {new}: the reload did not show"
+        );
+        assert_eq!(v["requests"].as_u64(), Some(old + new), "{}", v["status"]);
+    } else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP loadgen: {} not built (cargo test --workspace builds it); reload checked \
+             with the in-test clients only",
+            loadgen.display()
+        );
+    }
 
     // An invalid file: nothing changes, one line per error.
     d.write(
