@@ -161,10 +161,11 @@ pub fn drive(
                 continue;
             };
             let fresh = x.fresh_only;
+            let always_peek = !x.start.idempotent;
             let pooled = if fresh {
                 None
             } else {
-                gate.pool.take(key, spec.idle_timeout, now)
+                gate.pool.take(key, spec.idle_timeout, now, always_peek)
             };
             let (sock, connecting) = match pooled {
                 Some(s) => (s, false),

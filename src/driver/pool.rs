@@ -7,6 +7,11 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
+/// A connection idle for less than this is reused without the peek: an upstream that closes
+/// idle keep-alive connections does so after seconds, and the rare one that loses the race is
+/// retried once on a new connection (`Exchange::retry_stale`). Saves a syscall per request.
+pub const PEEK_AFTER: Duration = Duration::from_millis(500);
+
 /// Idle connections of one kind of socket, keyed by (group, server).
 pub struct Pool<S> {
     idle: HashMap<(usize, usize), Vec<(S, Instant)>>,
@@ -33,14 +38,23 @@ impl<S: AsFd> Pool<S> {
     }
 
     /// The most recently used idle connection to `key` that is younger than `max_idle` and
-    /// still open (a peek finds neither EOF nor unexpected bytes); older and dead ones are
-    /// closed on the way.
-    pub fn take(&mut self, key: (usize, usize), max_idle: Duration, now: Instant) -> Option<S> {
+    /// still open (for one idle over `PEEK_AFTER`, or always when `always_peek`, a peek finds
+    /// neither EOF nor unexpected bytes); older and dead ones are closed on the way. Requests
+    /// that must never be sent twice (not idempotent) ask for `always_peek`: they are not
+    /// retried on a stale connection.
+    pub fn take(
+        &mut self,
+        key: (usize, usize),
+        max_idle: Duration,
+        now: Instant,
+        always_peek: bool,
+    ) -> Option<S> {
         let list = self.idle.get_mut(&key)?;
         // Anything idle too long is closed (oldest first in the list).
         list.retain(|(_, t)| now.saturating_duration_since(*t) < max_idle);
-        while let Some((sock, _)) = list.pop() {
-            if still_open(&sock) {
+        while let Some((sock, since)) = list.pop() {
+            let recent = !always_peek && now.saturating_duration_since(since) < PEEK_AFTER;
+            if recent || still_open(&sock) {
                 return Some(sock);
             }
         }
@@ -101,22 +115,49 @@ mod tests {
         assert!(p.put((0, 0), a, 2, now));
         assert!(p.put((0, 0), b, 2, now));
         assert!(!p.put((0, 0), c, 2, now), "over the per-server bound");
-        // b (most recent) sent bytes nobody asked for; a's peer closed.
+        // b (most recent) sent bytes nobody asked for; a's peer closed. Idle long enough to be
+        // peeked, both are found dead.
         peer_b.write_all(b"x").unwrap();
         drop(peer_a);
         std::thread::sleep(Duration::from_millis(50));
-        assert!(p.take((0, 0), long, now).is_none());
+        assert!(p.take((0, 0), long, now + PEEK_AFTER, false).is_none());
         assert!(p.is_empty());
         // Aged out.
         let d = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (_peer_d, _) = l.accept().unwrap();
         p.put((0, 1), d, 2, now);
         assert!(p
-            .take((0, 1), Duration::from_secs(1), now + Duration::from_secs(2))
+            .take(
+                (0, 1),
+                Duration::from_secs(1),
+                now + Duration::from_secs(2),
+                false
+            )
             .is_none());
         let e = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (_peer_e, _) = l.accept().unwrap();
         p.put((0, 1), e, 2, now);
-        assert!(p.take((0, 1), long, now).is_some(), "a live one is reused");
+        assert!(
+            p.take((0, 1), long, now, false).is_some(),
+            "a live one is reused"
+        );
+        // Within PEEK_AFTER no peek is made: a dead one comes back (the exchange's stale
+        // retry then takes a new connection).
+        let f = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (peer_f, _) = l.accept().unwrap();
+        p.put((0, 2), f, 2, now);
+        drop(peer_f);
+        std::thread::sleep(Duration::from_millis(50));
+        let soon = now + Duration::from_millis(100);
+        assert!(
+            p.take((0, 2), long, soon, true).is_none(),
+            "always_peek finds it dead"
+        );
+        let g = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (peer_g, _) = l.accept().unwrap();
+        p.put((0, 2), g, 2, now);
+        drop(peer_g);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(p.take((0, 2), long, soon, false).is_some());
     }
 }

@@ -478,6 +478,12 @@ impl Exchange {
         if !self.reused || self.fresh_only || self.responded || !self.head.is_empty() {
             return false;
         }
+        // A request that must not be sent twice is never retried once any of it went out:
+        // the upstream may have crashed while processing it, not merely closed an idle
+        // connection (its drivers always peek a pooled connection for it instead).
+        if !self.start.idempotent && self.sent > 0 {
+            return false;
+        }
         let Some(s) = self.server else { return false };
         self.fresh_only = true;
         self.attempt += 1;

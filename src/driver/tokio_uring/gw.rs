@@ -135,7 +135,7 @@ fn fail(w: &Worker, conn: &Conn, f: Failure) {
 /// One step of the connection's proxied request, if it has one.
 pub async fn step(w: &Worker, conn: &Conn, up: &mut Option<Up>) -> Step {
     let now = Instant::now();
-    let (finished, connect, attempt, fresh, pending, deadline) = {
+    let (finished, connect, attempt, fresh, always_peek, pending, deadline) = {
         let mut s = conn.session.borrow_mut();
         let deadline = s.deadline();
         let Some(x) = s.gateway() else {
@@ -150,6 +150,7 @@ pub async fn step(w: &Worker, conn: &Conn, up: &mut Option<Up>) -> Step {
             x.connect_to(),
             x.attempt,
             x.fresh_only,
+            !x.start.idempotent,
             pending,
             deadline,
         )
@@ -192,7 +193,7 @@ pub async fn step(w: &Worker, conn: &Conn, up: &mut Option<Up>) -> Step {
         let pooled = if fresh {
             None
         } else {
-            w.pool.borrow_mut().take(key, idle, now)
+            w.pool.borrow_mut().take(key, idle, now, always_peek)
         };
         if let Some(s) = pooled {
             if let Some(x) = conn.session.borrow_mut().gateway() {

@@ -160,6 +160,7 @@ impl Driver {
             let have = c.gw.up.as_ref().is_some_and(|u| u.attempt == attempt);
             if let (Some(key), false) = (x.connect_to(), have) {
                 let fresh = x.fresh_only;
+                let always_peek = !x.start.idempotent;
                 if let Some(old) = c.gw.up.take() {
                     retire(&mut self.sq, &mut c.ops, &mut c.gw, old, idx, gen);
                 }
@@ -177,7 +178,7 @@ impl Driver {
                 let pooled = if fresh {
                     None
                 } else {
-                    self.pool.take(key, idle, now)
+                    self.pool.take(key, idle, now, always_peek)
                 };
                 let up = match pooled {
                     Some(fd) => {
