@@ -399,21 +399,18 @@ impl Session {
             .is_some_and(|g| g.x.wants_read(self.out.queued_bytes()))
     }
 
-    fn gw_ctx<'a>(svc: &'a mut Service) -> (proxy::Ctx<'a>, &'a mut Upstreams) {
-        (
-            proxy::Ctx {
-                pool: &mut svc.pool,
-                date: &svc.date,
-                server: &svc.config.server_name,
-            },
-            &mut svc.upstreams,
-        )
+    fn gw_ctx(svc: &mut Service) -> proxy::Ctx<'_> {
+        proxy::Ctx {
+            pool: &mut svc.pool,
+            date: &svc.date,
+            server: &svc.config.server_name,
+        }
     }
 
     /// Bytes from the upstream.
     pub fn gw_feed(&mut self, svc: &mut Service, data: &[u8], now: Instant) {
         let Some(g) = self.gw.as_mut() else { return };
-        let (mut ctx, _) = Self::gw_ctx(svc);
+        let mut ctx = Self::gw_ctx(svc);
         let before = self.out.is_empty();
         let res = g.x.feed(data, &mut self.out, &mut ctx, now);
         if before && !self.out.is_empty() {
@@ -427,7 +424,7 @@ impl Session {
     /// The upstream closed its side.
     pub fn gw_eof(&mut self, svc: &mut Service, now: Instant) {
         let Some(g) = self.gw.as_mut() else { return };
-        let (mut ctx, _) = Self::gw_ctx(svc);
+        let mut ctx = Self::gw_ctx(svc);
         if let Err(f) = g.x.eof(&mut self.out, &mut ctx) {
             self.gw_error(svc, f, now);
         }
@@ -465,26 +462,22 @@ impl Session {
                 let head = &ci.req_head;
                 if let Some(e) = svc.cache.get(&ci.key, &|n| field_value(head, n)) {
                     if e.usable_on_error(now) {
-                        let buf = self.out.bytes(&mut svc.pool);
-                        let conn = g.x.conn;
-                        let (n, at) = crate::cache::render(
+                        let (status, n) = crate::cache::render(
                             e,
                             "STALE",
                             now,
                             g.x.start.head_request,
-                            conn,
-                            buf,
+                            g.x.conn,
+                            &mut self.out,
+                            &mut svc.pool,
                         );
-                        let status = e.status;
-                        self.out.mark_conn(at, conn.line().len());
-                        self.out.end_response();
                         g.x.answered(status, n);
                         return;
                     }
                 }
             }
         }
-        let (mut ctx, _) = Self::gw_ctx(svc);
+        let mut ctx = Self::gw_ctx(svc);
         g.x.fail(f, &mut self.out, &mut ctx);
         if self.out.responses() == 1 {
             self.progress_at = now;
@@ -510,7 +503,7 @@ impl Session {
     /// No CGI process may start now (the worker's limit): 503.
     pub fn gw_busy(&mut self, svc: &mut Service, now: Instant) {
         let Some(g) = self.gw.as_mut() else { return };
-        let (mut ctx, _) = Self::gw_ctx(svc);
+        let mut ctx = Self::gw_ctx(svc);
         g.x.unavailable(&mut self.out, &mut ctx);
         if self.out.responses() == 1 {
             self.progress_at = now;
@@ -860,11 +853,15 @@ fn cache_hit(
             return None;
         }
     };
-    let buf = out.bytes(&mut svc.pool);
-    let (n, at) = crate::cache::render(hit, "HIT", now, start.head_request, conn, buf);
-    let status = hit.status;
-    out.mark_conn(at, conn.line().len());
-    out.end_response();
+    let (status, n) = crate::cache::render(
+        hit,
+        "HIT",
+        now,
+        start.head_request,
+        conn,
+        out,
+        &mut svc.pool,
+    );
     svc.cache.hits += 1;
     Some(Sent {
         status,
@@ -991,7 +988,7 @@ fn new_gateway(
     match svc.upstreams.pick(group, key, &[], now) {
         Some(s) => x.retry(s, now),
         None => {
-            let (mut ctx, _) = Session::gw_ctx(svc);
+            let mut ctx = Session::gw_ctx(svc);
             x.unavailable(out, &mut ctx);
         }
     }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::proto::conn::{BufPool, OutQueue};
 use crate::proto::head::{self, ConnHeader};
 
 /// A route's caching policy (`cache = { default_ttl, stale_while_revalidate, stale_if_error }`).
@@ -283,16 +284,19 @@ impl Cache {
     }
 }
 
-/// Renders `e` as a response: its status and fields, `Age`, `X-Cache: tag`, the length, the
-/// connection header, then the body (none for HEAD). Returns the body bytes sent.
+/// Queues `e` as one whole response: its status and fields, `Age`, `X-Cache: tag`, the
+/// length, the connection header, then the body (none for HEAD). Returns the status and the
+/// body bytes sent.
 pub fn render(
     e: &Entry,
     tag: &str,
     now: Instant,
     head_only: bool,
     conn: ConnHeader,
-    buf: &mut Vec<u8>,
-) -> (u64, usize) {
+    out: &mut OutQueue,
+    pool: &mut BufPool,
+) -> (u16, u64) {
+    let buf = out.bytes(pool);
     buf.extend_from_slice(b"HTTP/1.1 ");
     head::put_u64(buf, u64::from(e.status));
     buf.push(b' ');
@@ -312,7 +316,9 @@ pub fn render(
         buf.extend_from_slice(&e.body);
         n = e.body.len() as u64;
     }
-    (n, at)
+    out.mark_conn(at, conn.line().len());
+    out.end_response();
+    (e.status, n)
 }
 
 #[cfg(test)]

@@ -530,30 +530,33 @@ fn root_index(
     roots: &mut Vec<PathBuf>,
     errs: &mut Vec<ConfigError>,
 ) -> Option<usize> {
+    let c = folder(r, "root", base, loc, errs)?;
+    Some(match roots.iter().position(|x| *x == c) {
+        Some(i) => i,
+        None => {
+            roots.push(c);
+            roots.len() - 1
+        }
+    })
+}
+
+/// `r` resolved against the file's folder and made canonical, when it is a folder; else an
+/// error naming `key`.
+fn folder(
+    r: &Spanned<String>,
+    key: &str,
+    base: &Path,
+    loc: &Locator<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<PathBuf> {
     let p = base.join(r.get_ref());
-    match std::fs::canonicalize(&p) {
-        Ok(c) if c.is_dir() => Some(match roots.iter().position(|x| *x == c) {
-            Some(i) => i,
-            None => {
-                roots.push(c);
-                roots.len() - 1
-            }
-        }),
-        Ok(_) => {
-            errs.push(loc.error(
-                Some(r.span()),
-                format!("`root`: {} is not a folder", p.display()),
-            ));
-            None
-        }
-        Err(e) => {
-            errs.push(loc.error(
-                Some(r.span()),
-                format!("`root`: cannot open {}: {e}", p.display()),
-            ));
-            None
-        }
-    }
+    let why = match std::fs::canonicalize(&p) {
+        Ok(c) if c.is_dir() => return Some(c),
+        Ok(_) => format!("`{key}`: {} is not a folder", p.display()),
+        Err(e) => format!("`{key}`: cannot open {}: {e}", p.display()),
+    };
+    errs.push(loc.error(Some(r.span()), why));
+    None
 }
 
 fn respond(r: Spanned<RespondFile>, loc: &Locator<'_>, errs: &mut Vec<ConfigError>) -> Respond {
@@ -890,29 +893,13 @@ fn build_route(
 }
 
 fn cgi(c: CgiFile, base: &Path, loc: &Locator<'_>, errs: &mut Vec<ConfigError>) -> Option<Cgi> {
-    let p = base.join(c.dir.get_ref());
-    match std::fs::canonicalize(&p) {
-        Ok(dir) if dir.is_dir() => Some(Cgi {
-            dir,
-            timeout: c
-                .timeout
-                .map_or(std::time::Duration::from_secs(30), |d| d.0),
-        }),
-        Ok(_) => {
-            errs.push(loc.error(
-                Some(c.dir.span()),
-                format!("`dir`: {} is not a folder", p.display()),
-            ));
-            None
-        }
-        Err(e) => {
-            errs.push(loc.error(
-                Some(c.dir.span()),
-                format!("`dir`: cannot open {}: {e}", p.display()),
-            ));
-            None
-        }
-    }
+    let dir = folder(&c.dir, "dir", base, loc, errs)?;
+    Some(Cgi {
+        dir,
+        timeout: c
+            .timeout
+            .map_or(std::time::Duration::from_secs(30), |d| d.0),
+    })
 }
 
 fn proxy(

@@ -237,42 +237,39 @@ pub fn request_head(
     };
     for f in parsed.headers.iter() {
         let name = f.name;
-        let lower = name.to_ascii_lowercase();
-        if HOP_REQUEST.contains(&lower.as_str())
-            || listed.iter().any(|l| l.as_slice() == lower.as_bytes())
-            || lower == "host"
-        {
-            if lower == "via" && trust {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if hop(&HOP_REQUEST, &listed, name) || is("host") {
+            if is("via") && trust {
                 join(&mut via, f.value);
             }
             continue;
         }
-        match lower.as_str() {
-            "x-forwarded-for" => {
-                if trust {
-                    join(&mut xff, f.value);
-                }
-                continue;
+        // Forwarding fields: kept and extended only from trusted peers, set below.
+        let slot = if is("x-forwarded-for") {
+            Some(&mut xff)
+        } else if is("forwarded") {
+            Some(&mut fwd)
+        } else {
+            None
+        };
+        if let Some(slot) = slot {
+            if trust {
+                join(slot, f.value);
             }
-            "forwarded" => {
-                if trust {
-                    join(&mut fwd, f.value);
-                }
-                continue;
+            continue;
+        }
+        let slot = if is("x-forwarded-proto") {
+            Some(&mut xfp)
+        } else if is("x-forwarded-host") {
+            Some(&mut xfh)
+        } else {
+            None
+        };
+        if let Some(slot) = slot {
+            if trust {
+                *slot = Some(f.value.to_vec());
             }
-            "x-forwarded-proto" => {
-                if trust {
-                    xfp = Some(f.value.to_vec());
-                }
-                continue;
-            }
-            "x-forwarded-host" => {
-                if trust {
-                    xfh = Some(f.value.to_vec());
-                }
-                continue;
-            }
-            _ => {}
+            continue;
         }
         if edit.is_some_and(|e| {
             e.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
@@ -862,18 +859,16 @@ impl Exchange {
             .flat_map(|f| framing::list(f.value).map(|t| t.to_ascii_lowercase()))
             .collect();
         for f in r.headers.iter() {
-            let lower = f.name.to_ascii_lowercase();
-            if HOP_RESPONSE.contains(&lower.as_str())
-                || listed.iter().any(|l| l.as_slice() == lower.as_bytes())
-            {
+            if hop(&HOP_RESPONSE, &listed, f.name) {
                 continue;
             }
-            if vary_ae && lower == "vary" {
+            if vary_ae && f.name.eq_ignore_ascii_case("vary") {
                 continue; // rewritten below with Accept-Encoding
             }
             buf.extend_from_slice(f.name.as_bytes());
             buf.extend_from_slice(b": ");
-            if coding.is_some() && lower == "etag" && !f.value.starts_with(b"W/") {
+            let etag = f.name.eq_ignore_ascii_case("etag");
+            if coding.is_some() && etag && !f.value.starts_with(b"W/") {
                 // Another representation: the strong validator cannot carry over.
                 buf.extend_from_slice(b"W/");
             }
@@ -1062,6 +1057,15 @@ impl Exchange {
     pub fn closes_client(&self) -> bool {
         self.client_close || self.cut
     }
+}
+
+/// Whether field `name` is hop-by-hop: in `fixed`, or named by the Connection field (`listed`,
+/// lower-case). Compared without allocating: this runs for every field of every proxied message.
+fn hop(fixed: &[&str], listed: &[Vec<u8>], name: &str) -> bool {
+    fixed.iter().any(|h| h.eq_ignore_ascii_case(name))
+        || listed
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// What rendering needs from the worker.
