@@ -481,8 +481,11 @@ impl Router {
                 Action::Proxy(p) => {
                     let mut start =
                         proxy_start(&sites, p, &target, host, req, peer, p.headers.as_deref());
-                    start.cache = cache_intent(route.cache, host_str, &target, req);
-                    set_compress(&mut start, route, req);
+                    if !start.upgrade {
+                        // A tunnel is neither cached nor compressed.
+                        start.cache = cache_intent(route.cache, host_str, &target, req);
+                        set_compress(&mut start, route, req);
+                    }
                     return Err(Wait::Proxy(start, si, ri));
                 }
                 Action::Cgi(c) => {
@@ -767,6 +770,7 @@ fn cgi_start(req: &Request<'_>, timeout: std::time::Duration) -> proxy::Start {
         cache: None,
         compress_route: false,
         compress: None,
+        upgrade: false,
     }
 }
 
@@ -797,7 +801,8 @@ fn proxy_start(
         pq.push_str(&target.query);
     }
     let host = host.unwrap_or(b"");
-    let head = proxy::request_head(req, &pq, host, peer, &sites.trusted_proxies, edit);
+    let (head, upgrade) =
+        proxy::request_head_upgrade(req, &pq, host, peer, &sites.trusted_proxies, edit);
     let key = match up.hash_key {
         crate::config::upstreams::HashKey::RemoteIp => {
             gateway::hash_bytes(peer.to_string().as_bytes())
@@ -822,6 +827,7 @@ fn proxy_start(
         cache: None,
         compress_route: false,
         compress: None,
+        upgrade,
     })
 }
 

@@ -190,6 +190,9 @@ thread_local! {
     static THREAD_KNOBS: Cell<Option<Knobs>> = const { Cell::new(None) };
 }
 
+/// Client bytes a tunnel holds for its upstream beyond which reading the client pauses.
+const TUNNEL_BACKLOG: usize = 64 * 1024;
+
 /// One piece of output to write to the socket.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output<'a> {
@@ -263,6 +266,10 @@ impl Session {
         if data.is_empty() || self.closing || self.eof || self.shutdown {
             return;
         }
+        if let Some(g) = self.gw.as_mut().filter(|g| g.x.tunneling()) {
+            g.x.tunnel_in(data, now);
+            return;
+        }
         if self.inp.capacity() == 0 {
             self.inp = svc.pool.take();
         } else if self.in_pos > 0 {
@@ -295,6 +302,9 @@ impl Session {
     pub fn feed_eof(&mut self, now: Instant) {
         let _ = now;
         self.eof = true;
+        if let Some(g) = &mut self.gw {
+            g.x.tunnel_client_eof();
+        }
     }
 
     /// The next piece of output, or None when nothing is queued. Calling it again without
@@ -335,6 +345,10 @@ impl Session {
     /// False while the server wants no more bytes from this peer (too much queued output,
     /// closing after an error). The driver stops reading until it turns true.
     pub fn wants_read(&self) -> bool {
+        if let Some(g) = self.gw.as_ref().filter(|g| g.x.tunneling()) {
+            // A tunnel reads the client while the upstream keeps up.
+            return !(self.eof || self.shutdown) && g.x.tunnel_backlog() < TUNNEL_BACKLOG;
+        }
         !(self.closing || self.eof || self.shutdown)
             && self.out.responses() < self.knobs.depth
             && self.inp.len() - self.in_pos <= self.knobs.max_unparsed
@@ -416,6 +430,14 @@ impl Session {
         if before && !self.out.is_empty() {
             self.progress_at = now;
         }
+        if g.x.tunneling() && self.in_pos < self.inp.len() {
+            // Bytes the client sent after its upgrade request belong to the tunnel.
+            g.x.tunnel_in(&self.inp[self.in_pos..], now);
+            self.in_pos = self.inp.len();
+        }
+        if self.eof {
+            g.x.tunnel_client_eof();
+        }
         if let Err(f) = res {
             self.gw_error(svc, f, now);
         }
@@ -436,6 +458,11 @@ impl Session {
     pub fn gw_error(&mut self, svc: &mut Service, f: Failure, now: Instant) {
         let Some(g) = self.gw.as_mut() else { return };
         if g.x.finished().is_some() {
+            return;
+        }
+        if g.x.tunneling() {
+            // Idle past read_timeout, or a broken socket: the tunnel ends, both sides close.
+            g.x.end_tunnel();
             return;
         }
         let group = g.x.start.group;

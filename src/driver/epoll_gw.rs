@@ -51,6 +51,13 @@ impl UpSock {
         }
     }
 
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            UpSock::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            UpSock::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
     /// After a writable edge on a connecting socket: connected, or the connect error.
     fn connect_result(&self) -> io::Result<bool> {
         let (err, peer) = match self {
@@ -268,6 +275,11 @@ pub fn drive(
                     continue;
                 }
             }
+        }
+        // A tunnel whose client closed its side: pass the half-close on.
+        if let Some(x) = session.gateway().filter(|x| x.tunnel_shutdown_due()) {
+            x.tunnel_shut();
+            let _ = u.sock.shutdown_write();
         }
         // Read the response while the client keeps up.
         if u.readable && session.gw_wants_read() {

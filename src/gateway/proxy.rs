@@ -15,6 +15,14 @@
 //! ```
 //! Retry rule: a failure before any response byte came back is retried on another server
 //! when the request is idempotent or none of it was sent; never after a response byte.
+//!
+//! # Tunnels (`Connection: Upgrade`, e.g. WebSocket)
+//! An HTTP/1.1 request that asks to upgrade is forwarded with its `Upgrade` field and
+//! `Connection: upgrade`. Only when the upstream answers `101` does the exchange become a
+//! two-way tunnel: the 101 goes to the client, then the session hands the client's bytes to
+//! [`Exchange::tunnel_in`] (sent as `to_send()`), upstream bytes reach the client unchanged,
+//! and either side's EOF (once what it sent is delivered), or `read_timeout` without a byte
+//! either way, ends it and closes both connections. Any other answer is an ordinary response.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -87,6 +95,9 @@ pub struct Start {
     /// this request gets `compress` when it is Some.
     pub compress_route: bool,
     pub compress: Option<crate::handler::encoding::Coding>,
+    /// The request asks to upgrade (its head carries `Upgrade` and `Connection: upgrade`):
+    /// a 101 answer turns the exchange into a tunnel.
+    pub upgrade: bool,
 }
 
 /// A cacheable request's key and policy, and what storing needs of it.
@@ -134,6 +145,8 @@ enum State {
     Exchange,
     /// Relaying the body.
     Body,
+    /// After a 101: bytes flow both ways unchanged.
+    Tunnel,
     /// Finished; `reusable` says whether the upstream connection may serve another request.
     Done { reusable: bool },
 }
@@ -193,6 +206,14 @@ pub struct Exchange {
     max_entry: usize,
     /// Compressing the body on the way to the client.
     encoder: Option<super::compress::Encoder>,
+    /// The exchange became a tunnel (the client connection closes when it ends).
+    tunneled: bool,
+    /// The client closed its side of the tunnel: once `to_send` is delivered, the driver
+    /// closes the upstream's sending side (`tunnel_shutdown_due`) and the tunnel carries the
+    /// upstream's bytes until its EOF.
+    client_eof: bool,
+    /// The upstream's sending side was shut down after the client's EOF.
+    up_shut: bool,
 }
 
 /// Builds the head of the request to forward: request line with `path_query`, the client's
@@ -207,6 +228,20 @@ pub fn request_head(
     trusted: &[Cidr],
     edit: Option<&HeaderEdit>,
 ) -> Vec<u8> {
+    request_head_upgrade(req, path_query, host, peer, trusted, edit).0
+}
+
+/// [`request_head`], and whether the request asks to upgrade the connection (HTTP/1.1, an
+/// `Upgrade` field, `upgrade` among the Connection options): then the head keeps the
+/// `Upgrade` field and says `Connection: upgrade`, and a 101 answer opens a tunnel.
+pub fn request_head_upgrade(
+    req: &Request<'_>,
+    path_query: &str,
+    host: &[u8],
+    peer: IpAddr,
+    trusted: &[Cidr],
+    edit: Option<&HeaderEdit>,
+) -> (Vec<u8>, bool) {
     let trust = trusted.iter().any(|c| c.contains(peer));
     let mut h = Vec::with_capacity(req.raw.len() + 160);
     h.extend_from_slice(req.method_str.as_bytes());
@@ -220,6 +255,7 @@ pub fn request_head(
     let mut xfp: Option<Vec<u8>> = None;
     let mut xfh: Option<Vec<u8>> = None;
     let mut via: Option<Vec<u8>> = None;
+    let mut upgrade: Option<Vec<u8>> = None;
     let mut fields = [httparse::EMPTY_HEADER; 256];
     let mut parsed = httparse::Request::new(&mut fields);
     let _ = parsed.parse(req.raw);
@@ -241,6 +277,9 @@ pub fn request_head(
         if hop(&HOP_REQUEST, &listed, name) || is("host") {
             if is("via") && trust {
                 join(&mut via, f.value);
+            }
+            if is("upgrade") {
+                join(&mut upgrade, f.value);
             }
             continue;
         }
@@ -323,7 +362,13 @@ pub fn request_head(
             head::header(&mut h, n, v.as_bytes());
         }
     }
-    h
+    let upgrade = upgrade
+        .filter(|v| req.minor == 1 && !v.is_empty() && listed.iter().any(|t| t == b"upgrade"));
+    if let Some(v) = &upgrade {
+        head::header(&mut h, "Upgrade", v);
+        h.extend_from_slice(b"Connection: upgrade\r\n");
+    }
+    (h, upgrade.is_some())
 }
 
 impl Exchange {
@@ -363,6 +408,9 @@ impl Exchange {
             store: None,
             max_entry: 0,
             encoder: None,
+            tunneled: false,
+            client_eof: false,
+            up_shut: false,
         }
     }
 
@@ -433,7 +481,7 @@ impl Exchange {
     /// Bytes of the request still to send.
     pub fn to_send(&self) -> &[u8] {
         match self.state {
-            State::Exchange => &self.req[self.sent..],
+            State::Exchange | State::Tunnel => &self.req[self.sent..],
             _ => &[],
         }
     }
@@ -441,15 +489,76 @@ impl Exchange {
     /// `n` request bytes were written to the upstream.
     pub fn sent(&mut self, n: usize, now: Instant) {
         self.sent = (self.sent + n).min(self.req.len());
+        if self.state == State::Tunnel {
+            self.deadline = Some(now + self.start.read_timeout);
+            if self.sent == self.req.len() {
+                self.req.clear();
+                self.sent = 0;
+            }
+            return;
+        }
         if self.sent == self.req.len() && self.cgi.is_none() {
             self.deadline = Some(now + self.start.read_timeout);
+        }
+    }
+
+    /// Whether the exchange is a tunnel now (after a 101).
+    pub fn tunneling(&self) -> bool {
+        self.state == State::Tunnel
+    }
+
+    /// Client bytes not yet written to the upstream of a tunnel.
+    pub fn tunnel_backlog(&self) -> usize {
+        self.req.len() - self.sent
+    }
+
+    /// Bytes from the client of a tunnel, for the upstream.
+    pub fn tunnel_in(&mut self, data: &[u8], now: Instant) {
+        if self.state != State::Tunnel {
+            return;
+        }
+        if self.sent > 0 {
+            self.req.drain(..self.sent);
+            self.sent = 0;
+        }
+        self.req.extend_from_slice(data);
+        self.deadline = Some(now + self.start.read_timeout);
+    }
+
+    /// The client closed its sending side of the tunnel (a half-close, passed on).
+    pub fn tunnel_client_eof(&mut self) {
+        if self.state == State::Tunnel {
+            self.client_eof = true;
+        }
+    }
+
+    /// The driver should shut the upstream's sending side now (then `tunnel_shut`): the
+    /// client closed its side and all it sent is delivered.
+    pub fn tunnel_shutdown_due(&self) -> bool {
+        self.state == State::Tunnel
+            && self.client_eof
+            && !self.up_shut
+            && self.sent == self.req.len()
+    }
+
+    /// The upstream's sending side is shut down.
+    pub fn tunnel_shut(&mut self) {
+        self.up_shut = true;
+    }
+
+    /// Ends a tunnel (a timeout or a broken socket on either side).
+    pub fn end_tunnel(&mut self) {
+        if self.state == State::Tunnel {
+            self.state = State::Done { reusable: false };
+            self.deadline = None;
         }
     }
 
     /// Whether the driver should read from the upstream (false when the client is behind by
     /// more than the response buffer, or nothing is expected).
     pub fn wants_read(&self, queued: usize) -> bool {
-        matches!(self.state, State::Exchange | State::Body) && queued < self.start.buffer
+        matches!(self.state, State::Exchange | State::Body | State::Tunnel)
+            && queued < self.start.buffer
     }
 
     /// Finished: Some(whether the upstream connection may be pooled).
@@ -634,6 +743,10 @@ impl Exchange {
                         self.head.clear();
                         continue;
                     }
+                    if self.state == State::Tunnel {
+                        // Switched protocols: what follows the 101 is tunnel data.
+                        continue;
+                    }
                     self.head = head;
                     self.head.truncate(end);
                     if matches!(self.body, UpBody::None) {
@@ -654,6 +767,11 @@ impl Exchange {
                         return Ok(());
                     }
                 }
+                State::Tunnel => {
+                    self.body_bytes += data.len() as u64;
+                    out.bytes(ctx.pool).extend_from_slice(data);
+                    return Ok(());
+                }
                 State::Connect | State::Done { .. } => return Ok(()),
             }
         }
@@ -663,6 +781,10 @@ impl Exchange {
     /// The upstream closed its side.
     pub fn eof(&mut self, out: &mut OutQueue, ctx: &mut Ctx<'_>) -> Result<(), Failure> {
         match (&self.state, &self.body) {
+            (State::Tunnel, _) => {
+                self.end_tunnel();
+                Ok(())
+            }
             (State::Body, UpBody::UntilClose) => {
                 self.upstream_close = true;
                 self.finish(out, ctx);
@@ -737,7 +859,42 @@ impl Exchange {
         }
         if (100..200).contains(&status) {
             if status == 101 {
-                return Err(Failure::Bad("101 without an Upgrade request"));
+                if !self.start.upgrade || self.cgi.is_some() {
+                    return Err(Failure::Bad("101 without an Upgrade request"));
+                }
+                let Some(proto) = r
+                    .headers
+                    .iter()
+                    .find(|f| f.name.eq_ignore_ascii_case("upgrade"))
+                    .map(|f| f.value)
+                else {
+                    return Err(Failure::Bad("101 without an Upgrade field"));
+                };
+                let listed: Vec<Vec<u8>> = r
+                    .headers
+                    .iter()
+                    .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+                    .flat_map(|f| framing::list(f.value).map(|t| t.to_ascii_lowercase()))
+                    .collect();
+                let buf = out.bytes(ctx.pool);
+                buf.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+                for f in r.headers.iter() {
+                    if !hop(&HOP_RESPONSE, &listed, f.name) {
+                        buf.extend_from_slice(f.name.as_bytes());
+                        buf.extend_from_slice(b": ");
+                        buf.extend_from_slice(f.value);
+                        buf.extend_from_slice(b"\r\n");
+                    }
+                }
+                head::header(buf, "Upgrade", proto);
+                buf.extend_from_slice(b"Connection: upgrade\r\n\r\n");
+                out.end_response();
+                self.status = 101;
+                self.responded = true;
+                self.tunneled = true;
+                self.upstream_close = true;
+                self.state = State::Tunnel;
+                return Ok(false);
             }
             // Interim responses go to HTTP/1.1 clients only (RFC 9110 §15.2), never 100
             // (ringd read the body itself, so the client is not waiting for one).
@@ -1055,7 +1212,7 @@ impl Exchange {
     /// The client connection must close after this response (close-delimited to HTTP/1.0,
     /// or a response cut short).
     pub fn closes_client(&self) -> bool {
-        self.client_close || self.cut
+        self.client_close || self.cut || self.tunneled
     }
 }
 
@@ -1169,6 +1326,7 @@ mod tests {
             cache: None,
             compress_route: false,
             compress: None,
+            upgrade: false,
         }
     }
 

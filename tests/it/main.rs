@@ -20,6 +20,7 @@ mod limits;
 mod proxy;
 mod sites;
 mod static_files;
+mod tunnel;
 
 /// For each `module::function` case, generate `function::{uring, epoll, tokio_uring}` tests.
 macro_rules! per_backend {
@@ -78,6 +79,7 @@ per_backend! {
     proxy_active_health_checks => crate::proxy::active_health_checks,
     proxy_response_cache => crate::proxy::response_cache,
     proxy_compression => crate::proxy::compression,
+    proxy_websocket_tunnel => crate::tunnel::websocket_tunnel,
 }
 
 /// Backend-independent CLI behaviour.

@@ -10,10 +10,15 @@
 //! the waiting future is dropped (a timeout). A socket with such an abandoned op is never
 //! pooled: it is shut down, which completes the op, and then closed.
 
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Instant;
+
+use io_uring_06::{opcode, types};
 
 use tokio_uring::net::{TcpStream, UnixStream};
 
@@ -56,6 +61,13 @@ impl UpStream {
         }
     }
 
+    fn shutdown_write(&self) {
+        let _ = match self {
+            UpStream::Tcp(s) => s.shutdown(Shutdown::Write),
+            UpStream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+
     fn shutdown(&self) {
         let _ = match self {
             UpStream::Tcp(s) => s.shutdown(Shutdown::Both),
@@ -84,6 +96,23 @@ pub struct Up {
     /// No op was abandoned in flight on it (only such a socket may be pooled).
     clean: bool,
     rbuf: Vec<u8>,
+    /// A tunnel's two readiness waits (client, upstream), kept across turns so that neither
+    /// is ever submitted twice; each is made anew only after its socket was read.
+    polls: Option<(Option<Ready>, Option<Ready>)>,
+}
+
+/// A pending POLLIN on a socket: true when it became readable (or broke).
+type Ready = Pin<Box<dyn Future<Output = bool>>>;
+
+/// Waits for `fd` to be readable. The op holds `keep` until it completes.
+fn readable(keep: Rc<Conn>, fd: RawFd) -> Ready {
+    let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u16 as u32).build();
+    // SAFETY: a poll names no memory, only the fd. The client fd belongs to `keep`, which the
+    // op holds until completion; an upstream fd belongs to the `Up`, which is shut down
+    // (completing the poll) before it closes, and a poll that still outlived it could only
+    // report a spurious readiness that nothing reads (the future is gone with the `Up`).
+    let op = unsafe { super::submit(keep, sqe) };
+    Box::pin(async move { op.await.0.is_ok() })
 }
 
 impl Up {
@@ -94,12 +123,13 @@ impl Up {
             attempt,
             clean: true,
             rbuf: Vec::with_capacity(UP_READ_SIZE),
+            polls: None,
         }
     }
 
     /// Closes the socket; an op abandoned on it is completed first by the shutdown.
     pub fn close(self) {
-        if !self.clean {
+        if !self.clean || self.polls.is_some() {
             self.stream.shutdown();
         }
     }
@@ -133,9 +163,9 @@ fn fail(w: &Worker, conn: &Conn, f: Failure) {
 }
 
 /// One step of the connection's proxied request, if it has one.
-pub async fn step(w: &Worker, conn: &Conn, up: &mut Option<Up>) -> Step {
+pub async fn step(w: &Worker, conn: &Rc<Conn>, up: &mut Option<Up>) -> Step {
     let now = Instant::now();
-    let (finished, connect, attempt, fresh, always_peek, pending, deadline) = {
+    let (finished, connect, attempt, fresh, always_peek, pending, deadline, tunnel) = {
         let mut s = conn.session.borrow_mut();
         let deadline = s.deadline();
         let Some(x) = s.gateway() else {
@@ -153,6 +183,7 @@ pub async fn step(w: &Worker, conn: &Conn, up: &mut Option<Up>) -> Step {
             !x.start.idempotent,
             pending,
             deadline,
+            x.tunneling(),
         )
     };
     // Finished: pool or close the socket, then let the session go on.
@@ -239,6 +270,37 @@ pub async fn step(w: &Worker, conn: &Conn, up: &mut Option<Up>) -> Step {
                 expire(w, conn)
             }
         };
+    }
+    // A tunnel whose client closed its side: pass the half-close on.
+    if tunnel {
+        if let Some(x) = conn
+            .session
+            .borrow_mut()
+            .gateway()
+            .filter(|x| x.tunnel_shutdown_due())
+        {
+            x.tunnel_shut();
+            u.stream.shutdown_write();
+        }
+    }
+    // A tunnel: wait until the client or the upstream has bytes; the connection loop reads
+    // the client, this step the upstream.
+    if tunnel && conn.session.borrow().wants_read() && conn.session.borrow().gw_wants_read() {
+        let cfd = conn.stream.as_raw_fd();
+        let ufd = u.stream.as_fd().as_raw_fd();
+        let (c, p) = u.polls.get_or_insert((None, None));
+        let c = c.get_or_insert_with(|| readable(conn.clone(), cfd));
+        let p = p.get_or_insert_with(|| readable(conn.clone(), ufd));
+        let r = with_deadline(deadline, super::race(c.as_mut(), p.as_mut())).await;
+        let (c, p) = u.polls.as_mut().expect("set above");
+        match r {
+            None => return expire(w, conn),
+            Some(super::Either::Left(_)) => {
+                *c = None;
+                return Step::Idle;
+            }
+            Some(super::Either::Right(_)) => *p = None,
+        }
     }
     // Read the response while the client keeps up.
     if !conn.session.borrow().gw_wants_read() {

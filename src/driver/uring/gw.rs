@@ -244,6 +244,13 @@ impl Driver {
                     c.ops += 1;
                 }
             }
+            // A tunnel whose client closed its side: pass the half-close on.
+            if let Some(x) = c.session.gateway().filter(|x| x.tunnel_shutdown_due()) {
+                if !u.sending {
+                    x.tunnel_shut();
+                    let _ = SockRef::from(&u.fd).shutdown(std::net::Shutdown::Write);
+                }
+            }
             // Read the response while the client keeps up.
             if !u.recving && c.session.gw_wants_read() {
                 let len = u.rbuf.len() as u32;
