@@ -231,6 +231,8 @@ pub struct Session {
     idle_since: Instant,
     /// Last time output was queued onto an empty queue or `consume` made progress.
     progress_at: Instant,
+    /// CGI local redirects followed for the request being answered.
+    local_redirects: u8,
 }
 
 impl Session {
@@ -256,6 +258,7 @@ impl Session {
             req_start: Some(now),
             idle_since: now,
             progress_at: now,
+            local_redirects: 0,
         }
     }
 
@@ -558,6 +561,44 @@ impl Session {
         if let (Some(s), None) = (g.x.server, g.x.failure) {
             svc.upstreams.done(g.x.start.group, s, true, now);
         }
+        if let (Some(path), Some(head)) = (g.x.local_redirect.take(), &g.req_head) {
+            // RFC 3875 §6.2.2: answer the request again for the script's path, as a GET, in
+            // its place in the pipeline (bounded: a loop of redirects ends in a 500).
+            self.local_redirects += 1;
+            if self.local_redirects > MAX_LOCAL_REDIRECTS {
+                let buf = self.out.bytes(&mut svc.pool);
+                let conn = if g.keep {
+                    ConnHeader::None
+                } else {
+                    ConnHeader::Close
+                };
+                let _ = head::simple(
+                    buf,
+                    500,
+                    &svc.date,
+                    &svc.config.server_name,
+                    b"",
+                    conn,
+                    false,
+                );
+                self.out.end_response();
+                self.local_redirects = 0;
+            } else {
+                let again = redirected_request(head, &path);
+                if self.in_pos > 0 {
+                    self.inp.drain(..self.in_pos);
+                    self.in_pos = 0;
+                }
+                self.inp.splice(0..0, again);
+            }
+            self.closing |= !g.keep || self.shutdown;
+            self.req_start = Some(now);
+            if !self.closing && self.parked.is_none() {
+                self.process(svc, now);
+            }
+            return;
+        }
+        self.local_redirects = 0;
         if let (Some(st), Some(ci), None) = (g.x.store.take(), &g.x.start.cache, g.x.failure) {
             let vary = st
                 .vary
@@ -716,6 +757,7 @@ impl Session {
                         keep: conn != ConnHeader::Close,
                         began: now,
                         log,
+                        req_head: Some(req.raw.into()),
                     }));
                     self.body = None;
                     self.body_data.clear();
@@ -750,6 +792,7 @@ impl Session {
             };
             self.body_data.clear();
             self.continued = false;
+            self.local_redirects = 0;
             if self.out.responses() == 1 {
                 self.progress_at = now;
             }
@@ -806,6 +849,47 @@ impl Session {
         self.body = None;
         self.in_pos = self.inp.len();
     }
+}
+
+/// Most CGI local redirects followed for one request; past it, a 500.
+const MAX_LOCAL_REDIRECTS: u8 = 10;
+
+/// The request a CGI local redirect to `path` stands for: GET (HEAD for a HEAD) `path` with
+/// the original's fields, less the body's (the body was the script's).
+fn redirected_request(head: &[u8], path: &str) -> Vec<u8> {
+    let mut fields = [httparse::EMPTY_HEADER; 256];
+    let mut r = httparse::Request::new(&mut fields);
+    let _ = r.parse(head);
+    let minor = r.version.unwrap_or(1);
+    let mut out = Vec::with_capacity(head.len() + path.len());
+    out.extend_from_slice(if r.method == Some("HEAD") {
+        b"HEAD "
+    } else {
+        b"GET "
+    });
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(if minor == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    for f in r.headers.iter() {
+        let skip = [
+            "content-length",
+            "transfer-encoding",
+            "expect",
+            "content-type",
+        ];
+        if skip.iter().any(|n| f.name.eq_ignore_ascii_case(n)) {
+            continue;
+        }
+        out.extend_from_slice(f.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(f.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// The Connection header a response to `req` carries.
@@ -993,6 +1077,8 @@ pub struct Gw {
     keep: bool,
     began: Instant,
     log: Option<LogLine>,
+    /// A CGI request's own head, for a local redirect's new request.
+    req_head: Option<Box<[u8]>>,
 }
 
 /// Starts the exchange of a proxied request: picks a server (or answers 503).
@@ -1025,6 +1111,7 @@ fn new_gateway(
         keep,
         began: now,
         log,
+        req_head: None,
     })
 }
 

@@ -193,10 +193,34 @@ pub fn head_end(b: &[u8]) -> Option<usize> {
     None
 }
 
+/// The target of a local redirect (RFC 3875 §6.2.2): a header block whose only field is a
+/// `Location` holding a path (`/…`, optionally `?query`). The server answers the request as if
+/// it had asked for that path (with GET), not the script. A path with bytes that could not
+/// stand in a request line (controls, spaces, non-ASCII) is not one.
+pub fn local_redirect(block: &[u8]) -> Option<String> {
+    let mut found = None;
+    for line in block.split(|&c| c == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let colon = line.iter().position(|&c| c == b':')?;
+        if found.is_some() || !line[..colon].eq_ignore_ascii_case(b"location") {
+            return None;
+        }
+        let v = line[colon + 1..].trim_ascii();
+        if !v.starts_with(b"/") || v.starts_with(b"//") || !v.iter().all(u8::is_ascii_graphic) {
+            return None;
+        }
+        found = Some(String::from_utf8_lossy(v).into_owned());
+    }
+    found
+}
+
 /// A CGI header block as an HTTP/1.1 response head (status line, fields, blank line), or why
-/// it cannot be one. `Status` sets the status; a `Location` without it means 302 (client
-/// redirect; a local redirect, a path and nothing else, is answered the same way for now);
-/// a document without `Content-Type` is refused.
+/// it cannot be one. `Status` sets the status; a `Location` without it means 302 (a client
+/// redirect; a local redirect, see [`local_redirect`], never gets here); a document without
+/// `Content-Type` is refused.
 pub fn to_http_head(block: &[u8]) -> Result<Vec<u8>, &'static str> {
     let mut status: Option<(u16, String)> = None;
     let mut location = false;
@@ -254,6 +278,27 @@ pub fn to_http_head(block: &[u8]) -> Result<Vec<u8>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_redirects_are_a_lone_path_location() {
+        assert_eq!(
+            local_redirect(b"Location: /a/b?c=d\n\n").as_deref(),
+            Some("/a/b?c=d")
+        );
+        assert_eq!(
+            local_redirect(b"Location:/x\r\n\r\n").as_deref(),
+            Some("/x")
+        );
+        assert_eq!(local_redirect(b"Location: https://x.test/\n\n"), None);
+        assert_eq!(local_redirect(b"Location: //evil.test/\n\n"), None);
+        assert_eq!(local_redirect(b"Location: /a b\n\n"), None);
+        assert_eq!(local_redirect(b"Location: /a\nStatus: 301 Moved\n\n"), None);
+        assert_eq!(
+            local_redirect(b"Content-Type: text/plain\nLocation: /a\n\n"),
+            None
+        );
+        assert_eq!(local_redirect(b"Content-Type: text/plain\n\n"), None);
+    }
 
     #[test]
     fn header_blocks_become_http_heads() {

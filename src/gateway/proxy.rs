@@ -214,6 +214,9 @@ pub struct Exchange {
     client_eof: bool,
     /// The upstream's sending side was shut down after the client's EOF.
     up_shut: bool,
+    /// A CGI script answered with a local redirect to this path: the session answers the
+    /// request again for it (RFC 3875 §6.2.2); nothing of the script's output was sent.
+    pub local_redirect: Option<String>,
 }
 
 /// Builds the head of the request to forward: request line with `path_query`, the client's
@@ -411,6 +414,7 @@ impl Exchange {
             tunneled: false,
             client_eof: false,
             up_shut: false,
+            local_redirect: None,
         }
     }
 
@@ -732,6 +736,14 @@ impl Exchange {
                     let used = end - before;
                     data = &data[used..];
                     let head = std::mem::take(&mut self.head);
+                    if self.cgi.is_some() {
+                        if let Some(path) = super::cgi::local_redirect(&head[..end]) {
+                            self.local_redirect = Some(path);
+                            self.deadline = None;
+                            self.state = State::Done { reusable: false };
+                            return Ok(());
+                        }
+                    }
                     let again = if self.cgi.is_some() {
                         let http = super::cgi::to_http_head(&head[..end]).map_err(Failure::Bad)?;
                         self.on_head(&http, out, ctx)?

@@ -34,6 +34,21 @@ fn setup(extra: &[&str], workers: usize) -> (TempDir, Server) {
         "redirect.sh",
         "#!/bin/sh\nprintf 'Location: https://example.test/elsewhere\\n\\n'\n",
     );
+    script(
+        &d,
+        "local.sh",
+        "#!/bin/sh\nprintf 'Location: /index.html\\n\\n'\n",
+    );
+    script(
+        &d,
+        "local2.sh",
+        "#!/bin/sh\nprintf 'Location: /cgi-bin/env.sh?via=local2\\n\\n'\n",
+    );
+    script(
+        &d,
+        "loop.sh",
+        "#!/bin/sh\nprintf 'Location: /cgi-bin/loop.sh\\n\\n'\n",
+    );
     script(&d, "noheader.sh", "#!/bin/sh\nexit 0\n");
     script(
         &d,
@@ -113,6 +128,28 @@ pub fn scripts_run_per_rfc_3875() {
     let r = c.exchange(b"GET /cgi-bin/redirect.sh HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("https://example.test/elsewhere"));
+    // A lone path Location is a local redirect (RFC 3875 §6.2.2): ringd answers the new path
+    // itself, as a GET (a static file here; another script next), never a 302.
+    let r =
+        c.exchange(b"POST /cgi-bin/local.sh HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "static\n"),
+        "{}",
+        r.head
+    );
+    assert_eq!(r.header("location"), None);
+    let r = c.exchange(b"GET /cgi-bin/local2.sh HTTP/1.1\r\nHost: a\r\nX-Mark: m1\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.head);
+    let env = r.body_str();
+    assert!(env.contains("QUERY_STRING=via=local2"), "{env}");
+    assert!(env.contains("REQUEST_METHOD=GET"), "{env}");
+    assert!(env.contains("HTTP_X_MARK=m1"), "{env}");
+    // A redirect loop ends in a 500, and the connection goes on serving.
+    let r = c.exchange(b"GET /cgi-bin/loop.sh HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 500, "{}", r.head);
+    let r = c.exchange(b"GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200);
     // Broken output: 502 (here, under the default process limit, so that scripts still being
     // put down never turn one into a 503).
     for path in [
