@@ -693,6 +693,17 @@ fn redirect(
     }
     // Placeholders carry request bytes: never let one end the header line.
     loc.retain(|c| c != '\r' && c != '\n' && c != '\0');
+    // A template that names a path on this site (`/new/{*}`, `/{1}`) must not become a
+    // scheme-relative URL (`//evil.test/`) because the request's part began with a slash:
+    // that would redirect to another host (an open redirect). Extra leading slashes (or
+    // backslashes, which browsers read as slashes) collapse into one.
+    let local = matches!(r.to.parts.first(), Some(Part::Lit(l)) if l.starts_with('/') && !l.starts_with("//"));
+    if local {
+        let rest = loc.trim_start_matches(['/', '\\']);
+        if rest.len() + 1 < loc.len() {
+            loc = format!("/{rest}");
+        }
+    }
     let mut extra = Vec::with_capacity(loc.len() + 12);
     extra.extend_from_slice(b"Location: ");
     extra.extend_from_slice(loc.as_bytes());

@@ -444,6 +444,13 @@ impl Files {
         self.roots.get(root).map_or(-1, |f| f.as_raw_fd())
     }
 
+    /// Whether the open job for `key` is still to finish (queued or running). A request that
+    /// parked on a job that has already finished (refused at once while its waiters were not
+    /// noted yet) must be resumed by its driver, not left waiting.
+    pub fn job_pending(&self, key: &[u8]) -> bool {
+        self.jobs.contains(key)
+    }
+
     /// The next URL path whose open job the driver should start.
     pub fn take_wanted(&mut self) -> Option<Box<[u8]>> {
         self.wanted.pop()

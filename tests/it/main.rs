@@ -18,6 +18,7 @@ mod http;
 mod lifecycle;
 mod limits;
 mod proxy;
+mod security;
 mod sites;
 mod static_files;
 mod tunnel;
@@ -80,6 +81,10 @@ per_backend! {
     proxy_response_cache => crate::proxy::response_cache,
     proxy_compression => crate::proxy::compression,
     proxy_websocket_tunnel => crate::tunnel::websocket_tunnel,
+    redirect_placeholders_never_open_redirect => crate::security::redirect_placeholders_never_open_redirect,
+    redirect_placeholders_never_inject_headers => crate::security::redirect_placeholders_never_inject_headers,
+    host_header_abuse_is_refused => crate::security::host_header_abuse_is_refused,
+    rewrites_and_try_files_stay_in_root => crate::security::rewrites_and_try_files_stay_in_root,
 }
 
 /// Backend-independent CLI behaviour.

@@ -265,6 +265,14 @@ impl Driver {
         let Some(key) = c.session.parked() else {
             return;
         };
+        if !self.svc.files().job_pending(key) {
+            // Its job already finished (a path refused without opening anything, within the
+            // same pass that parked this request on it): the outcome is in place, go on.
+            let now = self.now;
+            c.session.resume(&mut self.svc, now);
+            self.ready.push((idx, gen));
+            return;
+        }
         c.waiting_open = true;
         self.open_waiters
             .entry(key.into())
