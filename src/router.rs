@@ -351,6 +351,31 @@ impl Router {
         Some((si, NONE))
     }
 
+    /// Whether `req`'s body is to be streamed to an upstream as it arrives: the first route
+    /// that takes it (no rewrite before it) proxies to a group with `buffer_requests = false`,
+    /// and the method is not GET or HEAD (which a cache may answer without the upstream).
+    pub fn streams_body(&mut self, req: &Request<'_>) -> bool {
+        if self.plain || matches!(req.method, Method::Get | Method::Head) {
+            return false;
+        }
+        let host = request_host(req);
+        let Some((si, ri)) = self.decide(host, req.method_str, req.path()) else {
+            return false;
+        };
+        let sites = &self.sites;
+        let route = sites
+            .sites
+            .get(usize::from(si))
+            .and_then(|s| s.routes.get(usize::from(ri)));
+        match route.and_then(|r| r.action.as_ref()) {
+            Some(Action::Proxy(p)) => sites
+                .upstreams
+                .get(p.upstream)
+                .is_some_and(|u| !u.buffer_requests),
+            _ => false,
+        }
+    }
+
     /// Answers `req` into `reply`, or parks it on an open job.
     pub fn answer(
         &mut self,

@@ -233,6 +233,9 @@ pub struct Session {
     progress_at: Instant,
     /// CGI local redirects followed for the request being answered.
     local_redirects: u8,
+    /// Streaming the body of the proxied request in flight to its upstream as it arrives
+    /// (`buffer_requests = false`); nothing behind it is parsed until it ends.
+    stream: Option<BodyReader>,
 }
 
 impl Session {
@@ -259,6 +262,7 @@ impl Session {
             idle_since: now,
             progress_at: now,
             local_redirects: 0,
+            stream: None,
         }
     }
 
@@ -283,9 +287,61 @@ impl Session {
             self.req_start = Some(now);
         }
         self.inp.extend_from_slice(data);
+        if self.stream.is_some() {
+            self.stream_body(svc, now);
+            return;
+        }
         if self.parked.is_none() {
             self.process(svc, now);
         }
+    }
+
+    /// Hands the body bytes received so far to the streaming exchange (decoded; the exchange
+    /// re-frames them); at the body's end, the requests behind it wait for the exchange.
+    fn stream_body(&mut self, svc: &mut Service, now: Instant) {
+        let Some(r) = self.stream.as_mut() else {
+            return;
+        };
+        let mut dec = std::mem::take(&mut self.body_data);
+        dec.clear();
+        let res = r.feed_into(&self.inp[self.in_pos..], Some(&mut dec));
+        match res {
+            Ok(n) => {
+                self.inp.drain(self.in_pos..self.in_pos + n);
+                let done = r.done();
+                if let Some(g) = &mut self.gw {
+                    g.x.body_in(&dec);
+                    if done {
+                        g.x.body_end();
+                    }
+                }
+                if done {
+                    self.stream = None;
+                    self.req_start = None;
+                }
+            }
+            Err(e) => {
+                // A broken or oversized body: the exchange is abandoned (its upstream
+                // connection closed; a response already begun is cut), the client gets the
+                // error when nothing was answered yet, and the connection closes.
+                self.stream = None;
+                let answered = match &mut self.gw {
+                    Some(g) => {
+                        g.x.abort_body();
+                        g.x.responded
+                    }
+                    None => false,
+                };
+                if answered {
+                    self.closing = true;
+                    self.in_pos = self.inp.len();
+                } else {
+                    self.fail(svc, e, now);
+                }
+            }
+        }
+        dec.clear();
+        self.body_data = dec;
     }
 
     /// The URL path this session's next request waits on, when it is parked.
@@ -307,6 +363,10 @@ impl Session {
         self.eof = true;
         if let Some(g) = &mut self.gw {
             g.x.tunnel_client_eof();
+            if self.stream.take().is_some() {
+                // The client left in the middle of its body.
+                g.x.abort_body();
+            }
         }
     }
 
@@ -351,6 +411,10 @@ impl Session {
         if let Some(g) = self.gw.as_ref().filter(|g| g.x.tunneling()) {
             // A tunnel reads the client while the upstream keeps up.
             return !(self.eof || self.shutdown) && g.x.tunnel_backlog() < TUNNEL_BACKLOG;
+        }
+        if let (Some(g), Some(_)) = (&self.gw, &self.stream) {
+            // A streamed body: read while the upstream keeps up.
+            return !(self.closing || self.eof) && g.x.body_backlog() < TUNNEL_BACKLOG;
         }
         !(self.closing || self.eof || self.shutdown)
             && self.out.responses() < self.knobs.depth
@@ -641,6 +705,18 @@ impl Session {
             };
             line.write(svc, self.peer, sent, Some(detail));
         }
+        if self.stream.take().is_some() {
+            // Answered before the client's body was all read (an early response, no server
+            // to take it): the rest of it is never read, so nothing after it can be trusted.
+            self.in_pos = self.inp.len();
+            self.closing = true;
+            self.out.close_last();
+        }
+        if g.x.closes_client() && !g.x.was_tunnel() && !self.closing {
+            // Say so on the response, when its head is still queued (not for a tunnel's 101,
+            // whose connection only ever closes).
+            self.out.close_last();
+        }
         self.closing |= !g.keep || g.x.closes_client() || self.shutdown;
         self.req_start = (self.in_pos < self.inp.len()).then_some(now);
         if !self.closing && self.parked.is_none() {
@@ -655,6 +731,7 @@ impl Session {
             if self.closing
                 || self.shutdown
                 || self.gw.is_some()
+                || self.stream.is_some()
                 || self.out.responses() >= self.knobs.depth
             {
                 break;
@@ -700,6 +777,52 @@ impl Session {
             // ambiguous, so nothing after it can be trusted. The limits come first: a body over
             // `max_body` is still a 413.
             let mut skip_body = false;
+            if req.framing != Framing::None && self.body.is_none() && svc.router.streams_body(&req)
+            {
+                match BodyReader::new(req.framing, self.knobs.max_body, self.knobs.max_trailer) {
+                    Ok(r) => {
+                        if let Err(Wait::Proxy(start, site, route)) =
+                            answer(svc, &mut self.out, self.peer, &req, false, now)
+                        {
+                            if req.expect_continue {
+                                self.out
+                                    .bytes(&mut svc.pool)
+                                    .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                            }
+                            let stream = Some(req.framing);
+                            let at = (site, route);
+                            let g = new_gateway(
+                                svc,
+                                &mut self.out,
+                                &[],
+                                &req,
+                                *start,
+                                at,
+                                false,
+                                stream,
+                                now,
+                            );
+                            if self.out.responses() == 1 {
+                                self.progress_at = now;
+                            }
+                            self.gw = Some(g);
+                            self.in_pos += head_len;
+                            self.stream = Some(r);
+                            self.stream_body(svc, now);
+                        } else {
+                            // Not proxied after all (cannot happen for a route `streams_body`
+                            // named): whatever was answered, the body is never read.
+                            self.closing = true;
+                            self.in_pos = self.inp.len();
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        self.fail(svc, e, now);
+                        break;
+                    }
+                }
+            }
             if req.framing != Framing::None && self.body.is_none() {
                 match BodyReader::new(req.framing, self.knobs.max_body, self.knobs.max_trailer) {
                     Ok(_) if req.expect_continue && !self.continued => skip_body = true,
@@ -775,6 +898,7 @@ impl Session {
                         *start,
                         at,
                         skip_body,
+                        None,
                         now,
                     );
                     if self.out.responses() == 1 {
@@ -1091,11 +1215,15 @@ fn new_gateway(
     start: proxy::Start,
     (site, route): (u16, u16),
     close: bool,
+    stream: Option<Framing>,
     now: Instant,
 ) -> Box<Gw> {
     let conn = conn_header(req, close);
     let keep = conn != ConnHeader::Close;
-    let mut x = Exchange::new(start, body, conn);
+    let mut x = match stream {
+        Some(f) => Exchange::new_stream(start, f, conn),
+        None => Exchange::new(start, body, conn),
+    };
     x.set_max_entry(svc.cache.max_entry);
     let (group, key) = (x.start.group, x.start.key);
     match svc.upstreams.pick(group, key, &[], now) {

@@ -83,6 +83,9 @@ pub struct Upstream {
     /// Response bytes read ahead of a slow client per request before reading pauses.
     /// Default 1 MiB.
     pub buffer_responses: usize,
+    /// Read a request's whole body before choosing a server (default); false streams it to
+    /// the upstream as it arrives.
+    pub buffer_requests: bool,
     /// Active health checks, if configured.
     pub health: Option<Health>,
 }
@@ -251,15 +254,6 @@ pub fn build(
                     .collect(),
             }
         });
-        if let Some(b) = &u.buffer_requests {
-            if !*b.get_ref() {
-                errs.push(loc.error(
-                    Some(b.span()),
-                    "`buffer_requests = false` is not implemented yet: request bodies are read \
-                     whole (up to max_body) before a server is chosen",
-                ));
-            }
-        }
         if u.buffer_responses.is_some_and(|b| b.0 < 4096) {
             errs.push(loc.error(Some(span.clone()), "`buffer_responses` is at least 4KiB"));
         }
@@ -280,6 +274,7 @@ pub fn build(
             buffer_responses: u
                 .buffer_responses
                 .map_or(1 << 20, |b| usize::try_from(b.0).unwrap_or(usize::MAX)),
+            buffer_requests: u.buffer_requests.as_ref().is_none_or(|b| *b.get_ref()),
             health,
         });
     }
@@ -301,6 +296,7 @@ pub fn from_flags(servers: Vec<ServerSpec>) -> Upstream {
         fail_timeout: Duration::from_secs(10),
         retries: 1,
         buffer_responses: 1 << 20,
+        buffer_requests: true,
         health: None,
     }
 }

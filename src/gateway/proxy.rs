@@ -217,6 +217,19 @@ pub struct Exchange {
     /// A CGI script answered with a local redirect to this path: the session answers the
     /// request again for it (RFC 3875 §6.2.2); nothing of the script's output was sent.
     pub local_redirect: Option<String>,
+    /// The request body is streamed (`buffer_requests = false`): the session hands it over
+    /// with `body_in` as it arrives, re-framed by `chunked` (else it has a Content-Length).
+    streaming: Option<StreamBody>,
+}
+
+/// A request body being streamed to the upstream.
+#[derive(Debug)]
+struct StreamBody {
+    chunked: bool,
+    /// The whole body has been handed over.
+    complete: bool,
+    /// Some of it was sent and dropped: the request can no longer be sent again.
+    drained: bool,
 }
 
 /// Builds the head of the request to forward: request line with `path_query`, the client's
@@ -415,7 +428,95 @@ impl Exchange {
             client_eof: false,
             up_shut: false,
             local_redirect: None,
+            streaming: None,
         }
+    }
+
+    /// An exchange for `start` whose request body (framed as `framing`) follows with
+    /// [`Exchange::body_in`] as it arrives, instead of being read whole first.
+    pub fn new_stream(start: Start, framing: Framing, conn: ConnHeader) -> Exchange {
+        let mut x = Exchange::new(start, b"", conn);
+        x.req.clear();
+        x.req.extend_from_slice(&x.start.head);
+        let chunked = match framing {
+            Framing::Length(n) => {
+                head::header_u64(&mut x.req, "Content-Length", n);
+                false
+            }
+            _ => {
+                x.req.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                true
+            }
+        };
+        x.req.extend_from_slice(b"\r\n");
+        x.streaming = Some(StreamBody {
+            chunked,
+            complete: false,
+            drained: false,
+        });
+        x
+    }
+
+    /// Request body bytes (decoded) for a streaming exchange.
+    pub fn body_in(&mut self, data: &[u8]) {
+        let Some(sb) = &mut self.streaming else {
+            return;
+        };
+        if data.is_empty() || sb.complete || matches!(self.state, State::Done { .. }) {
+            return;
+        }
+        if self.sent > 0 && !matches!(self.state, State::Connect) {
+            self.req.drain(..self.sent);
+            self.sent = 0;
+            sb.drained = true;
+        }
+        if sb.chunked {
+            head::put_hex(&mut self.req, data.len() as u64);
+            self.req.extend_from_slice(b"\r\n");
+            self.req.extend_from_slice(data);
+            self.req.extend_from_slice(b"\r\n");
+        } else {
+            self.req.extend_from_slice(data);
+        }
+    }
+
+    /// The streamed request body is complete.
+    pub fn body_end(&mut self) {
+        if let Some(sb) = &mut self.streaming {
+            if !sb.complete && sb.chunked {
+                self.req.extend_from_slice(b"0\r\n\r\n");
+            }
+            sb.complete = true;
+        }
+    }
+
+    /// The client's body broke off (bad framing, too large, the client left): the upstream
+    /// connection cannot be used again, and a response already begun is cut.
+    pub fn abort_body(&mut self) {
+        if matches!(self.state, State::Done { .. }) {
+            return;
+        }
+        if self.responded {
+            self.cut = true;
+        } else {
+            self.failure = Some(Failure::Bad("the client's body broke off"));
+        }
+        self.deadline = None;
+        self.state = State::Done { reusable: false };
+    }
+
+    /// Request body bytes held for the upstream and not written yet (streaming).
+    pub fn body_backlog(&self) -> usize {
+        self.req.len() - self.sent
+    }
+
+    /// Both directions are live at once: a tunnel, or a streamed request body still coming
+    /// in while the response may already flow (a driver must read the client and the
+    /// upstream concurrently).
+    pub fn duplex(&self) -> bool {
+        self.state == State::Tunnel
+            || self.streaming.as_ref().is_some_and(|sb| !sb.complete)
+                && !matches!(self.state, State::Done { .. })
     }
 
     /// Capture bodies up to `n` bytes for the cache.
@@ -486,6 +587,8 @@ impl Exchange {
     pub fn to_send(&self) -> &[u8] {
         match self.state {
             State::Exchange | State::Tunnel => &self.req[self.sent..],
+            // A streamed body may still be going out while the response comes back.
+            State::Body if self.streaming.is_some() => &self.req[self.sent..],
             _ => &[],
         }
     }
@@ -504,6 +607,11 @@ impl Exchange {
         if self.sent == self.req.len() && self.cgi.is_none() {
             self.deadline = Some(now + self.start.read_timeout);
         }
+    }
+
+    /// Whether the exchange was a tunnel (it answered 101).
+    pub fn was_tunnel(&self) -> bool {
+        self.tunneled
     }
 
     /// Whether the exchange is a tunnel now (after a 101).
@@ -578,6 +686,7 @@ impl Exchange {
         !self.responded
             && self.head.is_empty()
             && (self.start.idempotent || self.sent == 0)
+            && !self.streaming.as_ref().is_some_and(|sb| sb.drained)
             && (self.tried.len() as u32) <= self.start.retries
     }
 
@@ -592,6 +701,9 @@ impl Exchange {
         // the upstream may have crashed while processing it, not merely closed an idle
         // connection (its drivers always peek a pooled connection for it instead).
         if !self.start.idempotent && self.sent > 0 {
+            return false;
+        }
+        if self.streaming.as_ref().is_some_and(|sb| sb.drained) {
             return false;
         }
         let Some(s) = self.server else { return false };
@@ -1216,8 +1328,17 @@ impl Exchange {
         }
         out.end_response();
         self.deadline = None;
+        // A response that came back before the streamed body was all sent leaves both
+        // connections out of step: neither is used again.
+        let unsent = self
+            .streaming
+            .as_ref()
+            .is_some_and(|sb| !sb.complete || self.sent < self.req.len());
+        if unsent {
+            self.client_close = true;
+        }
         self.state = State::Done {
-            reusable: !self.upstream_close,
+            reusable: !self.upstream_close && !unsent,
         };
     }
 

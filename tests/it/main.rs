@@ -81,6 +81,7 @@ per_backend! {
     proxy_response_cache => crate::proxy::response_cache,
     proxy_compression => crate::proxy::compression,
     proxy_websocket_tunnel => crate::tunnel::websocket_tunnel,
+    proxy_streamed_request_bodies => crate::tunnel::streamed_request_bodies,
     redirect_placeholders_never_open_redirect => crate::security::redirect_placeholders_never_open_redirect,
     redirect_placeholders_never_inject_headers => crate::security::redirect_placeholders_never_inject_headers,
     host_header_abuse_is_refused => crate::security::host_header_abuse_is_refused,

@@ -321,3 +321,262 @@ pub fn websocket_tunnel(backend: &str) {
     assert_eq!(r.status, 200);
     assert_eq!(r.body_str(), "static\n");
 }
+
+/// Every complete request an upstream received: (head, raw body).
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An upstream for streamed bodies: notes each request head the moment it arrives (before the
+/// body), reads a Content-Length or chunked body, and answers with the body's raw length.
+struct BodyUpstream {
+    addr: SocketAddr,
+    heads_seen: Arc<std::sync::atomic::AtomicUsize>,
+    /// (head, raw body) of every complete request.
+    reqs: Received,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BodyUpstream {
+    fn spawn() -> BodyUpstream {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let heads_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reqs: Received = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, r, st) = (heads_seen.clone(), reqs.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let mut workers = Vec::new();
+            while !st.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let (h, r, st) = (h.clone(), r.clone(), st.clone());
+                        workers.push(thread::spawn(move || body_serve(s, &h, &r, &st)));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        BodyUpstream {
+            addr,
+            heads_seen,
+            reqs,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for BodyUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn body_serve(
+    mut s: TcpStream,
+    seen: &std::sync::atomic::AtomicUsize,
+    reqs: &Mutex<Vec<(String, Vec<u8>)>>,
+    stop: &AtomicBool,
+) {
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 65536];
+    let mut head: Option<(String, usize)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if head.is_none() {
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                let h = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+                buf.drain(..end + 4);
+                seen.fetch_add(1, Ordering::SeqCst);
+                head = Some((h, 0));
+            }
+        }
+        if let Some((h, _)) = &head {
+            let lower = h.to_ascii_lowercase();
+            let end = if let Some(i) = lower.find("\r\ncontent-length: ") {
+                let v = &lower[i + 18..];
+                let n: usize = v[..v.find("\r\n").unwrap()].trim().parse().unwrap();
+                (buf.len() >= n).then_some(n)
+            } else if lower.contains("\r\ntransfer-encoding: chunked\r\n") {
+                find(&buf, b"\r\n0\r\n\r\n")
+                    .map(|i| i + 7)
+                    .or_else(|| buf.starts_with(b"0\r\n\r\n").then_some(5))
+            } else {
+                Some(0)
+            };
+            if let Some(n) = end {
+                let body: Vec<u8> = buf.drain(..n).collect();
+                let len = body.len().to_string();
+                reqs.lock().unwrap().push((h.clone(), body));
+                head = None;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{len}",
+                    len.len()
+                );
+                if s.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        match s.read(&mut tmp) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// `buffer_requests = false`: a request body goes to the upstream as it arrives (the upstream
+/// sees the head before the client has sent the body), re-framed (Content-Length kept, chunked
+/// bodies re-chunked), with `Expect: 100-continue` answered by ringd; a body that breaks off
+/// is a 400 and closes both connections; the connection serves on after a streamed request.
+pub fn streamed_request_bodies(backend: &str) {
+    let up = BodyUpstream::spawn();
+    let d = TempDir::new("stream-body");
+    let conf = format!(
+        r#"
+[upstreams.app]
+servers = ["{}"]
+buffer_requests = false
+read_timeout = "3s"
+max_fails = 0
+
+[[sites]]
+hosts = ["_"]
+root = "www"
+  [[sites.routes]]
+  path = "/up/*"
+  proxy = {{ upstream = "app" }}
+"#,
+        up.addr
+    );
+    d.write("b.toml", conf.as_bytes());
+    d.write("www/index.html", b"static\n");
+    let srv = ServerBuilder::new(backend, d.path())
+        .config(&d.path().join("b.toml"))
+        .args(&["--max-body", "8MiB"])
+        .start();
+
+    // 1. Content-Length: the upstream has the head while half the body is still unsent.
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut s = srv.connect();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let head = format!(
+        "POST /up/a HTTP/1.1\r\nHost: t.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..1000]).unwrap();
+    let t0 = Instant::now();
+    while up.heads_seen.load(Ordering::SeqCst) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{backend}: the upstream never saw the head while the body was unfinished (buffered?)"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    s.write_all(&body[1000..]).unwrap();
+    let mut c = Client::new(s);
+    c.set_timeout(Duration::from_secs(10));
+    let r = c
+        .read_response(false)
+        .expect("response to the streamed POST");
+    assert_eq!((r.status, r.body_str()), (200, body.len().to_string()));
+    {
+        let reqs = up.reqs.lock().unwrap();
+        let (h, b) = &reqs[0];
+        assert!(
+            h.to_ascii_lowercase()
+                .contains(&format!("\r\ncontent-length: {}\r\n", body.len())),
+            "{h}"
+        );
+        assert!(b == &body, "{backend}: body changed on the way");
+    }
+    // The same connection goes on.
+    let r = c.exchange(b"GET /index.html HTTP/1.1\r\nHost: t.test\r\n\r\n");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "static\n"));
+
+    // 2. Chunked, with Expect: 100-continue: ringd says 100, the upstream gets it re-chunked.
+    let mut s = srv.connect();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s.write_all(b"POST /up/b HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let mut sent = Vec::new();
+    for i in 0..50 {
+        let piece = format!("piece-{i:03};").repeat(100);
+        sent.extend_from_slice(piece.as_bytes());
+        s.write_all(format!("{:x};ext=1\r\n{piece}\r\n", piece.len()).as_bytes())
+            .unwrap();
+    }
+    s.write_all(b"0\r\nX-Trailer: t\r\n\r\n").unwrap();
+    let mut c = Client::new(s);
+    c.set_timeout(Duration::from_secs(10));
+    let r = c
+        .read_response(false)
+        .expect("response to the chunked POST");
+    assert_eq!(r.status, 200, "{backend}");
+    {
+        let reqs = up.reqs.lock().unwrap();
+        let (h, raw) = reqs.last().unwrap();
+        let lower = h.to_ascii_lowercase();
+        assert!(lower.contains("\r\ntransfer-encoding: chunked\r\n"), "{h}");
+        assert!(!lower.contains("expect"), "{h}");
+        // Decode what the upstream received.
+        let mut decoded = Vec::new();
+        let mut rest = &raw[..];
+        loop {
+            let nl = find(rest, b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap(), 16)
+                .expect("a plain hex chunk size");
+            rest = &rest[nl + 2..];
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(&rest[..size]);
+            assert_eq!(&rest[size..size + 2], b"\r\n");
+            rest = &rest[size + 2..];
+        }
+        assert!(decoded == sent, "{backend}: chunked body changed");
+    }
+
+    // 3. A body that breaks off (a bad chunk size) is a 400, and the connection closes.
+    let before = up.reqs.lock().unwrap().len();
+    let mut s = srv.connect();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s.write_all(
+        b"POST /up/c HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, b"\r\n\r\n");
+    assert!(
+        got.starts_with(b"HTTP/1.1 400 "),
+        "{backend}: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(closes_within(&mut s, Duration::from_secs(3)), "{backend}");
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        up.reqs.lock().unwrap().len(),
+        before,
+        "{backend}: the upstream took a broken body as a request"
+    );
+}

@@ -183,7 +183,7 @@ pub async fn step(w: &Worker, conn: &Rc<Conn>, up: &mut Option<Up>) -> Step {
             !x.start.idempotent,
             pending,
             deadline,
-            x.tunneling(),
+            x.duplex(),
         )
     };
     // Finished: pool or close the socket, then let the session go on.
@@ -283,8 +283,8 @@ pub async fn step(w: &Worker, conn: &Rc<Conn>, up: &mut Option<Up>) -> Step {
             u.stream.shutdown_write();
         }
     }
-    // A tunnel: wait until the client or the upstream has bytes; the connection loop reads
-    // the client, this step the upstream.
+    // A tunnel, or a request body still streaming in: wait until the client or the upstream
+    // has bytes; the connection loop reads the client, this step the upstream.
     if tunnel && conn.session.borrow().wants_read() && conn.session.borrow().gw_wants_read() {
         let cfd = conn.stream.as_raw_fd();
         let ufd = u.stream.as_fd().as_raw_fd();
