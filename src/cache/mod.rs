@@ -166,6 +166,8 @@ pub struct Entry {
     used: u64,
     /// A background refresh (stale-while-revalidate) began at this time.
     pub refreshing: Option<Instant>,
+    /// The bytes counted for it when stored (a refresh may change `size()`).
+    charged: usize,
 }
 
 impl Entry {
@@ -191,6 +193,7 @@ impl Entry {
             policy,
             used: 0,
             refreshing: None,
+            charged: 0,
         }
     }
 
@@ -457,7 +460,7 @@ impl Cache {
             l.retain(|e| e.size() <= max_entry);
             !l.is_empty()
         });
-        self.bytes = self.map.values().flatten().map(Entry::size).sum();
+        self.bytes = self.map.values().flatten().map(|e| e.charged).sum();
         self.evict();
         self.publish();
     }
@@ -485,7 +488,7 @@ impl Cache {
         }
         self.purge_seen = list.last().map_or(seq, |(s, _)| *s);
         drop(list);
-        self.bytes = self.map.values().flatten().map(Entry::size).sum();
+        self.bytes = self.map.values().flatten().map(|e| e.charged).sum();
         self.publish();
     }
 
@@ -640,9 +643,10 @@ impl Cache {
         }
         self.tick += 1;
         e.used = self.tick;
+        e.charged = size;
         let list = self.map.entry(key).or_default();
         if let Some(i) = list.iter().position(|x| x.vary == e.vary) {
-            self.bytes -= list[i].size();
+            self.bytes -= list[i].charged;
             list.swap_remove(i);
         }
         list.push(e);
@@ -667,7 +671,7 @@ impl Cache {
             };
             if let Some(l) = self.map.get_mut(&k) {
                 let gone = l.swap_remove(i);
-                self.bytes -= gone.size();
+                self.bytes -= gone.charged;
                 if l.is_empty() {
                     self.map.remove(&k);
                 }
@@ -955,6 +959,7 @@ mod tests {
             policy: p(0, 0),
             used: 0,
             refreshing: None,
+            charged: 0,
         }
     }
 

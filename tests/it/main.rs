@@ -8,6 +8,7 @@
 //! makes that a failure. The conformance cases (`conformance.rs`) always run.
 
 mod abuse;
+mod cache;
 mod cgi;
 mod conditional;
 mod conformance;
@@ -78,6 +79,10 @@ per_backend! {
     proxy_active_health_checks => crate::proxy::active_health_checks,
     proxy_response_cache => crate::proxy::response_cache,
     proxy_compression => crate::proxy::compression,
+    cache_revalidation_conditionals_and_ranges => crate::cache::revalidation_conditionals_and_ranges,
+    cache_stale_while_revalidate_and_if_error => crate::cache::stale_while_revalidate_and_if_error,
+    cache_collapsing_100_misses_one_fetch_per_worker => crate::cache::collapsing,
+    cache_purge_status_and_log => crate::cache::purge_status_and_log,
 }
 
 /// Backend-independent CLI behaviour.
