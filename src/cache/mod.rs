@@ -727,7 +727,8 @@ pub fn render_asked(
         .and_then(http_date)
         .unwrap_or(i64::MAX);
     let len = e.body.len() as u64;
-    let (status, keep, body): (u16, fn(&[u8]) -> bool, Option<(u64, u64)>) =
+    type Keep = fn(&[u8]) -> bool;
+    let (status, keep, body): (u16, Keep, Option<(u64, u64)>) =
         match decide(asked, etag, lm, len) {
             Decision::Full | Decision::Multi(_) => {
                 return render(e, tag, now, head_only, conn, out, pool)

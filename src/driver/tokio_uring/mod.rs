@@ -438,7 +438,8 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
         if !wants_read || io.eof || io.read_abandoned {
             // Nothing to send, nothing to read, yet the session is not done: it can only be
             // waiting for its own deadline, or for another request's cache fetch.
-            if let (Some(d), true) = (deadline, conn.session.borrow().collapsed()) {
+            let collapsed = conn.session.borrow().collapsed();
+            if let (Some(d), true) = (deadline, collapsed) {
                 let wake = w.cache_wake.notified();
                 let stop = w.shutdown.notified();
                 let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(d));
