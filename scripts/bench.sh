@@ -10,10 +10,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # deferred accept (--defer-accept, on by default) with nginx's.
 export NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-18084}"
 
-ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn"
+ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn,cache-hit,compress"
 # Side scenarios: ringd against itself (sites) or in front of an upstream (proxy-*); a run of
 # only these is named apart (results/<date>-<host>-sites, -proxy) and never the headline.
-SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn)$'
+SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn|cache-hit|compress)$'
 # proxy-gunicorn: the slow clients (issue 12), their response and the gunicorn settings.
 SLOW_CLIENTS="${SLOW_CLIENTS:-50}"
 SLOW_RATE="${SLOW_RATE:-1KiB/s}"
@@ -63,6 +63,16 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
                   --read-rate $SLOW_RATE) take $SLOW_PATH through the same proxy: ringd's
                   p99 with them <= 2x its p99 without them (nginx's reported)
 
+  Cache scenarios (issue 14): nginx serves the files (1 worker, loadgen CPUs); in front of it,
+  each on the first server CPU with one worker: ringd-cache (--backend uring, config
+  scripts/peers/ringd-cache.toml.tmpl: cache default_ttl 1h, compress) and nginx with
+  proxy_cache + gzip level 5 (NGINX_PROXY_CACHE=1, the baseline); beside them ringd-static
+  (--backend uring, serving the same root itself). summary.md: scripts/benchtool.py cache.
+  cache-hit       the 1000-byte file from the cache: ringd-cache's req/s >= 0.9x ringd-static's
+                  and >= 1.3x nginx's, at <= 0.6x nginx's CPU/req
+  compress        a 100 KiB HTML page (page.html) with Accept-Encoding: gzip, cached
+                  compressed: req/s and bytes per response of ringd-cache and nginx
+
 Results go to results/<YYYY-MM-DD>-<host>/<scenario>/ with env.txt beside them (a run of only
 --scenarios sites: results/<YYYY-MM-DD>-<host>-sites/, of only proxy scenarios (and sites):
 results/<YYYY-MM-DD>-<host>-proxy/), and results/README.md is regenerated (scripts/benchtool.py
@@ -96,7 +106,8 @@ Options:
   -h, --help           this text
 
 Ports (environment): RINGD_PORT_BASE=$RINGD_PORT_BASE (+1 uring, +2 epoll, +3 tokio-uring;
-sites: +4 ringd-flags, +5 ringd-config; proxy scenarios: +6 ringd as a proxy),
+sites: +4 ringd-flags, +5 ringd-config; proxy scenarios: +6 ringd as a proxy; cache scenarios: +7
+ringd-cache, +8 ringd-static),
 NGINX_PORT=$NGINX_PORT, CADDY_PORT=$CADDY_PORT, NGINX_DEFERRED_PORT=$NGINX_DEFERRED_PORT (the same nginx with \`listen ...
 deferred\`, target nginx-deferred in the connect scenario), GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT,
 GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT; proxy scenarios: NGINX_PROXY_PORT=$NGINX_PROXY_PORT,
@@ -174,7 +185,7 @@ declare -A SCENARIO_OK=()
 IFS=',' read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
     case "$s" in
-    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn)
+    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn | cache-hit | compress)
         SCENARIO_OK[$s]=1
         ;;
     *) die "unknown scenario '$s' (want a subset of $ALL_SCENARIOS)" ;;
@@ -187,6 +198,11 @@ main_scenarios() {
     local s
     for s in "${!SCENARIO_OK[@]}"; do [[ "$s" =~ $SIDE_SCENARIO_RE ]] || return 0; done
     return 1
+}
+
+# True when a cache scenario is selected.
+cache_scenarios() {
+    [[ -n "${SCENARIO_OK[cache-hit]:-}${SCENARIO_OK[compress]:-}" ]]
 }
 
 # True when a proxy scenario is selected.
@@ -238,6 +254,8 @@ if [[ -z "$OUT" ]]; then
         # A run of side scenarios alone is a side run, named apart from full runs.
         if [[ "$SCENARIOS" == sites ]]; then
             base+="-sites"
+        elif ! main_scenarios && ! proxy_scenarios; then
+            base+="-cache"
         elif ! main_scenarios; then
             base+="-proxy"
         fi
@@ -366,7 +384,7 @@ finish_env() {
         local f
         for f in "$RUN_DIR/nginx/nginx.conf" "$RUN_DIR/caddy/Caddyfile" \
             "$RUN_DIR/gunicorn-hello.conf.py" "$RUN_DIR/gunicorn-files.conf.py" \
-            "$RUN_DIR/ringd-proxy.toml" "$RUN_DIR/nginx-proxy/nginx.conf" "$RUN_DIR/haproxy/haproxy.cfg" \
+            "$RUN_DIR/ringd-proxy.toml" "$RUN_DIR/ringd-cache.toml" "$RUN_DIR/nginx-proxy/nginx.conf" "$RUN_DIR/haproxy/haproxy.cfg" \
             "$RUN_DIR/caddy-proxy/Caddyfile" "$RUN_DIR/gunicorn-upstream.conf.py"; do
             # Only configs this run wrote (a run of only the sites scenario starts no peer; one of
             # only proxy scenarios starts no static Caddy), not ones left by an earlier run.
@@ -824,6 +842,45 @@ run_proxy() {
     return 0
 }
 
+# ------------------------------------------------------------------------------ cache (issue 14)
+
+CACHE_CONF="$RUN_DIR/ringd-cache.toml"
+
+# cache-hit and compress: ringd-cache and nginx proxy_cache in front of the static nginx, and
+# ringd-static beside them; each on the first server CPU with one worker, the origin and
+# loadgen on the loadgen CPUs.
+run_cache() {
+    local cpus k
+    mapfile -t cpus < <(expand_cpus "$SERVER_CPUS")
+    CUR_WORKERS=1 CUR_SERVER_CPUS="${cpus[0]}" CUR_GEN_CPUS="$GEN_CPUS"
+    peers_start --only nginx --workers 1 --cpus "$CUR_GEN_CPUS"
+    NGINX_PROXY_CACHE=1 peers_start --only nginx-proxy --workers 1 --cpus "$CUR_SERVER_CPUS" \
+        --upstream "127.0.0.1:$NGINX_PORT"
+    render_template "$SCRIPTS_DIR/peers/ringd-cache.toml.tmpl" "$CACHE_CONF" "UPSTREAM=127.0.0.1:$NGINX_PORT"
+    record "$RINGD_BIN" check "$CACHE_CONF"
+    "$RINGD_BIN" check "$CACHE_CONF" >&2 || die "ringd check rejected $CACHE_CONF"
+    start_sites_ringd cache $((RINGD_PORT_BASE + 7)) "" --config "$CACHE_CONF"
+    start_sites_ringd static $((RINGD_PORT_BASE + 8)) "" "$WWW_DIR"
+    if [[ -n "${SCENARIO_OK[cache-hit]:-}" ]]; then
+        run_compare "$BASE/cache-hit" "cache-hit: 1000-byte file from ringd's cache and nginx proxy_cache (1 worker, CPU $CUR_SERVER_CPUS) in front of nginx (CPU $CUR_GEN_CPUS), and ringd serving it statically, $CONNECTIONS connections" \
+            /small.bin "ringd-cache ringd-static nginx-proxy"
+        record python3 "$SCRIPTS_DIR/benchtool.py" cache "$BASE/cache-hit" --kind hit
+        python3 "$SCRIPTS_DIR/benchtool.py" cache "$BASE/cache-hit" --kind hit >&2
+    fi
+    if [[ -n "${SCENARIO_OK[compress]:-}" ]]; then
+        run_compare "$BASE/compress" "compress: 100 KiB HTML page, Accept-Encoding: gzip, cached compressed by ringd; nginx gzip on (level 5) + proxy_cache (1 worker, CPU $CUR_SERVER_CPUS) in front of nginx (CPU $CUR_GEN_CPUS), $CONNECTIONS connections" \
+            /page.html "ringd-cache nginx-proxy" -H "Accept-Encoding: gzip"
+        record python3 "$SCRIPTS_DIR/benchtool.py" cache "$BASE/compress" --kind compress
+        python3 "$SCRIPTS_DIR/benchtool.py" cache "$BASE/compress" --kind compress >&2
+    fi
+    for k in cache static; do
+        stop_pid "${RINGD_PID[$k]}" TERM
+        rm -f "$RUN_DIR/ringd-$k.pid"
+        unset "RINGD_PID[$k]" "RINGD_PORT[$k]"
+    done
+    stop_peers
+}
+
 run_scenario() {
     local s="$1" ringd
     ringd="$(ringd_targets | tr '\n' ' ')"
@@ -884,6 +941,7 @@ run_matrix() {
     done
     stop_servers
     proxy_scenarios && run_proxy
+    cache_scenarios && run_cache
     return 0
 }
 
@@ -958,7 +1016,7 @@ main() {
     build
     make_www
     # The sites scenario alone compares ringd with itself: no peer to install.
-    if main_scenarios || proxy_scenarios || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
+    if main_scenarios || proxy_scenarios || cache_scenarios || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
         ensure_nginx "$PEERS_DIR"
         ensure_caddy "$PEERS_DIR"
         ensure_gunicorn "$PEERS_DIR"

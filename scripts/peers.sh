@@ -131,6 +131,19 @@ record_cmd() {
 # The upstream HOST:PORT the proxies forward to (start --upstream).
 PEER_UPSTREAM=""
 
+# nginx-proxy's cache and gzip lines (NGINX_PROXY_CACHE=1, bench.sh's cache scenarios), or none.
+nginx_cache_http() {
+    [[ "${NGINX_PROXY_CACHE:-0}" == 1 ]] || return 0
+    mkdir -p "$1/nginx-cache"
+    printf '    proxy_cache_path %s/nginx-cache levels=1:2 keys_zone=rc:16m max_size=256m inactive=1h use_temp_path=off;\n' "$1"
+    printf '    gzip on;\n    gzip_comp_level 5;\n    gzip_min_length 1024;\n'
+}
+nginx_cache_location() {
+    [[ "${NGINX_PROXY_CACHE:-0}" == 1 ]] || return 0
+    printf '            proxy_cache rc;\n            proxy_cache_valid 200 1h;\n            proxy_cache_lock on;\n'
+    printf '            add_header X-Cache $upstream_cache_status;\n'
+}
+
 # start_nginx WORKERS CPUS [NAME]: NAME nginx (static files, the default) or nginx-proxy (a
 # second instance, its own dir and PID, proxying to PEER_UPSTREAM).
 start_nginx() {
@@ -152,7 +165,8 @@ start_nginx() {
             "USER_LINE=$user_line" "WORKERS=$workers" \
             "AFFINITY=$(nginx_affinity_masks "$workers" "$cpus")" "NOFILE=$nofile" \
             "WORKER_CONNECTIONS=$conns" "RUN=$dir" "PORT=$NGINX_PROXY_PORT" "BACKLOG=65535" \
-            "UPSTREAM=$PEER_UPSTREAM"
+            "UPSTREAM=$PEER_UPSTREAM" "CACHE_HTTP=$(nginx_cache_http "$dir")" \
+            "CACHE_LOCATION=$(nginx_cache_location)"
     elif [[ -n "$NGINX_DEFERRED_PORT" ]]; then
         deferred=$'\n        listen 127.0.0.1:'"$NGINX_DEFERRED_PORT reuseport deferred backlog=65535;"
     fi

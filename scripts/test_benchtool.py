@@ -541,7 +541,7 @@ class MkData(Base):
         d = os.path.join(self.tmp, "www")
         quiet(benchtool.main, ["mkdata", d])
         sizes = {n: os.path.getsize(os.path.join(d, n)) for n in os.listdir(d)}
-        self.assertEqual(sizes, {"small.bin": 1000, "medium.bin": 102400, "large.bin": 10485760, "1mib.bin": 1048576, "hello.txt": 13})
+        self.assertEqual(sizes, {"small.bin": 1000, "medium.bin": 102400, "large.bin": 10485760, "1mib.bin": 1048576, "hello.txt": 13, "page.html": 102400})
         with open(os.path.join(d, "hello.txt"), "rb") as f:
             self.assertEqual(f.read(), b"Hello, world!")
         with open(os.path.join(d, "small.bin"), "rb") as f:

@@ -17,6 +17,7 @@ Examples:
   ringd --config ringd.toml            serve the sites of a config file (docs/config.md)
   ringd check ringd.toml               validate a config file without serving
   ringd reload --pid-file ringd.pid    re-read the config of a running ringd (SIGHUP)
+  ringd purge http://localhost:8080/api/x   drop a cached response in every worker
   ringd --listen 0.0.0.0:80 /srv/www   serve on every interface, port 80
   ringd --workers 2 --no-pin .         two unpinned workers
   ringd --backend epoll .              the epoll driver instead of io_uring
@@ -69,6 +70,18 @@ pub enum Command {
         /// The PID file the server writes (`--pid-file`, or `pid_file` in the config).
         #[arg(long, value_name = "PATH")]
         pid_file: PathBuf,
+    },
+    /// Drop a cached response in every worker of a running ringd: sends `PURGE` for the URL
+    /// (the server must list this machine in `[cache] purge_from`). Exit 0 when purged.
+    /// Example: `ringd purge http://localhost:8080/api/items?page=2`.
+    Purge {
+        /// The URL whose cached response to drop (`http://HOST[:PORT]/PATH[?QUERY]`).
+        #[arg(value_name = "URL")]
+        url: String,
+        /// Connect here instead of HOST:PORT (the Host field stays the URL's). Example:
+        /// `--to 127.0.0.1:8080`.
+        #[arg(long, value_name = "ADDR")]
+        to: Option<String>,
     },
 }
 

@@ -134,6 +134,44 @@ fn serve(config: Config, reloader: Option<worker::Reloader>) -> anyhow::Result<(
     Ok(())
 }
 
+/// `ringd purge URL`: one `PURGE` request to the server, its status line printed.
+fn purge(url: &str, to: Option<&str>) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("`{url}`: give an http:// URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || path.contains(char::is_whitespace) {
+        anyhow::bail!("`{url}`: not a URL of the form http://HOST[:PORT]/PATH");
+    }
+    let addr = match to {
+        Some(a) => a.to_string(),
+        None if authority.contains(':') => authority.to_string(),
+        None => format!("{authority}:80"),
+    };
+    let mut s =
+        std::net::TcpStream::connect(&addr).with_context(|| format!("cannot connect to {addr}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "PURGE {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .with_context(|| format!("cannot send to {addr}"))?;
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    let status_line = text.lines().next().unwrap_or("").to_string();
+    let code = status_line.split_whitespace().nth(1).unwrap_or("");
+    println!("{status_line}");
+    if code != "200" {
+        anyhow::bail!("{url} was not purged ({status_line:?}): is this machine in [cache] purge_from, and is the URL on a caching route?");
+    }
+    Ok(())
+}
+
 fn real_main() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -146,6 +184,7 @@ fn real_main() -> anyhow::Result<()> {
         }
         Some(Command::Check { file }) => check(&file),
         Some(Command::Reload { pid_file }) => reload(&pid_file),
+        Some(Command::Purge { url, to }) => purge(&url, to.as_deref()),
         Some(Command::Serve(args)) => serve_args(*args, given),
         None => serve_args(cli.serve, given),
     }

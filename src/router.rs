@@ -875,7 +875,8 @@ fn set_compress(start: &mut proxy::Start, route: &Route, req: &Request<'_>) {
     start.compress = crate::gateway::compress::pick(list, accept);
 }
 
-/// The cache intent of a request on a caching route: GET and HEAD only.
+/// The cache intent of a request on a caching route: GET and HEAD look up and fill the
+/// cache, PURGE drops its entry, other methods pass it by.
 fn cache_intent(
     policy: Option<crate::cache::Policy>,
     host: &str,
@@ -883,9 +884,8 @@ fn cache_intent(
     req: &Request<'_>,
 ) -> Option<Box<proxy::CacheIntent>> {
     let policy = policy?;
-    if !matches!(req.method, Method::Get | Method::Head) {
-        return None;
-    }
+    // Other methods get `X-Cache: BYPASS` and are neither stored nor answered from it.
+    let purge = req.method_str.eq_ignore_ascii_case("PURGE");
     let mut t = target.path.clone();
     if !target.query.is_empty() {
         t.push('?');
@@ -905,6 +905,10 @@ fn cache_intent(
         authorized,
         get: req.method == Method::Get,
         req_head: req.raw.to_vec(),
+        revalidating: false,
+        stale_ok: false,
+        purge,
+        leader: false,
     }))
 }
 

@@ -132,6 +132,18 @@ impl Service {
         &self.cache
     }
 
+    /// Wake tags (`Session::set_wake_tag`) of sessions whose collapsed cache fetch ended:
+    /// the driver drives each again (`Session::collapse_poll` answers it). Take them after
+    /// every loop pass.
+    pub fn take_woken(&mut self) -> Vec<u64> {
+        self.cache.take_woken()
+    }
+
+    /// Whether `take_woken` has anything.
+    pub fn has_woken(&self) -> bool {
+        self.cache.has_woken()
+    }
+
     /// A reload (SIGHUP): answer every request parsed from now on with `config` and its
     /// `roots`. Called by the driver between loop passes, where no request is half-answered;
     /// keep-alive connections carry on. Settings that need a restart (listen address,
@@ -148,8 +160,8 @@ impl Service {
         THREAD_KNOBS.with(|k| k.set(Some(self.knobs)));
         self.router = Router::new(config.sites.clone());
         self.upstreams = Upstreams::new(&config.sites.upstreams, seed());
-        self.cache =
-            crate::cache::Cache::new(config.sites.cache_max_bytes, config.sites.cache_max_entry);
+        self.cache
+            .reconfigure(config.sites.cache_max_bytes, config.sites.cache_max_entry);
         self.files.reload(&config, roots);
         self.log_on = config.access_log.is_some();
         self.config = config;
@@ -236,6 +248,11 @@ pub struct Session {
     /// Streaming the body of the proxied request in flight to its upstream as it arrives
     /// (`buffer_requests = false`); nothing behind it is parsed until it ends.
     stream: Option<BodyReader>,
+    /// The driver's name for this connection, handed back by `Service::take_woken`.
+    wake_tag: u64,
+    /// The request at `in_pos` waits for another request's fetch of this cache key (since
+    /// then): nothing is parsed until `collapse_poll` finds it resolved.
+    collapsed: Option<(String, Instant)>,
 }
 
 impl Session {
@@ -263,7 +280,33 @@ impl Session {
             progress_at: now,
             local_redirects: 0,
             stream: None,
+            wake_tag: 0,
+            collapsed: None,
         }
+    }
+
+    /// The driver's name for this connection (its slot and generation, say): a session that
+    /// waits for another's cache fetch is woken through `Service::take_woken` with it.
+    pub fn set_wake_tag(&mut self, tag: u64) {
+        self.wake_tag = tag;
+    }
+
+    /// Answers on if this session waited for a cache fetch that has ended (or waited too
+    /// long). Call when `Service::take_woken` names it; harmless otherwise.
+    pub fn collapse_poll(&mut self, svc: &mut Service, now: Instant) {
+        let Some((key, since)) = &self.collapsed else {
+            return;
+        };
+        if svc.cache.is_pending(key, now) && now < *since + crate::cache::COLLAPSE_WAIT {
+            return;
+        }
+        self.collapsed = None;
+        self.process(svc, now);
+    }
+
+    /// Whether this session waits for another request's cache fetch.
+    pub fn collapsed(&self) -> bool {
+        self.collapsed.is_some()
     }
 
     /// Bytes received from the peer. Parses and answers as many complete requests as the
@@ -402,6 +445,7 @@ impl Session {
         self.out.is_empty()
             && self.parked.is_none()
             && self.gw.is_none()
+            && self.collapsed.is_none()
             && (self.closing || self.eof || self.shutdown)
     }
 
@@ -417,6 +461,7 @@ impl Session {
             return !(self.closing || self.eof) && g.x.body_backlog() < TUNNEL_BACKLOG;
         }
         !(self.closing || self.eof || self.shutdown)
+            && self.collapsed.is_none()
             && self.out.responses() < self.knobs.depth
             && self.inp.len() - self.in_pos <= self.knobs.max_unparsed
     }
@@ -432,7 +477,16 @@ impl Session {
         if let Some(t) = self.gw.as_ref().and_then(|g| g.x.deadline) {
             d = Some(d.map_or(t, |d| d.min(t)));
         }
-        if self.closing || self.eof || self.shutdown || self.gw.is_some() {
+        if let Some((_, since)) = &self.collapsed {
+            let t = *since + crate::cache::COLLAPSE_WAIT;
+            d = Some(d.map_or(t, |d| d.min(t)));
+        }
+        if self.closing
+            || self.eof
+            || self.shutdown
+            || self.gw.is_some()
+            || self.collapsed.is_some()
+        {
             return d;
         }
         let waiting = self.out.responses() < k.depth;
@@ -456,6 +510,7 @@ impl Session {
         self.shutdown = true;
         self.in_pos = self.inp.len();
         self.parked = None;
+        self.collapsed = None;
         self.body = None;
         if let Some(g) = &mut self.gw {
             if !g.x.responded {
@@ -475,9 +530,13 @@ impl Session {
 
     /// Whether the driver should read from the upstream now (the client keeps up).
     pub fn gw_wants_read(&self) -> bool {
-        self.gw
-            .as_ref()
-            .is_some_and(|g| g.x.wants_read(self.out.queued_bytes()))
+        self.gw.as_ref().is_some_and(|g| {
+            let queued = match &g.sink {
+                Some(_) => 0,
+                None => self.out.queued_bytes(),
+            };
+            g.x.wants_read(queued)
+        })
     }
 
     fn gw_ctx(svc: &mut Service) -> proxy::Ctx<'_> {
@@ -493,7 +552,14 @@ impl Session {
         let Some(g) = self.gw.as_mut() else { return };
         let mut ctx = Self::gw_ctx(svc);
         let before = self.out.is_empty();
-        let res = g.x.feed(data, &mut self.out, &mut ctx, now);
+        let res = match &mut g.sink {
+            Some(sink) => {
+                let r = g.x.feed(data, sink, &mut ctx, now);
+                sink.clear(ctx.pool);
+                r
+            }
+            None => g.x.feed(data, &mut self.out, &mut ctx, now),
+        };
         if before && !self.out.is_empty() {
             self.progress_at = now;
         }
@@ -505,8 +571,72 @@ impl Session {
         if self.eof {
             g.x.tunnel_client_eof();
         }
-        if let Err(f) = res {
-            self.gw_error(svc, f, now);
+        match res {
+            Err(f) => self.gw_error(svc, f, now),
+            Ok(()) if g.x.from_cache.is_some() => self.gw_from_cache(svc, now),
+            Ok(()) => {}
+        }
+    }
+
+    /// The upstream answered a revalidation with 304 (the stored head is refreshed and
+    /// answers, `X-Cache: REVALIDATED`), or failed with 502/503/504 while a stale copy may
+    /// answer (`STALE`).
+    fn gw_from_cache(&mut self, svc: &mut Service, now: Instant) {
+        let Some(g) = self.gw.as_mut() else { return };
+        let (Some(fc), Some(ci)) = (g.x.from_cache.take(), g.x.start.cache.as_ref()) else {
+            return;
+        };
+        let head = &ci.req_head;
+        let detached = g.sink.is_some();
+        let Service {
+            cache,
+            pool,
+            config,
+            ..
+        } = svc;
+        let (tag, e) = match (fc, cache.get(&ci.key, &|n| field_value(head, n))) {
+            (proxy::FromCache::Refresh { fields, fresh_for }, Some(e)) => {
+                e.refresh(&fields, fresh_for, now);
+                ("REVALIDATED", e)
+            }
+            (proxy::FromCache::Stale, Some(e)) if e.usable_on_error(now) => ("STALE", e),
+            _ => {
+                let mut ctx = Self::gw_ctx(svc);
+                let out = g.sink.as_mut().unwrap_or(&mut self.out);
+                g.x.fail(Failure::Bad("the cached copy went away"), out, &mut ctx);
+                if let Some(s) = &mut g.sink {
+                    s.clear(&mut svc.pool);
+                }
+                return;
+            }
+        };
+        g.x.cache_tag = Some(tag);
+        if detached {
+            return;
+        }
+        let (status, n) = render_for_head(
+            e,
+            tag,
+            now,
+            head,
+            &config.limits,
+            g.x.start.head_request,
+            g.x.conn,
+            &mut self.out,
+            pool,
+        );
+        let st = &cache.stats;
+        if tag == "STALE" {
+            &st.stale
+        } else {
+            &st.revalidated
+        }
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        g.x.status = status;
+        g.x.body_bytes = n;
+        g.x.responded = true;
+        if self.out.responses() == 1 {
+            self.progress_at = now;
         }
     }
 
@@ -514,7 +644,12 @@ impl Session {
     pub fn gw_eof(&mut self, svc: &mut Service, now: Instant) {
         let Some(g) = self.gw.as_mut() else { return };
         let mut ctx = Self::gw_ctx(svc);
-        if let Err(f) = g.x.eof(&mut self.out, &mut ctx) {
+        let out = g.sink.as_mut().unwrap_or(&mut self.out);
+        let res = g.x.eof(out, &mut ctx);
+        if let Some(s) = &mut g.sink {
+            s.clear(&mut svc.pool);
+        }
+        if let Err(f) = res {
             self.gw_error(svc, f, now);
         }
     }
@@ -551,28 +686,48 @@ impl Session {
         // Counted as failed above: release leaves the balancer alone.
         g.x.server = None;
         // stale-if-error: a stale cached copy answers instead of the error page.
-        if !g.x.responded {
-            if let Some(ci) = &g.x.start.cache {
-                let head = &ci.req_head;
-                if let Some(e) = svc.cache.get(&ci.key, &|n| field_value(head, n)) {
-                    if e.usable_on_error(now) {
-                        let (status, n) = crate::cache::render(
-                            e,
-                            "STALE",
-                            now,
-                            g.x.start.head_request,
-                            g.x.conn,
-                            &mut self.out,
-                            &mut svc.pool,
-                        );
-                        g.x.answered(status, n);
-                        return;
-                    }
+        let lookup =
+            g.x.start
+                .cache
+                .as_ref()
+                .filter(|ci| ci.get || g.x.start.head_request);
+        if let (false, None, Some(ci)) = (g.x.responded, &g.sink, lookup) {
+            let head = &ci.req_head;
+            let Service {
+                cache,
+                pool,
+                config,
+                ..
+            } = &mut *svc;
+            if let Some(e) = cache.get(&ci.key, &|n| field_value(head, n)) {
+                if e.usable_on_error(now) {
+                    let (status, n) = render_for_head(
+                        e,
+                        "STALE",
+                        now,
+                        head,
+                        &config.limits,
+                        g.x.start.head_request,
+                        g.x.conn,
+                        &mut self.out,
+                        pool,
+                    );
+                    cache
+                        .stats
+                        .stale
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    g.x.answered(status, n);
+                    g.x.cache_tag = Some("STALE");
+                    return;
                 }
             }
         }
         let mut ctx = Self::gw_ctx(svc);
-        g.x.fail(f, &mut self.out, &mut ctx);
+        let out = g.sink.as_mut().unwrap_or(&mut self.out);
+        g.x.fail(f, out, &mut ctx);
+        if let Some(s) = &mut g.sink {
+            s.clear(&mut svc.pool);
+        }
         if self.out.responses() == 1 {
             self.progress_at = now;
         }
@@ -582,6 +737,15 @@ impl Session {
     /// into 504 and the connection lives on (returns false); otherwise the connection is to
     /// be closed (returns true).
     pub fn expire(&mut self, svc: &mut Service, now: Instant) -> bool {
+        // Waited too long for another request's cache fetch: go to the origin itself.
+        let waited = self
+            .collapsed
+            .as_ref()
+            .is_some_and(|(_, t)| now >= *t + crate::cache::COLLAPSE_WAIT);
+        if waited {
+            self.collapse_poll(svc, now);
+            return false;
+        }
         let gw_due = self
             .gw
             .as_ref()
@@ -608,6 +772,10 @@ impl Session {
     /// away): release its server in the balancer's count.
     pub fn gw_abandon(&mut self, svc: &mut Service, now: Instant) {
         if let Some(g) = self.gw.take() {
+            if let Some(ci) = g.x.start.cache.as_ref().filter(|ci| ci.leader) {
+                // Those waiting for this fetch go on without it (one of them fetches).
+                svc.cache.release(&ci.key);
+            }
             if let (Some(s), None) = (g.x.server, g.x.failure) {
                 svc.upstreams.done(g.x.start.group, s, true, now);
             }
@@ -655,6 +823,9 @@ impl Session {
                 }
                 self.inp.splice(0..0, again);
             }
+            if let Some(ci) = g.x.start.cache.as_ref().filter(|ci| ci.leader) {
+                svc.cache.resolve(&ci.key, false, now);
+            }
             self.closing |= !g.keep || self.shutdown;
             self.req_start = Some(now);
             if !self.closing && self.parked.is_none() {
@@ -663,6 +834,7 @@ impl Session {
             return;
         }
         self.local_redirects = 0;
+        let mut stored = g.x.cache_tag == Some("REVALIDATED");
         if let (Some(st), Some(ci), None) = (g.x.store.take(), &g.x.start.cache, g.x.failure) {
             let vary = st
                 .vary
@@ -679,7 +851,10 @@ impl Session {
                 st.fresh_for,
                 ci.policy,
             );
-            svc.cache.insert(ci.key.clone(), e);
+            stored |= svc.cache.insert(ci.key.clone(), e);
+        }
+        if let Some(ci) = g.x.start.cache.as_ref().filter(|ci| ci.leader) {
+            svc.cache.resolve(&ci.key, stored, now);
         }
         if let Some(line) = &g.log {
             let up = match (
@@ -691,11 +866,15 @@ impl Session {
             };
             let ms = now.saturating_duration_since(g.began).as_secs_f64() * 1000.0;
             let detail = format!(
-                "upstream={} upstream_status={} upstream_ms={ms:.1}{}",
+                "upstream={} upstream_status={} upstream_ms={ms:.1}{}{}",
                 up.as_deref().unwrap_or("-"),
                 g.x.status,
                 match g.x.failure {
                     Some(f) => format!(" upstream_error={f:?}"),
+                    None => String::new(),
+                },
+                match g.x.cache_tag {
+                    Some(t) => format!(" cache={t}"),
                     None => String::new(),
                 }
             );
@@ -705,19 +884,24 @@ impl Session {
             };
             line.write(svc, self.peer, sent, Some(detail));
         }
-        if self.stream.take().is_some() {
-            // Answered before the client's body was all read (an early response, no server
-            // to take it): the rest of it is never read, so nothing after it can be trusted.
-            self.in_pos = self.inp.len();
-            self.closing = true;
-            self.out.close_last();
+        // A background refresh (`sink`) ends nothing of the client's.
+        let detached = g.sink.is_some();
+        if !detached {
+            if self.stream.take().is_some() {
+                // Answered before the client's body was all read (an early response, no
+                // server to take it): the rest of it is never read, so nothing after it can
+                // be trusted.
+                self.in_pos = self.inp.len();
+                self.closing = true;
+                self.out.close_last();
+            }
+            if g.x.closes_client() && !g.x.was_tunnel() && !self.closing {
+                // Say so on the response, when its head is still queued (not for a tunnel's
+                // 101, whose connection only ever closes).
+                self.out.close_last();
+            }
         }
-        if g.x.closes_client() && !g.x.was_tunnel() && !self.closing {
-            // Say so on the response, when its head is still queued (not for a tunnel's 101,
-            // whose connection only ever closes).
-            self.out.close_last();
-        }
-        self.closing |= !g.keep || g.x.closes_client() || self.shutdown;
+        self.closing |= (!detached && (!g.keep || g.x.closes_client())) || self.shutdown;
         self.req_start = (self.in_pos < self.inp.len()).then_some(now);
         if !self.closing && self.parked.is_none() {
             self.process(svc, now);
@@ -732,6 +916,7 @@ impl Session {
                 || self.shutdown
                 || self.gw.is_some()
                 || self.stream.is_some()
+                || self.collapsed.is_some()
                 || self.out.responses() >= self.knobs.depth
             {
                 break;
@@ -782,7 +967,7 @@ impl Session {
                 match BodyReader::new(req.framing, self.knobs.max_body, self.knobs.max_trailer) {
                     Ok(r) => {
                         if let Err(Wait::Proxy(start, site, route)) =
-                            answer(svc, &mut self.out, self.peer, &req, false, now)
+                            answer(svc, &mut self.out, self.peer, &req, false, false, now)
                         {
                             if req.expect_continue {
                                 self.out
@@ -839,8 +1024,26 @@ impl Session {
             // A request may wait for its files (park), also one whose body was read: its head
             // is still at `in_pos` and `self.body` stays set (done), so on `resume` the head is
             // parsed again and the body neither expected nor read a second time.
-            let keep = match answer(svc, &mut self.out, self.peer, &req, skip_body, now) {
-                Ok(keep) => keep,
+            // Only a request without a body may wait for another's cache fetch (it is
+            // parsed again when woken).
+            let collapse = !skip_body && self.body.is_none();
+            let ans = answer(
+                svc,
+                &mut self.out,
+                self.peer,
+                &req,
+                skip_body,
+                collapse,
+                now,
+            );
+            let (keep, refresh) = match ans {
+                Ok(Ans::Done(keep)) => (keep, None),
+                Ok(Ans::Refresh(keep, w)) => (keep, Some(w)),
+                Ok(Ans::Collapse(key)) => {
+                    svc.cache.wait_for(&key, self.wake_tag);
+                    self.collapsed = Some((key, now));
+                    break;
+                }
                 Err(Wait::Park(key)) => {
                     self.parked = Some(key);
                     break;
@@ -881,6 +1084,7 @@ impl Session {
                         began: now,
                         log,
                         req_head: Some(req.raw.into()),
+                        sink: None,
                     }));
                     self.body = None;
                     self.body_data.clear();
@@ -928,6 +1132,11 @@ impl Session {
             }
             self.closing |= !keep;
             self.req_start = (self.in_pos < self.inp.len()).then_some(now);
+            if let Some(w) = refresh {
+                // stale-while-revalidate: the stale copy went out; refresh it now, behind
+                // the client's back (requests behind this one wait for it).
+                self.gw = background(svc, w, now);
+            }
         }
         if self.in_pos == self.inp.len() && self.body.is_none() && self.inp.capacity() > 0 {
             svc.pool.give(std::mem::take(&mut self.inp));
@@ -1027,18 +1236,38 @@ fn conn_header(req: &Request<'_>, close: bool) -> ConnHeader {
     }
 }
 
+/// What `answer` did with a request it did not hand to a waiting state.
+enum Ans {
+    /// Answered; whether the connection stays open.
+    Done(bool),
+    /// Answered from a stale copy (stale-while-revalidate); this gateway request refreshes
+    /// it in the background.
+    Refresh(bool, Wait),
+    /// Another request of this worker is fetching this cache key: wait for it.
+    Collapse(String),
+}
+
 /// Answers one complete request (with `Connection: close` when `close`, or when the request
 /// asks for it); returns whether the connection stays open after it, or what it waits on
-/// (an open job, an upstream), with nothing queued.
+/// (an open job, an upstream), with nothing queued. `collapse`: it may wait for another
+/// request's fetch of its cache key.
 fn answer(
     svc: &mut Service,
     out: &mut OutQueue,
     peer: SocketAddr,
     req: &Request<'_>,
     close: bool,
+    collapse: bool,
     now: Instant,
-) -> Result<bool, Wait> {
+) -> Result<Ans, Wait> {
     let conn = conn_header(req, close);
+    if let Some(sent) = cache_status(svc, out, peer, req, conn) {
+        if svc.log_on {
+            let line = LogLine::new(req, 0, 0);
+            line.write(svc, peer, sent, None);
+        }
+        return Ok(Ans::Done(conn != ConnHeader::Close));
+    }
     let mut reply = Reply {
         out: &mut *out,
         pool: &mut svc.pool,
@@ -1050,58 +1279,282 @@ fn answer(
         .router
         .answer(&mut svc.files, req, peer, &mut reply, now);
     drop(reply);
+    let mut tag = None;
+    let mut refresh = None;
     let a = match res {
         Ok(a) => a,
-        Err(Wait::Proxy(start, site, route)) => match cache_hit(svc, out, &start, req, conn, now) {
-            Some(sent) => crate::router::Answered { sent, site, route },
-            None => return Err(Wait::Proxy(start, site, route)),
-        },
-        Err(Wait::Cgi(both, site, route)) => match cache_hit(svc, out, &both.0, req, conn, now) {
-            Some(sent) => crate::router::Answered { sent, site, route },
-            None => return Err(Wait::Cgi(both, site, route)),
-        },
+        Err(Wait::Proxy(mut start, site, route)) => {
+            match cached(svc, out, &mut start, peer, req, conn, collapse, now) {
+                Cached::Go => return Err(Wait::Proxy(start, site, route)),
+                Cached::Wait(key) => return Ok(Ans::Collapse(key)),
+                Cached::Sent(sent, t, again) => {
+                    tag = Some(t);
+                    if again {
+                        refresh = Some(Wait::Proxy(start, site, route));
+                    }
+                    crate::router::Answered { sent, site, route }
+                }
+            }
+        }
+        Err(Wait::Cgi(mut both, site, route)) => {
+            match cached(svc, out, &mut both.0, peer, req, conn, collapse, now) {
+                Cached::Go => return Err(Wait::Cgi(both, site, route)),
+                Cached::Wait(key) => return Ok(Ans::Collapse(key)),
+                Cached::Sent(sent, t, again) => {
+                    tag = Some(t);
+                    if again {
+                        refresh = Some(Wait::Cgi(both, site, route));
+                    }
+                    crate::router::Answered { sent, site, route }
+                }
+            }
+        }
         Err(w) => return Err(w),
     };
     if svc.log_on {
         let line = LogLine::new(req, a.site, a.route);
-        line.write(svc, peer, a.sent, None);
+        line.write(svc, peer, a.sent, tag.map(|t| format!("cache={t}")));
     }
-    Ok(conn != ConnHeader::Close)
+    let keep = conn != ConnHeader::Close;
+    Ok(match refresh {
+        Some(w) => Ans::Refresh(keep, w),
+        None => Ans::Done(keep),
+    })
 }
 
-/// A fresh cached response for a proxied or CGI request on a caching route, rendered into
-/// `out` (`X-Cache: HIT`); None when there is none.
-fn cache_hit(
+/// What the cache did with a proxied or CGI request.
+enum Cached {
+    /// Go to the origin (the start is adjusted: conditional fields, leader, stale_ok).
+    Go,
+    /// Wait for another request's fetch of this key.
+    Wait(String),
+    /// Answered (PURGE, or from the cache with this X-Cache tag); `true`: refresh the entry
+    /// in the background with the start (stale-while-revalidate).
+    Sent(Sent, &'static str, bool),
+}
+
+/// The response cache in front of a proxied or CGI request on a caching route: answers a
+/// fresh entry (`HIT`) or one within stale-while-revalidate (`STALE`, and a background
+/// refresh), a PURGE, or sends the request on (revalidating a stale entry, collapsing
+/// concurrent misses).
+#[allow(clippy::too_many_arguments)]
+fn cached(
     svc: &mut Service,
     out: &mut OutQueue,
-    start: &proxy::Start,
+    start: &mut proxy::Start,
+    peer: SocketAddr,
     req: &Request<'_>,
     conn: ConnHeader,
+    collapse: bool,
     now: Instant,
-) -> Option<Sent> {
-    let ci = start.cache.as_ref()?;
-    let raw = req.raw;
-    let hit = match svc.cache.get(&ci.key, &|n| field_value(raw, n)) {
-        Some(e) if e.fresh(now) => e,
-        _ => {
-            svc.cache.misses += 1;
-            return None;
-        }
+) -> Cached {
+    use crate::cache::Lookup;
+    use std::sync::atomic::Ordering::Relaxed;
+    let head_request = start.head_request;
+    let Some(ci) = start.cache.as_deref_mut() else {
+        return Cached::Go;
     };
-    let (status, n) = crate::cache::render(
-        hit,
-        "HIT",
-        now,
-        start.head_request,
-        conn,
-        out,
-        &mut svc.pool,
-    );
-    svc.cache.hits += 1;
-    Some(Sent {
+    if ci.purge {
+        let ok = svc
+            .config
+            .sites
+            .cache_purge_from
+            .iter()
+            .any(|c| c.contains(peer.ip()));
+        if ok {
+            crate::cache::purge_all(&ci.key);
+        }
+        let mut reply = Reply {
+            out,
+            pool: &mut svc.pool,
+            date: &svc.date,
+            conn,
+            edit: None,
+        };
+        let (status, body): (u16, &[u8]) = if ok {
+            (200, b"purged\n")
+        } else {
+            (
+                403,
+                b"403 Forbidden: PURGE is allowed from [cache] purge_from only\n",
+            )
+        };
+        let sent = reply.text(
+            &svc.config.server_name,
+            status,
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            body,
+            false,
+        );
+        return Cached::Sent(sent, "BYPASS", false);
+    }
+    if !ci.get && !head_request {
+        svc.cache.stats.bypass.fetch_add(1, Relaxed);
+        return Cached::Go;
+    }
+    let raw = req.raw;
+    let field = |n: &str| field_value(raw, n);
+    let look = svc.cache.lookup(&ci.key, &field, ci.get, collapse, now);
+    let (tag, refresh) = match look {
+        Lookup::Wait => return Cached::Wait(ci.key.clone()),
+        Lookup::Fetch { validators, leader } => {
+            svc.cache.misses += 1;
+            svc.cache.stats.misses.fetch_add(1, Relaxed);
+            svc.cache.stats.origin_fetches.fetch_add(1, Relaxed);
+            ci.leader = leader;
+            ci.stale_ok = svc
+                .cache
+                .get(&ci.key, &field)
+                .is_some_and(|e| e.usable_on_error(now));
+            if let Some(v) = validators {
+                start.head = crate::cache::conditional_head(&start.head, &v);
+                if let Some(ci) = start.cache.as_deref_mut() {
+                    ci.revalidating = true;
+                }
+            }
+            return Cached::Go;
+        }
+        Lookup::Hit => ("HIT", None),
+        Lookup::StaleRevalidate { refresh } => ("STALE", refresh),
+    };
+    let Some(e) = svc.cache.get(&ci.key, &field) else {
+        return Cached::Go;
+    };
+    let asked = asked(req);
+    let (status, n) =
+        crate::cache::render_asked(e, tag, now, &asked, head_request, conn, out, &mut svc.pool);
+    let st = &svc.cache.stats;
+    if tag == "HIT" {
+        svc.cache.hits += 1;
+        st.hits.fetch_add(1, Relaxed);
+    } else {
+        st.stale.fetch_add(1, Relaxed);
+    }
+    let sent = Sent {
         status,
         body_bytes: n,
-    })
+    };
+    match refresh {
+        Some(validators) => {
+            ci.revalidating = validators.is_some();
+            if let Some(v) = validators {
+                start.head = crate::cache::conditional_head(&start.head, &v);
+            }
+            svc.cache.stats.origin_fetches.fetch_add(1, Relaxed);
+            Cached::Sent(sent, tag, true)
+        }
+        None => Cached::Sent(sent, tag, false),
+    }
+}
+
+/// The conditional and range fields of a request, for an answer from the cache.
+fn asked<'a>(req: &'a Request<'a>) -> crate::handler::conditional::Asked<'a> {
+    let f = &req.fields;
+    crate::handler::conditional::Asked {
+        conds: crate::handler::conditional::Conditions {
+            if_match: f.if_match.as_deref(),
+            if_none_match: f.if_none_match.as_deref(),
+            if_modified_since: f.if_modified_since,
+            if_unmodified_since: f.if_unmodified_since,
+        },
+        range: f
+            .range
+            .filter(|_| req.method == crate::proto::parse::Method::Get),
+        if_range: f.if_range,
+    }
+}
+
+/// Renders `e` for the request whose raw head is `head` (its conditions and range).
+#[allow(clippy::too_many_arguments)]
+fn render_for_head(
+    e: &crate::cache::Entry,
+    tag: &str,
+    now: Instant,
+    head: &[u8],
+    limits: &crate::config::Limits,
+    head_only: bool,
+    conn: ConnHeader,
+    out: &mut OutQueue,
+    pool: &mut BufPool,
+) -> (u16, u64) {
+    match parse::parse(head, limits) {
+        Ok(Parsed::Complete(req)) => {
+            let a = asked(&req);
+            crate::cache::render_asked(e, tag, now, &a, head_only, conn, out, pool)
+        }
+        _ => crate::cache::render(e, tag, now, head_only, conn, out, pool),
+    }
+}
+
+/// `[cache] status_path`: every worker's cache counters as JSON, to `purge_from` peers
+/// (others get the path routed as usual).
+fn cache_status(
+    svc: &mut Service,
+    out: &mut OutQueue,
+    peer: SocketAddr,
+    req: &Request<'_>,
+    conn: ConnHeader,
+) -> Option<Sent> {
+    let path = svc.config.sites.cache_status_path.as_deref()?;
+    let target = req.target.split('?').next().unwrap_or("");
+    if target != path
+        || !matches!(
+            req.method,
+            crate::proto::parse::Method::Get | crate::proto::parse::Method::Head
+        )
+    {
+        return None;
+    }
+    let sites = &svc.config.sites;
+    if !sites.cache_purge_from.iter().any(|c| c.contains(peer.ip())) {
+        return None;
+    }
+    let body = crate::cache::status_json();
+    let mut reply = Reply {
+        out,
+        pool: &mut svc.pool,
+        date: &svc.date,
+        conn,
+        edit: None,
+    };
+    Some(reply.text(
+        &svc.config.server_name,
+        200,
+        b"Content-Type: application/json\r\nCache-Control: no-store\r\n",
+        body.as_bytes(),
+        req.method == crate::proto::parse::Method::Head,
+    ))
+}
+
+/// A background refresh of a cache entry (stale-while-revalidate): the gateway request
+/// `w`, its response captured for the cache and discarded (`Gw::sink`). None when no
+/// server is available (the entry stays stale; a later request tries again).
+fn background(svc: &mut Service, w: Wait, now: Instant) -> Option<Box<Gw>> {
+    let mut x = match w {
+        Wait::Proxy(start, ..) => {
+            let mut x = Exchange::new(*start, b"", ConnHeader::None);
+            let (group, key) = (x.start.group, x.start.key);
+            let s = svc.upstreams.pick(group, key, &[], now)?;
+            x.retry(s, now);
+            x
+        }
+        Wait::Cgi(both, ..) => {
+            let (start, spawn) = *both;
+            let mut x = Exchange::new_cgi(start, spawn, b"", ConnHeader::None);
+            x.server = None;
+            x
+        }
+        Wait::Park(_) => return None,
+    };
+    x.set_max_entry(svc.cache.max_entry);
+    Some(Box::new(Gw {
+        x,
+        keep: true,
+        began: now,
+        log: None,
+        req_head: None,
+        sink: Some(OutQueue::default()),
+    }))
 }
 
 /// A request field's value in a raw head (repeated fields joined with ", "), by name.
@@ -1203,6 +1656,8 @@ pub struct Gw {
     log: Option<LogLine>,
     /// A CGI request's own head, for a local redirect's new request.
     req_head: Option<Box<[u8]>>,
+    /// A background refresh: the response goes here (and is dropped), not to the client.
+    sink: Option<OutQueue>,
 }
 
 /// Starts the exchange of a proxied request: picks a server (or answers 503).
@@ -1240,6 +1695,7 @@ fn new_gateway(
         began: now,
         log,
         req_head: None,
+        sink: None,
     })
 }
 

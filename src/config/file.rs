@@ -63,6 +63,10 @@ pub struct FileConfig {
 pub struct CacheFile {
     pub max_bytes: Option<Size>,
     pub max_entry: Option<Size>,
+    /// Peers (addresses or CIDR blocks) whose `PURGE` requests are obeyed.
+    pub purge_from: Option<Vec<Spanned<String>>>,
+    /// A path answered with every worker's cache counters (JSON) to `purge_from` peers.
+    pub status_path: Option<String>,
 }
 
 /// A route's `cache = { default_ttl, stale_while_revalidate, stale_if_error }`.
@@ -72,6 +76,7 @@ pub struct RouteCacheFile {
     pub default_ttl: Option<Dur>,
     pub stale_while_revalidate: Option<Dur>,
     pub stale_if_error: Option<Dur>,
+    pub store_set_cookie: Option<bool>,
 }
 
 /// One `[upstreams.NAME]` table.

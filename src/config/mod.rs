@@ -275,6 +275,20 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
     let (max_bytes, max_entry) = match parsed.cache.take() {
         Some(c) => {
             let c = c.into_inner();
+            for a in c.purge_from.iter().flatten() {
+                match upstreams::Cidr::parse(a.get_ref()) {
+                    Ok(x) => sites.cache_purge_from.push(x),
+                    Err(why) => {
+                        errs.push(loc.error(Some(a.span()), format!("`[cache] purge_from`: {why}")))
+                    }
+                }
+            }
+            if let Some(p) = &c.status_path {
+                if !p.starts_with('/') {
+                    errs.push(loc.error(None, "`[cache] status_path` must start with `/`"));
+                }
+                sites.cache_status_path = Some(p.clone());
+            }
             (
                 c.max_bytes.map_or(256 << 20, |s| s.0 as usize),
                 c.max_entry.map_or(8 << 20, |s| s.0 as usize),

@@ -33,6 +33,10 @@ pub struct Sites {
     /// The response cache per worker: most bytes (0: off) and the largest entry.
     pub cache_max_bytes: usize,
     pub cache_max_entry: usize,
+    /// Peers whose `PURGE` requests drop cached entries (`[cache] purge_from`).
+    pub cache_purge_from: Vec<Cidr>,
+    /// The path that reports every worker's cache counters to those peers.
+    pub cache_status_path: Option<String>,
 }
 
 impl Sites {
@@ -58,6 +62,8 @@ impl Sites {
             trusted_proxies: Vec::new(),
             cache_max_bytes: 0,
             cache_max_entry: 0,
+            cache_purge_from: Vec::new(),
+            cache_status_path: None,
         }
     }
 
@@ -860,6 +866,7 @@ fn build_route(
             default_ttl: d(c.default_ttl),
             stale_while_revalidate: d(c.stale_while_revalidate),
             stale_if_error: d(c.stale_if_error),
+            store_set_cookie: c.store_set_cookie.unwrap_or(false),
         }
     });
     let compress = rf.compress.map(|c| {

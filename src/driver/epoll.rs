@@ -330,6 +330,17 @@ impl Worker {
                 next_tick = now + TICK;
                 self.tick(now);
             }
+
+            // Sessions whose collapsed cache fetch ended (tag: slot).
+            loop {
+                let woken = self.svc.take_woken();
+                if woken.is_empty() {
+                    break;
+                }
+                for t in woken {
+                    self.drive(t as usize, now);
+                }
+            }
         }
     }
 
@@ -370,7 +381,11 @@ impl Worker {
                     // The registration reports the socket's current readiness as a first event.
                     self.conns.insert(Conn {
                         sock,
-                        session: Session::new(peer, now),
+                        session: {
+                            let mut s = Session::new(peer, now);
+                            s.set_wake_tag(i as u64);
+                            s
+                        },
                         readable: false,
                         writable: false,
                         eof: false,
@@ -497,6 +512,9 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
+        if conn.session.collapsed() {
+            conn.session.collapse_poll(&mut self.svc, now);
+        }
         let mut gate = Gate {
             registry: self.poll.registry(),
             pool: &mut self.pool,

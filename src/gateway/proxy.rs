@@ -111,6 +111,28 @@ pub struct CacheIntent {
     pub get: bool,
     /// The request head, for the values of the fields a response varies on.
     pub req_head: Vec<u8>,
+    /// The request revalidates a stale stored response: a 304 refreshes it
+    /// (`Exchange::from_cache`) instead of reaching the client.
+    pub revalidating: bool,
+    /// A stale stored response may answer a 502/503/504 from the upstream (stale-if-error).
+    pub stale_ok: bool,
+    /// A `PURGE` request for this key.
+    pub purge: bool,
+    /// Other misses of this key wait for this request's fetch (request collapsing).
+    pub leader: bool,
+}
+
+/// An upstream answer that the cache turns into the client's response.
+#[derive(Debug)]
+pub enum FromCache {
+    /// 304 to a revalidation: these end-to-end fields refresh the stored head, fresh again
+    /// for this long (None: as before).
+    Refresh {
+        fields: Vec<u8>,
+        fresh_for: Option<Duration>,
+    },
+    /// A 502/503/504: the stale stored response answers instead.
+    Stale,
 }
 
 /// A response being captured for the cache.
@@ -220,6 +242,11 @@ pub struct Exchange {
     /// The request body is streamed (`buffer_requests = false`): the session hands it over
     /// with `body_in` as it arrives, re-framed by `chunked` (else it has a Content-Length).
     streaming: Option<StreamBody>,
+    /// The upstream's answer is for the cache to turn into the client's response (nothing
+    /// of it was queued): set with the head, taken by the session.
+    pub from_cache: Option<FromCache>,
+    /// `X-Cache` of the response relayed (MISS or BYPASS), for the access log.
+    pub cache_tag: Option<&'static str>,
 }
 
 /// A request body being streamed to the upstream.
@@ -429,6 +456,8 @@ impl Exchange {
             up_shut: false,
             local_redirect: None,
             streaming: None,
+            from_cache: None,
+            cache_tag: None,
         }
     }
 
@@ -1036,6 +1065,13 @@ impl Exchange {
         }
         self.upstream_close = close;
         self.status = status;
+        if let Some(fc) = self.cache_answer(status, &r, ctx) {
+            // Nothing of this response goes to the client (the body of a 5xx is left unread).
+            self.from_cache = Some(fc);
+            self.body = UpBody::None;
+            self.upstream_close |= status != 304;
+            return Ok(false);
+        }
         let bodyless = self.start.head_request || status == 204 || status == 304;
         self.body = if bodyless {
             UpBody::None
@@ -1074,6 +1110,9 @@ impl Exchange {
                     f.set_cookie = true;
                 } else if n.eq_ignore_ascii_case("vary") {
                     f.vary.push(h.value);
+                } else if n.eq_ignore_ascii_case("etag") || n.eq_ignore_ascii_case("last-modified")
+                {
+                    f.validator = true;
                 }
             }
             match crate::cache::storable(&f, ci.authorized, &ci.policy) {
@@ -1089,13 +1128,14 @@ impl Exchange {
                 framing::list(h.value).map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
             })
             .collect();
-        let x_cache: Option<&[u8]> = self.start.cache.as_ref().map(|ci| {
+        let x_cache: Option<&'static str> = self.start.cache.as_ref().map(|ci| {
             if ci.get || self.start.head_request {
-                &b"MISS"[..]
+                "MISS"
             } else {
-                &b"BYPASS"[..]
+                "BYPASS"
             }
         });
+        self.cache_tag = x_cache;
         // On-the-fly compression: a route that compresses, a client that accepts the coding,
         // a compressible type not already encoded, a body worth it, not a range or HEAD.
         let field = |name: &str| {
@@ -1193,7 +1233,7 @@ impl Exchange {
             }));
         }
         if let Some(tag) = x_cache {
-            head::header(buf, "X-Cache", tag);
+            head::header(buf, "X-Cache", tag.as_bytes());
         }
         match (&self.body, cl) {
             // Compressed: the length is not known in advance.
@@ -1233,6 +1273,52 @@ impl Exchange {
         out.mark_conn(at, self.conn.line().len());
         self.responded = true;
         Ok(false)
+    }
+
+    /// Whether the cache answers instead of this response: a 304 to its revalidation (the
+    /// fields that refresh the stored head), or a 502/503/504 while a stale copy may answer.
+    fn cache_answer(
+        &self,
+        status: u16,
+        r: &httparse::Response<'_, '_>,
+        ctx: &Ctx<'_>,
+    ) -> Option<FromCache> {
+        let ci = self.start.cache.as_ref()?;
+        if matches!(status, 502..=504) && ci.stale_ok {
+            return Some(FromCache::Stale);
+        }
+        if status != 304 || !ci.revalidating {
+            return None;
+        }
+        let mut fields = Vec::new();
+        fields.extend_from_slice(b"Date: ");
+        fields.extend_from_slice(ctx.date);
+        fields.extend_from_slice(b"\r\n");
+        let mut f = crate::cache::ResponseFacts {
+            status: 200,
+            validator: true,
+            ..Default::default()
+        };
+        for h in r.headers.iter() {
+            let n = h.name;
+            if hop(&HOP_RESPONSE, &[], n) {
+                continue;
+            }
+            if n.eq_ignore_ascii_case("cache-control") {
+                f.cache_control.push(h.value);
+            } else if n.eq_ignore_ascii_case("expires") {
+                f.expires = Some(h.value);
+            }
+            fields.extend_from_slice(n.as_bytes());
+            fields.extend_from_slice(b": ");
+            fields.extend_from_slice(h.value);
+            fields.extend_from_slice(b"\r\n");
+        }
+        let fresh_for = match crate::cache::storable(&f, ci.authorized, &ci.policy) {
+            crate::cache::Storable::Fresh(d) => Some(d),
+            crate::cache::Storable::No(_) => None,
+        };
+        Some(FromCache::Refresh { fields, fresh_for })
     }
 
     /// Relays body bytes; returns how many of `data` belonged to the body.
@@ -1312,6 +1398,14 @@ impl Exchange {
     }
 
     fn finish(&mut self, out: &mut OutQueue, ctx: &mut Ctx<'_>) {
+        if self.from_cache.is_some() {
+            // The session answers from the cache; nothing was queued here.
+            self.deadline = None;
+            self.state = State::Done {
+                reusable: !self.upstream_close,
+            };
+            return;
+        }
         if let Some(e) = self.encoder.take() {
             match e.finish() {
                 Ok(rest) => self.emit(&rest, out, ctx),

@@ -58,6 +58,80 @@ pub fn evaluate(
     Precondition::Proceed
 }
 
+/// What to answer for one representation: preconditions in RFC 9110 §13.2.2 order, then
+/// Range (§14) when the preconditions let it through. The one decision behind static files
+/// and cached responses alike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// 200 with the whole representation.
+    Full,
+    /// 304.
+    NotModified,
+    /// 412.
+    Failed,
+    /// 206 with one range, inclusive bounds.
+    Single(u64, u64),
+    /// 206 multipart/byteranges.
+    Multi(Vec<(u64, u64)>),
+    /// 416.
+    Unsatisfiable,
+}
+
+/// What a request asks of a representation: its conditional fields and, for a GET, its
+/// Range and If-Range.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Asked<'a> {
+    pub conds: Conditions<'a>,
+    /// Range (GET only: the caller leaves it None for other methods).
+    pub range: Option<&'a [u8]>,
+    pub if_range: Option<&'a [u8]>,
+}
+
+/// Decides the answer for a representation with entity tag `etag` (strong `"x"` or weak
+/// `W/"x"`: a weak one never satisfies If-Match or If-Range but does If-None-Match),
+/// `last_modified` (seconds since the epoch) and `len` bytes, for a GET or HEAD.
+pub fn decide(a: &Asked<'_>, etag: &[u8], last_modified: i64, len: u64) -> Decision {
+    let (tag, weak) = match etag.strip_prefix(b"W/") {
+        Some(t) => (t, true),
+        None => (etag, false),
+    };
+    let mut conds = a.conds;
+    if weak {
+        if let Some(im) = conds.if_match {
+            if crate::proto::framing::trim(im) != b"*" {
+                return Decision::Failed;
+            }
+        }
+    }
+    if weak && conds.if_match.is_some() {
+        conds.if_match = Some(b"*");
+    }
+    match evaluate(&conds, tag, last_modified, true) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => return Decision::NotModified,
+        Precondition::Failed => return Decision::Failed,
+    }
+    let Some(r) = a.range else {
+        return Decision::Full;
+    };
+    let honour = a.if_range.is_none_or(|ir| {
+        let is_tag = {
+            let v = crate::proto::framing::trim(ir);
+            v.starts_with(b"\"") || v.starts_with(b"W/")
+        };
+        !(weak && is_tag) && if_range_holds(ir, tag, last_modified)
+    });
+    if !honour {
+        return Decision::Full;
+    }
+    match super::range::evaluate(r, len) {
+        super::range::Ranges::Full => Decision::Full,
+        super::range::Ranges::Single(x, y) => Decision::Single(x, y),
+        super::range::Ranges::Multi(v) => Decision::Multi(v),
+        super::range::Ranges::Unsatisfiable => Decision::Unsatisfiable,
+    }
+}
+
 /// If-Range (RFC 9110 §13.1.5): true when the Range may be honoured. An entity tag must match
 /// strongly; a date must equal Last-Modified exactly.
 pub fn if_range_holds(if_range: &[u8], etag: &[u8], last_modified: i64) -> bool {

@@ -25,9 +25,8 @@ use crate::proto::conn::{BufPool, OutQueue};
 use crate::proto::head::{self, ConnHeader, DATE_LEN};
 use crate::proto::parse::{Method, Request};
 
-use conditional::{Conditions, Precondition};
+use conditional::{Conditions, Decision};
 use filecache::{FileCache, Found, OpenPlan, Probe, ServeError};
-use range::Ranges;
 
 /// What a response was, for the access log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,39 +309,31 @@ impl Files {
             }
         }
         let f = &req.fields;
-        let conds = Conditions {
-            if_match: f.if_match.as_deref(),
-            if_none_match: f.if_none_match.as_deref(),
-            if_modified_since: f.if_modified_since,
-            if_unmodified_since: f.if_unmodified_since,
+        let asked = conditional::Asked {
+            conds: Conditions {
+                if_match: f.if_match.as_deref(),
+                if_none_match: f.if_none_match.as_deref(),
+                if_modified_since: f.if_modified_since,
+                if_unmodified_since: f.if_unmodified_since,
+            },
+            // Range is defined for GET only (RFC 9110 §14.2); HEAD gets the 200 headers.
+            range: f.range.filter(|_| req.method == Method::Get),
+            if_range: f.if_range,
         };
-        match conditional::evaluate(&conds, &rep.etag, rep.meta.mtime, true) {
-            Precondition::Proceed => {}
-            Precondition::NotModified => {
-                return render::not_modified(rep, entry.vary, server, reply)
+        let ct = &entry.content_type;
+        match conditional::decide(&asked, &rep.etag, rep.meta.mtime, rep.size()) {
+            Decision::Full => {}
+            Decision::NotModified => return render::not_modified(rep, entry.vary, server, reply),
+            Decision::Failed => return reply.simple(server, 412, b"", head_only),
+            Decision::Single(a, b) => {
+                return render::partial(rep, ct, entry.vary, server, a, b, reply)
             }
-            Precondition::Failed => return reply.simple(server, 412, b"", head_only),
-        }
-        // Range is defined for GET only (RFC 9110 §14.2); HEAD gets the 200 headers.
-        if let (Method::Get, Some(r)) = (req.method, f.range) {
-            let honour = f
-                .if_range
-                .is_none_or(|ir| conditional::if_range_holds(ir, &rep.etag, rep.meta.mtime));
-            if honour {
-                let ct = &entry.content_type;
-                match range::evaluate(r, rep.size()) {
-                    Ranges::Full => {}
-                    Ranges::Single(a, b) => {
-                        return render::partial(rep, ct, entry.vary, server, a, b, reply)
-                    }
-                    Ranges::Multi(v) => {
-                        self.boundaries = self.boundaries.wrapping_add(1);
-                        let seq = self.boundaries;
-                        return render::multipart(rep, ct, entry.vary, server, &v, seq, reply);
-                    }
-                    Ranges::Unsatisfiable => return render::unsatisfiable(rep, server, reply),
-                }
+            Decision::Multi(v) => {
+                self.boundaries = self.boundaries.wrapping_add(1);
+                let seq = self.boundaries;
+                return render::multipart(rep, ct, entry.vary, server, &v, seq, reply);
             }
+            Decision::Unsatisfiable => return render::unsatisfiable(rep, server, reply),
         }
         render::full(rep, reply, head_only)
     }

@@ -8,6 +8,7 @@
 //! makes that a failure. The conformance cases (`conformance.rs`) always run.
 
 mod abuse;
+mod cache;
 mod cgi;
 mod conditional;
 mod conformance;
@@ -86,6 +87,10 @@ per_backend! {
     redirect_placeholders_never_inject_headers => crate::security::redirect_placeholders_never_inject_headers,
     host_header_abuse_is_refused => crate::security::host_header_abuse_is_refused,
     rewrites_and_try_files_stay_in_root => crate::security::rewrites_and_try_files_stay_in_root,
+    cache_revalidation_conditionals_and_ranges => crate::cache::revalidation_conditionals_and_ranges,
+    cache_stale_while_revalidate_and_if_error => crate::cache::stale_while_revalidate_and_if_error,
+    cache_collapsing_100_misses_one_fetch_per_worker => crate::cache::collapsing,
+    cache_purge_status_and_log => crate::cache::purge_status_and_log,
 }
 
 /// Backend-independent CLI behaviour.

@@ -113,6 +113,19 @@ struct Worker {
     reload_seen: Cell<u64>,
     /// Idle upstream connections, this worker's own.
     pool: RefCell<Pool<gw::UpStream>>,
+    /// Woken (notify_waiters) when a collapsed cache fetch ends: waiting sessions look.
+    cache_wake: Notify,
+}
+
+impl Worker {
+    /// Wakes the connection tasks waiting for a cache fetch, if one ended.
+    fn wake_collapsed(&self) {
+        let mut svc = self.svc.borrow_mut();
+        if svc.has_woken() {
+            svc.take_woken();
+            self.cache_wake.notify_waiters();
+        }
+    }
 }
 
 impl Worker {
@@ -150,6 +163,7 @@ async fn serve(ctx: WorkerCtx) -> Result<(), DriverError> {
         reload,
         reload_seen: Cell::new(0),
         pool: RefCell::new(Pool::default()),
+        cache_wake: Notify::new(),
     });
 
     // A blocking listener: io_uring waits for connections by polling it internally.
@@ -346,6 +360,7 @@ async fn conn_task(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     conn.session
         .borrow_mut()
         .gw_abandon(&mut w.svc.borrow_mut(), Instant::now());
+    w.wake_collapsed();
     if let Some(up) = io.up.take() {
         up.close();
     }
@@ -360,6 +375,14 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
         if w.shutting_down.get() && !io.shutdown_seen {
             io.shutdown_seen = true;
             conn.session.borrow_mut().start_shutdown();
+        }
+
+        w.wake_collapsed();
+        if conn.session.borrow().collapsed() {
+            let mut svc = w.svc.borrow_mut();
+            conn.session
+                .borrow_mut()
+                .collapse_poll(&mut svc, Instant::now());
         }
 
         // Output first.
@@ -414,7 +437,15 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
         }
         if !wants_read || io.eof || io.read_abandoned {
             // Nothing to send, nothing to read, yet the session is not done: it can only be
-            // waiting for its own deadline.
+            // waiting for its own deadline, or for another request's cache fetch.
+            let collapsed = conn.session.borrow().collapsed();
+            if let (Some(d), true) = (deadline, collapsed) {
+                let wake = w.cache_wake.notified();
+                let stop = w.shutdown.notified();
+                let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(d));
+                let _ = race(race(sleep, wake), stop).await;
+                continue;
+            }
             if let Some(d) = deadline {
                 let stop = w.shutdown.notified();
                 if !io.shutdown_seen && w.shutting_down.get() {

@@ -161,6 +161,10 @@ impl Driver {
         };
         let conn = Conn::new(fd, Session::new(peer, self.now));
         let (idx, gen) = self.conns.insert(conn);
+        if let Some(c) = self.conns.get_mut(idx, gen) {
+            c.session
+                .set_wake_tag(u64::from(idx) << 32 | u64::from(gen));
+        }
         self.drive(idx, gen);
     }
 
@@ -359,6 +363,9 @@ impl Driver {
                 return;
             }
             Phase::Open => {}
+        }
+        if c.session.collapsed() {
+            c.session.collapse_poll(&mut self.svc, self.now);
         }
         // The proxied request, if any: connect, send, read (output may follow).
         self.drive_gw(idx, gen);

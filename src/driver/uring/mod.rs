@@ -215,6 +215,10 @@ impl Driver {
                 // Requests parked on files to open: start their jobs (a path refused
                 // without opening anything resumes its requests at once).
                 self.start_open_jobs();
+                // Sessions whose collapsed cache fetch ended (tag: slot << 32 | generation).
+                for t in self.svc.take_woken() {
+                    self.ready.push(((t >> 32) as u32, t as u32));
+                }
                 if self.ready.is_empty() {
                     break;
                 }
