@@ -142,6 +142,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve HTTPS with this PEM certificate chain (leaf first), with `--tls-key`; a plain
+    /// HTTP request then gets 400. Example: `--tls-cert cert.pem --tls-key key.pem`.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`. Example:
+    /// `--tls-key key.pem`.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Worker threads, each with its own listener and ring [default: the CPUs this process
     /// may run on]. Example: `--workers 4`.
     #[arg(long, value_name = "N")]
@@ -590,6 +600,19 @@ impl ServeArgs {
             bail!("--cgi-max-procs must be at least 1");
         }
         let backend = proxy_backend(backend, self.backend, !sites.upstreams.is_empty())?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let key = ringd::tls::load_pem(cert, key)?;
+                let certs = [ringd::tls::SiteCert {
+                    hosts: vec!["_".into()],
+                    key,
+                }];
+                Some(std::sync::Arc::new(ringd::tls::server_config(
+                    &certs, true,
+                )?))
+            }
+            _ => None,
+        };
         Ok(Config {
             sites: std::sync::Arc::new(sites),
             config_file: None,
@@ -632,6 +655,7 @@ impl ServeArgs {
             defer_accept: self.defer_accept,
             busy_poll: self.busy_poll,
             cgi_max_procs: self.cgi_max_procs,
+            tls,
         })
     }
 }

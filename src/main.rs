@@ -106,6 +106,11 @@ fn serve(config: Config, reloader: Option<worker::Reloader>) -> anyhow::Result<(
         std::net::SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
         std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     };
+    let scheme = match &config.tls {
+        Some(t) if t.only => "https",
+        Some(_) => "http(s)",
+        None => "http",
+    };
     let mut out = std::io::stdout().lock();
     let what = match &config.config_file {
         Some(f) => format!(
@@ -122,7 +127,7 @@ fn serve(config: Config, reloader: Option<worker::Reloader>) -> anyhow::Result<(
     };
     writeln!(
         out,
-        "ringd: serving {what} on http://{host}/ ({} worker{}, {})",
+        "ringd: serving {what} on {scheme}://{host}/ ({} worker{}, {})",
         config.workers,
         if config.workers == 1 { "" } else { "s" },
         config.backend.name()

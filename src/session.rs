@@ -167,6 +167,8 @@ struct Knobs {
     max_unparsed: usize,
     max_body: u64,
     max_trailer: usize,
+    /// The listener runs TLS: a new connection's first bytes pick TLS or plain HTTP.
+    tls: bool,
 }
 
 impl From<&Config> for Knobs {
@@ -179,6 +181,7 @@ impl From<&Config> for Knobs {
             max_unparsed: c.limits.max_request_line + c.limits.max_header_bytes + 4,
             max_body: c.limits.max_body,
             max_trailer: c.limits.max_header_bytes,
+            tls: c.tls.is_some(),
         }
     }
 }
@@ -228,6 +231,10 @@ pub struct Session {
     idle_since: Instant,
     /// Last time output was queued onto an empty queue or `consume` made progress.
     progress_at: Instant,
+    /// TLS listener, nothing received yet: the first bytes pick TLS or plain HTTP.
+    sniff: bool,
+    /// The TLS record layer, on a TLS connection (`tls/session_tls.rs`).
+    tls: Option<Box<tls_io::TlsConn>>,
 }
 
 impl Session {
@@ -253,6 +260,8 @@ impl Session {
             req_start: Some(now),
             idle_since: now,
             progress_at: now,
+            sniff: knobs.tls,
+            tls: None,
         }
     }
 
@@ -260,6 +269,13 @@ impl Session {
     /// pipeline limit allows; responses are queued as output.
     pub fn feed(&mut self, svc: &mut Service, data: &[u8], now: Instant) {
         self.knobs = svc.knobs;
+        if self.sniff || self.tls.is_some() {
+            return self.feed_tls(svc, data, now);
+        }
+        self.feed_plain(svc, data, now);
+    }
+
+    fn feed_plain(&mut self, svc: &mut Service, data: &[u8], now: Instant) {
         if data.is_empty() || self.closing || self.eof || self.shutdown {
             return;
         }
@@ -300,6 +316,9 @@ impl Session {
     /// The next piece of output, or None when nothing is queued. Calling it again without
     /// `consume` returns the same piece.
     pub fn next_output(&mut self) -> Option<Output<'_>> {
+        if self.tls.is_some() {
+            return self.next_output_tls();
+        }
         self.out.peek()
     }
 
@@ -307,6 +326,13 @@ impl Session {
     /// pipelined requests that were waiting, so call `next_output` again afterwards.
     pub fn consume(&mut self, svc: &mut Service, n: usize, now: Instant) {
         self.knobs = svc.knobs;
+        if self.tls.is_some() {
+            return self.consume_tls(svc, n, now);
+        }
+        self.consume_plain(svc, n, now);
+    }
+
+    fn consume_plain(&mut self, svc: &mut Service, n: usize, now: Instant) {
         let was_blocked = self.out.responses() >= self.knobs.depth;
         let done = self.out.consume(n, &mut svc.pool);
         if n > 0 {
@@ -326,6 +352,14 @@ impl Session {
     /// True once the connection should be closed: all output written and no more to come
     /// (error, `Connection: close`, HTTP/1.0 without keep-alive, EOF, shutdown, or idle).
     pub fn should_close(&self) -> bool {
+        if let Some(t) = &self.tls {
+            if !t.drained() {
+                return false;
+            }
+            if t.failed {
+                return true;
+            }
+        }
         self.out.is_empty()
             && self.parked.is_none()
             && self.gw.is_none()
@@ -1008,6 +1042,9 @@ fn seed() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64);
     crate::gateway::mix(t ^ u64::from(std::process::id()) ^ (&t as *const u64 as u64))
 }
+
+#[path = "tls/session_tls.rs"]
+mod tls_io;
 
 #[cfg(test)]
 #[path = "proto/session_tests.rs"]

@@ -20,6 +20,7 @@ mod limits;
 mod proxy;
 mod sites;
 mod static_files;
+mod tls;
 
 /// For each `module::function` case, generate `function::{uring, epoll, tokio_uring}` tests.
 macro_rules! per_backend {
@@ -78,6 +79,9 @@ per_backend! {
     proxy_active_health_checks => crate::proxy::active_health_checks,
     proxy_response_cache => crate::proxy::response_cache,
     proxy_compression => crate::proxy::compression,
+    tls_basics_keepalive_big_pipelined => crate::tls::basics,
+    tls_plain_request_to_tls_port_400 => crate::tls::plain_request_to_tls_port,
+    tls_bad_and_slow_handshakes => crate::tls::bad_and_slow_handshakes,
 }
 
 /// Backend-independent CLI behaviour.
