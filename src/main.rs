@@ -89,6 +89,9 @@ fn serve(config: Config, reloader: Option<worker::Reloader>) -> anyhow::Result<(
         eprintln!("ringd: could not raise the open-file limit: {e}");
     }
     driver::check_available(config.backend)?;
+    if let Some(t) = &config.tls {
+        ringd::tls::spawn_renewer(t);
+    }
     let mut server = worker::Server::bind(&config)?;
     if let Some(r) = reloader {
         server.set_reloader(r);
@@ -144,13 +147,31 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let given = cli::given_flags(&matches);
     match cli.command {
-        Some(Command::Doctor) => {
+        Some(Command::Doctor(args)) => {
             let mut out = std::io::stdout().lock();
             ringd::doctor::run(&mut out).context("cannot write to stdout")?;
+            // The listener's mode, from the same flags (or config file) `serve` would take.
+            let sub_given = matches
+                .subcommand_matches("doctor")
+                .map(cli::given_flags)
+                .unwrap_or_default();
+            match cli::build_config(&args, &sub_given) {
+                Ok(c) => ringd::doctor::listener_report(&mut out, &c)
+                    .context("cannot write to stdout")?,
+                Err(errs) => writeln!(out, "  listener: not checked: {}", errs.join("; "))
+                    .context("cannot write to stdout")?,
+            }
             Ok(())
         }
         Some(Command::Check { file }) => check(&file),
         Some(Command::Reload { pid_file }) => reload(&pid_file),
+        Some(Command::Trust { data_dir }) => {
+            let dir = data_dir
+                .or_else(ringd::tls::store::default_data_dir)
+                .context("no data folder: give --data-dir (or set HOME or XDG_DATA_HOME)")?;
+            print!("{}", ringd::tls::store::trust_text(&dir));
+            Ok(())
+        }
         Some(Command::Serve(args)) => serve_args(*args, given),
         None => serve_args(cli.serve, given),
     }

@@ -169,6 +169,8 @@ struct Knobs {
     max_trailer: usize,
     /// The listener runs TLS: a new connection's first bytes pick TLS or plain HTTP.
     tls: bool,
+    /// Some site has `redirect_http`: plain requests are checked for it.
+    redirect_http: bool,
 }
 
 impl From<&Config> for Knobs {
@@ -182,6 +184,7 @@ impl From<&Config> for Knobs {
             max_body: c.limits.max_body,
             max_trailer: c.limits.max_header_bytes,
             tls: c.tls.is_some(),
+            redirect_http: c.sites.sites.iter().any(|s| s.redirect_http),
         }
     }
 }
@@ -682,7 +685,16 @@ impl Session {
             // A request may wait for its files (park), also one whose body was read: its head
             // is still at `in_pos` and `self.body` stays set (done), so on `resume` the head is
             // parsed again and the body neither expected nor read a second time.
-            let keep = match answer(svc, &mut self.out, self.peer, &req, skip_body, now) {
+            let to_https = if self.knobs.redirect_http && self.tls.is_none() {
+                tls_io::redirect_http(svc, &mut self.out, self.peer, &req, skip_body)
+            } else {
+                None
+            };
+            let answered = match to_https {
+                Some(keep) => Ok(keep),
+                None => answer(svc, &mut self.out, self.peer, &req, skip_body, now),
+            };
+            let keep = match answered {
                 Ok(keep) => keep,
                 Err(Wait::Park(key)) => {
                     self.parked = Some(key);

@@ -7,11 +7,16 @@
 //! assembly at the same speed per record (see README "HTTPS").
 
 pub mod ktls;
+pub mod store;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use crate::config::sites::{HostPattern, SiteTls};
+use crate::config::Sites;
 
 use rustls::crypto::ring as provider;
 use rustls::pki_types::pem::PemObject;
@@ -38,6 +43,10 @@ pub struct TlsSetup {
     /// Every site is HTTPS: a plain HTTP request gets 400 (nginx's "The plain HTTP request
     /// was sent to HTTPS port"). Otherwise plain requests are served as HTTP on the same port.
     pub only: bool,
+    /// The certificates by name; replaced in place when internal certificates are renewed.
+    pub resolver: Arc<SniResolver>,
+    /// How the certificates were made, to make them again (renewal).
+    plan: Plan,
 }
 
 impl fmt::Debug for TlsSetup {
@@ -46,6 +55,155 @@ impl fmt::Debug for TlsSetup {
             .field("only", &self.only)
             .finish()
     }
+}
+
+impl TlsSetup {
+    /// Where the certificates come from, in a line (`ringd doctor`, the start-up log).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.plan.flag.is_some() {
+            parts.push("--tls-cert".to_string());
+        }
+        for (name, _, t) in &self.plan.sites {
+            parts.push(match t {
+                SiteTls::Files { cert, .. } => format!("{name}: {}", cert.display()),
+                SiteTls::Internal => format!("{name}: internal CA"),
+            });
+        }
+        let mode = if self.only {
+            "HTTPS only"
+        } else {
+            "HTTPS and plain HTTP on one port"
+        };
+        format!("{mode}; certificates: {}", parts.join(", "))
+    }
+
+    /// Whether some certificate comes from the local CA (and so needs renewing).
+    pub fn has_internal(&self) -> bool {
+        self.plan
+            .sites
+            .iter()
+            .any(|(_, _, t)| *t == SiteTls::Internal)
+    }
+}
+
+/// The inputs of the certificate table: the flag's certificate, each TLS site's names and
+/// source, and the data folder of the local CA.
+#[derive(Clone, Default)]
+struct Plan {
+    flag: Option<Arc<CertifiedKey>>,
+    sites: Vec<(String, Vec<String>, SiteTls)>,
+    data: Option<PathBuf>,
+}
+
+impl Plan {
+    /// Loads or issues every certificate. Errors name the site and the file.
+    fn certs(&self, now: SystemTime) -> Result<Vec<SiteCert>, String> {
+        let mut out = Vec::new();
+        let mut ca = None;
+        for (name, hosts, t) in &self.sites {
+            let key = match t {
+                SiteTls::Files { cert, key } => {
+                    load_pem(cert, key).map_err(|e| format!("site {name}: tls: {e}"))?
+                }
+                SiteTls::Internal => {
+                    let data = self.data.as_deref().ok_or_else(|| {
+                        format!(
+                            "site {name}: tls = \"internal\" needs a data folder: give \
+                             --data-dir (or set HOME or XDG_DATA_HOME)"
+                        )
+                    })?;
+                    if ca.is_none() {
+                        ca = Some(
+                            store::LocalCa::open_or_create(data)
+                                .map_err(|e| format!("local CA: {e}"))?,
+                        );
+                    }
+                    let mut names: Vec<String> =
+                        hosts.iter().filter(|h| *h != "_").cloned().collect();
+                    if names.is_empty() {
+                        names.push("localhost".into());
+                    }
+                    let ca = ca.as_ref().expect("made above");
+                    ca.site_cert(data, name, &names, now)
+                        .map_err(|e| format!("site {name}: internal certificate: {e}"))?
+                }
+            };
+            out.push(SiteCert {
+                hosts: hosts.clone(),
+                key,
+            });
+        }
+        if let Some(k) = &self.flag {
+            // The flag's certificate answers every name no site claims.
+            out.push(SiteCert {
+                hosts: vec!["_".into()],
+                key: k.clone(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The TLS setup for `sites` (each with its own `tls`) and the `--tls-cert` certificate
+/// `flag`, if any; None when nothing asks for TLS. `data` is the data folder (local CA).
+/// The listener is HTTPS-only when the flag is given or every site has `tls`; otherwise
+/// the first byte of each connection picks TLS or plain HTTP.
+pub fn setup_for(
+    sites: &Sites,
+    flag: Option<Arc<CertifiedKey>>,
+    data: Option<PathBuf>,
+) -> Result<Option<TlsSetup>, String> {
+    let mut plan = Plan {
+        flag,
+        sites: Vec::new(),
+        data,
+    };
+    for s in &sites.sites {
+        if let Some(t) = &s.tls {
+            let hosts = s
+                .hosts
+                .iter()
+                .map(|h| match h {
+                    HostPattern::Exact(n) => n.clone(),
+                    HostPattern::Wildcard(suffix) => format!("*{suffix}"),
+                    HostPattern::Default => "_".into(),
+                })
+                .collect();
+            plan.sites.push((s.name.clone(), hosts, t.clone()));
+        }
+    }
+    if plan.flag.is_none() && plan.sites.is_empty() {
+        return Ok(None);
+    }
+    let only = plan.flag.is_some() || plan.sites.len() == sites.sites.len();
+    let certs = plan.certs(SystemTime::now())?;
+    let mut setup = server_config(&certs, only).map_err(|e| e.to_string())?;
+    setup.plan = plan;
+    Ok(Some(setup))
+}
+
+/// How often the renewal thread looks at the internal certificates.
+const RENEW_EVERY: Duration = Duration::from_secs(3600);
+
+/// Starts the thread that renews internal certificates (two thirds into their lifetime)
+/// while the server runs, off the request path; new handshakes get the new certificate.
+/// It ends once `setup` is dropped (a reload made a new one, or the server stopped).
+pub fn spawn_renewer(setup: &Arc<TlsSetup>) {
+    if !setup.has_internal() {
+        return;
+    }
+    let weak: Weak<TlsSetup> = Arc::downgrade(setup);
+    let _ = std::thread::Builder::new()
+        .name("ringd-tls-renew".into())
+        .spawn(move || loop {
+            std::thread::sleep(RENEW_EVERY);
+            let Some(s) = weak.upgrade() else { return };
+            match s.plan.certs(SystemTime::now()) {
+                Ok(certs) => s.resolver.replace(&certs),
+                Err(e) => eprintln!("ringd: certificate renewal failed: {e}"),
+            }
+        });
 }
 
 /// One site's certificate with the host names it answers for.
@@ -87,6 +245,11 @@ pub fn certified(
 /// `*.suffix` wildcard, then the default (a `_` site, else the first site with TLS).
 #[derive(Debug, Default)]
 pub struct SniResolver {
+    table: RwLock<Arc<Table>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// (".suffix", key), longest suffix first.
     wild: Vec<(String, Arc<CertifiedKey>)>,
@@ -95,7 +258,27 @@ pub struct SniResolver {
 
 impl SniResolver {
     pub fn new(sites: &[SiteCert]) -> SniResolver {
-        let mut r = SniResolver::default();
+        SniResolver {
+            table: RwLock::new(Arc::new(Table::new(sites))),
+        }
+    }
+
+    /// Serve `sites` from the next handshake on (renewal).
+    pub fn replace(&self, sites: &[SiteCert]) {
+        let t = Arc::new(Table::new(sites));
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    /// The certificate for `name` (None: the default).
+    pub fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let t = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
+        t.pick(name)
+    }
+}
+
+impl Table {
+    fn new(sites: &[SiteCert]) -> Table {
+        let mut r = Table::default();
         for s in sites {
             for h in &s.hosts {
                 let h = h.to_ascii_lowercase();
@@ -115,8 +298,7 @@ impl SniResolver {
         r
     }
 
-    /// The certificate for `name` (None: the default).
-    pub fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         if let Some(n) = name {
             let n = n.trim_end_matches('.').to_ascii_lowercase();
             if let Some(k) = self.exact.get(&n) {
@@ -143,13 +325,13 @@ impl ResolvesServerCert for SniResolver {
 /// so a client resumes whichever worker SO_REUSEPORT hands it to), and a session-ID cache for
 /// TLS 1.2 clients without tickets.
 pub fn server_config(sites: &[SiteCert], only: bool) -> Result<TlsSetup, TlsError> {
-    let resolver = SniResolver::new(sites);
+    let resolver = Arc::new(SniResolver::new(sites));
     let mut cfg =
         rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Other(format!("TLS versions: {e}")))?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+            .with_cert_resolver(resolver.clone());
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     cfg.ticketer =
         provider::Ticketer::new().map_err(|e| TlsError::Other(format!("session tickets: {e}")))?;
@@ -158,6 +340,8 @@ pub fn server_config(sites: &[SiteCert], only: bool) -> Result<TlsSetup, TlsErro
     Ok(TlsSetup {
         config: Arc::new(cfg),
         only,
+        resolver,
+        plan: Plan::default(),
     })
 }
 

@@ -229,3 +229,49 @@ fn pread(fd: RawFd, buf: &mut Vec<u8>, n: usize, offset: u64) -> Option<usize> {
     let got = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), n, offset as libc::off_t) };
     (got > 0).then_some(got as usize)
 }
+
+/// A plain HTTP request for a site with `redirect_http`: 308 to the same host and target
+/// over https (the same port: one listener carries both). None: not such a site (or a Host
+/// that cannot go into a URL), answer it normally. Some(keep-alive) when answered.
+pub(super) fn redirect_http(
+    svc: &mut Service,
+    out: &mut crate::proto::conn::OutQueue,
+    peer: std::net::SocketAddr,
+    req: &crate::proto::parse::Request<'_>,
+    close: bool,
+) -> Option<bool> {
+    let host = req.fields.host?;
+    let site = svc.router.site_for(Some(host))?;
+    if !svc
+        .router
+        .sites()
+        .sites
+        .get(usize::from(site))?
+        .redirect_http
+    {
+        return None;
+    }
+    let ok = |b: &u8| b.is_ascii_alphanumeric() || b"-.:[]_".contains(b);
+    if host.is_empty() || !host.iter().all(ok) {
+        return None;
+    }
+    let mut extra = Vec::with_capacity(host.len() + req.path_query.len() + 20);
+    extra.extend_from_slice(b"Location: https://");
+    extra.extend_from_slice(host);
+    extra.extend_from_slice(req.path_query.as_bytes());
+    extra.extend_from_slice(b"\r\n");
+    let conn = super::conn_header(req, close);
+    let mut reply = crate::handler::Reply {
+        out,
+        pool: &mut svc.pool,
+        date: &svc.date,
+        conn,
+        edit: None,
+    };
+    let head_only = req.method == crate::proto::parse::Method::Head;
+    let sent = reply.simple(&svc.config.server_name, 308, &extra, head_only);
+    if svc.log_on {
+        super::LogLine::new(req, site, crate::router::NONE).write(svc, peer, sent, None);
+    }
+    Some(conn != ConnHeader::Close)
+}

@@ -82,6 +82,8 @@ per_backend! {
     tls_basics_keepalive_big_pipelined => crate::tls::basics,
     tls_plain_request_to_tls_port_400 => crate::tls::plain_request_to_tls_port,
     tls_bad_and_slow_handshakes => crate::tls::bad_and_slow_handshakes,
+    tls_sites_sni_mixed_listener_redirect_http => crate::tls::sites_sni_mixed_redirect,
+    tls_internal_ca => crate::tls::internal_ca,
 }
 
 /// Backend-independent CLI behaviour.

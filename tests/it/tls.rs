@@ -312,3 +312,108 @@ pub fn bad_and_slow_handshakes(backend: &str) {
     let r = read_resp(&mut ok, &mut Vec::new()).unwrap();
     assert_eq!(r.status, 200);
 }
+
+/// The first certificate of a PEM file, as DER.
+fn pem_der(path: &std::path::Path) -> CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(path).unwrap()
+}
+
+/// Per-site `tls` in a config file: SNI picks each site's certificate (exact and wildcard
+/// names); one listener carries TLS and plain sites; `redirect_http` sends plain requests
+/// for its site 308 to https; other plain sites are served as HTTP.
+pub fn sites_sni_mixed_redirect(backend: &str) {
+    let pki = Pki::new();
+    let (a_cert, a_key) = pki.leaf("a", &["a.test"]);
+    let (b_cert, b_key) = pki.leaf("b", &["b.test", "*.b.test"]);
+    let (dir, _) = site();
+    let conf = format!(
+        r#"
+[[sites]]
+hosts = ["a.test"]
+root = "{root}"
+tls = {{ cert = "{ac}", key = "{ak}" }}
+
+[[sites]]
+hosts = ["b.test", "*.b.test"]
+root = "{root}"
+tls = {{ cert = "{bc}", key = "{bk}" }}
+redirect_http = true
+
+[[sites]]
+hosts = ["plain.test"]
+root = "{root}"
+"#,
+        root = dir.path().display(),
+        ac = a_cert.display(),
+        ak = a_key.display(),
+        bc = b_cert.display(),
+        bk = b_key.display(),
+    );
+    let cfg_path = dir.write("ringd.toml", conf.as_bytes());
+    let srv = ServerBuilder::new(backend, dir.path())
+        .config(&cfg_path)
+        .start();
+    let (a_der, b_der) = (pem_der(&a_cert), pem_der(&b_cert));
+    let cfg = client_config(&pki.ca, rustls::ALL_VERSIONS);
+    for (sni, want) in [("a.test", &a_der), ("b.test", &b_der), ("x.b.test", &b_der)] {
+        let mut s = connect(&srv.addr(), &cfg, sni).unwrap_or_else(|e| panic!("{sni}: {e}"));
+        let got = &s.conn.peer_certificates().unwrap()[0];
+        assert!(got == want, "{sni}: wrong certificate");
+        s.write_all(&get("/small.txt", sni)).unwrap();
+        let r = read_resp(&mut s, &mut Vec::new()).unwrap();
+        assert_eq!(r.status, 200, "{sni}");
+    }
+    // Plain HTTP on the same port: a plain site is served; the redirect_http site gets 308.
+    let mut s = srv.connect();
+    let mut buf = Vec::new();
+    s.write_all(&get("/small.txt", "plain.test")).unwrap();
+    let r = read_resp(&mut s, &mut buf).unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"hello over tls\n"[..]));
+    s.write_all(&get("/small.txt?x=1", "x.b.test")).unwrap();
+    let r = read_resp(&mut s, &mut buf).unwrap();
+    assert_eq!(r.status, 308, "{r:?}");
+    assert_eq!(r.header("location"), Some("https://x.b.test/small.txt?x=1"));
+}
+
+/// `tls = "internal"`: ringd makes its CA once under `--data-dir` and issues the site's
+/// certificate from it; a client that trusts only that CA connects; a restart keeps the CA;
+/// `ringd trust` names its file.
+pub fn internal_ca(backend: &str) {
+    let (dir, _) = site();
+    let data = TempDir::new("tls-data");
+    let conf = format!(
+        "[[sites]]\nhosts = [\"int.test\", \"localhost\"]\nroot = \"{}\"\ntls = \"internal\"\n",
+        dir.path().display()
+    );
+    let cfg_path = dir.write("ringd.toml", conf.as_bytes());
+    let data_arg = data.path().to_str().unwrap().to_string();
+    let ca_path = data.path().join("ca/root.pem");
+    let mut first_ca = Vec::new();
+    for round in 0..2 {
+        let srv = ServerBuilder::new(backend, dir.path())
+            .config(&cfg_path)
+            .args(&["--data-dir", &data_arg])
+            .start();
+        let ca_pem = std::fs::read(&ca_path).expect("the CA file exists");
+        if round == 0 {
+            first_ca = ca_pem.clone();
+        } else {
+            assert_eq!(ca_pem, first_ca, "the CA is made once");
+        }
+        let cfg = client_config(&pem_der(&ca_path), rustls::ALL_VERSIONS);
+        let mut s = connect(&srv.addr(), &cfg, "int.test").unwrap();
+        s.write_all(&get("/small.txt", "int.test")).unwrap();
+        let r = read_resp(&mut s, &mut Vec::new()).unwrap();
+        assert_eq!(r.status, 200);
+        // A client trusting another CA refuses it.
+        let other = Pki::new();
+        let cfg = client_config(&other.ca, rustls::ALL_VERSIONS);
+        assert!(connect(&srv.addr(), &cfg, "int.test").is_err());
+    }
+    let (st, out, _) =
+        crate::harness::run_ringd(&["trust", "--data-dir", &data_arg], Duration::from_secs(10));
+    assert!(st.success());
+    assert!(out.contains(ca_path.to_str().unwrap()), "{out}");
+    assert!(out.contains("update-ca-certificates"), "{out}");
+}
