@@ -417,3 +417,60 @@ pub fn internal_ca(backend: &str) {
     assert!(out.contains(ca_path.to_str().unwrap()), "{out}");
     assert!(out.contains("update-ca-certificates"), "{out}");
 }
+
+/// loadgen speaks https://: keep-alive with the test CA, and a new connection per request
+/// with session resumption on and off; every request answered 200.
+#[test]
+fn loadgen_speaks_https() {
+    let loadgen = std::path::Path::new(env!("CARGO_BIN_EXE_ringd")).with_file_name("loadgen");
+    if !loadgen.is_file() {
+        crate::harness::catch_skip("loadgen https", || {
+            std::panic::panic_any(crate::harness::Skip(format!(
+                "{} not built (cargo test --workspace builds it)",
+                loadgen.display()
+            )))
+        });
+        return;
+    }
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("ip", &["127.0.0.1", "localhost"]);
+    let (dir, _) = site();
+    let srv = ServerBuilder::new("epoll", dir.path())
+        .args(&["--tls-cert", cert.to_str().unwrap()])
+        .args(&["--tls-key", key.to_str().unwrap()])
+        .start();
+    let url = format!("https://127.0.0.1:{}/small.txt", srv.port);
+    let ca = pki.dir.path().join("ca.pem");
+    for extra in [
+        &["--pipeline", "2"][..],
+        &["--no-keepalive", "--tls-resume", "on"],
+        &["--no-keepalive", "--tls-resume", "off"],
+    ] {
+        let json = dir.path().join("lg.json");
+        let out = std::process::Command::new(&loadgen)
+            .args([
+                url.as_str(),
+                "-c",
+                "2",
+                "-t",
+                "1",
+                "-d",
+                "1s",
+                "-q",
+                "--no-pin",
+            ])
+            .arg("--tls-ca")
+            .arg(&ca)
+            .args(extra)
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .expect("run loadgen");
+        assert!(out.status.success(), "{extra:?}: {out:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["errors_total"], 0, "{extra:?}: {}", v["errors"]);
+        let ok = v["status"]["200"].as_u64().unwrap_or(0);
+        assert!(ok > 20, "{extra:?}: only {ok} answers");
+    }
+}
