@@ -10,10 +10,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # deferred accept (--defer-accept, on by default) with nginx's.
 export NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-18084}"
 
-ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn,cache-hit,compress"
+ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn,cache-hit,compress,tls-small,tls-handshake,tls-large"
 # Side scenarios: ringd against itself (sites) or in front of an upstream (proxy-*); a run of
 # only these is named apart (results/<date>-<host>-sites, -proxy) and never the headline.
-SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn|cache-hit|compress)$'
+SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn|cache-hit|compress|tls-small|tls-handshake|tls-large)$'
 # proxy-gunicorn: the slow clients (issue 12), their response and the gunicorn settings.
 SLOW_CLIENTS="${SLOW_CLIENTS:-50}"
 SLOW_RATE="${SLOW_RATE:-1KiB/s}"
@@ -51,6 +51,15 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
   nginx (the baseline), haproxy and caddy; CPU/req is the proxy process's own (its /proc), the
   machine columns count the upstream too. Each writes summary.md (scripts/benchtool.py proxy)
   with the verdicts, every round's ratios and the load average at the start:
+  TLS scenarios (issue 15): ringd (--backend uring, --tls-cert) against nginx (ssl_protocols
+  TLSv1.3), the same certificate (ECDSA P-256, made per run by openssl) and cipher (the
+  client's first choice, TLS_AES_256_GCM_SHA384), $WORKERS worker(s) each; loadgen offers TLS 1.3 only.
+  tls-small       1000-byte file, keep-alive: ringd's req/s >= 1.3x nginx's, CPU/req <= 0.7x
+  tls-handshake   1000-byte file, a new connection per request: full handshakes (resumption
+                  off) and resumed ones (tickets), handshakes/s and CPU per handshake
+  tls-large       10 MiB file, keep-alive: ringd's bytes/s >= nginx's (ringd reads and
+                  encrypts in user space; nginx without kTLS does the same)
+
   proxy-small     in front of nginx serving the 1000-byte file: ringd's CPU/req <= 0.5x
                   nginx's and <= HAProxy's; req/s >= 1.3x nginx's where ringd is the limit
   proxy-large     in front of nginx serving the 10 MiB file: ringd's bytes/s >= nginx's at
@@ -185,7 +194,7 @@ declare -A SCENARIO_OK=()
 IFS=',' read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
     case "$s" in
-    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn | cache-hit | compress)
+    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn | cache-hit | compress | tls-small | tls-handshake | tls-large)
         SCENARIO_OK[$s]=1
         ;;
     *) die "unknown scenario '$s' (want a subset of $ALL_SCENARIOS)" ;;
@@ -203,6 +212,13 @@ main_scenarios() {
 # True when a cache scenario is selected.
 cache_scenarios() {
     [[ -n "${SCENARIO_OK[cache-hit]:-}${SCENARIO_OK[compress]:-}" ]]
+}
+
+# True when a TLS scenario is selected.
+tls_scenarios() {
+    local s
+    for s in "${!SCENARIO_OK[@]}"; do [[ "$s" == tls-* ]] && return 0; done
+    return 1
 }
 
 # True when a proxy scenario is selected.
@@ -255,7 +271,13 @@ if [[ -z "$OUT" ]]; then
         if [[ "$SCENARIOS" == sites ]]; then
             base+="-sites"
         elif ! main_scenarios && ! proxy_scenarios; then
-            base+="-cache"
+            if cache_scenarios && ! tls_scenarios; then
+                base+="-cache"
+            elif tls_scenarios && ! cache_scenarios; then
+                base+="-tls"
+            else
+                base+="-side"
+            fi
         elif ! main_scenarios; then
             base+="-proxy"
         fi
@@ -523,6 +545,7 @@ ringd_targets() {
 target_url() {
     local name="$1" path="$2"
     case "$name" in
+    ringd-tls) echo "https://127.0.0.1:${RINGD_PORT[tls]}$path" ;;
     ringd-*) echo "http://127.0.0.1:${RINGD_PORT[${name#ringd-}]}$path" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT$path" ;;
     nginx-deferred) echo "http://127.0.0.1:$NGINX_DEFERRED_PORT$path" ;;
@@ -533,6 +556,7 @@ target_url() {
     nginx-proxy) echo "http://127.0.0.1:$NGINX_PROXY_PORT$path" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$path" ;;
     caddy-proxy) echo "http://127.0.0.1:$CADDY_PROXY_PORT$path" ;;
+    nginx-tls) echo "https://127.0.0.1:$NGINX_TLS_PORT$path" ;;
     esac
 }
 
@@ -544,7 +568,7 @@ target_pid() {
     local pids
     case "$1" in
     ringd-*) echo "${RINGD_PID[${1#ringd-}]}" ;;
-    nginx | nginx-deferred) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
+    nginx | nginx-deferred | nginx-tls) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
     caddy) pids="$("$SCRIPTS_DIR/peers.sh" pids caddy)" && echo "${pids%% *}" ;;
     gunicorn) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-files)" && echo "${pids%% *}" ;;
     gunicorn-hello) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-hello)" && echo "${pids%% *}" ;;
@@ -611,6 +635,7 @@ target_name() {
     case "$1" in
     gunicorn-hello) echo gunicorn ;;
     ringd-proxy | nginx-proxy | caddy-proxy) echo "${1%-proxy}" ;;
+    ringd-tls | nginx-tls) echo "${1%-tls}" ;;
     *) echo "$1" ;;
     esac
 }
@@ -640,7 +665,7 @@ start_sites_ringd() {
     echo "$pid" >"$RUN_DIR/ringd-$key.pid"
     RINGD_PID[$key]="$pid"
     RINGD_PORT[$key]="$port"
-    if ! wait_http "http://127.0.0.1:$port/hello.txt" 15 "$pid" "$host"; then
+    if ! wait_http "${SITES_SCHEME:-http}://127.0.0.1:$port/hello.txt" 15 "$pid" "$host"; then
         warn "ringd-$key did not come up. Its output:"
         sed 's/^/    /' "$log_file" | tail -n 15 >&2 || true
         die "ringd-$key did not start"
@@ -830,6 +855,63 @@ run_proxy_gunicorn() {
     done
 }
 
+# ------------------------------------------------------------------------------ TLS (issue 15)
+
+TLS_DIR="$RUN_DIR/tls"
+
+# A CA and an ECDSA P-256 leaf for 127.0.0.1 and localhost, made by openssl per run: both
+# servers get the same certificate; loadgen trusts the CA.
+make_tls_cert() {
+    mkdir -p "$TLS_DIR"
+    local ext="$TLS_DIR/leaf.ext"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$ext"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+        -subj "/CN=ringd bench CA" -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" 2>/dev/null ||
+        die "openssl could not make the bench CA"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+        -keyout "$TLS_DIR/leaf.key" -out "$TLS_DIR/leaf.csr" 2>/dev/null || die "openssl: leaf key"
+    openssl x509 -req -in "$TLS_DIR/leaf.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+        -CAcreateserial -days 30 -extfile "$ext" -out "$TLS_DIR/leaf.pem" 2>/dev/null ||
+        die "openssl: leaf certificate"
+}
+
+run_tls() {
+    command -v openssl >/dev/null || die "the TLS scenarios need openssl (apt-get install openssl)"
+    make_tls_cert
+    CUR_WORKERS="$WORKERS" CUR_SERVER_CPUS="$SERVER_CPUS" CUR_GEN_CPUS="$GEN_CPUS"
+    # nginx's static server gains an ssl listener (scripts/peers.sh reads these).
+    export NGINX_TLS_PORT="${NGINX_TLS_PORT:-18085}" NGINX_TLS_CERT="$TLS_DIR/leaf.pem" \
+        NGINX_TLS_KEY="$TLS_DIR/leaf.key"
+    start_peers "$WORKERS" "$SERVER_CPUS" nginx
+    SITES_SCHEME=https SITES_BACKEND=uring start_sites_ringd tls $((RINGD_PORT_BASE + 7)) "" \
+        --tls-cert "$TLS_DIR/leaf.pem" --tls-key "$TLS_DIR/leaf.key" "$WWW_DIR"
+    local -a tls_args=(--tls-ca "$TLS_DIR/ca.pem" --tls13-only)
+    local kind
+    kind="userspace TLS (rustls, ring; kTLS: $("$RINGD_BIN" doctor 2>/dev/null | grep -o 'kernel TLS (tls ULP): [a-z]*' | sed 's/.*: //'))"
+    if [[ -n "${SCENARIO_OK[tls-small]:-}" ]]; then
+        run_compare "$BASE/tls-small" "tls-small: 1000-byte file over TLS 1.3, keep-alive, $CONNECTIONS connections; ringd $kind" \
+            /small.bin "ringd-tls nginx-tls" "${tls_args[@]}"
+    fi
+    if [[ -n "${SCENARIO_OK[tls-handshake]:-}" ]]; then
+        run_compare "$BASE/tls-handshake-full" "tls-handshake (full): a new connection and full TLS 1.3 handshake per request, 1000-byte file, $CONNECTIONS concurrent" \
+            /small.bin "ringd-tls nginx-tls" "${tls_args[@]}" --no-keepalive --tls-resume off
+        run_compare "$BASE/tls-handshake-resumed" "tls-handshake (resumed): a new connection per request resuming by ticket, 1000-byte file, $CONNECTIONS concurrent" \
+            /small.bin "ringd-tls nginx-tls" "${tls_args[@]}" --no-keepalive --tls-resume on
+    fi
+    if [[ -n "${SCENARIO_OK[tls-large]:-}" ]]; then
+        # A smoke run's second is too short for 64 connections to finish 10 MiB each.
+        local lconns="$CONNECTIONS"
+        ((SMOKE)) && lconns=2
+        CMP_CONNECTIONS="$lconns" run_compare "$BASE/tls-large" "tls-large: 10 MiB file over TLS 1.3, keep-alive, $lconns connections; ringd $kind" \
+            /large.bin "ringd-tls nginx-tls" "${tls_args[@]}"
+    fi
+    stop_pid "${RINGD_PID[tls]}" TERM
+    rm -f "$RUN_DIR/ringd-tls.pid"
+    unset "RINGD_PID[tls]" "RINGD_PORT[tls]"
+    stop_peers
+    unset NGINX_TLS_CERT NGINX_TLS_KEY
+}
+
 run_proxy() {
     local cpus
     mapfile -t cpus < <(expand_cpus "$SERVER_CPUS")
@@ -942,6 +1024,7 @@ run_matrix() {
     stop_servers
     proxy_scenarios && run_proxy
     cache_scenarios && run_cache
+    tls_scenarios && run_tls
     return 0
 }
 
@@ -1016,7 +1099,7 @@ main() {
     build
     make_www
     # The sites scenario alone compares ringd with itself: no peer to install.
-    if main_scenarios || proxy_scenarios || cache_scenarios || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
+    if main_scenarios || proxy_scenarios || cache_scenarios || tls_scenarios || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
         ensure_nginx "$PEERS_DIR"
         ensure_caddy "$PEERS_DIR"
         ensure_gunicorn "$PEERS_DIR"

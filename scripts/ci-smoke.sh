@@ -26,6 +26,8 @@ ensure_nginx ""
 ensure_caddy ""
 ensure_haproxy ""
 ensure_gunicorn ""
+# The TLS scenarios make their certificates with openssl.
+command -v openssl >/dev/null || apt_install openssl
 log "nginx: $NGINX_BIN; caddy: $CADDY_BIN; haproxy: $HAPROXY_BIN; gunicorn: $GUNICORN_BIN"
 python3 "$SCRIPTS_DIR/test_benchtool.py"
 "$SCRIPTS_DIR/bench.sh" --smoke "$@"

@@ -170,6 +170,15 @@ start_nginx() {
     elif [[ -n "$NGINX_DEFERRED_PORT" ]]; then
         deferred=$'\n        listen 127.0.0.1:'"$NGINX_DEFERRED_PORT reuseport deferred backlog=65535;"
     fi
+    # The TLS scenarios (bench.sh): an ssl listener for the same site, TLS 1.3 only, tickets on.
+    if [[ "$name" == nginx && -n "${NGINX_TLS_PORT:-}" && -n "${NGINX_TLS_CERT:-}" ]]; then
+        deferred+=$'\n        listen 127.0.0.1:'"$NGINX_TLS_PORT ssl reuseport backlog=65535;"
+        deferred+=$'\n        ssl_certificate '"$NGINX_TLS_CERT;"
+        deferred+=$'\n        ssl_certificate_key '"$NGINX_TLS_KEY;"
+        deferred+=$'\n        ssl_protocols TLSv1.3;'
+        deferred+=$'\n        ssl_session_cache shared:SSL:10m;'
+        deferred+=$'\n        ssl_session_tickets on;'
+    fi
     if [[ "$name" == nginx ]]; then
         render_template "$SCRIPTS_DIR/peers/nginx.conf.tmpl" "$dir/nginx.conf" \
             "USER_LINE=$user_line" "WORKERS=$workers" \

@@ -54,8 +54,10 @@ pub enum Command {
     #[command(after_help = EXAMPLES)]
     Serve(Box<ServeArgs>),
     /// Print what this kernel and build offer (io_uring opcodes, backends, limits) with a line
-    /// of advice for each setting that is too low. Example: `ringd doctor`.
-    Doctor,
+    /// of advice for each setting that is too low, and whether kernel TLS is there. With
+    /// serve flags or `--config`, also the mode the listener would run in (plain HTTP, or
+    /// HTTPS and its certificates). Example: `ringd doctor`, `ringd doctor --config ringd.toml`.
+    Doctor(Box<ServeArgs>),
     /// Validate a config file without serving (like `nginx -t`): exit 0 with a one-line
     /// summary, or 1 with each error as `FILE:LINE:COL: message`. Example:
     /// `ringd check ringd.toml`.
@@ -82,6 +84,15 @@ pub enum Command {
         /// `--to 127.0.0.1:8080`.
         #[arg(long, value_name = "ADDR")]
         to: Option<String>,
+    },
+    /// Print where ringd's local CA certificate is (the one that signs `tls = "internal"`
+    /// sites) and how to make this machine's browsers and tools trust it. Example:
+    /// `ringd trust`.
+    Trust {
+        /// The data folder (as the server's `--data-dir`) [default: $XDG_DATA_HOME/ringd,
+        /// else ~/.local/share/ringd]. Example: `--data-dir /var/lib/ringd`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -154,6 +165,22 @@ pub struct ServeArgs {
     /// says which). Example: `--listen 0.0.0.0:8080`, `--listen [::1]:0`.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Serve HTTPS with this PEM certificate chain (leaf first), with `--tls-key`; a plain
+    /// HTTP request then gets 400. Example: `--tls-cert cert.pem --tls-key key.pem`.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`. Example:
+    /// `--tls-key key.pem`.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Where ringd keeps its local CA and the certificates it issues for sites with
+    /// `tls = "internal"` [default: $XDG_DATA_HOME/ringd, else ~/.local/share/ringd]. Example:
+    /// `--data-dir /var/lib/ringd`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// Worker threads, each with its own listener and ring [default: the CPUs this process
     /// may run on]. Example: `--workers 4`.
@@ -376,7 +403,7 @@ pub fn build_config(args: &ServeArgs, given: &[String]) -> Result<Config, Vec<St
     let first_root = loaded.sites.roots.first().cloned();
     merged.root = Some(first_root.clone().unwrap_or_else(|| base.clone()));
     let merged_backend = merged.backend;
-    let mut cfg = match merged.into_config() {
+    let mut cfg = match merged.clone().into_config() {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("{e:#}");
@@ -392,6 +419,9 @@ pub fn build_config(args: &ServeArgs, given: &[String]) -> Result<Config, Vec<St
         }
     };
     let proxies = !loaded.sites.upstreams.is_empty();
+    cfg.tls = merged
+        .tls_setup(&loaded.sites)
+        .map_err(|e| vec![format!("{}: {e:#}", path.display())])?;
     cfg.sites = std::sync::Arc::new(loaded.sites);
     cfg.backend =
         proxy_backend(cfg.backend, merged_backend, proxies).map_err(|e| vec![e.to_string()])?;
@@ -467,6 +497,9 @@ fn merge_file(
     take!("pid_file", pid_file, |v: &String| Ok::<_, String>(Some(
         base.join(v)
     )));
+    take!("data_dir", data_dir, |v: &String| Ok::<_, String>(Some(
+        base.join(v)
+    )));
     take!("max_request_line", max_request_line, size);
     take!("max_header_bytes", max_header_bytes, size);
     take!("max_headers", max_headers, |v: &usize| Ok::<_, String>(*v));
@@ -510,6 +543,27 @@ fn merge_file(
 }
 
 impl ServeArgs {
+    /// The data folder: `--data-dir`, else the default (`ringd trust` prints it).
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.data_dir
+            .clone()
+            .or_else(ringd::tls::store::default_data_dir)
+    }
+
+    /// HTTPS for `sites` (their `tls`) and `--tls-cert`; None when nothing asks for it.
+    fn tls_setup(
+        &self,
+        sites: &config::Sites,
+    ) -> anyhow::Result<Option<std::sync::Arc<ringd::tls::TlsSetup>>> {
+        let flag = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(ringd::tls::load_pem(cert, key)?),
+            _ => None,
+        };
+        let setup = ringd::tls::setup_for(sites, flag, self.data_dir())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(setup.map(std::sync::Arc::new))
+    }
+
     /// The default flags with `--config file` (what `ringd check` validates).
     pub fn try_parse_config(file: &Path) -> ServeArgs {
         let f = file.display().to_string();
@@ -603,6 +657,7 @@ impl ServeArgs {
             bail!("--cgi-max-procs must be at least 1");
         }
         let backend = proxy_backend(backend, self.backend, !sites.upstreams.is_empty())?;
+        let tls = self.tls_setup(&sites)?;
         Ok(Config {
             sites: std::sync::Arc::new(sites),
             config_file: None,
@@ -645,6 +700,7 @@ impl ServeArgs {
             defer_accept: self.defer_accept,
             busy_poll: self.busy_poll,
             cgi_max_procs: self.cgi_max_procs,
+            tls,
         })
     }
 }
@@ -687,7 +743,7 @@ mod tests {
     #[test]
     fn subcommands_and_root_parse() {
         let cli = Cli::try_parse_from(["ringd", "doctor"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Doctor)));
+        assert!(matches!(cli.command, Some(Command::Doctor(_))));
         let cli = Cli::try_parse_from(["ringd", "serve", "--workers", "3", "/tmp"]).unwrap();
         match cli.command {
             Some(Command::Serve(a)) => {

@@ -263,7 +263,40 @@ pub fn run(out: &mut dyn Write) -> io::Result<()> {
     uring_section(out)?;
     backends_section(out)?;
     limits_section(out)?;
+    ktls_section(out)?;
     Ok(())
+}
+
+/// Kernel TLS: whether the `tls` ULP is there (probed, never assumed).
+fn ktls_section(out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "\nHTTPS")?;
+    match crate::tls::ktls::probe() {
+        crate::tls::ktls::Ktls::Available => writeln!(
+            out,
+            "  kernel TLS (tls ULP): available; ringd does not offload to it yet, TLS records are \
+             made in user space (rustls)"
+        ),
+        crate::tls::ktls::Ktls::Absent(why) => writeln!(
+            out,
+            "  kernel TLS (tls ULP): absent ({why}); TLS records are made in user space (rustls)"
+        ),
+    }
+}
+
+/// The listener of `config` and the mode it runs in: plain HTTP, or HTTPS (with which
+/// certificates, and how file bodies go: read and encrypted in user space, since ringd does
+/// not hand keys to kernel TLS yet).
+pub fn listener_report(out: &mut dyn Write, config: &crate::config::Config) -> io::Result<()> {
+    match &config.tls {
+        None => writeln!(out, "  listener {}: plain HTTP", config.listen),
+        Some(t) => writeln!(
+            out,
+            "  listener {}: {}; TLS 1.3 and 1.2, ALPN http/1.1, userspace records (files read \
+             and encrypted, no splice)",
+            config.listen,
+            t.describe()
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +316,7 @@ mod tests {
             "epoll",
             "tokio-uring",
             "RLIMIT_NOFILE",
+            "kernel TLS (tls ULP)",
             "RLIMIT_MEMLOCK",
             "net.core.somaxconn",
             "fs.pipe-max-size",

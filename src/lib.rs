@@ -19,4 +19,5 @@ pub mod proto;
 pub mod router;
 pub mod session;
 pub mod sys;
+pub mod tls;
 pub mod worker;

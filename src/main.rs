@@ -89,6 +89,9 @@ fn serve(config: Config, reloader: Option<worker::Reloader>) -> anyhow::Result<(
         eprintln!("ringd: could not raise the open-file limit: {e}");
     }
     driver::check_available(config.backend)?;
+    if let Some(t) = &config.tls {
+        ringd::tls::spawn_renewer(t);
+    }
     let mut server = worker::Server::bind(&config)?;
     if let Some(r) = reloader {
         server.set_reloader(r);
@@ -106,6 +109,11 @@ fn serve(config: Config, reloader: Option<worker::Reloader>) -> anyhow::Result<(
         std::net::SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
         std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     };
+    let scheme = match &config.tls {
+        Some(t) if t.only => "https",
+        Some(_) => "http(s)",
+        None => "http",
+    };
     let mut out = std::io::stdout().lock();
     let what = match &config.config_file {
         Some(f) => format!(
@@ -122,7 +130,7 @@ fn serve(config: Config, reloader: Option<worker::Reloader>) -> anyhow::Result<(
     };
     writeln!(
         out,
-        "ringd: serving {what} on http://{host}/ ({} worker{}, {})",
+        "ringd: serving {what} on {scheme}://{host}/ ({} worker{}, {})",
         config.workers,
         if config.workers == 1 { "" } else { "s" },
         config.backend.name()
@@ -177,14 +185,32 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let given = cli::given_flags(&matches);
     match cli.command {
-        Some(Command::Doctor) => {
+        Some(Command::Doctor(args)) => {
             let mut out = std::io::stdout().lock();
             ringd::doctor::run(&mut out).context("cannot write to stdout")?;
+            // The listener's mode, from the same flags (or config file) `serve` would take.
+            let sub_given = matches
+                .subcommand_matches("doctor")
+                .map(cli::given_flags)
+                .unwrap_or_default();
+            match cli::build_config(&args, &sub_given) {
+                Ok(c) => ringd::doctor::listener_report(&mut out, &c)
+                    .context("cannot write to stdout")?,
+                Err(errs) => writeln!(out, "  listener: not checked: {}", errs.join("; "))
+                    .context("cannot write to stdout")?,
+            }
             Ok(())
         }
         Some(Command::Check { file }) => check(&file),
         Some(Command::Reload { pid_file }) => reload(&pid_file),
         Some(Command::Purge { url, to }) => purge(&url, to.as_deref()),
+        Some(Command::Trust { data_dir }) => {
+            let dir = data_dir
+                .or_else(ringd::tls::store::default_data_dir)
+                .context("no data folder: give --data-dir (or set HOME or XDG_DATA_HOME)")?;
+            print!("{}", ringd::tls::store::trust_text(&dir));
+            Ok(())
+        }
         Some(Command::Serve(args)) => serve_args(*args, given),
         None => serve_args(cli.serve, given),
     }

@@ -179,6 +179,10 @@ struct Knobs {
     max_unparsed: usize,
     max_body: u64,
     max_trailer: usize,
+    /// The listener runs TLS: a new connection's first bytes pick TLS or plain HTTP.
+    tls: bool,
+    /// Some site has `redirect_http`: plain requests are checked for it.
+    redirect_http: bool,
 }
 
 impl From<&Config> for Knobs {
@@ -191,6 +195,8 @@ impl From<&Config> for Knobs {
             max_unparsed: c.limits.max_request_line + c.limits.max_header_bytes + 4,
             max_body: c.limits.max_body,
             max_trailer: c.limits.max_header_bytes,
+            tls: c.tls.is_some(),
+            redirect_http: c.sites.sites.iter().any(|s| s.redirect_http),
         }
     }
 }
@@ -253,6 +259,10 @@ pub struct Session {
     /// The request at `in_pos` waits for another request's fetch of this cache key (since
     /// then): nothing is parsed until `collapse_poll` finds it resolved.
     collapsed: Option<(String, Instant)>,
+    /// TLS listener, nothing received yet: the first bytes pick TLS or plain HTTP.
+    sniff: bool,
+    /// The TLS record layer, on a TLS connection (`tls/session_tls.rs`).
+    tls: Option<Box<tls_io::TlsConn>>,
 }
 
 impl Session {
@@ -282,6 +292,8 @@ impl Session {
             stream: None,
             wake_tag: 0,
             collapsed: None,
+            sniff: knobs.tls,
+            tls: None,
         }
     }
 
@@ -313,6 +325,13 @@ impl Session {
     /// pipeline limit allows; responses are queued as output.
     pub fn feed(&mut self, svc: &mut Service, data: &[u8], now: Instant) {
         self.knobs = svc.knobs;
+        if self.sniff || self.tls.is_some() {
+            return self.feed_tls(svc, data, now);
+        }
+        self.feed_plain(svc, data, now);
+    }
+
+    fn feed_plain(&mut self, svc: &mut Service, data: &[u8], now: Instant) {
         if data.is_empty() || self.closing || self.eof || self.shutdown {
             return;
         }
@@ -416,6 +435,9 @@ impl Session {
     /// The next piece of output, or None when nothing is queued. Calling it again without
     /// `consume` returns the same piece.
     pub fn next_output(&mut self) -> Option<Output<'_>> {
+        if self.tls.is_some() {
+            return self.next_output_tls();
+        }
         self.out.peek()
     }
 
@@ -423,6 +445,13 @@ impl Session {
     /// pipelined requests that were waiting, so call `next_output` again afterwards.
     pub fn consume(&mut self, svc: &mut Service, n: usize, now: Instant) {
         self.knobs = svc.knobs;
+        if self.tls.is_some() {
+            return self.consume_tls(svc, n, now);
+        }
+        self.consume_plain(svc, n, now);
+    }
+
+    fn consume_plain(&mut self, svc: &mut Service, n: usize, now: Instant) {
         let was_blocked = self.out.responses() >= self.knobs.depth;
         let done = self.out.consume(n, &mut svc.pool);
         if n > 0 {
@@ -442,6 +471,14 @@ impl Session {
     /// True once the connection should be closed: all output written and no more to come
     /// (error, `Connection: close`, HTTP/1.0 without keep-alive, EOF, shutdown, or idle).
     pub fn should_close(&self) -> bool {
+        if let Some(t) = &self.tls {
+            if !t.drained() {
+                return false;
+            }
+            if t.failed {
+                return true;
+            }
+        }
         self.out.is_empty()
             && self.parked.is_none()
             && self.gw.is_none()
@@ -962,7 +999,11 @@ impl Session {
             // ambiguous, so nothing after it can be trusted. The limits come first: a body over
             // `max_body` is still a 413.
             let mut skip_body = false;
-            if req.framing != Framing::None && self.body.is_none() && svc.router.streams_body(&req)
+            let plain_redirect = self.knobs.redirect_http && self.tls.is_none();
+            if req.framing != Framing::None
+                && self.body.is_none()
+                && !plain_redirect
+                && svc.router.streams_body(&req)
             {
                 match BodyReader::new(req.framing, self.knobs.max_body, self.knobs.max_trailer) {
                     Ok(r) => {
@@ -1024,18 +1065,26 @@ impl Session {
             // A request may wait for its files (park), also one whose body was read: its head
             // is still at `in_pos` and `self.body` stays set (done), so on `resume` the head is
             // parsed again and the body neither expected nor read a second time.
+            let to_https = if self.knobs.redirect_http && self.tls.is_none() {
+                tls_io::redirect_http(svc, &mut self.out, self.peer, &req, skip_body)
+            } else {
+                None
+            };
             // Only a request without a body may wait for another's cache fetch (it is
             // parsed again when woken).
             let collapse = !skip_body && self.body.is_none();
-            let ans = answer(
-                svc,
-                &mut self.out,
-                self.peer,
-                &req,
-                skip_body,
-                collapse,
-                now,
-            );
+            let ans = match to_https {
+                Some(keep) => Ok(Ans::Done(keep)),
+                None => answer(
+                    svc,
+                    &mut self.out,
+                    self.peer,
+                    &req,
+                    skip_body,
+                    collapse,
+                    now,
+                ),
+            };
             let (keep, refresh) = match ans {
                 Ok(Ans::Done(keep)) => (keep, None),
                 Ok(Ans::Refresh(keep, w)) => (keep, Some(w)),
@@ -1706,6 +1755,9 @@ fn seed() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64);
     crate::gateway::mix(t ^ u64::from(std::process::id()) ^ (&t as *const u64 as u64))
 }
+
+#[path = "tls/session_tls.rs"]
+mod tls_io;
 
 #[cfg(test)]
 #[path = "proto/session_tests.rs"]

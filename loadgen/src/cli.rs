@@ -130,6 +130,19 @@ pub struct LoadArgs {
     /// A new connection per request (connect time is measured separately).
     #[arg(long)]
     pub no_keepalive: bool,
+    /// https:// targets: resume TLS sessions on new connections (tickets / session IDs), or
+    /// make every handshake a full one.
+    #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
+    pub tls_resume: OnOff,
+    /// https:// targets: trust the CA certificate(s) in this PEM file.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// https:// targets: do not verify the server's certificate (benchmarks on loopback).
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// https:// targets: offer TLS 1.3 only (default: 1.3 and 1.2).
+    #[arg(long)]
+    pub tls13_only: bool,
     /// Extra request header, "Name: value" (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
@@ -449,7 +462,25 @@ pub fn build_config(
     let threads = load
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let tls = match &requests.tls {
+        None => None,
+        Some(_) => {
+            let verify = match (&load.tls_ca, load.tls_insecure) {
+                (Some(p), false) => loadgen::tls::Verify::Ca(p.clone()),
+                (None, true) => loadgen::tls::Verify::None,
+                (Some(_), true) => bail!("--tls-ca and --tls-insecure do not mix"),
+                (None, false) => {
+                    bail!("an https:// target needs --tls-ca PEM (or --tls-insecure)")
+                }
+            };
+            let c =
+                loadgen::tls::client_config(&verify, load.tls_resume == OnOff::On, load.tls13_only)
+                    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+            Some(c)
+        }
+    };
     Ok(RunConfig {
+        tls,
         requests,
         threads,
         connections,
@@ -476,6 +507,13 @@ pub fn build_config(
         start_at_unix_s,
         read_rate: load.read_rate.as_deref().map(parse_byte_rate).transpose()?,
     })
+}
+
+/// `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 fn split_pair<'a>(s: &'a str, what: &str) -> Result<(&'a str, &'a str)> {

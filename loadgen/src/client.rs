@@ -78,6 +78,13 @@ pub struct Client {
     last_progress: u64,
     /// A counted run gave up: no connection could be made for a whole `--timeout`.
     gave_up: bool,
+    /// `https://`: the client configuration and the name to verify.
+    tls: Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    /// A TLS error was printed already (once per thread).
+    tls_said: bool,
     running: bool,
     ops: u64,
     index: usize,
@@ -98,6 +105,14 @@ impl Client {
                 (sa, domain, true)
             }
             Addr::Unix(p) => (socket2::SockAddr::unix(p)?, libc::AF_UNIX, false),
+        };
+        let tls = match (&cfg.tls, &set.tls) {
+            (Some(c), Some(name)) => Some((
+                c.clone(),
+                crate::tls::server_name(name)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            )),
+            _ => None,
         };
         let conns = (0..plan.connections)
             .map(|_| Conn::new(cfg.pipeline, set.max_len(), set.no_body))
@@ -142,6 +157,8 @@ impl Client {
             running: false,
             ops: 0,
             index: plan.index,
+            tls,
+            tls_said: false,
         })
     }
 
@@ -324,7 +341,11 @@ impl Client {
         if c.state != ConnState::Open {
             return;
         }
-        let n = c.take_batch(now);
+        let n = if c.tls.is_some() {
+            c.take_batch_tls(now)
+        } else {
+            c.take_batch(now)
+        };
         if n == 0 {
             return;
         }
@@ -334,6 +355,10 @@ impl Client {
             self.rec.lag(now, lag);
         }
         self.rec.sent(now, n as u64);
+        let c = &mut self.conns[i];
+        if !c.send_busy {
+            return; // TLS: held back until the handshake is done
+        }
         self.backlog.push(sqe::send(
             c.fd,
             c.out.as_ptr(),
@@ -402,9 +427,21 @@ impl Client {
         }
         c.state = ConnState::Open;
         c.connect_failures = 0;
+        if let Some((cfg, name)) = &self.tls {
+            match rustls::ClientConnection::new(cfg.clone(), name.clone()) {
+                Ok(t) => c.tls = Some(Box::new(t)),
+                Err(e) => {
+                    self.tls_error(&e);
+                    self.fail(i, ErrorClass::Io, 1, now);
+                    return;
+                }
+            }
+        }
         self.last_progress = now;
-        let took = now.saturating_sub(c.connect_start);
+        let took = self.conns[i].connect_start;
+        let took = now.saturating_sub(took);
         self.arm_recv(i);
+        self.send_tls(i);
         self.rec.connected(now, took);
         self.mark_dirty(i);
         if self.running {
@@ -453,10 +490,80 @@ impl Client {
         }
     }
 
-    /// Parse received bytes in place; complete responses; react to `Connection: close`.
+    /// Received bytes: decrypted first on a TLS connection.
     #[inline]
     fn on_data(&mut self, i: usize, data: &[u8], now: u64) {
         self.rec.bytes(now, data.len() as u64);
+        if self.conns[i].tls.is_none() {
+            return self.on_plain(i, data, now);
+        }
+        let c = &mut self.conns[i];
+        let mut plain = std::mem::take(&mut c.plain);
+        plain.clear();
+        let t = c.tls.as_mut().expect("checked");
+        let mut rest = data;
+        let mut err = None;
+        while !rest.is_empty() {
+            if let Err(e) = t.read_tls(&mut rest) {
+                err = Some(rustls::Error::General(e.to_string()));
+                break;
+            }
+            match t.process_new_packets() {
+                Ok(st) => {
+                    let n = st.plaintext_bytes_to_read();
+                    if n > 0 {
+                        let at = plain.len();
+                        plain.resize(at + n, 0);
+                        let got =
+                            std::io::Read::read(&mut t.reader(), &mut plain[at..]).unwrap_or(0);
+                        plain.truncate(at + got);
+                    }
+                }
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = err {
+            self.conns[i].plain = plain;
+            self.tls_error(&e);
+            self.fail(i, ErrorClass::Io, 1, now);
+            return;
+        }
+        if !plain.is_empty() {
+            self.on_plain(i, &plain, now);
+        }
+        self.conns[i].plain = plain;
+        self.send_tls(i);
+    }
+
+    /// Send what rustls has queued (handshake messages), when no send is in flight.
+    fn send_tls(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if c.state != ConnState::Open || !c.take_tls_output() {
+            return;
+        }
+        self.backlog.push(sqe::send(
+            c.fd,
+            c.out.as_ptr(),
+            c.out.len(),
+            ud::encode(ud::SEND, i as u32, c.gen),
+        ));
+        self.ops += 1;
+    }
+
+    /// Say the first TLS error of this thread on stderr (the report counts them as I/O).
+    fn tls_error(&mut self, e: &rustls::Error) {
+        if !self.tls_said {
+            self.tls_said = true;
+            eprintln!("loadgen: TLS error (counted as io errors): {e}");
+        }
+    }
+
+    /// Parse received plaintext; complete responses; react to `Connection: close`.
+    #[inline]
+    fn on_plain(&mut self, i: usize, data: &[u8], now: u64) {
         let mut d = data;
         let mut close = false;
         let mut bad = false;
@@ -576,6 +683,7 @@ impl Client {
             c.out.clear();
             c.out_off = 0;
             self.mark_dirty(i);
+            self.send_tls(i);
         }
     }
 
@@ -626,6 +734,7 @@ impl Client {
         c.fd = -1;
         c.gen = c.gen.wrapping_add(1);
         c.state = ConnState::Idle;
+        c.tls = None;
     }
 
     fn start_connect(&mut self, i: usize, now: u64) {

@@ -21,6 +21,8 @@ pub enum Stop {
 pub struct RunConfig {
     /// Requests to send, and where.
     pub requests: RequestSet,
+    /// `https://`: the TLS client configuration (None: plain HTTP).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Worker threads.
     pub threads: usize,
     /// Connections in total (spread over threads).
@@ -138,6 +140,7 @@ mod tests {
     fn cfg(conns: usize, threads: usize, stop: Stop) -> RunConfig {
         let url = Url::parse("http://127.0.0.1:1/").unwrap();
         RunConfig {
+            tls: None,
             requests: RequestSet::single(
                 &url,
                 &RequestSpec {

@@ -171,6 +171,10 @@ pub struct Conn {
     pub connect_failures: u32,
     /// Slow reader: earliest time of the next receive (ns).
     pub read_at: u64,
+    /// `https://`: the TLS state of the current socket.
+    pub tls: Option<Box<rustls::ClientConnection>>,
+    /// Decrypted bytes of the last receive (reused).
+    pub plain: Vec<u8>,
 }
 
 impl Conn {
@@ -193,6 +197,8 @@ impl Conn {
             in_dirty: false,
             connect_failures: 0,
             read_at: 0,
+            tls: None,
+            plain: Vec::new(),
         }
     }
 
@@ -244,6 +250,62 @@ impl Conn {
         self.staged = 0;
         self.send_busy = true;
         n
+    }
+
+    /// As [`Conn::take_batch`] over TLS: the staged requests are encrypted into the send
+    /// buffer (with any handshake bytes rustls has queued). Before the handshake finishes
+    /// rustls holds them back, and the send buffer may stay empty (`send_busy` false).
+    pub fn take_batch_tls(&mut self, now: u64) -> usize {
+        if self.send_busy || self.stage.is_empty() {
+            return 0;
+        }
+        let Some(t) = self.tls.as_mut() else {
+            return 0;
+        };
+        if std::io::Write::write_all(&mut t.writer(), &self.stage).is_err() {
+            return 0;
+        }
+        self.stage.clear();
+        self.out.clear();
+        self.out_off = 0;
+        while t.wants_write() {
+            if t.write_tls(&mut self.out).is_err() {
+                break;
+            }
+        }
+        let n = self.staged;
+        let len = self.inflight.len();
+        for i in len - n..len {
+            let e = self.inflight.get_mut(i);
+            e.sent = now;
+            e.batch_last = i == len - 1;
+        }
+        self.staged = 0;
+        self.send_busy = !self.out.is_empty();
+        n
+    }
+
+    /// TLS bytes rustls wants sent (handshake, alerts), moved into the send buffer; false
+    /// when there are none or a send is in flight.
+    pub fn take_tls_output(&mut self) -> bool {
+        if self.send_busy {
+            return false;
+        }
+        let Some(t) = self.tls.as_mut() else {
+            return false;
+        };
+        if !t.wants_write() {
+            return false;
+        }
+        self.out.clear();
+        self.out_off = 0;
+        while t.wants_write() {
+            if t.write_tls(&mut self.out).is_err() {
+                break;
+            }
+        }
+        self.send_busy = !self.out.is_empty();
+        self.send_busy
     }
 
     /// Forget the socket's per-connection state and re-stage every kept request for the next

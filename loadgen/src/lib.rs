@@ -34,3 +34,4 @@ pub mod schedule;
 pub mod stats;
 pub mod target;
 pub mod threshold;
+pub mod tls;

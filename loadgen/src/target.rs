@@ -93,6 +93,8 @@ pub struct Url {
     pub host: String,
     /// Path and query, starting with `/`.
     pub path: String,
+    /// `https://`: the server name to verify the certificate against (and send as SNI).
+    pub tls: Option<String>,
 }
 
 impl Url {
@@ -118,16 +120,19 @@ impl Url {
                 addr: Addr::Unix(PathBuf::from(sock)),
                 host: "localhost".to_string(),
                 path: path.to_string(),
+                tls: None,
             });
         }
-        if text.starts_with("https://") {
-            return Err(bad(
-                "https is not supported (loadgen speaks plain HTTP/1.1)",
-            ));
-        }
-        let rest = text
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("expected http://host[:port]/path or unix:/socket:/path"))?;
+        let (rest, tls, default_port) = match text.strip_prefix("https://") {
+            Some(r) => (r, true, "443"),
+            None => (
+                text.strip_prefix("http://").ok_or_else(|| {
+                    bad("expected http(s)://host[:port]/path or unix:/socket:/path")
+                })?,
+                false,
+                "80",
+            ),
+        };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -146,14 +151,14 @@ impl Url {
             let after = &v6[end + 1..];
             let port = match after.strip_prefix(':') {
                 Some(p) => p,
-                None if after.is_empty() => "80",
+                None if after.is_empty() => default_port,
                 None => return Err(bad("junk after ]")),
             };
             (&v6[..end], port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h, p),
-                None => (authority, "80"),
+                None => (authority, default_port),
             }
         };
         let port: u16 = port.parse().map_err(|_| bad("invalid port"))?;
@@ -183,6 +188,7 @@ impl Url {
             addr: Addr::Tcp(addr),
             host: authority.to_string(),
             path,
+            tls: tls.then(|| host.to_string()),
         })
     }
 }
@@ -292,6 +298,8 @@ pub struct RequestSet {
     pub head: Vec<bool>,
     /// Some requests are HEAD and some are not: the parser is told per response.
     pub mixed_head: bool,
+    /// Over TLS (`https://`), verifying this server name.
+    pub tls: Option<String>,
 }
 
 /// One entry of a `--requests` file in its JSON form.
@@ -328,6 +336,7 @@ impl RequestSet {
             no_body: spec.no_body(),
             head: vec![spec.no_body()],
             mixed_head: false,
+            tls: url.tls.clone(),
         }
     }
 
@@ -358,6 +367,7 @@ impl RequestSet {
             no_body: false,
             head: Vec::new(),
             mixed_head: false,
+            tls: base.tls.clone(),
         };
         let mut total = 0u64;
         for (i, line) in text.lines().enumerate() {
@@ -481,6 +491,7 @@ impl RequestSet {
             no_body: spec.no_body(),
             head: Vec::new(),
             mixed_head: false,
+            tls: None,
         };
         let mut total = 0u64;
         for (i, line) in text.lines().enumerate() {
@@ -537,6 +548,7 @@ impl RequestSet {
             return Err(err(0, "no URLs with a non-zero weight".into()));
         }
         set.addr = base.addr;
+        set.tls = base.tls;
         Ok(set)
     }
 
@@ -560,6 +572,7 @@ impl RequestSet {
 fn origin(u: &Url) -> String {
     match &u.addr {
         Addr::Unix(p) => format!("unix:{}:", p.display()),
+        Addr::Tcp(_) if u.tls.is_some() => format!("https://{}", u.host),
         Addr::Tcp(_) => format!("http://{}", u.host),
     }
 }
@@ -577,6 +590,9 @@ mod tests {
         let u = Url::parse("http://127.0.0.1").unwrap();
         assert_eq!(u.path, "/");
         assert_eq!(u.addr, Addr::Tcp("127.0.0.1:80".parse().unwrap()));
+        let u = Url::parse("https://127.0.0.1/x").unwrap();
+        assert_eq!(u.addr, Addr::Tcp("127.0.0.1:443".parse().unwrap()));
+        assert_eq!(u.tls.as_deref(), Some("127.0.0.1"));
         let u = Url::parse("http://[::1]:81?x").unwrap();
         assert_eq!(u.addr, Addr::Tcp("[::1]:81".parse().unwrap()));
         assert_eq!(u.path, "/?x");

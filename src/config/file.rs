@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub defer_accept: Option<Spanned<Dur>>,
     pub busy_poll: Option<Spanned<Dur>>,
     pub cgi_max_procs: Option<Spanned<usize>>,
+    /// Where ringd keeps its local CA and issued certificates (`--data-dir`).
+    pub data_dir: Option<Spanned<String>>,
     /// Addresses (or CIDR blocks) whose X-Forwarded-* and Forwarded fields are trusted.
     pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     /// Named groups of upstream servers for `proxy` routes.
@@ -128,8 +130,28 @@ pub struct SiteFile {
     pub respond: Option<Spanned<RespondFile>>,
     pub redirect: Option<Spanned<RedirectFile>>,
     pub headers: Option<Spanned<HeadersFile>>,
+    /// HTTPS for this site: `{ cert, key }`, or `"internal"` (ringd's local CA).
+    pub tls: Option<Spanned<TlsFile>>,
+    /// Plain HTTP requests for this site get 308 to the same URL over https.
+    pub redirect_http: Option<bool>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteFile>>,
+}
+
+/// A site's `tls`: a mode name (`"internal"`) or certificate files.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TlsFile {
+    Mode(String),
+    Files(TlsFilesFile),
+}
+
+/// `tls = { cert = "cert.pem", key = "key.pem" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFilesFile {
+    pub cert: String,
+    pub key: String,
 }
 
 /// One `[[sites.routes]]` table: a matcher, modifiers, at most one handler.
@@ -418,6 +440,7 @@ mod doc_tests {
         all.extend(fields::<CgiFile>("dir = \"a\"\n"));
         all.extend(fields::<CacheFile>(""));
         all.extend(fields::<RouteCacheFile>(""));
+        all.extend(fields::<TlsFilesFile>("cert = \"a\"\n"));
         assert!(all.len() > 40, "serde listed only {all:?}");
         let missing: Vec<&String> = all
             .iter()

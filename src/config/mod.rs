@@ -176,6 +176,9 @@ pub struct Config {
     pub busy_poll: Duration,
     /// Most CGI scripts running at once per worker; a request beyond it gets 503. Default 64.
     pub cgi_max_procs: usize,
+    /// HTTPS on the listener: certificates by SNI (`--tls-cert`/`--tls-key`, or sites'
+    /// `tls`). None: plain HTTP only (the default).
+    pub tls: Option<Arc<crate::tls::TlsSetup>>,
 }
 
 impl Default for Config {
@@ -202,6 +205,7 @@ impl Default for Config {
             defer_accept: Duration::from_secs(1),
             busy_poll: Duration::ZERO,
             cgi_max_procs: 64,
+            tls: None,
         }
     }
 }

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::file::{
     CgiFile, ConfigError, HeadersFile, Locator, ProxyFile, RedirectFile, RespondFile, RouteFile,
-    SiteFile,
+    SiteFile, TlsFile,
 };
 use super::upstreams::{Cidr, Upstream};
 
@@ -55,6 +55,8 @@ impl Sites {
                 headers: None,
                 routes: Vec::new(),
                 fallback: None,
+                tls: None,
+                redirect_http: false,
             }],
             roots: vec![root],
             implicit: true,
@@ -127,6 +129,19 @@ pub struct Site {
     pub routes: Vec<Route>,
     /// Requests that find no file go here (`--proxy`).
     pub fallback: Option<Proxy>,
+    /// Where this site's HTTPS certificate comes from; None: plain HTTP only.
+    pub tls: Option<SiteTls>,
+    /// Plain HTTP requests get 308 to `https://` the same host and target.
+    pub redirect_http: bool,
+}
+
+/// A site's `tls` setting, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SiteTls {
+    /// PEM files (paths resolved against the config file's folder).
+    Files { cert: PathBuf, key: PathBuf },
+    /// Issued and renewed by ringd's local CA (in the data folder).
+    Internal,
 }
 
 /// A pattern of `hosts`.
@@ -471,6 +486,7 @@ fn build_site(
     let respond = sf.respond.map(|r| respond(r, loc, errs));
     let redirect = sf.redirect.and_then(|r| redirect(r, &site_caps, loc, errs));
     let headers = sf.headers.map(|h| Arc::new(header_edit(h, loc, errs)));
+    let tls = sf.tls.and_then(|t| site_tls(t, base, loc, errs));
     let mut routes = Vec::new();
     for (i, r) in sf.routes.into_iter().enumerate() {
         if let Some(route) = build_route(i, r, base, loc, upstreams, roots, errs) {
@@ -495,7 +511,40 @@ fn build_site(
         headers,
         routes,
         fallback: None,
+        tls,
+        redirect_http: sf.redirect_http.unwrap_or(false),
     })
+}
+
+/// A site's `tls`: `{ cert, key }` or `"internal"`.
+fn site_tls(
+    t: Spanned<TlsFile>,
+    base: &Path,
+    loc: &Locator<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<SiteTls> {
+    let span = t.span();
+    match t.into_inner() {
+        TlsFile::Files(f) => Some(SiteTls::Files {
+            cert: base.join(f.cert),
+            key: base.join(f.key),
+        }),
+        TlsFile::Mode(m) if m == "internal" => Some(SiteTls::Internal),
+        TlsFile::Mode(m) if m == "acme" => {
+            errs.push(loc.error(
+                Some(span),
+                "`tls`: \"acme\" is not implemented yet; use \"internal\" or { cert, key }",
+            ));
+            None
+        }
+        TlsFile::Mode(m) => {
+            errs.push(loc.error(
+                Some(span),
+                format!("`tls`: {m:?} is not a mode; give \"internal\" or {{ cert = \"...\", key = \"...\" }}"),
+            ));
+            None
+        }
+    }
 }
 
 /// A `hosts` entry: a name, `*.suffix`, or `_`.

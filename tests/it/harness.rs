@@ -302,10 +302,10 @@ pub fn unavailable_reason(stderr: &str) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
-/// Find `http://127.0.0.1:PORT/` in a line.
+/// Find `http://127.0.0.1:PORT/` (or `https://`) in a line.
 fn parse_url_port(line: &str) -> Option<u16> {
-    let i = line.find("http://127.0.0.1:")?;
-    let rest = &line[i + "http://127.0.0.1:".len()..];
+    let i = line.find("://127.0.0.1:")?;
+    let rest = &line[i + "://127.0.0.1:".len()..];
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     if !rest[digits.len()..].starts_with('/') {
         return None;

@@ -22,6 +22,7 @@ mod proxy;
 mod security;
 mod sites;
 mod static_files;
+mod tls;
 mod tunnel;
 
 /// For each `module::function` case, generate `function::{uring, epoll, tokio_uring}` tests.
@@ -91,6 +92,11 @@ per_backend! {
     cache_stale_while_revalidate_and_if_error => crate::cache::stale_while_revalidate_and_if_error,
     cache_collapsing_100_misses_one_fetch_per_worker => crate::cache::collapsing,
     cache_purge_status_and_log => crate::cache::purge_status_and_log,
+    tls_basics_keepalive_big_pipelined => crate::tls::basics,
+    tls_plain_request_to_tls_port_400 => crate::tls::plain_request_to_tls_port,
+    tls_bad_and_slow_handshakes => crate::tls::bad_and_slow_handshakes,
+    tls_sites_sni_mixed_listener_redirect_http => crate::tls::sites_sni_mixed_redirect,
+    tls_internal_ca => crate::tls::internal_ca,
 }
 
 /// Backend-independent CLI behaviour.

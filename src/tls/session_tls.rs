@@ -1,0 +1,277 @@
+//! The TLS record layer of a `Session` (a child module of `session`, so it reaches the
+//! session's fields): ciphertext from the driver is decrypted into the session's input, and
+//! the session's queued output (bytes, and file ranges read with `pread`) is encrypted into
+//! one ciphertext buffer that `next_output` hands to the driver. Drivers move ciphertext only
+//! and never know whether a connection is TLS.
+//!
+//! The first bytes of a connection on a TLS listener decide: a TLS handshake record (0x16)
+//! starts TLS; anything else is plain HTTP, answered normally where the listener also serves
+//! plain sites, else with 400 (nginx's "The plain HTTP request was sent to HTTPS port").
+//!
+//! Buffer contract: `cipher[pos..]` is what `next_output` last handed out; it is never
+//! changed before `consume` has covered it all. Only then is the plaintext that produced it
+//! consumed from the output queue (`taken`), which may answer pipelined requests.
+
+use std::io::{Read, Write};
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use super::{Output, Service, Session};
+use crate::proto::head::{self, ConnHeader};
+use crate::tls::CHUNK;
+
+/// The first byte of a TLS handshake record (a ClientHello).
+const HANDSHAKE: u8 = 0x16;
+
+/// What nginx answers a plain request on an HTTPS port with, near enough.
+const PLAIN_ON_TLS: &[u8] = b"400 Bad Request: the plain HTTP request was sent to an HTTPS port\n";
+
+/// One connection's TLS state.
+pub(super) struct TlsConn {
+    conn: rustls::ServerConnection,
+    /// Ciphertext handed (or to be handed) to the driver; `cipher[pos..]` is unsent.
+    cipher: Vec<u8>,
+    pos: usize,
+    /// Bytes of the output queue's front piece encrypted into `cipher`, consumed from the
+    /// queue once `cipher` has been sent.
+    taken: usize,
+    /// File bytes read for encryption.
+    file_buf: Vec<u8>,
+    /// close_notify queued.
+    notified: bool,
+    /// A TLS error, or a file that could not be read: send what is queued, then close.
+    pub(super) failed: bool,
+}
+
+impl TlsConn {
+    /// Whether everything this connection has to say has been handed out and sent.
+    pub(super) fn drained(&self) -> bool {
+        self.failed || (self.pos >= self.cipher.len() && !self.conn.wants_write())
+    }
+}
+
+impl Session {
+    /// `feed` on a listener with TLS: the first bytes pick TLS or plain HTTP, then records
+    /// are decrypted into the session's input.
+    pub(super) fn feed_tls(&mut self, svc: &mut Service, data: &[u8], now: Instant) {
+        if self.sniff {
+            self.sniff = false;
+            let Some(setup) = svc.config.tls.clone() else {
+                return self.feed_plain(svc, data, now);
+            };
+            if data.first() != Some(&HANDSHAKE) {
+                if setup.only {
+                    return self.plain_on_tls(svc, now);
+                }
+                return self.feed_plain(svc, data, now);
+            }
+            match rustls::ServerConnection::new(setup.config.clone()) {
+                Ok(conn) => {
+                    self.tls = Some(Box::new(TlsConn {
+                        conn,
+                        cipher: Vec::new(),
+                        pos: 0,
+                        taken: 0,
+                        file_buf: Vec::new(),
+                        notified: false,
+                        failed: false,
+                    }));
+                }
+                Err(_) => {
+                    self.closing = true;
+                    return;
+                }
+            }
+        }
+        let Some(t) = self.tls.as_mut() else {
+            return self.feed_plain(svc, data, now);
+        };
+        if data.is_empty() || self.closing || self.eof || self.shutdown || t.failed {
+            return;
+        }
+        if self.inp.capacity() == 0 {
+            self.inp = svc.pool.take();
+        } else if self.in_pos > 0 {
+            self.inp.drain(..self.in_pos);
+            self.in_pos = 0;
+        }
+        let before = self.inp.len();
+        let mut rest = data;
+        while !rest.is_empty() {
+            match t.conn.read_tls(&mut rest) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => {
+                    t.failed = true;
+                    break;
+                }
+            }
+            match t.conn.process_new_packets() {
+                Ok(state) => {
+                    let n = state.plaintext_bytes_to_read();
+                    if n > 0 {
+                        let at = self.inp.len();
+                        self.inp.resize(at + n, 0);
+                        let got = t.conn.reader().read(&mut self.inp[at..]).unwrap_or(0);
+                        self.inp.truncate(at + got);
+                    }
+                    if state.peer_has_closed() {
+                        self.eof = true;
+                    }
+                }
+                Err(_) => {
+                    // rustls has queued the alert; send it, then close.
+                    t.failed = true;
+                    self.closing = true;
+                    break;
+                }
+            }
+        }
+        if self.inp.len() > before {
+            if self.req_start.is_none() {
+                self.req_start = Some(now);
+            }
+            if self.parked.is_none() {
+                self.process(svc, now);
+            }
+        }
+    }
+
+    /// A plain HTTP request on a port that serves only HTTPS: 400, then close.
+    fn plain_on_tls(&mut self, svc: &mut Service, now: Instant) {
+        let buf = self.out.bytes(&mut svc.pool);
+        head::start(buf, 400, &svc.date, &svc.config.server_name);
+        buf.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
+        head::header_u64(buf, "Content-Length", PLAIN_ON_TLS.len() as u64);
+        buf.extend_from_slice(ConnHeader::Close.line());
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(PLAIN_ON_TLS);
+        self.out.end_response();
+        self.progress_at = now;
+        self.closing = true;
+    }
+
+    /// `next_output` on a TLS connection: the unsent rest of the last flight of records, or
+    /// a new flight made from the front piece of the output queue (at most [`CHUNK`] bytes of
+    /// it), handshake messages, alerts and close_notify included.
+    pub(super) fn next_output_tls(&mut self) -> Option<Output<'_>> {
+        let t = self.tls.as_mut()?;
+        if t.pos < t.cipher.len() {
+            return Some(Output::Bytes(&t.cipher[t.pos..]));
+        }
+        t.cipher.clear();
+        t.pos = 0;
+        let mut empty_piece = false;
+        if t.taken == 0 && !t.failed && !t.conn.is_handshaking() {
+            match self.out.peek() {
+                Some(Output::Bytes(b)) => {
+                    let n = b.len().min(CHUNK);
+                    empty_piece = n == 0;
+                    t.taken = t.conn.writer().write(&b[..n]).unwrap_or(0);
+                }
+                Some(Output::File { fd, offset, len }) => {
+                    let n = (len as usize).min(CHUNK);
+                    empty_piece = n == 0;
+                    if n > 0 {
+                        match pread(fd, &mut t.file_buf, n, offset) {
+                            Some(got) => {
+                                t.taken = t.conn.writer().write(&t.file_buf[..got]).unwrap_or(0)
+                            }
+                            // The file shrank under a promised length: nothing honest follows.
+                            None => t.failed = true,
+                        }
+                    }
+                }
+                None => {
+                    let done = self.closing || self.eof || self.shutdown;
+                    if done && !t.notified && self.parked.is_none() && self.gw.is_none() {
+                        t.notified = true;
+                        t.conn.send_close_notify();
+                    }
+                }
+            }
+        }
+        while t.conn.wants_write() {
+            if t.conn.write_tls(&mut t.cipher).is_err() {
+                break;
+            }
+        }
+        if t.cipher.is_empty() && !empty_piece {
+            return None;
+        }
+        // An empty front piece is handed out as such: `consume(0)` retires it.
+        Some(Output::Bytes(&t.cipher))
+    }
+
+    /// `consume` on a TLS connection: `n` bytes of ciphertext went out; once the whole flight
+    /// has, the plaintext it carried leaves the output queue.
+    pub(super) fn consume_tls(&mut self, svc: &mut Service, n: usize, now: Instant) {
+        let Some(t) = self.tls.as_mut() else { return };
+        t.pos = (t.pos + n).min(t.cipher.len());
+        if n > 0 {
+            self.progress_at = now;
+        }
+        if t.pos < t.cipher.len() {
+            return;
+        }
+        let taken = std::mem::take(&mut t.taken);
+        self.consume_plain(svc, taken, now);
+    }
+}
+
+/// Reads up to `n` bytes of `fd` at `offset` into `buf`; None on an error or end of file.
+fn pread(fd: RawFd, buf: &mut Vec<u8>, n: usize, offset: u64) -> Option<usize> {
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
+    // SAFETY: `buf` holds at least `n` initialised bytes and is borrowed mutably for the
+    // call; the fd is kept open by the output queue's piece until it is consumed.
+    let got = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), n, offset as libc::off_t) };
+    (got > 0).then_some(got as usize)
+}
+
+/// A plain HTTP request for a site with `redirect_http`: 308 to the same host and target
+/// over https (the same port: one listener carries both). None: not such a site (or a Host
+/// that cannot go into a URL), answer it normally. Some(keep-alive) when answered.
+pub(super) fn redirect_http(
+    svc: &mut Service,
+    out: &mut crate::proto::conn::OutQueue,
+    peer: std::net::SocketAddr,
+    req: &crate::proto::parse::Request<'_>,
+    close: bool,
+) -> Option<bool> {
+    let host = req.fields.host?;
+    let site = svc.router.site_for(Some(host))?;
+    if !svc
+        .router
+        .sites()
+        .sites
+        .get(usize::from(site))?
+        .redirect_http
+    {
+        return None;
+    }
+    let ok = |b: &u8| b.is_ascii_alphanumeric() || b"-.:[]_".contains(b);
+    if host.is_empty() || !host.iter().all(ok) {
+        return None;
+    }
+    let mut extra = Vec::with_capacity(host.len() + req.path_query.len() + 20);
+    extra.extend_from_slice(b"Location: https://");
+    extra.extend_from_slice(host);
+    extra.extend_from_slice(req.path_query.as_bytes());
+    extra.extend_from_slice(b"\r\n");
+    let conn = super::conn_header(req, close);
+    let mut reply = crate::handler::Reply {
+        out,
+        pool: &mut svc.pool,
+        date: &svc.date,
+        conn,
+        edit: None,
+    };
+    let head_only = req.method == crate::proto::parse::Method::Head;
+    let sent = reply.simple(&svc.config.server_name, 308, &extra, head_only);
+    if svc.log_on {
+        super::LogLine::new(req, site, crate::router::NONE).write(svc, peer, sent, None);
+    }
+    Some(conn != ConnHeader::Close)
+}
