@@ -654,7 +654,7 @@ impl Session {
                     self.parked = Some(key);
                     break;
                 }
-                Err(Wait::Proxy(..) | Wait::Cgi(..)) if skip_body => {
+                Err(Wait::Proxy(..) | Wait::Cgi(..) | Wait::Wsgi(..)) if skip_body => {
                     // `Expect: 100-continue` on a proxied request: the upstream needs the
                     // body, so ask the client for it (an interim response, not counted as
                     // one), read it, then route the request again.
@@ -692,6 +692,29 @@ impl Session {
                     }));
                     self.body = None;
                     self.body_data.clear();
+                    self.in_pos += req.head_len;
+                    break;
+                }
+                Err(Wait::Wsgi(both, site, route)) => {
+                    // A WSGI app: its call goes to the app threads with the body read whole.
+                    self.continued = false;
+                    let (start, mut call) = *both;
+                    call.body = std::mem::take(&mut self.body_data);
+                    if req.framing != Framing::Chunked {
+                        let n = call.body.len().to_string().into_bytes();
+                        call.environ.push(("CONTENT_LENGTH", n));
+                    }
+                    let conn = conn_header(&req, skip_body);
+                    let mut x = Exchange::new_wsgi(start, call, conn);
+                    x.set_max_entry(svc.cache.max_entry);
+                    let log = svc.log_on.then(|| LogLine::new(&req, site, route));
+                    self.gw = Some(Box::new(Gw {
+                        x,
+                        keep: conn != ConnHeader::Close,
+                        began: now,
+                        log,
+                    }));
+                    self.body = None;
                     self.in_pos += req.head_len;
                     break;
                 }
@@ -824,6 +847,10 @@ fn answer(
         Err(Wait::Cgi(both, site, route)) => match cache_hit(svc, out, &both.0, req, conn, now) {
             Some(sent) => crate::router::Answered { sent, site, route },
             None => return Err(Wait::Cgi(both, site, route)),
+        },
+        Err(Wait::Wsgi(both, site, route)) => match cache_hit(svc, out, &both.0, req, conn, now) {
+            Some(sent) => crate::router::Answered { sent, site, route },
+            None => return Err(Wait::Wsgi(both, site, route)),
         },
         Err(w) => return Err(w),
     };
