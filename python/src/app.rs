@@ -87,7 +87,17 @@ pub fn thread(
             return;
         };
         busy.store(start.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
-        handle(py, apps, env, job);
+        let reply = job.reply.clone();
+        // A bug of ours must not take the thread (and the worker's capacity) with it: the
+        // request fails, the thread goes on.
+        let ran =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(py, apps, env, job)));
+        if ran.is_err() {
+            eprintln!(
+                "ringd-wsgi: an app thread panicked in ringd-wsgi itself; the request failed"
+            );
+            let _ = reply.send(Msg::Fail("ringd-wsgi panicked"));
+        }
         busy.store(0, Ordering::Relaxed);
         let n = served.fetch_add(1, Ordering::Relaxed) + 1;
         if max_requests > 0 && n == max_requests {
@@ -263,7 +273,7 @@ pub struct Input {
 
 impl Input {
     fn take(&mut self, n: usize) -> &[u8] {
-        let end = (self.pos + n).min(self.body.len());
+        let end = self.pos.saturating_add(n).min(self.body.len());
         let s = &self.body[self.pos..end];
         self.pos = end;
         s
@@ -393,7 +403,6 @@ fn wrapped_fd(w: &Bound<'_, FileWrapper>) -> Option<i32> {
 /// Runs one call.
 fn handle(py: Python<'_>, apps: &Apps, env: &Env, job: Job) {
     let Job { call, reply } = job;
-    let reply = Arc::new(reply);
     let method = call
         .environ
         .first()

@@ -143,7 +143,7 @@ impl Reply {
 /// One call for an app thread.
 pub struct Job {
     pub call: Box<Call>,
-    pub reply: Reply,
+    pub reply: Arc<Reply>,
 }
 
 /// The calls waiting for an app thread (one queue per process: every app thread takes from
@@ -267,11 +267,11 @@ pub fn drive(
         let flow = Arc::new(Flow::default());
         let job = Job {
             call,
-            reply: Reply {
+            reply: Arc::new(Reply {
                 flow: flow.clone(),
                 notify: notify.clone(),
                 at: (cx.token, *cx.serial),
-            },
+            }),
         };
         if q.push(job).is_err() {
             session.gw_busy(svc, now);
