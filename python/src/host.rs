@@ -217,6 +217,10 @@ impl Master {
         let Some(server) = server else {
             return Err(PyRuntimeError::new_err(format!("no worker {i}")));
         };
+        // A worker never outlives its master (a killed master must not leave workers
+        // holding the port).
+        // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number touches no memory.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
         // Every thread started from here inherits the mask: SIGTERM/SIGINT/SIGHUP reach the
         // worker loop's sigtimedwait only.
         ringd::sys::block_shutdown_signals()

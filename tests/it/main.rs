@@ -156,6 +156,10 @@ mod wsgi_apps {
     fn config_route() {
         run(crate::wsgi::config_route);
     }
+    #[test]
+    fn reload_and_max_requests() {
+        run(crate::wsgi::reload_and_max_requests);
+    }
 }
 
 #[test]

@@ -518,3 +518,38 @@ pub fn config_route() {
         r.body_str()
     );
 }
+
+/// `--max-requests` replaces a worker after that many requests; SIGHUP restarts the workers,
+/// which import the app code anew (no request refused meanwhile).
+pub fn reload_and_max_requests() {
+    let d = TempDir::new("wsgi-reload");
+    let app = |v: &str| {
+        format!(
+            "import os\ndef app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'{v} ' + str(os.getpid()).encode()]\n"
+        )
+    };
+    d.write("rl.py", app("one").as_bytes());
+    let srv = serve(d.path(), &["rl:app", "--max-requests", "3"]);
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let r = get(&srv, "/", &[]);
+        assert_eq!(r.status, 200, "{}", srv.diagnostics());
+        let b = r.body_str();
+        assert!(b.starts_with("one "), "{b}");
+        pids.insert(b[4..].to_string());
+    }
+    assert!(pids.len() >= 2, "one worker served 8 requests: {pids:?}\n{}", srv.diagnostics());
+    // A longer file: Python's bytecode cache (mtime + size) sees the change.
+    d.write("rl.py", app("second-version").as_bytes());
+    srv.signal(libc::SIGHUP);
+    let t0 = Instant::now();
+    loop {
+        let r = get(&srv, "/", &[]);
+        assert_eq!(r.status, 200, "{}", srv.diagnostics());
+        if r.body_str().starts_with("second-version ") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no reload\n{}", srv.diagnostics());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
