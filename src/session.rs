@@ -421,6 +421,22 @@ impl Session {
         }
     }
 
+    /// Body bytes from a file (a WSGI app's `wsgi.file_wrapper`).
+    pub fn gw_file(
+        &mut self,
+        svc: &mut Service,
+        fd: &std::sync::Arc<std::os::fd::OwnedFd>,
+        off: u64,
+        len: u64,
+        now: Instant,
+    ) {
+        let Some(g) = self.gw.as_mut() else { return };
+        let mut ctx = Self::gw_ctx(svc);
+        if let Err(f) = g.x.feed_file(fd, off, len, &mut self.out, &mut ctx) {
+            self.gw_error(svc, f, now);
+        }
+    }
+
     /// The upstream closed its side.
     pub fn gw_eof(&mut self, svc: &mut Service, now: Instant) {
         let Some(g) = self.gw.as_mut() else { return };

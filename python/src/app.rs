@@ -568,39 +568,43 @@ fn finish(py: Python<'_>, sr: &Py<StartResponse>) -> PyResult<()> {
     s.resp.emit(py, b"", true)
 }
 
-/// A `wsgi.file_wrapper` around a real file: read from its current offset to the end (or
-/// the app's Content-Length) in large blocks, the GIL released while reading and waiting.
+/// A `wsgi.file_wrapper` around a real file: from its current offset to its end (or the
+/// app's Content-Length), handed to the worker as a file piece that it sends with sendfile;
+/// the bytes never pass through Python or this thread. Without a Content-Length from the
+/// app, the file's size is one.
 fn send_file(py: Python<'_>, fd: i32, sr: &Py<StartResponse>, reply: &Arc<Reply>) -> PyResult<()> {
-    const BLOCK: usize = 256 * 1024;
-    // SAFETY: lseek on a descriptor the app's file object owns (and keeps open until close()).
-    let mut off = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
-    if off < 0 {
-        off = 0;
+    use std::os::fd::BorrowedFd;
+    // SAFETY: `fd` belongs to the app's file object, open until the result's close(), which
+    // runs after this returns; it is only borrowed to duplicate it.
+    let dup = unsafe { BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .map_err(|e| PyOSError::new_err(e.to_string()))?;
+    let file = std::fs::File::from(dup);
+    let size = file
+        .metadata()
+        .map_err(|e| PyOSError::new_err(e.to_string()))?
+        .len();
+    // SAFETY: lseek on our own duplicate (it shares the offset with the app's descriptor).
+    let off = unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&file), 0, libc::SEEK_CUR) };
+    let off = u64::try_from(off).unwrap_or(0).min(size);
+    let mut s = sr.borrow_mut(py);
+    let mut len = size - off;
+    if !s.resp.head_sent && s.resp.cl.is_none() {
+        s.resp
+            .headers
+            .push(("Content-Length".into(), len.to_string()));
+        s.resp.cl = Some(len);
     }
-    let mut first = true;
-    loop {
-        let mut buf = vec![0u8; BLOCK];
-        let n = py.detach(|| {
-            // SAFETY: `buf` is a live, writable buffer of BLOCK bytes for the whole call;
-            // pread does not move the file's offset.
-            unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), BLOCK, off) }
-        });
-        if n < 0 {
-            return Err(PyOSError::new_err(
-                std::io::Error::last_os_error().to_string(),
-            ));
-        }
-        if n == 0 {
-            break;
-        }
-        off += n as libc::off_t;
-        buf.truncate(n as usize);
-        sr.borrow_mut(py).resp.emit(py, &buf, false)?;
-        first = false;
-        if reply.gone() {
-            return Ok(());
-        }
+    if let Some(cl) = s.resp.cl {
+        len = len.min(cl.saturating_sub(s.resp.sent));
     }
-    let _ = first;
-    finish(py, sr)
+    // The head (if not out yet), then the file, then the end.
+    s.resp.emit(py, b"", false)?;
+    s.resp.sent += len;
+    let fd = Arc::new(std::os::fd::OwnedFd::from(file));
+    let send = || -> Result<(), Gone> {
+        reply.send(Msg::File(fd, off, len))?;
+        reply.send(Msg::End)
+    };
+    send().map_err(|Gone| PyOSError::new_err("the client disconnected"))
 }

@@ -22,6 +22,9 @@ pub const FLOW_BYTES: usize = 1 << 20;
 pub enum Msg {
     /// Response bytes (the head first, then body chunks).
     Data(Vec<u8>),
+    /// Body bytes that are `len` bytes of a file from `off`: sent by sendfile, never copied
+    /// through Python (`wsgi.file_wrapper`).
+    File(Arc<std::os::fd::OwnedFd>, u64, u64),
     /// The response is complete.
     End,
     /// The app failed after its head went out (the client connection is cut), or before
@@ -294,6 +297,10 @@ pub fn drive(
             None => break,
             Some(Msg::Data(d)) => {
                 session.gw_feed(svc, &d, now);
+                progress = true;
+            }
+            Some(Msg::File(fd, off, len)) => {
+                session.gw_file(svc, &fd, off, len, now);
                 progress = true;
             }
             Some(Msg::End) => {

@@ -1033,6 +1033,53 @@ impl Exchange {
         Ok(used)
     }
 
+    /// Body bytes that are `len` bytes of the file `fd` from `off` (a WSGI app's
+    /// `wsgi.file_wrapper`): queued as a file piece, so the driver sends them with
+    /// sendfile/splice, unless they must pass through memory (compressing, or captured for the
+    /// cache), then read here.
+    pub fn feed_file(
+        &mut self,
+        fd: &std::sync::Arc<std::os::fd::OwnedFd>,
+        off: u64,
+        len: u64,
+        out: &mut OutQueue,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Failure> {
+        if self.state != State::Body {
+            return Ok(());
+        }
+        let n = match self.body {
+            UpBody::Length(rem) => rem.min(len),
+            UpBody::UntilClose => len,
+            _ => return Err(Failure::Bad("a file body in an unexpected framing")),
+        };
+        if self.encoder.is_some() || self.store.is_some() {
+            let mut buf = vec![0u8; n as usize];
+            let f = std::fs::File::from(fd.try_clone().map_err(|_| Failure::Cut)?);
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, off)
+                .map_err(|_| Failure::Cut)?;
+            self.relay(&buf, out, ctx)?;
+            return Ok(());
+        }
+        self.body_bytes += n;
+        if self.client_chunked && n > 0 {
+            let buf = out.bytes(ctx.pool);
+            head::put_hex(buf, n);
+            buf.extend_from_slice(b"\r\n");
+        }
+        out.file(fd, off, n);
+        if self.client_chunked && n > 0 {
+            out.bytes(ctx.pool).extend_from_slice(b"\r\n");
+        }
+        if let UpBody::Length(rem) = &mut self.body {
+            *rem -= n;
+            if *rem == 0 {
+                self.finish(out, ctx);
+            }
+        }
+        Ok(())
+    }
+
     fn put(&mut self, data: &[u8], out: &mut OutQueue, ctx: &mut Ctx<'_>) {
         if data.is_empty() {
             return;

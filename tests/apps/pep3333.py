@@ -134,6 +134,15 @@ def app(environ, start_response):
         f = open(os.path.join(MARK, "data.bin"), "rb")
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](f, 4096)
+    if p == "/file_offset":
+        f = open(os.path.join(MARK, "data.bin"), "rb")
+        f.seek(1000)
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", "5000")])
+        return environ["wsgi.file_wrapper"](f)
+    if p == "/big":
+        start_response("200 OK", text)
+        return [b"all work and no play " * 200]
     if p == "/no_start_response":
         return [b"x"]
     if p == "/hop":

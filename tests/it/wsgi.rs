@@ -282,10 +282,21 @@ pub fn response_rules() {
         !text.contains("0\r\n\r\n") && !text.contains("never"),
         "{text:?}"
     );
-    // A file through wsgi.file_wrapper.
+    // A file through wsgi.file_wrapper (sent by the worker from the file: its size is the
+    // Content-Length); from where the app left its offset, up to the app's Content-Length.
     let r = get(&srv, "/file", &[]);
     assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("300000"));
     assert!(r.body == data, "file body differs ({} bytes)", r.body.len());
+    let r = get(&srv, "/file_offset", &[]);
+    assert_eq!(r.header("content-length"), Some("5000"));
+    assert!(
+        r.body == data[1000..6000],
+        "file body differs ({} bytes)",
+        r.body.len()
+    );
+    let r = Client::new(srv.connect()).exchange(&req("HEAD", "/file", &[]));
+    assert!(r.body.is_empty() && r.header("content-length") == Some("300000"));
     // Hop-by-hop header from the app, or a body without start_response: 500.
     assert_eq!(get(&srv, "/hop", &[]).status, 500);
     assert_eq!(get(&srv, "/no_start_response", &[]).status, 500);
@@ -487,7 +498,8 @@ pub fn config_route() {
     d.write("www/style.css", b"body{}\n");
     let conf = d.write(
         "ringd.toml",
-        b"[[sites]]\nhosts = [\"_\"]\nroot = \"www\"\n\n[[sites.routes]]\npath = \"/app/*\"\nwsgi = { app = \"pep3333:app\" }\n",
+        b"[[sites]]\nhosts = [\"_\"]\nroot = \"www\"\n\n[[sites.routes]]\npath = \"/app/*\"\nwsgi = { app = \"pep3333:app\" }\n\n\
+          [[sites.routes]]\npath = \"/z/*\"\nwsgi = { app = \"pep3333:app\" }\ncompress = [\"gzip\"]\n",
     );
     let (st, _out, err) = crate::harness::run_ringd(
         &["--config", &conf.display().to_string()],
@@ -517,6 +529,14 @@ pub fn config_route() {
         "{}",
         r.body_str()
     );
+    // The proxy's on-the-fly compression works on app responses too.
+    let r = get(&srv, "/z/big", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(r.header("content-encoding"), Some("gzip"), "{}", r.head);
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&r.body[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, b"all work and no play ".repeat(200));
 }
 
 /// `--max-requests` replaces a worker after that many requests; SIGHUP restarts the workers,
@@ -538,7 +558,11 @@ pub fn reload_and_max_requests() {
         assert!(b.starts_with("one "), "{b}");
         pids.insert(b[4..].to_string());
     }
-    assert!(pids.len() >= 2, "one worker served 8 requests: {pids:?}\n{}", srv.diagnostics());
+    assert!(
+        pids.len() >= 2,
+        "one worker served 8 requests: {pids:?}\n{}",
+        srv.diagnostics()
+    );
     // A longer file: Python's bytecode cache (mtime + size) sees the change.
     d.write("rl.py", app("second-version").as_bytes());
     srv.signal(libc::SIGHUP);
@@ -549,7 +573,11 @@ pub fn reload_and_max_requests() {
         if r.body_str().starts_with("second-version ") {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "no reload\n{}", srv.diagnostics());
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no reload\n{}",
+            srv.diagnostics()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
