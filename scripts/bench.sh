@@ -10,10 +10,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # deferred accept (--defer-accept, on by default) with nginx's.
 export NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-18084}"
 
-ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn,cache-hit,compress,tls-small,tls-handshake,tls-large"
+ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn,cache-hit,compress,tls-small,tls-handshake,tls-large,wsgi-hello,wsgi-10k,wsgi-echo"
 # Side scenarios: ringd against itself (sites) or in front of an upstream (proxy-*); a run of
 # only these is named apart (results/<date>-<host>-sites, -proxy) and never the headline.
-SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn|cache-hit|compress|tls-small|tls-handshake|tls-large)$'
+SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn|cache-hit|compress|tls-small|tls-handshake|tls-large|wsgi-hello|wsgi-10k|wsgi-echo)$'
 # proxy-gunicorn: the slow clients (issue 12), their response and the gunicorn settings.
 SLOW_CLIENTS="${SLOW_CLIENTS:-50}"
 SLOW_RATE="${SLOW_RATE:-1KiB/s}"
@@ -64,6 +64,13 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
                   nginx's and <= HAProxy's; req/s >= 1.3x nginx's where ringd is the limit
   proxy-large     in front of nginx serving the 10 MiB file: ringd's bytes/s >= nginx's at
                   no more CPU per byte
+  wsgi-hello      issue 13: the WSGI app scripts/peers/wsgi_bench.py served by ringd-wsgi
+                  (.venv, pip install ./python), gunicorn sync, gunicorn gthread
+                  ($WSGI_GTHREAD_THREADS threads) and Granian (--interface wsgi), each 1 worker
+                  process on the first server CPU: the 14-byte hello; ringd's req/s >= 1.3x
+                  Granian's at <= 0.75x its CPU/req, and >= 10x gunicorn sync's
+  wsgi-10k        the same servers, a 10 KiB body
+  wsgi-echo       the same servers, POST of 10 KiB echoed
   proxy-gunicorn  in front of gunicorn's hello app (scripts/peers/app.py upstream), once
                   with sync workers (proxy-gunicorn-sync) and once with gthread
                   (proxy-gunicorn-gthread, $GUNICORN_GTHREAD_THREADS threads), $GUNICORN_UPSTREAM_WORKERS workers: ringd's req/s >= nginx's;
@@ -194,7 +201,7 @@ declare -A SCENARIO_OK=()
 IFS=',' read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
     case "$s" in
-    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn | cache-hit | compress | tls-small | tls-handshake | tls-large)
+    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn | cache-hit | compress | tls-small | tls-handshake | tls-large | wsgi-hello | wsgi-10k | wsgi-echo)
         SCENARIO_OK[$s]=1
         ;;
     *) die "unknown scenario '$s' (want a subset of $ALL_SCENARIOS)" ;;
@@ -270,6 +277,8 @@ if [[ -z "$OUT" ]]; then
         # A run of side scenarios alone is a side run, named apart from full runs.
         if [[ "$SCENARIOS" == sites ]]; then
             base+="-sites"
+        elif [[ "$SCENARIOS" =~ ^wsgi-[a-z0-9]+(,wsgi-[a-z0-9]+)*$ ]]; then
+            base+="-wsgi"
         elif ! main_scenarios && ! proxy_scenarios; then
             if cache_scenarios && ! tls_scenarios; then
                 base+="-cache"
@@ -339,6 +348,7 @@ cleanup() {
     [[ -n "$SLOW_PID" ]] && stop_pid "$SLOW_PID" TERM
     stop_ringds
     stop_peers
+    stop_wsgi
     revert_tuning
     if ((rc != 0)); then
         warn "bench.sh failed (exit $rc); partial output in $OUT"
@@ -553,6 +563,7 @@ target_url() {
     gunicorn) echo "http://127.0.0.1:$GUNICORN_FILES_PORT$path" ;;
     gunicorn-hello) echo "http://127.0.0.1:$GUNICORN_HELLO_PORT/" ;;
     ringd-proxy) echo "http://127.0.0.1:${RINGD_PORT[proxy]}$path" ;;
+    wsgi-*) echo "http://127.0.0.1:${WSGI_PORT[${name#wsgi-}]}$path" ;;
     nginx-proxy) echo "http://127.0.0.1:$NGINX_PROXY_PORT$path" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$path" ;;
     caddy-proxy) echo "http://127.0.0.1:$CADDY_PROXY_PORT$path" ;;
@@ -568,6 +579,7 @@ target_pid() {
     local pids
     case "$1" in
     ringd-*) echo "${RINGD_PID[${1#ringd-}]}" ;;
+    wsgi-*) echo "${WSGI_PID[${1#wsgi-}]}" ;;
     nginx | nginx-deferred | nginx-tls) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
     caddy) pids="$("$SCRIPTS_DIR/peers.sh" pids caddy)" && echo "${pids%% *}" ;;
     gunicorn) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-files)" && echo "${pids%% *}" ;;
@@ -636,6 +648,8 @@ target_name() {
     gunicorn-hello) echo gunicorn ;;
     ringd-proxy | nginx-proxy | caddy-proxy) echo "${1%-proxy}" ;;
     ringd-tls | nginx-tls) echo "${1%-tls}" ;;
+    wsgi-ringd-wsgi) echo ringd ;;
+    wsgi-*) echo "${1#wsgi-}" ;;
     *) echo "$1" ;;
     esac
 }
@@ -963,6 +977,93 @@ run_cache() {
     stop_peers
 }
 
+# ------------------------------------------------------------------------------ wsgi
+
+WSGI_GTHREAD_THREADS="${WSGI_GTHREAD_THREADS:-8}"
+WSGI_PORT_BASE="${WSGI_PORT_BASE:-18110}"
+declare -A WSGI_PID=() WSGI_PORT=()
+
+# True when a wsgi scenario is selected.
+wsgi_scenarios() {
+    local s
+    for s in "${!SCENARIO_OK[@]}"; do [[ "$s" == wsgi-* ]] && return 0; done
+    return 1
+}
+
+stop_wsgi() {
+    local k
+    for k in "${!WSGI_PID[@]}"; do
+        stop_pid "${WSGI_PID[$k]}" TERM
+        unset "WSGI_PID[$k]"
+    done
+    return 0
+}
+
+# start_wsgi NAME PORT CMD...: one WSGI server on the first server CPU, in the app's folder.
+start_wsgi() {
+    local name="$1" port="$2" pid log_file="$RUN_DIR/wsgi-$1.log"
+    shift 2
+    port_busy "$port" && die "port $port for $name is taken (set WSGI_PORT_BASE)"
+    local -a cmd=(taskset -c "$CUR_SERVER_CPUS" "$@")
+    record "${cmd[@]}"
+    (cd "$SCRIPTS_DIR/peers" && exec "${cmd[@]}") </dev/null >"$log_file" 2>&1 &
+    pid=$!
+    if wait_http "http://127.0.0.1:$port/" 30 "$pid"; then
+        WSGI_PID[$name]="$pid"
+        WSGI_PORT[$name]="$port"
+        log "$name up on 127.0.0.1:$port (PID $pid, CPU $CUR_SERVER_CPUS)"
+    else
+        sed 's/^/    /' "$log_file" | tail -n 15 >&2 || true
+        stop_pid "$pid" TERM
+        die "$name did not come up"
+    fi
+}
+
+# wsgi-hello, wsgi-10k, wsgi-echo: ringd-wsgi against gunicorn (sync; gthread) and Granian,
+# each one worker process on the first server CPU, side by side in one compare per scenario.
+run_wsgi() {
+    local cpus v="$VENV_DIR/bin" p="$WSGI_PORT_BASE" rounds_note
+    mapfile -t cpus < <(expand_cpus "$SERVER_CPUS")
+    CUR_WORKERS=1 CUR_SERVER_CPUS="${cpus[0]}" CUR_GEN_CPUS="$GEN_CPUS"
+    ensure_gunicorn "$PEERS_DIR"
+    [[ -x "$v/ringd-wsgi" ]] || die "no $v/ringd-wsgi: run scripts/test-peers.sh (pip install ./python)"
+    if [[ ! -x "$v/granian" ]]; then
+        log "pip install granian into $VENV_DIR"
+        "$v/python" -m pip install -q --disable-pip-version-check granian >&2
+    fi
+    {
+        echo "ringd-wsgi: $("$v/ringd-wsgi" --version 2>&1 | head -n1) ($v/ringd-wsgi)"
+        echo "granian: $("$v/granian" --version 2>&1 | head -n1)"
+        echo "python: $("$v/python" --version 2>&1)"
+    } >>"$ENV_TXT"
+    rm -rf "$SCRIPTS_DIR/peers/__pycache__"
+    start_wsgi ringd-wsgi "$p" "$v/ringd-wsgi" wsgi_bench:application --bind "127.0.0.1:$p" --workers 1
+    start_wsgi gunicorn-sync $((p + 1)) "$v/gunicorn" --workers 1 --bind "127.0.0.1:$((p + 1))" \
+        wsgi_bench:application
+    start_wsgi gunicorn-gthread $((p + 2)) "$v/gunicorn" --workers 1 --worker-class gthread \
+        --threads "$WSGI_GTHREAD_THREADS" --bind "127.0.0.1:$((p + 2))" wsgi_bench:application
+    start_wsgi granian $((p + 3)) "$v/granian" --interface wsgi --workers 1 --host 127.0.0.1 \
+        --port $((p + 3)) wsgi_bench:application
+    local targets="wsgi-ringd-wsgi wsgi-granian wsgi-gunicorn-sync wsgi-gunicorn-gthread"
+    local s body="$RUN_DIR/wsgi-echo.body"
+    head -c 10240 /dev/zero | tr '\0' 'e' >"$body"
+    for s in wsgi-hello wsgi-10k wsgi-echo; do
+        [[ -n "${SCENARIO_OK[$s]:-}" ]] || continue
+        case "$s" in
+        wsgi-hello)
+            CMP_BASELINE=granian run_compare "$BASE/$s" "$s: the 14-byte hello WSGI app, 1 worker process each (CPU $CUR_SERVER_CPUS), keep-alive, $CONNECTIONS connections" / "$targets"
+            ;;
+        wsgi-10k)
+            CMP_BASELINE=granian run_compare "$BASE/$s" "$s: a 10 KiB body from the WSGI app, 1 worker process each (CPU $CUR_SERVER_CPUS), keep-alive, $CONNECTIONS connections" /10k "$targets"
+            ;;
+        wsgi-echo)
+            CMP_BASELINE=granian run_compare "$BASE/$s" "$s: POST 10 KiB echoed by the WSGI app, 1 worker process each (CPU $CUR_SERVER_CPUS), keep-alive, $CONNECTIONS connections" /echo "$targets" -m POST --body "@$body"
+            ;;
+        esac
+    done
+    stop_wsgi
+}
+
 run_scenario() {
     local s="$1" ringd
     ringd="$(ringd_targets | tr '\n' ' ')"
@@ -1025,6 +1126,7 @@ run_matrix() {
     proxy_scenarios && run_proxy
     cache_scenarios && run_cache
     tls_scenarios && run_tls
+    wsgi_scenarios && run_wsgi
     return 0
 }
 

@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# Installs what the integration tests use beside ringd itself: gunicorn (PyPI, into .venv/,
-# the same one the benchmarks use) for the proxy tests. Idempotent; needs python3 with venv.
+# Installs what the integration tests use beside ringd itself, into .venv/ (the same one the
+# benchmarks use): gunicorn for the proxy tests; for the WSGI tests, this repo's Python package
+# (`pip install ./python`: maturin builds ringd-wsgi from the crate in python/, in release
+# mode, so rerun this after changing python/ or the core) with Flask and Django. Idempotent;
+# needs python3 with venv (and pip reaching PyPI, or --find-links wheels).
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 case "${1:-}" in
 -h | --help)
-    echo "Usage: scripts/test-peers.sh   (installs gunicorn into .venv/ when missing)"
+    echo "Usage: scripts/test-peers.sh   (installs gunicorn, flask, django and ./python into .venv/)"
     exit 0
     ;;
 esac
 exec </dev/null
 ensure_gunicorn ""
 log "gunicorn for the tests: $GUNICORN_BIN"
+pip_q() { "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check "$@" >&2; }
+"$VENV_DIR/bin/python" -c 'import flask, django' 2>/dev/null || {
+    log "pip install flask django into $VENV_DIR"
+    pip_q flask django
+}
+log "pip install ./python (ringd-wsgi; maturin, release build) into $VENV_DIR"
+# Always rebuilt: the installed wheel must match this checkout (cargo makes it incremental).
+pip_q --force-reinstall --no-deps "$REPO_ROOT/python"
+[[ -x "$VENV_DIR/bin/ringd-wsgi" ]] || die "ringd-wsgi did not install into $VENV_DIR"
+log "ringd-wsgi for the tests: $VENV_DIR/bin/ringd-wsgi"

@@ -15,6 +15,18 @@ use ringd::{config::Config, driver, sys, worker};
 fn serve_args(args: ServeArgs, given: Vec<String>) -> anyhow::Result<()> {
     let mut config =
         cli::build_config(&args, &given).map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
+    // WSGI routes need a Python interpreter: the `ringd-wsgi` package runs them.
+    if let Some((app, at)) = config.sites.wsgi_apps().into_iter().next() {
+        let file = config
+            .config_file
+            .as_deref()
+            .map_or("FILE".into(), |p| p.display().to_string());
+        anyhow::bail!(
+            "{at}: `wsgi = {{ app = {app:?} }}` runs a Python app, which this `ringd` binary \
+             cannot host; install the Python package in the app's virtualenv \
+             (`pip install ./python`) and run `ringd-wsgi --config {file}` there"
+        );
+    }
     // CGI runs on the epoll driver for now: auto picks it, another backend is refused.
     if config.sites.has_cgi() && config.backend != ringd::config::Backend::Epoll {
         if args.backend != cli::BackendArg::Auto {

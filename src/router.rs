@@ -22,7 +22,7 @@ use crate::config::sites::{
     Action, HeaderEdit, HostPattern, Part, PathPattern, Proxy, Redirect, Respond, Route, Site,
     Sites, Template, MAX_REWRITES,
 };
-use crate::gateway::{self, cgi, proxy};
+use crate::gateway::{self, cgi, proxy, wsgi};
 use crate::handler::{listing, Files, Lookup, Reply, Sent};
 use crate::proto::parse::{Method, Request};
 
@@ -48,6 +48,8 @@ pub enum Wait {
     Proxy(Box<proxy::Start>, u16, u16),
     /// On a CGI script: the exchange's settings and the script to spawn.
     Cgi(Box<(proxy::Start, cgi::Spawn)>, u16, u16),
+    /// On a WSGI app: the exchange's settings and the call to queue.
+    Wsgi(Box<(proxy::Start, wsgi::Call)>, u16, u16),
 }
 
 impl From<Park> for Wait {
@@ -561,6 +563,32 @@ impl Router {
                             reply.simple(files.server_name(), e.status(), b"", head)
                         }
                     }
+                }
+                Action::Wsgi(w) => {
+                    // A prefix route mounts the app there: SCRIPT_NAME is the prefix.
+                    let script_name = match &route.pattern {
+                        PathPattern::Prefix(p) => p.trim_end_matches('/'),
+                        _ => "",
+                    };
+                    let script_name = if target.path.starts_with(script_name) {
+                        script_name
+                    } else {
+                        ""
+                    };
+                    let call = wsgi::call(
+                        w.app.clone(),
+                        req,
+                        script_name,
+                        &target.path,
+                        &target.query,
+                        peer_addr,
+                        files.config().listen.port(),
+                        host_str,
+                    );
+                    let mut start = cgi_start(req, w.timeout);
+                    start.cache = cache_intent(route.cache, host_str, &target, req);
+                    set_compress(&mut start, route, req);
+                    return Err(Wait::Wsgi(Box::new((start, call)), si, ri));
                 }
             };
             return Ok(Answered {

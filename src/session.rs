@@ -677,6 +677,22 @@ impl Session {
         }
     }
 
+    /// Body bytes from a file (a WSGI app's `wsgi.file_wrapper`).
+    pub fn gw_file(
+        &mut self,
+        svc: &mut Service,
+        fd: &std::sync::Arc<std::os::fd::OwnedFd>,
+        off: u64,
+        len: u64,
+        now: Instant,
+    ) {
+        let Some(g) = self.gw.as_mut() else { return };
+        let mut ctx = Self::gw_ctx(svc);
+        if let Err(f) = g.x.feed_file(fd, off, len, &mut self.out, &mut ctx) {
+            self.gw_error(svc, f, now);
+        }
+    }
+
     /// The upstream closed its side.
     pub fn gw_eof(&mut self, svc: &mut Service, now: Instant) {
         let Some(g) = self.gw.as_mut() else { return };
@@ -1097,7 +1113,7 @@ impl Session {
                     self.parked = Some(key);
                     break;
                 }
-                Err(Wait::Proxy(..) | Wait::Cgi(..)) if skip_body => {
+                Err(Wait::Proxy(..) | Wait::Cgi(..) | Wait::Wsgi(..)) if skip_body => {
                     // `Expect: 100-continue` on a proxied request: the upstream needs the
                     // body, so ask the client for it (an interim response, not counted as
                     // one), read it, then route the request again.
@@ -1137,6 +1153,31 @@ impl Session {
                     }));
                     self.body = None;
                     self.body_data.clear();
+                    self.in_pos += req.head_len;
+                    break;
+                }
+                Err(Wait::Wsgi(both, site, route)) => {
+                    // A WSGI app: its call goes to the app threads with the body read whole.
+                    self.continued = false;
+                    let (start, mut call) = *both;
+                    call.body = std::mem::take(&mut self.body_data);
+                    if req.framing != Framing::Chunked {
+                        let n = call.body.len().to_string().into_bytes();
+                        call.environ.push(("CONTENT_LENGTH", n));
+                    }
+                    let conn = conn_header(&req, skip_body);
+                    let mut x = Exchange::new_wsgi(start, call, conn);
+                    x.set_max_entry(svc.cache.max_entry);
+                    let log = svc.log_on.then(|| LogLine::new(&req, site, route));
+                    self.gw = Some(Box::new(Gw {
+                        x,
+                        keep: conn != ConnHeader::Close,
+                        began: now,
+                        log,
+                        req_head: None,
+                        sink: None,
+                    }));
+                    self.body = None;
                     self.in_pos += req.head_len;
                     break;
                 }
@@ -1353,6 +1394,19 @@ fn answer(
                     tag = Some(t);
                     if again {
                         refresh = Some(Wait::Cgi(both, site, route));
+                    }
+                    crate::router::Answered { sent, site, route }
+                }
+            }
+        }
+        Err(Wait::Wsgi(mut both, site, route)) => {
+            match cached(svc, out, &mut both.0, peer, req, conn, collapse, now) {
+                Cached::Go => return Err(Wait::Wsgi(both, site, route)),
+                Cached::Wait(key) => return Ok(Ans::Collapse(key)),
+                Cached::Sent(sent, t, again) => {
+                    tag = Some(t);
+                    if again {
+                        refresh = Some(Wait::Wsgi(both, site, route));
                     }
                     crate::router::Answered { sent, site, route }
                 }
@@ -1592,6 +1646,10 @@ fn background(svc: &mut Service, w: Wait, now: Instant) -> Option<Box<Gw>> {
             let mut x = Exchange::new_cgi(start, spawn, b"", ConnHeader::None);
             x.server = None;
             x
+        }
+        Wait::Wsgi(both, ..) => {
+            let (start, call) = *both;
+            Exchange::new_wsgi(start, call, ConnHeader::None)
         }
         Wait::Park(_) => return None,
     };

@@ -162,6 +162,22 @@ impl Server {
         self.reloader = Some(r);
     }
 
+    /// One server per listener, each with one worker: for hosts that run each worker in its
+    /// own process (`ringd-wsgi` forks one per listener, before any thread starts).
+    pub fn split(self) -> Vec<Server> {
+        let mut config = self.config;
+        config.workers = 1;
+        self.listeners
+            .into_iter()
+            .map(|l| Server {
+                config: config.clone(),
+                listeners: vec![l],
+                local: self.local,
+                reloader: None,
+            })
+            .collect()
+    }
+
     /// The address the listeners are bound to (the real port when `--listen` said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local

@@ -170,6 +170,7 @@ pub struct RouteFile {
     pub browse: Option<bool>,
     pub proxy: Option<Spanned<ProxyFile>>,
     pub cgi: Option<Spanned<CgiFile>>,
+    pub wsgi: Option<Spanned<WsgiFile>>,
     pub cache: Option<Spanned<RouteCacheFile>>,
     pub compress: Option<Spanned<Vec<String>>>,
 }
@@ -179,6 +180,14 @@ pub struct RouteFile {
 #[serde(deny_unknown_fields)]
 pub struct CgiFile {
     pub dir: Spanned<String>,
+    pub timeout: Option<Dur>,
+}
+
+/// `wsgi = { app = "mysite.wsgi:application", timeout = "30s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsgiFile {
+    pub app: Spanned<String>,
     pub timeout: Option<Dur>,
 }
 
@@ -438,6 +447,7 @@ mod doc_tests {
         all.extend(fields::<HealthFile>("path = \"/\"\n"));
         all.extend(fields::<ProxyFile>("upstream = \"a\"\n"));
         all.extend(fields::<CgiFile>("dir = \"a\"\n"));
+        all.extend(fields::<WsgiFile>("app = \"a:b\"\n"));
         all.extend(fields::<CacheFile>(""));
         all.extend(fields::<RouteCacheFile>(""));
         all.extend(fields::<TlsFilesFile>("cert = \"a\"\n"));

@@ -101,6 +101,38 @@ impl Sites {
         }
     }
 
+    /// `ringd-wsgi APP`: a route on the default site that hands every request under `prefix`
+    /// to the WSGI app `app` (`module:callable`).
+    pub fn add_wsgi(&mut self, prefix: &str, app: &str, timeout: std::time::Duration) {
+        let p = format!("{}/", prefix.trim_end_matches('/'));
+        if let Some(site) = self.sites.first_mut() {
+            site.routes.push(Route {
+                label: format!("#{} {p}*", site.routes.len() + 1),
+                pattern: PathPattern::Prefix(p),
+                methods: None,
+                headers: None,
+                cache: None,
+                compress: None,
+                action: Some(Action::Wsgi(Wsgi {
+                    app: app.into(),
+                    at: "--app".into(),
+                    timeout,
+                })),
+            });
+        }
+    }
+
+    /// The WSGI routes (`module:callable`, and where each is), in file order.
+    pub fn wsgi_apps(&self) -> Vec<(Arc<str>, String)> {
+        let mut v: Vec<(Arc<str>, String)> = Vec::new();
+        for r in self.sites.iter().flat_map(|s| &s.routes) {
+            if let Some(Action::Wsgi(w)) = &r.action {
+                v.push((w.app.clone(), w.at.clone()));
+            }
+        }
+        v
+    }
+
     pub fn route_count(&self) -> usize {
         self.sites.iter().map(|s| s.routes.len()).sum()
     }
@@ -200,6 +232,19 @@ pub enum Action {
     Proxy(Proxy),
     /// Run a CGI script beneath `dir` (RFC 3875).
     Cgi(Cgi),
+    /// Call a WSGI app (PEP 3333); only `ringd-wsgi` (the Python package) runs these.
+    Wsgi(Wsgi),
+}
+
+/// `wsgi = { app = "mysite.wsgi:application" }`.
+#[derive(Clone, Debug)]
+pub struct Wsgi {
+    /// `module:callable`, imported by each worker process of `ringd-wsgi`.
+    pub app: Arc<str>,
+    /// Where the route is (`file:line:col`), for the plain `ringd` binary's refusal.
+    pub at: String,
+    /// A request running longer gets 504 (and `ringd-wsgi` replaces its worker process).
+    pub timeout: std::time::Duration,
 }
 
 /// `cgi = { dir, timeout }`: the path after the route's prefix names a script in `dir`.
@@ -891,6 +936,32 @@ fn build_route(
             handlers.push(("cgi", Action::Cgi(c)));
         }
     }
+    if let Some(w) = rf.wsgi {
+        let span = w.span();
+        let w = w.into_inner();
+        let app = w.app.get_ref();
+        let ok = app
+            .split_once(':')
+            .is_some_and(|(m, c)| !m.is_empty() && !c.is_empty() && !c.contains(':'));
+        if ok {
+            let (line, col) = loc.line_col(span.start);
+            handlers.push((
+                "wsgi",
+                Action::Wsgi(Wsgi {
+                    app: app.as_str().into(),
+                    at: format!("{}:{line}:{col}", loc.file.display()),
+                    timeout: w
+                        .timeout
+                        .map_or(std::time::Duration::from_secs(30), |d| d.0),
+                }),
+            ));
+        } else {
+            errs.push(loc.error(
+                Some(w.app.span()),
+                format!("`wsgi.app`: {app:?} is not `module:callable` (e.g. \"mysite.wsgi:application\")"),
+            ));
+        }
+    }
     if handlers.len() > 1 {
         let names: Vec<&str> = handlers.iter().map(|(n, _)| *n).collect();
         errs.push(loc.error(
@@ -903,7 +974,10 @@ fn build_route(
     }
     let action = handlers.pop().map(|(_, a)| a);
     let cache = rf.cache.map(|c| {
-        if !matches!(action, Some(Action::Proxy(_) | Action::Cgi(_))) {
+        if !matches!(
+            action,
+            Some(Action::Proxy(_) | Action::Cgi(_) | Action::Wsgi(_))
+        ) {
             errs.push(loc.error(
                 Some(c.span()),
                 "`cache` goes with a `proxy` or `cgi` handler on the same route",
@@ -919,7 +993,10 @@ fn build_route(
         }
     });
     let compress = rf.compress.map(|c| {
-        if !matches!(action, Some(Action::Proxy(_) | Action::Cgi(_))) {
+        if !matches!(
+            action,
+            Some(Action::Proxy(_) | Action::Cgi(_) | Action::Wsgi(_))
+        ) {
             errs.push(loc.error(
                 Some(c.span()),
                 "`compress` goes with a `proxy` or `cgi` handler (static files use precompressed sidecars)",

@@ -43,6 +43,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::app::{self, AppCall, Notify};
 use super::cgi_proc::{self, CgiProc, Procs};
 use super::epoll_gw::{self, Gate, Up, UpSock, UP_BIT};
 use super::pool::Pool;
@@ -53,6 +54,8 @@ use crate::session::{Output, Service, Session};
 const LISTENER: Token = Token(usize::MAX);
 /// Token of the shutdown eventfd.
 const SHUTDOWN: Token = Token(usize::MAX - 1);
+/// Token of the WSGI app threads' waker (an eventfd).
+const APP_WAKE: Token = Token(usize::MAX - 2);
 
 /// Readiness events taken from the kernel per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
@@ -97,6 +100,8 @@ struct Conn {
     up: Option<Up>,
     /// The CGI script of the request in flight.
     cgi: Option<CgiProc>,
+    /// The WSGI call of the request in flight.
+    app: Option<AppCall>,
 }
 
 /// What a pass over one connection decided.
@@ -188,6 +193,10 @@ struct Worker {
     /// CGI scripts alive and being reaped.
     procs: Procs,
     cgi_max: usize,
+    /// Where the app threads say which calls have news (with `ringd-wsgi` only).
+    notify: Option<std::sync::Arc<Notify>>,
+    app_serial: u64,
+    app_ready: Vec<(usize, u64)>,
 }
 
 /// Runs one worker: returns after shutdown once every connection is closed or the shutdown
@@ -212,6 +221,13 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         .register(&mut SourceFd(&shutdown_fd), SHUTDOWN, Interest::READABLE)?;
 
     let access_log = AccessLog::open(&config)?;
+    let notify = match app::installed() {
+        Some(_) => Some(std::sync::Arc::new(Notify::new(mio::Waker::new(
+            poll.registry(),
+            APP_WAKE,
+        )?))),
+        None => None,
+    };
 
     let mut svc = Service::new(&config, roots);
     svc.set_time(SystemTime::now());
@@ -236,6 +252,9 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         pool: Pool::default(),
         procs: Procs::default(),
         cgi_max: config.cgi_max_procs.max(1),
+        notify,
+        app_serial: 0,
+        app_ready: Vec::new(),
     };
     let shutdown_timeout = config.timeouts.shutdown;
     let result = w.event_loop(shutdown_timeout);
@@ -281,6 +300,7 @@ impl Worker {
                 match ev.token() {
                     LISTENER => self.accept_ready = true,
                     SHUTDOWN => self.begin_shutdown(now, shutdown_timeout),
+                    APP_WAKE => self.app_news(now),
                     Token(t) if t & UP_BIT != 0 => {
                         let i = t & !UP_BIT;
                         let Some(conn) = self.conns.get_mut(i) else {
@@ -394,6 +414,7 @@ impl Worker {
                         lingered: 0,
                         up: None,
                         cgi: None,
+                        app: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -503,6 +524,26 @@ impl Worker {
         self.procs.reap(now);
     }
 
+    /// The app threads have news for some calls: drive their connections.
+    fn app_news(&mut self, now: Instant) {
+        let mut ready = std::mem::take(&mut self.app_ready);
+        if let Some(n) = &self.notify {
+            n.drain(&mut ready);
+        }
+        for &(i, serial) in &ready {
+            let ours = self
+                .conns
+                .get_mut(i)
+                .and_then(|c| c.app.as_ref())
+                .is_some_and(|a| a.serial == serial);
+            if ours {
+                self.drive(i, now);
+            }
+        }
+        ready.clear();
+        self.app_ready = ready;
+    }
+
     fn flush_access_log(&mut self) {
         self.access_log.flush(self.svc.access_log());
     }
@@ -526,7 +567,20 @@ impl Worker {
             max: self.cgi_max,
             token: i,
         };
-        match drive_conn(conn, &mut self.svc, &mut gate, &mut cx, &mut self.buf, now) {
+        let mut ax = app::Ctx {
+            notify: self.notify.as_ref(),
+            token: i,
+            serial: &mut self.app_serial,
+        };
+        match drive_conn(
+            conn,
+            &mut self.svc,
+            &mut gate,
+            &mut cx,
+            &mut ax,
+            &mut self.buf,
+            now,
+        ) {
             Step::Wait => {}
             Step::Again => self.again.push(i),
             Step::Close => self.close(i),
@@ -542,6 +596,10 @@ impl Worker {
                 // The client is gone: the script is put down (SIGTERM, then SIGKILL).
                 self.procs.retire(p, self.poll.registry(), true, now);
             }
+            if let Some(a) = conn.app.take() {
+                // The app thread stops producing and calls the response's close().
+                a.cancel();
+            }
             self.resume_listening();
         }
     }
@@ -554,6 +612,7 @@ fn drive_conn(
     svc: &mut Service,
     gate: &mut Gate<'_>,
     cx: &mut cgi_proc::Ctx<'_>,
+    ax: &mut app::Ctx<'_>,
     buf: &mut [u8],
     now: Instant,
 ) -> Step {
@@ -614,7 +673,8 @@ fn drive_conn(
         let s = &mut conn.session;
         let up = epoll_gw::drive(&mut conn.up, s, svc, gate, buf, now, &mut budget);
         let cgi = cgi_proc::drive(&mut conn.cgi, s, svc, cx, buf, now, &mut budget);
-        if up || cgi {
+        let app = app::drive(&mut conn.app, s, svc, ax, now);
+        if up || cgi || app {
             if budget == 0 {
                 return Step::Again;
             }

@@ -13,6 +13,7 @@ use crate::config::{Backend, Config};
 use crate::handler::Roots;
 use crate::session::Service;
 
+pub mod app;
 mod cgi_proc;
 pub mod epoll;
 mod epoll_gw;

@@ -9,6 +9,7 @@
 pub mod cgi;
 pub mod compress;
 pub mod proxy;
+pub mod wsgi;
 
 use std::time::Instant;
 

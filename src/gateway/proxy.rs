@@ -222,6 +222,11 @@ pub struct Exchange {
     /// A CGI script instead of an upstream server: the driver spawns it, writes the body to
     /// its stdin, and feeds its stdout here (a CGI header block, then the body to EOF).
     pub cgi: Option<Box<super::cgi::Spawn>>,
+    /// A WSGI app instead of an upstream server: the driver queues `call` to the app threads
+    /// and feeds back what the app sends (an HTTP/1.1 head built from its status and header
+    /// list, then the body, then EOF).
+    app: bool,
+    call: Option<Box<super::wsgi::Call>>,
     /// The response being captured for the cache, while it may still be stored.
     pub store: Option<Box<Store>>,
     /// Largest body captured.
@@ -448,6 +453,8 @@ impl Exchange {
             reused: false,
             fresh_only: false,
             cgi: None,
+            app: false,
+            call: None,
             store: None,
             max_entry: 0,
             encoder: None,
@@ -566,6 +573,27 @@ impl Exchange {
         x
     }
 
+    /// An exchange that runs `call` on a WSGI app (its body is in the call).
+    pub fn new_wsgi(start: Start, call: super::wsgi::Call, conn: ConnHeader) -> Exchange {
+        let mut x = Exchange::new(start, b"", conn);
+        x.app = true;
+        x.call = Some(Box::new(call));
+        x
+    }
+
+    /// Whether the source is a WSGI app.
+    pub fn is_app(&self) -> bool {
+        self.app
+    }
+
+    /// The app call to queue, once (then the driver calls `spawned`).
+    pub fn take_call(&mut self) -> Option<Box<super::wsgi::Call>> {
+        match self.state {
+            State::Connect => self.call.take(),
+            _ => None,
+        }
+    }
+
     /// The script to spawn, while it is not running yet.
     pub fn spawn_spec(&self) -> Option<&super::cgi::Spawn> {
         match self.state {
@@ -592,7 +620,7 @@ impl Exchange {
     /// The server to connect to, once chosen (`Session` picks it) and while not connected;
     /// a driver that already holds a socket for this `attempt` just waits for it.
     pub fn connect_to(&self) -> Option<(usize, usize)> {
-        if self.cgi.is_some() {
+        if self.cgi.is_some() || self.app {
             return None;
         }
         match (&self.state, self.server) {
@@ -768,7 +796,20 @@ impl Exchange {
             return;
         }
         let cgi = self.cgi.is_some();
+        let app = self.app;
         let (status, msg): (u16, &[u8]) = match why {
+            Failure::Timeout if app => (
+                504,
+                b"504 Gateway Timeout: the app did not answer in time\n",
+            ),
+            Failure::Connect if app => (
+                502,
+                b"502 Bad Gateway: no WSGI app runs in this server (use ringd-wsgi)\n",
+            ),
+            _ if app => (
+                500,
+                b"500 Internal Server Error: the app failed (see the error log)\n",
+            ),
             Failure::Timeout if cgi => (
                 504,
                 b"504 Gateway Timeout: the CGI script ran past its timeout\n",
@@ -815,7 +856,9 @@ impl Exchange {
         self.state = State::Done { reusable: false };
         self.failure = Some(Failure::Connect);
         self.status = 503;
-        let msg: &[u8] = if self.cgi.is_some() {
+        let msg: &[u8] = if self.app {
+            b"503 Service Unavailable: every app thread is busy and the queue is full\n"
+        } else if self.cgi.is_some() {
             b"503 Service Unavailable: too many CGI processes are running\n"
         } else {
             b"503 Service Unavailable: no upstream server is available\n"
@@ -1355,6 +1398,53 @@ impl Exchange {
             self.finish(out, ctx);
         }
         Ok(used)
+    }
+
+    /// Body bytes that are `len` bytes of the file `fd` from `off` (a WSGI app's
+    /// `wsgi.file_wrapper`): queued as a file piece, so the driver sends them with
+    /// sendfile/splice, unless they must pass through memory (compressing, or captured for the
+    /// cache), then read here.
+    pub fn feed_file(
+        &mut self,
+        fd: &std::sync::Arc<std::os::fd::OwnedFd>,
+        off: u64,
+        len: u64,
+        out: &mut OutQueue,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Failure> {
+        if self.state != State::Body {
+            return Ok(());
+        }
+        let n = match self.body {
+            UpBody::Length(rem) => rem.min(len),
+            UpBody::UntilClose => len,
+            _ => return Err(Failure::Bad("a file body in an unexpected framing")),
+        };
+        if self.encoder.is_some() || self.store.is_some() {
+            let mut buf = vec![0u8; n as usize];
+            let f = std::fs::File::from(fd.try_clone().map_err(|_| Failure::Cut)?);
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, off)
+                .map_err(|_| Failure::Cut)?;
+            self.relay(&buf, out, ctx)?;
+            return Ok(());
+        }
+        self.body_bytes += n;
+        if self.client_chunked && n > 0 {
+            let buf = out.bytes(ctx.pool);
+            head::put_hex(buf, n);
+            buf.extend_from_slice(b"\r\n");
+        }
+        out.file(fd, off, n);
+        if self.client_chunked && n > 0 {
+            out.bytes(ctx.pool).extend_from_slice(b"\r\n");
+        }
+        if let UpBody::Length(rem) = &mut self.body {
+            *rem -= n;
+            if *rem == 0 {
+                self.finish(out, ctx);
+            }
+        }
+        Ok(())
     }
 
     fn put(&mut self, data: &[u8], out: &mut OutQueue, ctx: &mut Ctx<'_>) {

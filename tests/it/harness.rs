@@ -140,6 +140,8 @@ pub struct ServerBuilder {
     args: Vec<String>,
     listen: String,
     workers: usize,
+    /// Another program (ringd-wsgi) with its own whole argument list, run in `cwd`.
+    program: Option<(PathBuf, Vec<String>, PathBuf)>,
 }
 
 impl ServerBuilder {
@@ -151,7 +153,17 @@ impl ServerBuilder {
             args: Vec::new(),
             listen: "127.0.0.1:0".to_string(),
             workers: 2,
+            program: None,
         }
+    }
+
+    /// Run `program` with exactly `args` in folder `cwd` instead of ringd (it must print an
+    /// `http://127.0.0.1:PORT/` line like ringd does).
+    pub fn program(program: &Path, args: &[&str], cwd: &Path) -> ServerBuilder {
+        let mut b = ServerBuilder::new("epoll", cwd);
+        let args = args.iter().map(|s| s.to_string()).collect();
+        b.program = Some((program.to_path_buf(), args, cwd.to_path_buf()));
+        b
     }
 
     pub fn arg(mut self, a: &str) -> ServerBuilder {
@@ -200,8 +212,18 @@ impl ServerBuilder {
     /// Start the server and wait for its URL. A backend that says it cannot run here raises a
     /// `Skip`; any other start-up failure fails the test with the server's stderr.
     pub fn start(self) -> Server {
-        let args = self.command_line();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringd"))
+        let (mut cmd, args) = match &self.program {
+            Some((p, args, cwd)) => {
+                let mut c = Command::new(p);
+                c.current_dir(cwd);
+                (c, args.clone())
+            }
+            None => (
+                Command::new(env!("CARGO_BIN_EXE_ringd")),
+                self.command_line(),
+            ),
+        };
+        let mut child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

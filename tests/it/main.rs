@@ -24,6 +24,7 @@ mod sites;
 mod static_files;
 mod tls;
 mod tunnel;
+mod wsgi;
 
 /// For each `module::function` case, generate `function::{uring, epoll, tokio_uring}` tests.
 macro_rules! per_backend {
@@ -125,6 +126,58 @@ mod cgi_epoll {
     #[test]
     fn timeout_kills_the_script() {
         crate::cgi::timeout_kills_the_script();
+    }
+}
+
+/// WSGI apps on the real `ringd-wsgi` (the Python package, epoll driver): `SKIP` without
+/// it in .venv/, unless `RINGD_REQUIRE_WSGI` is set.
+mod wsgi_apps {
+    fn run(f: fn()) {
+        crate::harness::catch_skip("wsgi", f);
+    }
+    #[test]
+    fn hello_app() {
+        run(crate::wsgi::hello_app);
+    }
+    #[test]
+    fn environ_keys() {
+        run(crate::wsgi::environ_keys);
+    }
+    #[test]
+    fn input_and_100_continue() {
+        run(crate::wsgi::input_and_continue);
+    }
+    #[test]
+    fn wsgiref_validator_passes() {
+        run(crate::wsgi::validator_passes);
+    }
+    #[test]
+    fn response_rules() {
+        run(crate::wsgi::response_rules);
+    }
+    #[test]
+    fn misbehaving_apps() {
+        run(crate::wsgi::misbehaving_apps);
+    }
+    #[test]
+    fn timeout_replaces_worker() {
+        run(crate::wsgi::timeout_replaces_worker);
+    }
+    #[test]
+    fn flask_app() {
+        run(crate::wsgi::flask_app);
+    }
+    #[test]
+    fn django_project() {
+        run(crate::wsgi::django_project);
+    }
+    #[test]
+    fn config_route() {
+        run(crate::wsgi::config_route);
+    }
+    #[test]
+    fn reload_and_max_requests() {
+        run(crate::wsgi::reload_and_max_requests);
     }
 }
 
