@@ -10,10 +10,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # deferred accept (--defer-accept, on by default) with nginx's.
 export NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-18084}"
 
-ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn,cache-hit,compress,tls-small,tls-handshake,tls-large,wsgi-hello,wsgi-10k,wsgi-echo"
+ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn,cache-hit,compress,tls-small,tls-handshake,tls-large,wsgi-hello,wsgi-10k,wsgi-echo,cgi-hello"
 # Side scenarios: ringd against itself (sites) or in front of an upstream (proxy-*); a run of
 # only these is named apart (results/<date>-<host>-sites, -proxy) and never the headline.
-SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn|cache-hit|compress|tls-small|tls-handshake|tls-large|wsgi-hello|wsgi-10k|wsgi-echo)$'
+SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn|cache-hit|compress|tls-small|tls-handshake|tls-large|wsgi-hello|wsgi-10k|wsgi-echo|cgi-hello)$'
 # proxy-gunicorn: the slow clients (issue 12), their response and the gunicorn settings.
 SLOW_CLIENTS="${SLOW_CLIENTS:-50}"
 SLOW_RATE="${SLOW_RATE:-1KiB/s}"
@@ -71,6 +71,11 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
                   Granian's at <= 0.75x its CPU/req, and >= 10x gunicorn sync's
   wsgi-10k        the same servers, a 10 KiB body
   wsgi-echo       the same servers, POST of 10 KiB echoed
+  cgi-hello       issue 13: a shell CGI script printing a header and a line, run by ringd
+                  (--cgi, epoll backend, 1 worker) and by nginx + fcgiwrap (Debian's
+                  packages; 1 nginx worker, $FCGIWRAP_CHILDREN fcgiwrap processes), all on the
+                  first server CPU, $CGI_CONNECTIONS connections: ringd's req/s >= 1.2x at no
+                  more CPU per request, the scripts' CPU included for both
   proxy-gunicorn  in front of gunicorn's hello app (scripts/peers/app.py upstream), once
                   with sync workers (proxy-gunicorn-sync) and once with gthread
                   (proxy-gunicorn-gthread, $GUNICORN_GTHREAD_THREADS threads), $GUNICORN_UPSTREAM_WORKERS workers: ringd's req/s >= nginx's;
@@ -201,7 +206,7 @@ declare -A SCENARIO_OK=()
 IFS=',' read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
     case "$s" in
-    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn | cache-hit | compress | tls-small | tls-handshake | tls-large | wsgi-hello | wsgi-10k | wsgi-echo)
+    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn | cache-hit | compress | tls-small | tls-handshake | tls-large | wsgi-hello | wsgi-10k | wsgi-echo | cgi-hello)
         SCENARIO_OK[$s]=1
         ;;
     *) die "unknown scenario '$s' (want a subset of $ALL_SCENARIOS)" ;;
@@ -349,6 +354,7 @@ cleanup() {
     stop_ringds
     stop_peers
     stop_wsgi
+    stop_cgi
     revert_tuning
     if ((rc != 0)); then
         warn "bench.sh failed (exit $rc); partial output in $OUT"
@@ -564,6 +570,7 @@ target_url() {
     gunicorn-hello) echo "http://127.0.0.1:$GUNICORN_HELLO_PORT/" ;;
     ringd-proxy) echo "http://127.0.0.1:${RINGD_PORT[proxy]}$path" ;;
     wsgi-*) echo "http://127.0.0.1:${WSGI_PORT[${name#wsgi-}]}$path" ;;
+    nginx-cgi) echo "http://127.0.0.1:$NGINX_CGI_PORT$path" ;;
     nginx-proxy) echo "http://127.0.0.1:$NGINX_PROXY_PORT$path" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$path" ;;
     caddy-proxy) echo "http://127.0.0.1:$CADDY_PROXY_PORT$path" ;;
@@ -580,6 +587,7 @@ target_pid() {
     case "$1" in
     ringd-*) echo "${RINGD_PID[${1#ringd-}]}" ;;
     wsgi-*) echo "${WSGI_PID[${1#wsgi-}]}" ;;
+    nginx-cgi) echo "$CGI_WRAPPER_PID" ;;
     nginx | nginx-deferred | nginx-tls) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
     caddy) pids="$("$SCRIPTS_DIR/peers.sh" pids caddy)" && echo "${pids%% *}" ;;
     gunicorn) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-files)" && echo "${pids%% *}" ;;
@@ -649,6 +657,7 @@ target_name() {
     ringd-proxy | nginx-proxy | caddy-proxy) echo "${1%-proxy}" ;;
     ringd-tls | nginx-tls) echo "${1%-tls}" ;;
     wsgi-ringd-wsgi) echo ringd ;;
+    ringd-cgi | nginx-cgi) echo "${1%-cgi}" ;;
     wsgi-*) echo "${1#wsgi-}" ;;
     *) echo "$1" ;;
     esac
@@ -977,6 +986,101 @@ run_cache() {
     stop_peers
 }
 
+# ------------------------------------------------------------------------------ cgi (issue 13)
+
+NGINX_CGI_PORT="${NGINX_CGI_PORT:-18096}"
+FCGIWRAP_CHILDREN="${FCGIWRAP_CHILDREN:-4}"
+CGI_CONNECTIONS="${CGI_CONNECTIONS:-16}"
+CGI_WRAPPER_PID=""
+
+# Stops nginx and fcgiwrap of the cgi scenario (each by the PID its wrapper wrote), then the
+# wrapper.
+stop_cgi() {
+    [[ -n "$CGI_WRAPPER_PID" ]] || return 0
+    # Every process under the wrapper (fcgiwrap's preforked children, nginx's worker), found
+    # by parent PID before any of them goes, then the wrapper itself.
+    local -a tree=()
+    local p c
+    local -a todo=("$CGI_WRAPPER_PID")
+    while ((${#todo[@]})); do
+        p="${todo[0]}"
+        todo=("${todo[@]:1}")
+        for c in $(pgrep -P "$p" 2>/dev/null || true); do
+            tree+=("$c")
+            todo+=("$c")
+        done
+    done
+    for p in "${tree[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    stop_pid "$CGI_WRAPPER_PID" TERM
+    rm -f "$RUN_DIR/cgi-nginx.pid" "$RUN_DIR/cgi-fcgiwrap.pid"
+    CGI_WRAPPER_PID=""
+    return 0
+}
+
+# cgi-hello: ringd's CGI handler against nginx + fcgiwrap, the same script for both.
+run_cgi() {
+    local cpus fcgiwrap nginx_bin dir="$RUN_DIR/cgi"
+    local sock="$dir/fcgiwrap.sock"
+    mapfile -t cpus < <(expand_cpus "$SERVER_CPUS")
+    CUR_WORKERS=1 CUR_SERVER_CPUS="${cpus[0]}" CUR_GEN_CPUS="$GEN_CPUS"
+    fcgiwrap="$(command -v fcgiwrap || echo /usr/sbin/fcgiwrap)"
+    if [[ ! -x "$fcgiwrap" ]]; then
+        log "apt-get install fcgiwrap"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fcgiwrap >&2 ||
+            die "cgi-hello needs fcgiwrap (apt-get install fcgiwrap)"
+        fcgiwrap=/usr/sbin/fcgiwrap
+    fi
+    nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+    mkdir -p "$dir/cgi-bin" "$dir/logs"
+    printf '%s\n' '#!/bin/sh' "printf 'Content-Type: text/plain\\r\\n\\r\\nhello, world\\n'" \
+        >"$dir/cgi-bin/hello.sh"
+    chmod +x "$dir/cgi-bin/hello.sh"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx-master.pid;
+error_log $dir/logs/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$NGINX_CGI_PORT;
+        location /cgi-bin/ {
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $dir\$fastcgi_script_name;
+            fastcgi_pass unix:$sock;
+        }
+    }
+}
+EOF
+    echo "fcgiwrap: $(dpkg-query -W -f '${Version}' fcgiwrap 2>/dev/null || echo unknown) ($fcgiwrap -c $FCGIWRAP_CHILDREN)" >>"$ENV_TXT"
+    port_busy "$NGINX_CGI_PORT" && die "port $NGINX_CGI_PORT for nginx-cgi is taken (set NGINX_CGI_PORT)"
+    rm -f "$sock"
+    # One wrapper process whose descendants are nginx (master, worker) and fcgiwrap (which
+    # forks the scripts and reaps them): loadgen counts that whole tree, scripts included.
+    # umask 000: nginx's worker (another user when started as root) must reach the socket.
+    local -a cmd=(taskset -c "$CUR_SERVER_CPUS" bash -c "
+        umask 000
+        '$fcgiwrap' -c '$FCGIWRAP_CHILDREN' -s 'unix:$sock' & echo \$! >'$RUN_DIR/cgi-fcgiwrap.pid'
+        '$nginx_bin' -c '$dir/nginx.conf' -p '$dir' & echo \$! >'$RUN_DIR/cgi-nginx.pid'
+        wait")
+    record "${cmd[@]}"
+    "${cmd[@]}" </dev/null >"$dir/wrapper.log" 2>&1 &
+    CGI_WRAPPER_PID=$!
+    # ringd reaps its scripts itself: their CPU is in its own counters.
+    SITES_BACKEND=epoll start_sites_ringd cgi $((RINGD_PORT_BASE + 9)) "" "$WWW_DIR" \
+        --cgi "/cgi-bin=$dir/cgi-bin"
+    CMP_CONNECTIONS="$CGI_CONNECTIONS" run_compare "$BASE/cgi-hello" "cgi-hello: a shell CGI script (header + one line), ringd --cgi (epoll, 1 worker) and nginx (1 worker) + fcgiwrap ($FCGIWRAP_CHILDREN processes), all on CPU $CUR_SERVER_CPUS, scripts' CPU included; $CGI_CONNECTIONS connections" \
+        /cgi-bin/hello.sh "ringd-cgi nginx-cgi"
+    stop_pid "${RINGD_PID[cgi]}" TERM
+    rm -f "$RUN_DIR/ringd-cgi.pid"
+    unset "RINGD_PID[cgi]" "RINGD_PORT[cgi]"
+    stop_cgi
+}
+
 # ------------------------------------------------------------------------------ wsgi
 
 WSGI_GTHREAD_THREADS="${WSGI_GTHREAD_THREADS:-8}"
@@ -1127,6 +1231,7 @@ run_matrix() {
     cache_scenarios && run_cache
     tls_scenarios && run_tls
     wsgi_scenarios && run_wsgi
+    [[ -n "${SCENARIO_OK[cgi-hello]:-}" ]] && run_cgi
     return 0
 }
 
@@ -1201,7 +1306,7 @@ main() {
     build
     make_www
     # The sites scenario alone compares ringd with itself: no peer to install.
-    if main_scenarios || proxy_scenarios || cache_scenarios || tls_scenarios || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
+    if main_scenarios || proxy_scenarios || cache_scenarios || tls_scenarios || [[ -n "${SCENARIO_OK[cgi-hello]:-}" ]] || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
         ensure_nginx "$PEERS_DIR"
         ensure_caddy "$PEERS_DIR"
         ensure_gunicorn "$PEERS_DIR"

@@ -12,7 +12,7 @@ case "${1:-}" in
     cat <<USAGE
 Usage: scripts/ci-smoke.sh [bench.sh options]
 
-Installs nginx, caddy and haproxy (apt-get) and gunicorn (venv) when missing, then runs
+Installs nginx, caddy, haproxy and fcgiwrap (apt-get) and gunicorn (venv) when missing, then runs
 'scripts/bench.sh --smoke' (about a second per scenario, debug build, output in a temp dir)
 with any extra options given. Needs no terminal or standard input.
 USAGE
@@ -28,6 +28,8 @@ ensure_haproxy ""
 ensure_gunicorn ""
 # The TLS scenarios make their certificates with openssl.
 command -v openssl >/dev/null || apt_install openssl
+# cgi-hello compares ringd's CGI with nginx + fcgiwrap.
+[[ -x /usr/sbin/fcgiwrap ]] || command -v fcgiwrap >/dev/null || apt_install fcgiwrap
 log "nginx: $NGINX_BIN; caddy: $CADDY_BIN; haproxy: $HAPROXY_BIN; gunicorn: $GUNICORN_BIN"
 python3 "$SCRIPTS_DIR/test_benchtool.py"
 "$SCRIPTS_DIR/bench.sh" --smoke "$@"
