@@ -11,6 +11,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-18084}"
 
 ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn,cache-hit,compress,tls-small,tls-handshake,tls-large,wsgi-hello,wsgi-10k,wsgi-echo,cgi-hello"
+# ringd's backend as a proxy: uring is what `--backend auto` picks for a proxying config.
+PROXY_BACKEND="${PROXY_BACKEND:-uring}"
 # Side scenarios: ringd against itself (sites) or in front of an upstream (proxy-*); a run of
 # only these is named apart (results/<date>-<host>-sites, -proxy) and never the headline.
 SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn|cache-hit|compress|tls-small|tls-handshake|tls-large|wsgi-hello|wsgi-10k|wsgi-echo|cgi-hello)$'
@@ -45,7 +47,7 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
              ratio per round and the verdict (bar <= 1.10x)
 
   Proxy scenarios (issue 12): each proxy on the first server CPU with one worker (ringd
-  --workers 1 --backend epoll with a [upstreams] config, nginx worker_processes 1, HAProxy
+  --workers 1 --backend $PROXY_BACKEND with a [upstreams] config, nginx worker_processes 1, HAProxy
   nbthread 1, Caddy GOMAXPROCS=1), the upstream and loadgen on the loadgen CPUs; upstream
   keep-alive on for every proxy (scripts/peers/*proxy*, haproxy.cfg.tmpl). Targets ringd,
   nginx (the baseline), haproxy and caddy; CPU/req is the proxy process's own (its /proc), the
@@ -133,7 +135,8 @@ NGINX_PORT=$NGINX_PORT, CADDY_PORT=$CADDY_PORT, NGINX_DEFERRED_PORT=$NGINX_DEFER
 deferred\`, target nginx-deferred in the connect scenario), GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT,
 GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT; proxy scenarios: NGINX_PROXY_PORT=$NGINX_PROXY_PORT,
 HAPROXY_PORT=$HAPROXY_PORT, CADDY_PROXY_PORT=$CADDY_PROXY_PORT, GUNICORN_UPSTREAM_PORT=$GUNICORN_UPSTREAM_PORT. SLOW_CLIENTS and SLOW_RATE
-(environment) change proxy-gunicorn's slow clients.
+(environment) change proxy-gunicorn's slow clients; PROXY_BACKEND (default uring, auto's pick)
+is ringd's backend in the proxy scenarios.
 EOF
 }
 
@@ -746,8 +749,8 @@ PROXY_TARGETS="ringd-proxy nginx-proxy haproxy caddy-proxy"
 PROXY_CONF="$RUN_DIR/ringd-proxy.toml"
 SLOW_PID=""
 
-# start_proxies UPSTREAM: ringd (config from scripts/peers/ringd-proxy.toml.tmpl, epoll, one
-# worker), nginx, HAProxy and Caddy as proxies to UPSTREAM (HOST:PORT), each on CUR_SERVER_CPUS
+# start_proxies UPSTREAM: ringd (config from scripts/peers/ringd-proxy.toml.tmpl, backend
+# $PROXY_BACKEND, one worker), nginx, HAProxy and Caddy as proxies to UPSTREAM (HOST:PORT), each on CUR_SERVER_CPUS
 # with one worker.
 start_proxies() {
     local upstream="$1" port=$((RINGD_PORT_BASE + 6)) pid log_file="$RUN_DIR/ringd-proxy.log"
@@ -761,7 +764,7 @@ start_proxies() {
     fi
     port_busy "$port" && die "port $port for ringd-proxy is taken (set RINGD_PORT_BASE)"
     local -a cmd=(taskset -c "$CUR_SERVER_CPUS" "$RINGD_BIN" --listen "127.0.0.1:$port"
-        --workers 1 --backend epoll --config "$PROXY_CONF")
+        --workers 1 --backend "$PROXY_BACKEND" --config "$PROXY_CONF")
     record "${cmd[@]}"
     "${cmd[@]}" </dev/null >"$log_file" 2>&1 &
     pid=$!
