@@ -52,6 +52,19 @@ pub enum Wait {
     Wsgi(Box<(proxy::Start, wsgi::Call)>, u16, u16),
 }
 
+impl Wait {
+    /// The exchange settings and the site and route of a gateway wait (proxy, CGI, WSGI):
+    /// what the cache in front of every source looks at. None for a park.
+    pub fn gateway_mut(&mut self) -> Option<(&mut proxy::Start, u16, u16)> {
+        match self {
+            Wait::Park(_) => None,
+            Wait::Proxy(start, site, route) => Some((start, *site, *route)),
+            Wait::Cgi(both, site, route) => Some((&mut both.0, *site, *route)),
+            Wait::Wsgi(both, site, route) => Some((&mut both.0, *site, *route)),
+        }
+    }
+}
+
 impl From<Park> for Wait {
     fn from(p: Park) -> Wait {
         Wait::Park(p.0)
@@ -865,8 +878,7 @@ fn proxy_start(
         pq.push_str(&target.query);
     }
     let host = host.unwrap_or(b"");
-    let (head, upgrade) =
-        proxy::request_head_upgrade(req, &pq, host, peer, &sites.trusted_proxies, edit);
+    let (head, upgrade) = proxy::request_head(req, &pq, host, peer, &sites.trusted_proxies, edit);
     let key = match up.hash_key {
         crate::config::upstreams::HashKey::RemoteIp => {
             gateway::hash_bytes(peer.to_string().as_bytes())

@@ -1373,46 +1373,23 @@ fn answer(
     let mut refresh = None;
     let a = match res {
         Ok(a) => a,
-        Err(Wait::Proxy(mut start, site, route)) => {
-            match cached(svc, out, &mut start, peer, req, conn, collapse, now) {
-                Cached::Go => return Err(Wait::Proxy(start, site, route)),
+        // Proxied, CGI and WSGI responses alike: the cache answers first when it can.
+        Err(mut w) => {
+            let Some((start, site, route)) = w.gateway_mut() else {
+                return Err(w);
+            };
+            match cached(svc, out, start, peer, req, conn, collapse, now) {
+                Cached::Go => return Err(w),
                 Cached::Wait(key) => return Ok(Ans::Collapse(key)),
                 Cached::Sent(sent, t, again) => {
                     tag = Some(t);
                     if again {
-                        refresh = Some(Wait::Proxy(start, site, route));
+                        refresh = Some(w);
                     }
                     crate::router::Answered { sent, site, route }
                 }
             }
         }
-        Err(Wait::Cgi(mut both, site, route)) => {
-            match cached(svc, out, &mut both.0, peer, req, conn, collapse, now) {
-                Cached::Go => return Err(Wait::Cgi(both, site, route)),
-                Cached::Wait(key) => return Ok(Ans::Collapse(key)),
-                Cached::Sent(sent, t, again) => {
-                    tag = Some(t);
-                    if again {
-                        refresh = Some(Wait::Cgi(both, site, route));
-                    }
-                    crate::router::Answered { sent, site, route }
-                }
-            }
-        }
-        Err(Wait::Wsgi(mut both, site, route)) => {
-            match cached(svc, out, &mut both.0, peer, req, conn, collapse, now) {
-                Cached::Go => return Err(Wait::Wsgi(both, site, route)),
-                Cached::Wait(key) => return Ok(Ans::Collapse(key)),
-                Cached::Sent(sent, t, again) => {
-                    tag = Some(t);
-                    if again {
-                        refresh = Some(Wait::Wsgi(both, site, route));
-                    }
-                    crate::router::Answered { sent, site, route }
-                }
-            }
-        }
-        Err(w) => return Err(w),
     };
     if svc.log_on {
         let line = LogLine::new(req, a.site, a.route);

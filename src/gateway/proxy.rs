@@ -267,22 +267,10 @@ struct StreamBody {
 /// Builds the head of the request to forward: request line with `path_query`, the client's
 /// fields minus hop-by-hop ones, Host, X-Forwarded-For/-Proto/-Host, Forwarded and Via (the
 /// incoming forwarding fields kept and extended only when `peer` is in `trusted`), then the
-/// route's header edit.
+/// route's header edit. Also says whether the request asks to upgrade the connection
+/// (HTTP/1.1, an `Upgrade` field, `upgrade` among the Connection options): then the head keeps
+/// the `Upgrade` field and says `Connection: upgrade`, and a 101 answer opens a tunnel.
 pub fn request_head(
-    req: &Request<'_>,
-    path_query: &str,
-    host: &[u8],
-    peer: IpAddr,
-    trusted: &[Cidr],
-    edit: Option<&HeaderEdit>,
-) -> Vec<u8> {
-    request_head_upgrade(req, path_query, host, peer, trusted, edit).0
-}
-
-/// [`request_head`], and whether the request asks to upgrade the connection (HTTP/1.1, an
-/// `Upgrade` field, `upgrade` among the Connection options): then the head keeps the
-/// `Upgrade` field and says `Connection: upgrade`, and a 101 answer opens a tunnel.
-pub fn request_head_upgrade(
     req: &Request<'_>,
     path_query: &str,
     host: &[u8],
@@ -1574,7 +1562,7 @@ mod tests {
         let Ok(Parsed::Complete(r)) = parse(raw, &Limits::default()) else {
             panic!("parse")
         };
-        let h = request_head(
+        let (h, _) = request_head(
             &r,
             r.path_query,
             r.fields.host.unwrap_or(b""),

@@ -15,29 +15,29 @@ use std::time::{Duration, Instant};
 use crate::harness::{Server, ServerBuilder, TempDir};
 use crate::http::{find, Client};
 
-struct WsUpstream {
+/// A test server on 127.0.0.1 running `handler` on a thread per connection; stops (and
+/// joins) on drop.
+struct TestServer {
     addr: SocketAddr,
-    /// Every request head received.
-    heads: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl WsUpstream {
-    fn spawn() -> WsUpstream {
+impl TestServer {
+    fn spawn(handler: impl Fn(TcpStream, &AtomicBool) + Send + Sync + 'static) -> TestServer {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
-        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, st) = (heads.clone(), stop.clone());
+        let handler = Arc::new(handler);
+        let st = stop.clone();
         let thread = thread::spawn(move || {
             let mut workers = Vec::new();
             while !st.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((s, _)) => {
-                        let (h, st) = (h.clone(), st.clone());
-                        workers.push(thread::spawn(move || ws_serve(s, &h, &st)));
+                        let (h, st) = (handler.clone(), st.clone());
+                        workers.push(thread::spawn(move || h(s, &st)));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
@@ -46,20 +46,15 @@ impl WsUpstream {
                 let _ = w.join();
             }
         });
-        WsUpstream {
+        TestServer {
             addr,
-            heads,
             stop,
             thread: Some(thread),
         }
     }
-
-    fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
-    }
 }
 
-impl Drop for WsUpstream {
+impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -68,10 +63,44 @@ impl Drop for WsUpstream {
     }
 }
 
+/// One read into `buf` (a 50 ms read timeout is set on `s`): false at EOF or on an error.
+fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut tmp = [0u8; 65536];
+    match s.read(&mut tmp) {
+        Ok(0) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&tmp[..n]);
+            true
+        }
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// The WebSocket-like upstream: every request head received, in order.
+struct WsUpstream {
+    server: TestServer,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl WsUpstream {
+    fn spawn() -> WsUpstream {
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let h = heads.clone();
+        let server = TestServer::spawn(move |s, stop| ws_serve(s, &h, stop));
+        WsUpstream { server, heads }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
 fn ws_serve(mut s: TcpStream, heads: &Mutex<Vec<String>>, stop: &AtomicBool) {
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let mut buf = Vec::new();
-    let mut tmp = [0u8; 65536];
     let mut tunnel = false;
     while !stop.load(Ordering::Relaxed) {
         if tunnel {
@@ -101,17 +130,20 @@ fn ws_serve(mut s: TcpStream, heads: &Mutex<Vec<String>>, stop: &AtomicBool) {
             }
             continue;
         }
-        match s.read(&mut tmp) {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
+        if !read_more(&mut s, &mut buf) {
+            return;
         }
     }
+}
+
+/// ringd on `backend` with the config `conf` (written as `name` in `d`) and a `www/` root.
+fn start_with(backend: &str, d: &TempDir, name: &str, conf: &str, args: &[&str]) -> Server {
+    d.write(name, conf.as_bytes());
+    d.write("www/index.html", b"static\n");
+    ServerBuilder::new(backend, d.path())
+        .config(&d.path().join(name))
+        .args(args)
+        .start()
 }
 
 fn start(backend: &str, d: &TempDir, up: &WsUpstream) -> Server {
@@ -130,13 +162,9 @@ root = "www"
   path = "/ws/*"
   proxy = {{ upstream = "ws" }}
 "#,
-        up.addr
+        up.server.addr
     );
-    d.write("t.toml", conf.as_bytes());
-    d.write("www/index.html", b"static\n");
-    ServerBuilder::new(backend, d.path())
-        .config(&d.path().join("t.toml"))
-        .start()
+    start_with(backend, d, "t.toml", &conf, &[])
 }
 
 const UPGRADE: &[u8] = b"GET /ws/chat HTTP/1.1\r\nHost: t.test\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -328,53 +356,22 @@ type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 /// An upstream for streamed bodies: notes each request head the moment it arrives (before the
 /// body), reads a Content-Length or chunked body, and answers with the body's raw length.
 struct BodyUpstream {
-    addr: SocketAddr,
+    server: TestServer,
     heads_seen: Arc<std::sync::atomic::AtomicUsize>,
     /// (head, raw body) of every complete request.
     reqs: Received,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl BodyUpstream {
     fn spawn() -> BodyUpstream {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.set_nonblocking(true).unwrap();
-        let addr = l.local_addr().unwrap();
         let heads_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let reqs: Received = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (h, r, st) = (heads_seen.clone(), reqs.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let mut workers = Vec::new();
-            while !st.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((s, _)) => {
-                        let (h, r, st) = (h.clone(), r.clone(), st.clone());
-                        workers.push(thread::spawn(move || body_serve(s, &h, &r, &st)));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            for w in workers {
-                let _ = w.join();
-            }
-        });
+        let (h, r) = (heads_seen.clone(), reqs.clone());
+        let server = TestServer::spawn(move |s, stop| body_serve(s, &h, &r, stop));
         BodyUpstream {
-            addr,
+            server,
             heads_seen,
             reqs,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for BodyUpstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -387,7 +384,6 @@ fn body_serve(
 ) {
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let mut buf = Vec::new();
-    let mut tmp = [0u8; 65536];
     let mut head: Option<(String, usize)> = None;
     while !stop.load(Ordering::Relaxed) {
         if head.is_none() {
@@ -426,15 +422,8 @@ fn body_serve(
                 continue;
             }
         }
-        match s.read(&mut tmp) {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
+        if !read_more(&mut s, &mut buf) {
+            return;
         }
     }
 }
@@ -461,14 +450,9 @@ root = "www"
   path = "/up/*"
   proxy = {{ upstream = "app" }}
 "#,
-        up.addr
+        up.server.addr
     );
-    d.write("b.toml", conf.as_bytes());
-    d.write("www/index.html", b"static\n");
-    let srv = ServerBuilder::new(backend, d.path())
-        .config(&d.path().join("b.toml"))
-        .args(&["--max-body", "8MiB"])
-        .start();
+    let srv = start_with(backend, &d, "b.toml", &conf, &["--max-body", "8MiB"]);
 
     // 1. Content-Length: the upstream has the head while half the body is still unsent.
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
