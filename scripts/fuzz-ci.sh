@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-30}"
 jobs="${FUZZ_JOBS:-2}"
-all_targets="parse_request session headers config diff_httparse"
+all_targets="parse_request session headers config diff_httparse gateway"
 targets="${FUZZ_TARGETS:-$all_targets}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

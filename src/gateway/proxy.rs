@@ -1054,22 +1054,9 @@ impl Exchange {
                 else {
                     return Err(Failure::Bad("101 without an Upgrade field"));
                 };
-                let listed: Vec<Vec<u8>> = r
-                    .headers
-                    .iter()
-                    .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-                    .flat_map(|f| framing::list(f.value).map(|t| t.to_ascii_lowercase()))
-                    .collect();
                 let buf = out.bytes(ctx.pool);
                 buf.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
-                for f in r.headers.iter() {
-                    if !hop(&HOP_RESPONSE, &listed, f.name) {
-                        buf.extend_from_slice(f.name.as_bytes());
-                        buf.extend_from_slice(b": ");
-                        buf.extend_from_slice(f.value);
-                        buf.extend_from_slice(b"\r\n");
-                    }
-                }
+                copy_fields(buf, r.headers);
                 head::header(buf, "Upgrade", proto);
                 buf.extend_from_slice(b"Connection: upgrade\r\n\r\n");
                 out.end_response();
@@ -1537,8 +1524,18 @@ pub struct Ctx<'a> {
     pub server: &'a str,
 }
 
+/// Copies a response's end-to-end fields: hop-by-hop ones (fixed, and those its Connection
+/// field names) stay behind.
 fn copy_fields(buf: &mut Vec<u8>, fields: &[httparse::Header<'_>]) {
-    for f in fields {
+    let listed: Vec<Vec<u8>> = fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|f| framing::list(f.value).map(|t| t.to_ascii_lowercase()))
+        .collect();
+    for f in fields
+        .iter()
+        .filter(|f| !hop(&HOP_RESPONSE, &listed, f.name))
+    {
         buf.extend_from_slice(f.name.as_bytes());
         buf.extend_from_slice(b": ");
         buf.extend_from_slice(f.value);
@@ -1752,6 +1749,14 @@ mod tests {
         assert!(!c.contains("100 Continue"), "{c}");
         let (c, _, _) = run(start(false, true), up, 7, false);
         assert!(c.starts_with("HTTP/1.1 200 OK"), "{c}");
+        // An interim response loses its hop-by-hop fields like a final one (found by the
+        // gateway fuzz target: a 1xx passed Transfer-Encoding and Connection through).
+        let up = b"HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: chunked\r\nConnection: X-Hop\r\nX-Hop: 1\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+        let (c, _, _) = run(start(false, false), up, 7, false);
+        assert!(
+            c.starts_with("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK"),
+            "{c}"
+        );
     }
 
     #[test]
