@@ -132,7 +132,7 @@ fn config_of(args: &Args) -> Result<Config, String> {
 /// Parses the flags (argv without the program name), builds the config and binds the
 /// listeners; prints the URL. `--help` and errors raise SystemExit.
 #[pyfunction]
-pub fn prepare(argv: Vec<String>) -> PyResult<Master> {
+pub fn prepare(py: Python<'_>, argv: Vec<String>) -> PyResult<Master> {
     let args = match Args::try_parse_from(std::iter::once("ringd-wsgi".to_string()).chain(argv)) {
         Ok(a) => a,
         Err(e) => {
@@ -177,12 +177,23 @@ pub fn prepare(argv: Vec<String>) -> PyResult<Master> {
     } else {
         apps.join(", ")
     };
+    // This wheel is abi3 (GIL builds); say so, for a free-threaded interpreter too.
+    let gil = py
+        .import("sys")
+        .and_then(|s| s.call_method0("_is_gil_enabled"))
+        .and_then(|v| v.extract::<bool>())
+        .unwrap_or(true);
     println!(
-        "ringd-wsgi: serving {what} on {url} ({} worker process{}, {} thread{} each, epoll)",
+        "ringd-wsgi: serving {what} on {url} ({} worker process{}, {} thread{} each, epoll, {})",
         config.workers,
         if config.workers == 1 { "" } else { "es" },
         args.threads,
         if args.threads == 1 { "" } else { "s" },
+        if gil {
+            "GIL: one process per worker"
+        } else {
+            "free-threaded"
+        },
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
