@@ -232,6 +232,18 @@ impl Master {
         // holding the port).
         // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number touches no memory.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+        // SCHED_BATCH for this process's threads (inherited by every thread started below):
+        // a woken thread does not preempt the running one, so on a shared core the I/O
+        // thread and the app threads each run through their batch (every ready connection;
+        // every queued call) instead of switching at each request and response.
+        // RINGD_WSGI_SCHED=other keeps the default policy (for comparisons).
+        if std::env::var("RINGD_WSGI_SCHED").map_or(true, |v| v != "other") {
+            // SAFETY: sched_param is plain data, fully initialised; pid 0 is this thread.
+            unsafe {
+                let p = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_BATCH, &p);
+            }
+        }
         // Every thread started from here inherits the mask: SIGTERM/SIGINT/SIGHUP reach the
         // worker loop's sigtimedwait only.
         ringd::sys::block_shutdown_signals()
