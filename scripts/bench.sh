@@ -1167,6 +1167,7 @@ run_wsgi() {
             CMP_BASELINE=granian run_compare "$BASE/$s" "$s: POST 10 KiB echoed by the WSGI app, 1 worker process each (CPU $CUR_SERVER_CPUS), keep-alive, $CONNECTIONS connections" /echo "$targets" -m POST --body "@$body"
             ;;
         esac
+        python3 "$SCRIPTS_DIR/benchtool.py" wsgi "$BASE/$s" >/dev/null
     done
     stop_wsgi
 }

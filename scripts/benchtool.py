@@ -678,6 +678,58 @@ def cmd_cache(args):
     return 0
 
 
+# Issue 13's bars for wsgi-hello: against Granian (req/s, server CPU/req) and gunicorn sync.
+WSGI_BARS = {"granian_rps": 1.3, "granian_cpu": 0.75, "sync_rps": 10.0}
+
+
+def wsgi_summary(scenario_dir, bars=WSGI_BARS):
+    """summary.md of a wsgi-* scenario: ringd-wsgi against Granian and gunicorn, per round."""
+    report = load_report(scenario_dir)
+    ringd, granian = _runs(report, "ringd"), _runs(report, "granian")
+    sync, gthread = _runs(report, "gunicorn-sync"), _runs(report, "gunicorn-gthread")
+    if not ringd or not granian:
+        raise ValueError(f"{scenario_dir}: no ringd or granian runs in report.json")
+    rps = lambda r: _num(r.get("rps"))  # noqa: E731
+    name = os.path.basename(os.path.normpath(scenario_dir))
+    bars_apply = name == "wsgi-hello"
+    meta = report.get("meta") or {}
+    lines = [f"# {name}: ringd-wsgi against Granian and gunicorn (issue 13)", ""]
+    lines.append(f"Load average when it started: {meta.get('loadavg', '?')}; commit {meta.get('commit', '?')}.")
+    lines.append("")
+    checks = [
+        _ratio_line("req/s", _per_round(ringd, granian, rps), bars["granian_rps"], True,
+                    lambda x: "–" if x is None else f"{x:,.0f}", den="granian", reported=not bars_apply),
+        _ratio_line("server CPU/req", _per_round(ringd, granian, _run_cpu), bars["granian_cpu"], False,
+                    lambda x: "–" if x is None else f"{x:.1f}µs", den="granian", reported=not bars_apply),
+    ]
+    if sync:
+        checks.append(_ratio_line("req/s", _per_round(ringd, sync, rps), bars["sync_rps"], True,
+                                  lambda x: "–" if x is None else f"{x:,.0f}", den="gunicorn sync",
+                                  reported=not bars_apply))
+    lines += [c[1] for c in checks]
+    lines += ["", "| round | target | req/s | server CPU µs/req | machine CPU µs/req | p99 |",
+              "|--:|---|--:|--:|--:|--:|"]
+    for tname, runs in (("ringd", ringd), ("granian", granian), ("gunicorn-sync", sync),
+                        ("gunicorn-gthread", gthread)):
+        for i, r in enumerate(runs, 1):
+            p99 = _run_p99(r)
+            lines.append(f"| {i} | {tname} | {fmt_num(rps(r))} | {fmt_num(_run_cpu(r), 1)} | "
+                         f"{fmt_num(_run_machine_cpu(r), 1)} | {'–' if p99 is None else fmt_us(p99)} |")
+    return "\n".join(lines) + "\n", checks
+
+
+def cmd_wsgi(args):
+    try:
+        text, _checks = wsgi_summary(args.dir)
+    except (OSError, ValueError) as e:
+        print(f"wsgi: {e}", file=sys.stderr)
+        return 1
+    with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text, end="")
+    return 0
+
+
 def cmd_proxy(args):
     try:
         text, _checks = proxy_summary(args.dir, args.kind)
@@ -1069,7 +1121,7 @@ HEADLINE_START = "<!-- benchtool:headline:start -->"
 SIDE_SCENARIOS = ("sites",)
 # Proxy scenarios (proxy-small, proxy-large, proxy-gunicorn-*) are side scenarios too: their
 # targets are proxies, not the static-file servers of the headline.
-SIDE_PREFIXES = ("proxy-",)
+SIDE_PREFIXES = ("proxy-", "wsgi-")
 
 
 def is_side_scenario(rel):
@@ -1733,6 +1785,9 @@ def main(argv=None):
     s.add_argument("dir")
     s.add_argument("--kind", required=True, choices=("hit", "compress"))
     s.set_defaults(func=cmd_cache)
+    s = sub.add_parser("wsgi", help="summary.md of a wsgi-* scenario (issue 13's ratios and verdicts)")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_wsgi)
     s = sub.add_parser("max-rps", help="closed-loop req/s of the slowest of TARGETS")
     s.add_argument("dir")
     s.add_argument("targets", nargs="*")

@@ -306,6 +306,16 @@ fn do_reload(
         .as_deref()
         .map_or("config".into(), |p| p.display().to_string());
     match reloader() {
+        Ok(new)
+            if !new.sites.wsgi_apps().is_empty() && crate::driver::app::installed().is_none() =>
+        {
+            eprintln!(
+                "ringd: reload failed, nothing changed: the new config has `wsgi` routes ({}), \
+                 which only ringd-wsgi (the Python package) serves",
+                new.sites.wsgi_apps()[0].1
+            );
+            None
+        }
         Ok(new) if new.sites.has_cgi() && running.backend != crate::config::Backend::Epoll => {
             eprintln!(
                 "ringd: reload failed, nothing changed: the new config runs CGI scripts, which \

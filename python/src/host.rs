@@ -132,7 +132,7 @@ fn config_of(args: &Args) -> Result<Config, String> {
 /// Parses the flags (argv without the program name), builds the config and binds the
 /// listeners; prints the URL. `--help` and errors raise SystemExit.
 #[pyfunction]
-pub fn prepare(argv: Vec<String>) -> PyResult<Master> {
+pub fn prepare(py: Python<'_>, argv: Vec<String>) -> PyResult<Master> {
     let args = match Args::try_parse_from(std::iter::once("ringd-wsgi".to_string()).chain(argv)) {
         Ok(a) => a,
         Err(e) => {
@@ -177,12 +177,23 @@ pub fn prepare(argv: Vec<String>) -> PyResult<Master> {
     } else {
         apps.join(", ")
     };
+    // This wheel is abi3 (GIL builds); say so, for a free-threaded interpreter too.
+    let gil = py
+        .import("sys")
+        .and_then(|s| s.call_method0("_is_gil_enabled"))
+        .and_then(|v| v.extract::<bool>())
+        .unwrap_or(true);
     println!(
-        "ringd-wsgi: serving {what} on {url} ({} worker process{}, {} thread{} each, epoll)",
+        "ringd-wsgi: serving {what} on {url} ({} worker process{}, {} thread{} each, epoll, {})",
         config.workers,
         if config.workers == 1 { "" } else { "es" },
         args.threads,
         if args.threads == 1 { "" } else { "s" },
+        if gil {
+            "GIL: one process per worker"
+        } else {
+            "free-threaded"
+        },
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -221,6 +232,18 @@ impl Master {
         // holding the port).
         // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number touches no memory.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+        // SCHED_BATCH for this process's threads (inherited by every thread started below):
+        // a woken thread does not preempt the running one, so on a shared core the I/O
+        // thread and the app threads each run through their batch (every ready connection;
+        // every queued call) instead of switching at each request and response.
+        // RINGD_WSGI_SCHED=other keeps the default policy (for comparisons).
+        if std::env::var("RINGD_WSGI_SCHED").map_or(true, |v| v != "other") {
+            // SAFETY: sched_param is plain data, fully initialised; pid 0 is this thread.
+            unsafe {
+                let p = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_BATCH, &p);
+            }
+        }
         // Every thread started from here inherits the mask: SIGTERM/SIGINT/SIGHUP reach the
         // worker loop's sigtimedwait only.
         ringd::sys::block_shutdown_signals()

@@ -152,7 +152,9 @@ pub struct Job {
 /// The calls waiting for an app thread (one queue per process: every app thread takes from
 /// it). Bounded: a full queue answers 503 at once rather than letting requests wait unseen.
 pub struct AppQueue {
-    st: Mutex<(VecDeque<Job>, bool)>,
+    /// The calls, whether closed, and how many app threads wait for one (a push wakes one
+    /// only then: no futex call while they are all busy).
+    st: Mutex<(VecDeque<Job>, bool, usize)>,
     cv: Condvar,
     cap: usize,
 }
@@ -160,7 +162,7 @@ pub struct AppQueue {
 impl AppQueue {
     pub fn new(cap: usize) -> AppQueue {
         AppQueue {
-            st: Mutex::new((VecDeque::new(), false)),
+            st: Mutex::new((VecDeque::new(), false, 0)),
             cv: Condvar::new(),
             cap: cap.max(1),
         }
@@ -172,8 +174,11 @@ impl AppQueue {
             return Err(job);
         }
         st.0.push_back(job);
+        let idle = st.2 > 0;
         drop(st);
-        self.cv.notify_one();
+        if idle {
+            self.cv.notify_one();
+        }
         Ok(())
     }
 
@@ -187,7 +192,9 @@ impl AppQueue {
             if st.1 {
                 return None;
             }
+            st.2 += 1;
             st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.2 -= 1;
         }
     }
 
