@@ -10,12 +10,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # deferred accept (--defer-accept, on by default) with nginx's.
 export NGINX_DEFERRED_PORT="${NGINX_DEFERRED_PORT:-18084}"
 
-ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn,cache-hit,compress,tls-small,tls-handshake,tls-large,wsgi-hello,wsgi-10k,wsgi-echo,cgi-hello"
+ALL_SCENARIOS="small,pipelined,medium,large,connect,latency,hello,sites,proxy-small,proxy-large,proxy-gunicorn,cache-hit,compress,tls-small,tls-handshake,tls-large,wsgi-hello,wsgi-10k,wsgi-echo,cgi-hello,stack"
 # ringd's backend as a proxy: uring is what `--backend auto` picks for a proxying config.
 PROXY_BACKEND="${PROXY_BACKEND:-uring}"
 # Side scenarios: ringd against itself (sites) or in front of an upstream (proxy-*); a run of
 # only these is named apart (results/<date>-<host>-sites, -proxy) and never the headline.
-SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn|cache-hit|compress|tls-small|tls-handshake|tls-large|wsgi-hello|wsgi-10k|wsgi-echo|cgi-hello)$'
+SIDE_SCENARIO_RE='^(sites|proxy-small|proxy-large|proxy-gunicorn|cache-hit|compress|tls-small|tls-handshake|tls-large|wsgi-hello|wsgi-10k|wsgi-echo|cgi-hello|stack)$'
 # proxy-gunicorn: the slow clients (issue 12), their response and the gunicorn settings.
 SLOW_CLIENTS="${SLOW_CLIENTS:-50}"
 SLOW_RATE="${SLOW_RATE:-1KiB/s}"
@@ -78,6 +78,11 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
                   packages; 1 nginx worker, $FCGIWRAP_CHILDREN fcgiwrap processes), all on the
                   first server CPU, $CGI_CONNECTIONS connections: ringd's req/s >= 1.2x at no
                   more CPU per request, the scripts' CPU included for both
+  stack           issue 13: one ringd-wsgi (static files + the WSGI app in-process, 1 worker)
+                  against nginx (1 worker) -> gunicorn (sync, $GUNICORN_UPSTREAM_WORKERS workers) serving the
+                  same site, each whole stack on the first server CPU: req/s and the whole
+                  stack's CPU per request for the app (stack-app) and a static file
+                  (stack-static), reported
   proxy-gunicorn  in front of gunicorn's hello app (scripts/peers/app.py upstream), once
                   with sync workers (proxy-gunicorn-sync) and once with gthread
                   (proxy-gunicorn-gthread, $GUNICORN_GTHREAD_THREADS threads), $GUNICORN_UPSTREAM_WORKERS workers: ringd's req/s >= nginx's;
@@ -209,7 +214,7 @@ declare -A SCENARIO_OK=()
 IFS=',' read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
     case "$s" in
-    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn | cache-hit | compress | tls-small | tls-handshake | tls-large | wsgi-hello | wsgi-10k | wsgi-echo | cgi-hello)
+    small | pipelined | medium | large | connect | latency | hello | sites | proxy-small | proxy-large | proxy-gunicorn | cache-hit | compress | tls-small | tls-handshake | tls-large | wsgi-hello | wsgi-10k | wsgi-echo | cgi-hello | stack)
         SCENARIO_OK[$s]=1
         ;;
     *) die "unknown scenario '$s' (want a subset of $ALL_SCENARIOS)" ;;
@@ -358,6 +363,7 @@ cleanup() {
     stop_peers
     stop_wsgi
     stop_cgi
+    stop_stack
     revert_tuning
     if ((rc != 0)); then
         warn "bench.sh failed (exit $rc); partial output in $OUT"
@@ -574,6 +580,8 @@ target_url() {
     ringd-proxy) echo "http://127.0.0.1:${RINGD_PORT[proxy]}$path" ;;
     wsgi-*) echo "http://127.0.0.1:${WSGI_PORT[${name#wsgi-}]}$path" ;;
     nginx-cgi) echo "http://127.0.0.1:$NGINX_CGI_PORT$path" ;;
+    stack-ringd) echo "http://127.0.0.1:$STACK_RINGD_PORT$path" ;;
+    stack-nginx) echo "http://127.0.0.1:$STACK_NGINX_PORT$path" ;;
     nginx-proxy) echo "http://127.0.0.1:$NGINX_PROXY_PORT$path" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT$path" ;;
     caddy-proxy) echo "http://127.0.0.1:$CADDY_PROXY_PORT$path" ;;
@@ -591,6 +599,8 @@ target_pid() {
     ringd-*) echo "${RINGD_PID[${1#ringd-}]}" ;;
     wsgi-*) echo "${WSGI_PID[${1#wsgi-}]}" ;;
     nginx-cgi) echo "$CGI_WRAPPER_PID" ;;
+    stack-ringd) echo "$STACK_RINGD_PID" ;;
+    stack-nginx) echo "$STACK_WRAPPER_PID" ;;
     nginx | nginx-deferred | nginx-tls) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
     caddy) pids="$("$SCRIPTS_DIR/peers.sh" pids caddy)" && echo "${pids%% *}" ;;
     gunicorn) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-files)" && echo "${pids%% *}" ;;
@@ -661,6 +671,8 @@ target_name() {
     ringd-tls | nginx-tls) echo "${1%-tls}" ;;
     wsgi-ringd-wsgi) echo ringd ;;
     ringd-cgi | nginx-cgi) echo "${1%-cgi}" ;;
+    stack-ringd) echo ringd ;;
+    stack-nginx) echo nginx-gunicorn ;;
     wsgi-*) echo "${1#wsgi-}" ;;
     *) echo "$1" ;;
     esac
@@ -991,7 +1003,7 @@ run_cache() {
 
 # ------------------------------------------------------------------------------ cgi (issue 13)
 
-NGINX_CGI_PORT="${NGINX_CGI_PORT:-18096}"
+NGINX_CGI_PORT="${NGINX_CGI_PORT:-18121}"
 FCGIWRAP_CHILDREN="${FCGIWRAP_CHILDREN:-4}"
 CGI_CONNECTIONS="${CGI_CONNECTIONS:-16}"
 CGI_WRAPPER_PID=""
@@ -999,12 +1011,18 @@ CGI_WRAPPER_PID=""
 # Stops nginx and fcgiwrap of the cgi scenario (each by the PID its wrapper wrote), then the
 # wrapper.
 stop_cgi() {
-    [[ -n "$CGI_WRAPPER_PID" ]] || return 0
-    # Every process under the wrapper (fcgiwrap's preforked children, nginx's worker), found
-    # by parent PID before any of them goes, then the wrapper itself.
-    local -a tree=()
+    stop_tree "$CGI_WRAPPER_PID"
+    CGI_WRAPPER_PID=""
+    rm -f "$RUN_DIR/cgi-nginx.pid" "$RUN_DIR/cgi-fcgiwrap.pid"
+    return 0
+}
+
+# stop_tree PID: every process under PID (found by parent PID before any of them goes), then
+# PID itself, each by its PID.
+stop_tree() {
+    [[ -n "${1:-}" ]] || return 0
+    local -a tree=() todo=("$1")
     local p c
-    local -a todo=("$CGI_WRAPPER_PID")
     while ((${#todo[@]})); do
         p="${todo[0]}"
         todo=("${todo[@]:1}")
@@ -1016,10 +1034,7 @@ stop_cgi() {
     for p in "${tree[@]}"; do
         kill -TERM "$p" 2>/dev/null || true
     done
-    stop_pid "$CGI_WRAPPER_PID" TERM
-    rm -f "$RUN_DIR/cgi-nginx.pid" "$RUN_DIR/cgi-fcgiwrap.pid"
-    CGI_WRAPPER_PID=""
-    return 0
+    stop_pid "$1" TERM
 }
 
 # cgi-hello: ringd's CGI handler against nginx + fcgiwrap, the same script for both.
@@ -1082,6 +1097,97 @@ EOF
     rm -f "$RUN_DIR/ringd-cgi.pid"
     unset "RINGD_PID[cgi]" "RINGD_PORT[cgi]"
     stop_cgi
+}
+
+# ------------------------------------------------------------------------------ stack (issue 13)
+
+STACK_RINGD_PORT="${STACK_RINGD_PORT:-18122}"
+STACK_NGINX_PORT="${STACK_NGINX_PORT:-18123}"
+STACK_GUNICORN_PORT="${STACK_GUNICORN_PORT:-18124}"
+STACK_RINGD_PID=""
+STACK_WRAPPER_PID=""
+
+stop_stack() {
+    stop_tree "$STACK_WRAPPER_PID"
+    STACK_WRAPPER_PID=""
+    [[ -n "$STACK_RINGD_PID" ]] && stop_pid "$STACK_RINGD_PID" TERM
+    STACK_RINGD_PID=""
+    return 0
+}
+
+# stack: the whole site from one ringd-wsgi (static files + the WSGI app in-process) against
+# the classic pair, nginx (static files, proxy with upstream keep-alive) in front of gunicorn
+# (sync, $GUNICORN_UPSTREAM_WORKERS workers); each stack on the first server CPU; CPU is the
+# whole stack's (nginx and gunicorn under one wrapper process).
+run_stack() {
+    local cpus v="$VENV_DIR/bin" dir="$RUN_DIR/stack"
+    mapfile -t cpus < <(expand_cpus "$SERVER_CPUS")
+    CUR_WORKERS=1 CUR_SERVER_CPUS="${cpus[0]}" CUR_GEN_CPUS="$GEN_CPUS"
+    ensure_gunicorn "$PEERS_DIR"
+    [[ -x "$v/ringd-wsgi" ]] || die "no $v/ringd-wsgi: run scripts/test-peers.sh (pip install ./python)"
+    local nginx_bin
+    nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+    mkdir -p "$dir/logs"
+    cat >"$dir/ringd.toml" <<EOF
+# ringd-wsgi alone: static files from the benchmark's root, the app under /app/.
+[[sites]]
+hosts = ["_"]
+root = "$WWW_DIR"
+
+  [[sites.routes]]
+  path = "/app/*"
+  wsgi = { app = "wsgi_bench:application" }
+EOF
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx-master.pid;
+error_log $dir/logs/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    upstream app {
+        server 127.0.0.1:$STACK_GUNICORN_PORT;
+        keepalive 32;
+    }
+    server {
+        listen 127.0.0.1:$STACK_NGINX_PORT;
+        root $WWW_DIR;
+        location /app/ {
+            proxy_pass http://app/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    port_busy "$STACK_RINGD_PORT" && die "port $STACK_RINGD_PORT is taken (set STACK_RINGD_PORT)"
+    port_busy "$STACK_NGINX_PORT" && die "port $STACK_NGINX_PORT is taken (set STACK_NGINX_PORT)"
+    local -a rcmd=(taskset -c "$CUR_SERVER_CPUS" "$v/ringd-wsgi" --config "$dir/ringd.toml"
+        --bind "127.0.0.1:$STACK_RINGD_PORT" --workers 1)
+    record "${rcmd[@]}"
+    (cd "$SCRIPTS_DIR/peers" && exec "${rcmd[@]}") </dev/null >"$dir/ringd.log" 2>&1 &
+    STACK_RINGD_PID=$!
+    local -a ncmd=(taskset -c "$CUR_SERVER_CPUS" bash -c "
+        cd '$SCRIPTS_DIR/peers'
+        '$v/gunicorn' --workers '$GUNICORN_UPSTREAM_WORKERS' --bind '127.0.0.1:$STACK_GUNICORN_PORT' wsgi_bench:application &
+        '$nginx_bin' -c '$dir/nginx.conf' -p '$dir' &
+        wait")
+    record "${ncmd[@]}"
+    "${ncmd[@]}" </dev/null >"$dir/wrapper.log" 2>&1 &
+    STACK_WRAPPER_PID=$!
+    wait_http "http://127.0.0.1:$STACK_RINGD_PORT/app/" 30 "$STACK_RINGD_PID" ||
+        die "ringd-wsgi (stack) did not come up; see $dir/ringd.log"
+    wait_http "http://127.0.0.1:$STACK_NGINX_PORT/app/" 30 "$STACK_WRAPPER_PID" ||
+        die "nginx + gunicorn (stack) did not come up; see $dir/wrapper.log"
+    log "stack: ringd-wsgi PID $STACK_RINGD_PID, nginx + gunicorn under PID $STACK_WRAPPER_PID (CPU $CUR_SERVER_CPUS)"
+    CMP_BASELINE=nginx-gunicorn run_compare "$BASE/stack-app" "stack-app: the hello WSGI app at /app/ through each whole stack, ringd-wsgi (1 worker) vs nginx (1 worker) -> gunicorn (sync, $GUNICORN_UPSTREAM_WORKERS workers), each stack on CPU $CUR_SERVER_CPUS, CPU of the whole stack; $CONNECTIONS connections" \
+        /app/ "stack-ringd stack-nginx"
+    CMP_BASELINE=nginx-gunicorn run_compare "$BASE/stack-static" "stack-static: the 1000-byte file from the same stacks (ringd-wsgi's static route, nginx's root); $CONNECTIONS connections" \
+        /small.bin "stack-ringd stack-nginx"
+    stop_stack
 }
 
 # ------------------------------------------------------------------------------ wsgi
@@ -1236,6 +1342,7 @@ run_matrix() {
     tls_scenarios && run_tls
     wsgi_scenarios && run_wsgi
     [[ -n "${SCENARIO_OK[cgi-hello]:-}" ]] && run_cgi
+    [[ -n "${SCENARIO_OK[stack]:-}" ]] && run_stack
     return 0
 }
 
@@ -1310,7 +1417,7 @@ main() {
     build
     make_www
     # The sites scenario alone compares ringd with itself: no peer to install.
-    if main_scenarios || proxy_scenarios || cache_scenarios || tls_scenarios || [[ -n "${SCENARIO_OK[cgi-hello]:-}" ]] || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
+    if main_scenarios || proxy_scenarios || cache_scenarios || tls_scenarios || [[ -n "${SCENARIO_OK[cgi-hello]:-}${SCENARIO_OK[stack]:-}" ]] || ((COMPARE_TUNING)) || [[ -n "$SCALING" ]]; then
         ensure_nginx "$PEERS_DIR"
         ensure_caddy "$PEERS_DIR"
         ensure_gunicorn "$PEERS_DIR"
