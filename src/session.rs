@@ -1059,6 +1059,10 @@ fn seed() -> u64 {
 mod tls_io;
 
 #[cfg(test)]
+#[path = "tls/session_tls_tests.rs"]
+mod tls_tests;
+
+#[cfg(test)]
 #[path = "proto/session_tests.rs"]
 mod tests;
 

@@ -1020,6 +1020,27 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_are_checked_at_load() {
+        let ok = load(
+            "[[sites]]\nhosts = [\"a\"]\ntls = { cert = \"c.pem\", key = \"k.pem\" }\nredirect_http = true\n\
+             [[sites]]\nhosts = [\"b\"]\ntls = \"internal\"\n[[sites]]\nhosts = [\"c\"]\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&ok.sites[0].tls, Some(SiteTls::Files { cert, .. }) if cert.ends_with("c.pem"))
+        );
+        assert!(ok.sites[0].redirect_http);
+        assert_eq!(ok.sites[1].tls, Some(SiteTls::Internal));
+        assert_eq!(ok.sites[2].tls, None);
+        let e = first_err("[[sites]]\nhosts = [\"a\"]\ntls = \"acme\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("not implemented"), "{e}");
+        let e = first_err("[[sites]]\nhosts = [\"a\"]\ntls = \"on\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("not a mode"), "{e}");
+    }
+
+    #[test]
     fn placeholders_are_checked_at_load() {
         let e = first_err(
             "[[sites]]\nhosts = [\"a\"]\n[[sites.routes]]\npath = \"/x\"\nredirect = { to = \"/y/{*}\" }\n",

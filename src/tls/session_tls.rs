@@ -45,8 +45,10 @@ pub(super) struct TlsConn {
 
 impl TlsConn {
     /// Whether everything this connection has to say has been handed out and sent.
+    /// After a failure only what was already handed out counts (the alert, if rustls made
+    /// one, is in it: `next_output` flushes it the first time it is called after the error).
     pub(super) fn drained(&self) -> bool {
-        self.failed || (self.pos >= self.cipher.len() && !self.conn.wants_write())
+        self.pos >= self.cipher.len() && (self.failed || !self.conn.wants_write())
     }
 }
 
