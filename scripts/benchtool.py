@@ -939,7 +939,8 @@ HEADLINE_START = "<!-- benchtool:headline:start -->"
 SIDE_SCENARIOS = ("sites",)
 # Proxy scenarios (proxy-small, proxy-large, proxy-gunicorn-*) are side scenarios too: their
 # targets are proxies, not the static-file servers of the headline.
-SIDE_PREFIXES = ("proxy-",)
+# TLS scenarios (tls-small, tls-handshake-*, tls-large) compare HTTPS, not the headline's HTTP.
+SIDE_PREFIXES = ("proxy-", "tls-")
 
 
 def is_side_scenario(rel):
