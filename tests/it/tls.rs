@@ -173,7 +173,7 @@ fn site() -> (TempDir, Vec<u8>) {
 }
 
 /// `--tls-cert/--tls-key`: GET, keep-alive, a 200 KiB file byte-exact, 8 pipelined requests,
-/// over TLS 1.3 and TLS 1.2, ALPN http/1.1 negotiated.
+/// over TLS 1.3 and TLS 1.2, ALPN http/1.1 negotiated, close_notify, then a resumed session.
 pub fn basics(backend: &str) {
     let pki = Pki::new();
     let (cert, key) = pki.leaf("localhost", &["localhost"]);
@@ -230,6 +230,15 @@ pub fn basics(backend: &str) {
         let mut rest = Vec::new();
         let end = s.read_to_end(&mut rest);
         assert!(end.is_ok(), "{label}: no close_notify before EOF: {end:?}");
+        // A second connection resumes (TLS 1.3 tickets, TLS 1.2 tickets or session IDs).
+        let mut s = connect(&srv.addr(), &cfg, "localhost").unwrap();
+        assert_eq!(
+            s.conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed),
+            "{label}: not resumed"
+        );
+        s.write_all(&get("/small.txt", "localhost")).unwrap();
+        assert_eq!(read_resp(&mut s, &mut Vec::new()).unwrap().status, 200);
     }
 }
 
