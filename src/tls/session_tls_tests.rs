@@ -144,3 +144,27 @@ fn plain_request_gets_400_and_a_stalled_handshake_times_out() {
     assert_eq!(out.first(), Some(&0x15), "an alert record: {out:?}");
     assert!(h.s.should_close());
 }
+
+/// A resumed TLS 1.3 handshake whose request rides with the client's Finished (as loadgen
+/// and browsers send it): the response comes in the same exchange, nothing waits.
+#[test]
+fn resumed_handshake_with_the_request_in_its_flight() {
+    let (cfg, client) = pair();
+    let mut h = Harness::new("tls-sess5", cfg.clone());
+    let name = ServerName::try_from("x.test").unwrap();
+    let mut c = rustls::ClientConnection::new(client.clone(), name.clone()).unwrap();
+    c.writer()
+        .write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let got = String::from_utf8(pump(&mut h, &mut c, usize::MAX)).unwrap();
+    assert!(got.ends_with("hello world\n"), "{got}");
+    // Second connection, same client config: resumed, request written before the handshake.
+    let mut h = Harness::new("tls-sess6", cfg);
+    let mut c = rustls::ClientConnection::new(client, name).unwrap();
+    c.writer()
+        .write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let got = String::from_utf8(pump(&mut h, &mut c, usize::MAX)).unwrap();
+    assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    assert!(got.ends_with("hello world\n"), "{got}");
+}
