@@ -1119,9 +1119,9 @@ def cmd_scaling(args):
 HEADLINE_START = "<!-- benchtool:headline:start -->"
 # Scenarios that compare ringd with itself, not with nginx: they do not make a run the headline.
 SIDE_SCENARIOS = ("sites",)
-# Proxy scenarios (proxy-small, proxy-large, proxy-gunicorn-*) are side scenarios too: their
-# targets are proxies, not the static-file servers of the headline.
-SIDE_PREFIXES = ("proxy-", "wsgi-")
+# Proxy, WSGI, TLS, cache, CGI and stack scenarios are side scenarios too: their targets are not
+# the static-file servers over plain HTTP that the headline compares with nginx.
+SIDE_PREFIXES = ("proxy-", "wsgi-", "tls-", "cache-", "compress", "cgi-", "stack-")
 
 
 def is_side_scenario(rel):

@@ -1795,6 +1795,10 @@ fn seed() -> u64 {
 mod tls_io;
 
 #[cfg(test)]
+#[path = "tls/session_tls_tests.rs"]
+mod tls_tests;
+
+#[cfg(test)]
 #[path = "proto/session_tests.rs"]
 mod tests;
 

@@ -532,6 +532,13 @@ fn build_site(
     let redirect = sf.redirect.and_then(|r| redirect(r, &site_caps, loc, errs));
     let headers = sf.headers.map(|h| Arc::new(header_edit(h, loc, errs)));
     let tls = sf.tls.and_then(|t| site_tls(t, base, loc, errs));
+    if sf.redirect_http == Some(true) && tls.is_none() && errs.len() == before {
+        // One port serves both: the https URL is this port, which must speak TLS for the site.
+        errs.push(loc.error(
+            Some(sf.hosts.span()),
+            "`redirect_http` needs `tls` on the same site (the https URL is this same port)",
+        ));
+    }
     let mut routes = Vec::new();
     for (i, r) in sf.routes.into_iter().enumerate() {
         if let Some(route) = build_route(i, r, base, loc, upstreams, roots, errs) {
@@ -1101,6 +1108,29 @@ mod tests {
         assert!(host_pattern("a.test:8080").is_err());
         assert!(host_pattern("*.").is_err());
         assert!(host_pattern("a.*.test").is_err());
+    }
+
+    #[test]
+    fn tls_settings_are_checked_at_load() {
+        let ok = load(
+            "[[sites]]\nhosts = [\"a\"]\ntls = { cert = \"c.pem\", key = \"k.pem\" }\nredirect_http = true\n\
+             [[sites]]\nhosts = [\"b\"]\ntls = \"internal\"\n[[sites]]\nhosts = [\"c\"]\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&ok.sites[0].tls, Some(SiteTls::Files { cert, .. }) if cert.ends_with("c.pem"))
+        );
+        assert!(ok.sites[0].redirect_http);
+        assert_eq!(ok.sites[1].tls, Some(SiteTls::Internal));
+        assert_eq!(ok.sites[2].tls, None);
+        let e = first_err("[[sites]]\nhosts = [\"a\"]\ntls = \"acme\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("not implemented"), "{e}");
+        let e = first_err("[[sites]]\nhosts = [\"a\"]\nredirect_http = true\n");
+        assert!(e.message.contains("needs `tls`"), "{e}");
+        let e = first_err("[[sites]]\nhosts = [\"a\"]\ntls = \"on\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("not a mode"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ use crate::tls::CHUNK;
 /// The first byte of a TLS handshake record (a ClientHello).
 const HANDSHAKE: u8 = 0x16;
 
+/// Ciphertext buffer capacity an idle connection keeps (a small response's flight fits).
+const IDLE_KEEP: usize = 16 * 1024;
+
 /// What nginx answers a plain request on an HTTPS port with, near enough.
 const PLAIN_ON_TLS: &[u8] = b"400 Bad Request: the plain HTTP request was sent to an HTTPS port\n";
 
@@ -45,8 +48,10 @@ pub(super) struct TlsConn {
 
 impl TlsConn {
     /// Whether everything this connection has to say has been handed out and sent.
+    /// After a failure only what was already handed out counts (the alert, if rustls made
+    /// one, is in it: `next_output` flushes it the first time it is called after the error).
     pub(super) fn drained(&self) -> bool {
-        self.failed || (self.pos >= self.cipher.len() && !self.conn.wants_write())
+        self.pos >= self.cipher.len() && (self.failed || !self.conn.wants_write())
     }
 }
 
@@ -216,6 +221,19 @@ impl Session {
         }
         let taken = std::mem::take(&mut t.taken);
         self.consume_plain(svc, taken, now);
+        // A large response is over: give its buffers back, so that idle keep-alive
+        // connections do not each hold a flight's worth of memory.
+        if self.out.is_empty() {
+            if let Some(t) = self.tls.as_mut() {
+                if t.cipher.capacity() > IDLE_KEEP {
+                    t.cipher = Vec::new();
+                    t.pos = 0;
+                }
+                if !t.file_buf.is_empty() {
+                    t.file_buf = Vec::new();
+                }
+            }
+        }
     }
 }
 
