@@ -22,6 +22,7 @@ those scripts record); nothing here is typed by hand.
 """
 
 import argparse
+import csv
 import hashlib
 import html
 import json
