@@ -1029,6 +1029,24 @@ def build_report(cases: list[Case], targets: list[str], results: dict, versions:
             cells.append(c)
         md.append(f"| `{r['id']}` {esc(r['name'])} | `{req}` | " + " | ".join(cells) + f" | {why} |")
     md += ["", "Cells in *italics* differ from ringd-epoll.", ""]
+    fixed: dict = {}
+    for r in rows:
+        ex = r["explanation"]
+        if ex and ex.get("kind") == "fixed":
+            fixed.setdefault((ex["rfc"], ex["why"]), []).append(r["id"])
+    if fixed:
+        md += ["## ringd bugs this comparison found (fixed, each with a case in tests/it/conformance.rs)", ""]
+        for (rfc, why), ids_ in fixed.items():
+            md.append(f"- {rfc}: {why} ({', '.join(f'`{i}`' for i in ids_)})")
+        md.append("")
+    kinds: dict = {}
+    for r in dis:
+        if r["explanation"]:
+            k = r["explanation"].get("kind", "")
+            kinds[k] = kinds.get(k, 0) + 1
+    if kinds:
+        md += ["Disagreements by explanation kind: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+               + " (kinds: scripts/differential-explanations.toml).", ""]
     agree = [r["id"] for r in rows if not (r["disagree"] or r["involves_ringd"])]
     md += [f"## Cases where every target and h11 agree ({len(agree)})", "", ", ".join(f"`{a}`" for a in agree), ""]
     return "\n".join(md), data
