@@ -852,7 +852,7 @@ def stop_target(t: Target) -> None:
 
 ALL_TARGETS = ["ringd-epoll", "ringd-uring", "nginx", "h2o", "haproxy", "ringd-proxy"]
 PEER_BINARIES = {"nginx": "nginx", "h2o": "h2o", "haproxy": "haproxy"}
-APT_PACKAGES = {"nginx": "nginx-light", "h2o": "h2o", "haproxy": "haproxy"}
+APT_PACKAGES = {"nginx": "nginx", "h2o": "h2o", "haproxy": "haproxy"}
 
 
 def install_missing(targets: list[str]) -> None:

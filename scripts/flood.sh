@@ -22,6 +22,9 @@ Usage: scripts/flood.sh [options]
   --modes LIST     of slowloris,slowbody,slowread (default: all three)
   --servers LIST   of ringd,nginx (default: both)
   --backend B      ringd's backend (default: uring)
+  --repeat N       run the list of modes N times against the same server process (default: 1);
+                   the later passes are labelled MODE-2, MODE-3...: whether RSS and fds return
+                   to the same level each time (retained, not leaked) or keep growing
   --out DIR        where the tables go (default: results/<date>-vm-flood)
   --smoke          200 connections, 8 s per mode: checks the script, not the servers
   -h, --help       this text
@@ -39,6 +42,7 @@ NORMAL_RATE=500
 MODES="slowloris,slowbody,slowread"
 SERVERS="ringd,nginx"
 BACKEND="uring"
+REPEAT=1
 OUT=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -49,6 +53,7 @@ while [[ $# -gt 0 ]]; do
     --modes) MODES="$2"; shift 2 ;;
     --servers) SERVERS="$2"; shift 2 ;;
     --backend) BACKEND="$2"; shift 2 ;;
+    --repeat) REPEAT="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --smoke) CONNS=200; RATE=200; LENGTH=8; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -72,7 +77,7 @@ LOADGEN="$REPO_ROOT/target/release/loadgen"
 [[ -x "$RINGD" && -x "$LOADGEN" ]] || die "build first: cargo build --release --workspace"
 command -v slowhttptest >/dev/null || apt_install slowhttptest
 if [[ ",$SERVERS," == *",nginx,"* ]] && ! command -v nginx >/dev/null; then
-    apt_install nginx-light
+    apt_install nginx
 fi
 HARD_NOFILE="$(ulimit -Hn)"
 [[ "$HARD_NOFILE" == unlimited ]] && HARD_NOFILE=1048576
@@ -184,13 +189,16 @@ for server in "${SERVER_LIST[@]}"; do
     echo "$server idle $(date +%s) $(sample)" >>"$SAMPLES"
     log "$server: baseline, normal client only (${MEASURE_LEN}s at $NORMAL_RATE req/s)"
     normal_client "$RAW/$server-baseline.json" "$MEASURE_LEN"
-    for mode in "${MODE_LIST[@]}"; do
+    for ((pass = 1; pass <= REPEAT; pass++)); do
+    for base in "${MODE_LIST[@]}"; do
+        mode="$base"
+        ((pass == 1)) || mode="$base-$pass"
         echo "$server $mode:before $(date +%s) $(sample)" >>"$SAMPLES"
         log "$server: $mode flood, $CONNS connections at $RATE/s for ${LENGTH}s"
         # shellcheck disable=SC2046 # the words of flood_args are separate arguments
         (
             ulimit -n "$HARD_NOFILE"
-            exec slowhttptest $(flood_args "$mode")
+            exec slowhttptest $(flood_args "$base")
         ) >"$RAW/$server-$mode-slowhttptest.txt" 2>&1 &
         FLOOD_PID=$!
         start=$(date +%s)
@@ -219,6 +227,7 @@ for server in "${SERVER_LIST[@]}"; do
         echo "$server $mode:after $(date +%s) $(sample)" >>"$SAMPLES"
         log "$server: $mode done: $(tail -1 "$SAMPLES")"
     done
+    done
     normal_client "$RAW/$server-after.json" 3
     stop_server
 done
@@ -236,6 +245,7 @@ done
     echo "nginx: $(nginx -v 2>&1 | head -1) (one process: master_process off, pinned to CPU 0)"
     echo "slowhttptest: $(slowhttptest -h 2>&1 | grep -m1 -o 'version [0-9.]*')"
     echo "loadgen: $("$LOADGEN" --version), open loop at $NORMAL_RATE req/s, 16 connections, 1 thread pinned to CPU 1"
+    echo "repeat: $REPEAT pass(es) of the modes per server process"
     echo "flood: $CONNS connections at $RATE/s for ${LENGTH}s per mode; normal client measured from ${MEASURE_FROM}s for ${MEASURE_LEN}s"
     echo "modes: $(for m in "${MODE_LIST[@]}"; do printf '%s: slowhttptest %s; ' "$m" "$(flood_args "$m" | sed "s/$PORT/PORT/")"; done)"
     echo "sysctl: somaxconn=$(cat /proc/sys/net/core/somaxconn) tcp_max_syn_backlog=$(cat /proc/sys/net/ipv4/tcp_max_syn_backlog) ip_local_port_range=$(tr '\t' '-' </proc/sys/net/ipv4/ip_local_port_range) tcp_tw_reuse=$(cat /proc/sys/net/ipv4/tcp_tw_reuse)"
