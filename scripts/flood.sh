@@ -61,6 +61,8 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ -n "$OUT" ]] || OUT="$REPO_ROOT/results/$(date -u +%Y-%m-%d)-vm-flood"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)" # absolute: nginx resolves relative paths against its prefix
 RAW="$OUT/raw"
 mkdir -p "$RAW"
 UPTIME_START="$(uptime)"
