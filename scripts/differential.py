@@ -16,7 +16,8 @@ accept (2xx/3xx, 404, 405: the message was understood) or reject (any other 4xx/
 
 For the two proxies the number of requests the origin parsed must equal the number of origin
 responses the front end passed back; any other count is a desync (request smuggling) and makes
-the run exit 1.
+the run exit 1. Every run first checks that this check works (`self_test()`: a fake front end
+that drops the second of two responses must be caught).
 
 Cases: the conformance cases of tests/it/conformance.rs (the `send` byte strings, read from the
 Rust source) and systematic mutations of a few base requests (see `mutations()`). Disagreements
@@ -658,11 +659,18 @@ def exchange(port: int, case: Case, first_wait: float, idle_wait: float, origin=
         elif not closed:
             after = "hang"
     if origin is not None:
+        # The origin may still be parsing what the proxy forwarded (its thread runs when the
+        # GIL lets it), so the counts must agree for 100 ms in a row, not just once.
         deadline = time.time() + 3
+        agreed_since = None
         while time.time() < deadline:
             parsed = origin.counts()[0] - origin_before
             relayed = sum(1 for r in finals if "x-echo-origin" in r.headers)
-            if parsed == relayed and (closed or time.time() > deadline - 2.9):
+            if parsed != relayed:
+                agreed_since = None
+            elif agreed_since is None:
+                agreed_since = time.time()
+            elif time.time() - agreed_since >= min(idle_wait, 0.1):
                 break
             if closed:
                 time.sleep(0.02)
@@ -848,6 +856,56 @@ def stop_target(t: Target) -> None:
             t.proc.wait()
     if t.origin:
         t.origin.stop()
+
+
+def self_test() -> None:
+    """Proves the desync check can fire: a front end that forwards the client's bytes to the echo
+    origin unparsed but passes back only the first response (as a proxy that framed a request
+    differently from its origin would) must be reported as a desync, and one that passes back
+    every response must not."""
+    origin = EchoOrigin()
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    port = ls.getsockname()[1]
+    relay_all = [False]
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            try:
+                with c, socket.create_connection(("127.0.0.1", origin.port)) as u:
+                    u.sendall(c.recv(65536))
+                    buf = b""
+                    u.settimeout(2)
+                    while True:
+                        f, _, rest = parse_responses(buf, set(), 0)
+                        if len(f) >= (2 if relay_all[0] else 1):
+                            break
+                        buf += u.recv(65536)
+                    end = len(buf) - len(rest) if relay_all[0] else buf.index(b"\r\n\r\n") + 4 + len(f[0].body)
+                    c.sendall(buf[:end])
+            except OSError:
+                continue
+
+    threading.Thread(target=serve, daemon=True).start()
+    case = Case("self-test", "GET with a body, then a pipelined GET",
+                b"GET /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello" + PIPELINED_GET)
+    try:
+        for relay, want in ((False, True), (True, False)):
+            relay_all[0] = relay
+            before = origin.counts()[0]
+            r = exchange(port, case, 0.5, 0.1, origin)
+            desync = origin.counts()[0] - before != r["relayed"]
+            if desync != want:
+                raise SystemExit(f"error: self-test: the desync check {'missed' if want else 'invented'} a desync "
+                                 f"(origin parsed {origin.counts()[0] - before}, passed back {r['relayed']})")
+    finally:
+        ls.close()
+        origin.stop()
 
 
 ALL_TARGETS = ["ringd-epoll", "ringd-uring", "nginx", "h2o", "haproxy", "ringd-proxy"]
@@ -1094,6 +1152,7 @@ def main() -> int:
         for c in cases:
             print(c.id, repr(c.send))
         return 0
+    self_test()
     wanted = a.targets.split(",") if a.targets else list(ALL_TARGETS)
     if a.install:
         install_missing(wanted)
