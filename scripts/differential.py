@@ -32,7 +32,8 @@ Usage:
                                           no files written unless --out; exit 1 on a proxy desync
   scripts/differential.py --list          print the case ids and exit
 Options: --out DIR, --targets a,b,c, --only SUBSTRING (case ids), --install (apt-get/pip what is
-missing: h2o, nginx, haproxy, h11), --require (a missing peer is an error, for CI).
+missing: h2o, nginx, haproxy, h11), --require (a missing peer is an error, for CI), --ringd PATH
+(default: $RINGD_BIN, else target/release/ringd, else target/debug/ringd).
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CONFORMANCE_RS = REPO / "tests" / "it" / "conformance.rs"
 EXPLANATIONS = REPO / "scripts" / "differential-explanations.toml"
-RINGD = REPO / "target" / "release" / "ringd"
+# The ringd binary: --ringd PATH, else $RINGD_BIN, else the release build, else the debug build.
+RINGD = Path(os.environ.get("RINGD_BIN") or REPO / "target" / "release" / "ringd")
+if "RINGD_BIN" not in os.environ and not RINGD.exists():
+    RINGD = REPO / "target" / "debug" / "ringd"
 
 FILE_BODY = b"hello\n"
 FOLLOW_UP = b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -1136,7 +1140,11 @@ def main() -> int:
     ap.add_argument("--only")
     ap.add_argument("--install", action="store_true")
     ap.add_argument("--require", action="store_true")
+    ap.add_argument("--ringd", help="the ringd binary (default: $RINGD_BIN, target/release/ringd, target/debug/ringd)")
     a = ap.parse_args()
+    if a.ringd:
+        global RINGD
+        RINGD = Path(a.ringd).resolve()
 
     cases = conformance_cases() + mutations()
     all_ids = {c.id for c in cases}
