@@ -50,17 +50,20 @@ pub fn request_framing(
         if minor == 0 {
             return Err(ProtoError::BadRequest("Transfer-Encoding in HTTP/1.0"));
         }
-        let mut last_chunked = false;
+        // ringd decodes no transfer coding but chunked, so `gzip, chunked` (or the retired
+        // `identity`) is refused too (RFC 9112 §6.1): accepting it would hand a file handler,
+        // an app or an upstream a body still in a coding that nothing downstream is told about.
+        let mut chunked = false;
         for coding in list(te) {
-            if last_chunked {
+            if chunked {
                 return Err(ProtoError::BadRequest("chunked is not the final coding"));
             }
-            if !coding.iter().all(|&b| is_tchar(b)) {
-                return Err(ProtoError::BadRequest("invalid transfer coding"));
+            if !coding.eq_ignore_ascii_case(b"chunked") {
+                return Err(ProtoError::BadRequest("transfer coding other than chunked"));
             }
-            last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            chunked = true;
         }
-        if !last_chunked {
+        if !chunked {
             return Err(ProtoError::BadRequest(
                 "Transfer-Encoding without final chunked",
             ));
@@ -113,8 +116,10 @@ enum Chunk {
     DataLf,
     /// At the start of a trailer line (or the final blank line).
     TrailerStart,
-    /// Inside a trailer field line.
-    Trailer,
+    /// Inside a trailer field line: in its name, or (`value`) after its colon.
+    Trailer {
+        value: bool,
+    },
     /// Saw CR in a trailer line; expect LF.
     TrailerLf {
         blank: bool,
@@ -311,12 +316,14 @@ impl BodyReader {
                 Chunk::TrailerStart => match b {
                     b'\r' => Chunk::TrailerLf { blank: true },
                     b' ' | b'\t' => return Err(ProtoError::BadRequest("obs-fold in trailer")),
-                    _ => self.trailer_byte(b)?,
+                    _ => self.trailer_byte(b, false)?,
                 },
-                Chunk::Trailer => match b {
-                    b'\r' => Chunk::TrailerLf { blank: false },
-                    _ => self.trailer_byte(b)?,
-                },
+                Chunk::Trailer { value: false } if b == b':' => {
+                    self.trailer_byte(b, true)?;
+                    Chunk::Trailer { value: true }
+                }
+                Chunk::Trailer { value: true } if b == b'\r' => Chunk::TrailerLf { blank: false },
+                Chunk::Trailer { value } => self.trailer_byte(b, value)?,
                 Chunk::TrailerLf { blank } => {
                     if b != b'\n' {
                         return Err(ProtoError::BadRequest("trailer line not ended by CRLF"));
@@ -335,15 +342,23 @@ impl BodyReader {
         Ok(i)
     }
 
-    fn trailer_byte(&mut self, b: u8) -> Result<Chunk, ProtoError> {
+    /// One byte of a trailer field line, held to the header section's rules (RFC 9112 §7.1.2,
+    /// §5; RFC 9110 §5.1, §5.5): a token name, then `:`, then a value without controls other
+    /// than HTAB, so no whitespace before the colon, no line without one, no NUL or bare CR.
+    fn trailer_byte(&mut self, b: u8, value: bool) -> Result<Chunk, ProtoError> {
         self.trailer += 1;
         if self.trailer > self.max_trailer {
             return Err(ProtoError::HeadersTooLarge);
         }
-        if b == 0 || b == b'\n' {
-            return Err(ProtoError::BadRequest("invalid byte in trailer"));
+        let ok = if value {
+            b == b'\t' || (b >= 0x20 && b != 0x7f)
+        } else {
+            is_tchar(b)
+        };
+        if !ok {
+            return Err(ProtoError::BadRequest("invalid trailer field line"));
         }
-        Ok(Chunk::Trailer)
+        Ok(Chunk::Trailer { value })
     }
 }
 
@@ -376,6 +391,7 @@ mod tests {
             b"A\r\n0123456789\r\n0\r\n\r\n",
             b"5;ext=1;x=\"q;\\\"v\"\r\nhello\r\n000\r\n\r\n",
             b"3\r\nabc\r\n0\r\nTrailer: x\r\nOther: y\r\n\r\n",
+            b"3\r\nabc\r\n0\r\nT:\r\nX-Y:\t caf\xe9 \t\r\n\r\n",
         ];
         for body in cases {
             for step in 1..=body.len() {
@@ -405,6 +421,11 @@ mod tests {
             b"0\r\n bad\r\n\r\n",
             b"a \r\n0123456789\r\n0\r\n\r\n",
             b"0\r\nX: a\nb\r\n\r\n",
+            b"0\r\nno colon\r\n\r\n",
+            b"0\r\nX : a\r\n\r\n",
+            b"0\r\n: a\r\n\r\n",
+            b"0\r\nX: a\x00b\r\n\r\n",
+            b"0\r\nX: a\rb\r\n\r\n",
         ] {
             assert!(run(chunked(1000), body, body.len()).is_err(), "{:?}", body);
         }

@@ -350,6 +350,12 @@ fn origin_form(target: &str, method: Method) -> Result<&str, ProtoError> {
             if rest.is_empty() || rest.starts_with('/') {
                 return Err(ProtoError::BadRequest("absolute-form without authority"));
             }
+            // RFC 9110 §4.2.4: userinfo in an http(s) target is to be treated as an error
+            // (it is used to obscure the authority).
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            if rest[..authority_end].contains('@') {
+                return Err(ProtoError::BadRequest("userinfo in request-target"));
+            }
             return Ok(path);
         }
     }
@@ -501,6 +507,8 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunkedchunked\r\n\r\n",
             b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -516,7 +524,9 @@ mod tests {
 
     #[test]
     fn framing_accepted() {
-        let r = ok(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        let r = ok(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(r.framing, Framing::Chunked);
+        let r = ok(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ,Chunked ,\r\n\r\n");
         assert_eq!(r.framing, Framing::Chunked);
         let r = ok(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n");
         assert_eq!(r.framing, Framing::Length(12));
@@ -535,6 +545,10 @@ mod tests {
             Method::Other
         );
         assert_eq!(err(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+        assert_eq!(err(b"GET http://u@h/ HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+        assert_eq!(err(b"GET http://u:p@h?x HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+        let r = ok(b"GET http://h/a@b?c@d HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.path_query, "/a@b?c@d");
     }
 
     #[test]

@@ -122,6 +122,15 @@ const FRAMING: &[Case] = &[
     case("an unknown transfer coding", "RFC 9112 §6.1",
         b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
         &[(&[400, 501], false)], Closed),
+    // Found by scripts/differential.py: ringd took `gzip, chunked` as chunked and handed the
+    // still-gzipped body on as if it had no coding (nginx, h2o and h11 refuse it). ringd decodes
+    // no coding but chunked, so it refuses any other (RFC 9112 §6.1 suggests 501).
+    case("a transfer coding before chunked that ringd does not decode", "RFC 9112 §6.1",
+        b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        &[(&[400, 501], false)], Closed),
+    case("identity (no longer a transfer coding) before chunked", "RFC 9112 §6.1, §7",
+        b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        &[(&[400, 501], false)], Closed),
     case("Transfer-Encoding split over two fields", "RFC 9112 §6.1",
         b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
         &[(&[400, 501], false)], Closed),
@@ -139,6 +148,14 @@ const FRAMING: &[Case] = &[
         &[(&[400, 413], false)], Closed),
     case("chunk data not followed by CRLF", "RFC 9112 §7.1",
         b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhelloGET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+        &[BAD], Closed),
+    // Found by scripts/differential.py: ringd skipped trailer lines without checking their
+    // syntax (h11 and HAProxy refuse these). A trailer field is a field line like any other.
+    case("a trailer line without a colon", "RFC 9112 §7.1.2, §5",
+        b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nno colon\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+        &[BAD], Closed),
+    case("whitespace before the colon of a trailer field", "RFC 9112 §7.1.2, §5.1",
+        b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length : 5\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n",
         &[BAD], Closed),
     case("a body over the limit", "RFC 9110 §15.5.14",
         b"POST /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999\r\n\r\n",
@@ -251,6 +268,9 @@ const HEADERS: &[Case] = &[
 const TARGETS: &[Case] = &[
     case("absolute-form target", "RFC 9112 §3.2.2",
         b"GET http://a/a.txt HTTP/1.1\r\nHost: a\r\n\r\n", &[OK], Open),
+    // Found by scripts/differential.py: ringd took `http://u@a/` as the authority `a`.
+    case("userinfo in an absolute-form target", "RFC 9110 §4.2.4",
+        b"GET http://u@a/a.txt HTTP/1.1\r\nHost: a\r\n\r\n", &[BAD], Closed),
     case("asterisk-form with a method other than OPTIONS", "RFC 9112 §3.2.4",
         b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", &[BAD], Closed),
     case("a space inside the target", "RFC 9112 §3.2",
