@@ -728,36 +728,31 @@ pub fn render_asked(
         .unwrap_or(i64::MAX);
     let len = e.body.len() as u64;
     type Keep = fn(&[u8]) -> bool;
-    let (status, keep, body): (u16, Keep, Option<(u64, u64)>) =
-        match decide(asked, etag, lm, len) {
-            Decision::Full | Decision::Multi(_) => {
-                return render(e, tag, now, head_only, conn, out, pool)
-            }
-            // RFC 9110 §15.4.5: the fields a 200 would have carried that matter to caches.
-            Decision::NotModified => (304, not_modified_field, None),
-            Decision::Failed => (412, |_| false, None),
-            Decision::Unsatisfiable => (416, |_| false, None),
-            Decision::Single(a, b) => (
-                206,
-                |n| !n.eq_ignore_ascii_case(b"content-length"),
-                Some((a, b)),
-            ),
-        };
+    let (status, keep, body): (u16, Keep, Option<(u64, u64)>) = match decide(asked, etag, lm, len) {
+        Decision::Full | Decision::Multi(_) => {
+            return render(e, tag, now, head_only, conn, out, pool)
+        }
+        // RFC 9110 §15.4.5: the fields a 200 would have carried that matter to caches.
+        Decision::NotModified => (304, not_modified_field, None),
+        Decision::Failed => (412, |_| false, None),
+        Decision::Unsatisfiable => (416, |_| false, None),
+        Decision::Single(a, b) => (
+            206,
+            |n| !n.eq_ignore_ascii_case(b"content-length"),
+            Some((a, b)),
+        ),
+    };
     let buf = out.bytes(pool);
     buf.extend_from_slice(b"HTTP/1.1 ");
     head::put_u64(buf, u64::from(status));
     buf.push(b' ');
     buf.extend_from_slice(head::reason(status).as_bytes());
     buf.extend_from_slice(b"\r\n");
-    let mut date = false;
     for (line, (n, _)) in lines(&e.fields).zip(fields_iter(&e.fields)) {
-        let is_date = n.eq_ignore_ascii_case(b"date");
-        if keep(n) || is_date {
+        if keep(n) || n.eq_ignore_ascii_case(b"date") {
             buf.extend_from_slice(line);
-            date |= is_date;
         }
     }
-    let _ = date;
     head::header_u64(buf, "Age", e.age(now).as_secs());
     head::header(buf, "X-Cache", tag.as_bytes());
     let mut n = 0u64;
