@@ -479,9 +479,18 @@ impl Router {
                     static_files(files, site, root, browse, &target, req, reply, now)?
                 }
                 Action::Proxy(p) => {
-                    let mut start =
-                        proxy_start(&sites, p, &target, host, req, peer, p.headers.as_deref());
-                    start.cache = cache_intent(route.cache, host_str, &target, req);
+                    let cache = cache_intent(route.cache, host_str, &target, req);
+                    // A GET or HEAD the cache may answer: the upstream request head is built
+                    // only if it goes upstream after all (`Start::deferred_head`).
+                    let defer = cache.as_ref().is_some_and(|c| c.get || c.purge)
+                        || (cache.is_some() && req.method == Method::Head);
+                    let edit = p.headers.as_deref();
+                    let mut start = if defer {
+                        proxy_start_deferred(&sites, p, &target, host, req, peer, edit)
+                    } else {
+                        proxy_start(&sites, p, &target, host, req, peer, edit)
+                    };
+                    start.cache = cache;
                     set_compress(&mut start, route, req);
                     return Err(Wait::Proxy(start, si, ri));
                 }
@@ -767,6 +776,7 @@ fn cgi_start(req: &Request<'_>, timeout: std::time::Duration) -> proxy::Start {
         cache: None,
         compress_route: false,
         compress: None,
+        deferred_head: None,
     }
 }
 
@@ -779,6 +789,21 @@ fn proxy_start(
     req: &Request<'_>,
     peer: std::net::IpAddr,
     edit: Option<&HeaderEdit>,
+) -> Box<proxy::Start> {
+    proxy_start_with(sites, p, target, host, req, peer, edit, true)
+}
+
+/// `proxy_start`, with the upstream request head built now (`build`) or deferred.
+#[allow(clippy::too_many_arguments)]
+fn proxy_start_with(
+    sites: &Sites,
+    p: &Proxy,
+    target: &Target,
+    host: Option<&[u8]>,
+    req: &Request<'_>,
+    peer: std::net::IpAddr,
+    edit: Option<&HeaderEdit>,
+    build: bool,
 ) -> Box<proxy::Start> {
     let up = &sites.upstreams[p.upstream];
     let mut path = target.path.as_str();
@@ -797,7 +822,11 @@ fn proxy_start(
         pq.push_str(&target.query);
     }
     let host = host.unwrap_or(b"");
-    let head = proxy::request_head(req, &pq, host, peer, &sites.trusted_proxies, edit);
+    let head = if build {
+        proxy::request_head(req, &pq, host, peer, &sites.trusted_proxies, edit)
+    } else {
+        Vec::new()
+    };
     let key = match up.hash_key {
         crate::config::upstreams::HashKey::RemoteIp => {
             gateway::hash_bytes(peer.to_string().as_bytes())
@@ -822,7 +851,32 @@ fn proxy_start(
         cache: None,
         compress_route: false,
         compress: None,
+        deferred_head: (!build).then(|| {
+            Box::new(proxy::DeferredHead {
+                path_query: pq,
+                host: host.to_vec(),
+                edit: None,
+            })
+        }),
     })
+}
+
+/// `proxy_start` without the upstream request head: what building it needs is kept in
+/// `deferred_head` (`proxy::Start::build_head` builds it when the request goes upstream).
+fn proxy_start_deferred(
+    sites: &Sites,
+    p: &Proxy,
+    target: &Target,
+    host: Option<&[u8]>,
+    req: &Request<'_>,
+    peer: std::net::IpAddr,
+    edit: Option<&HeaderEdit>,
+) -> Box<proxy::Start> {
+    let mut s = proxy_start_with(sites, p, target, host, req, peer, edit, false);
+    if let Some(d) = s.deferred_head.as_mut() {
+        d.edit = edit.cloned();
+    }
+    s
 }
 
 /// The coding a request on a compressing route gets, if any.

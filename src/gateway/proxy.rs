@@ -87,6 +87,26 @@ pub struct Start {
     /// this request gets `compress` when it is Some.
     pub compress_route: bool,
     pub compress: Option<crate::handler::encoding::Coding>,
+    /// A request the cache may answer: `head` is empty until `build_head` (a hit never
+    /// builds it).
+    pub deferred_head: Option<Box<DeferredHead>>,
+}
+
+/// What building a deferred upstream request head needs besides the request.
+#[derive(Debug)]
+pub struct DeferredHead {
+    pub path_query: String,
+    pub host: Vec<u8>,
+    pub edit: Option<HeaderEdit>,
+}
+
+impl Start {
+    /// Builds the upstream request head if it was deferred (the request goes upstream).
+    pub fn build_head(&mut self, req: &Request<'_>, peer: IpAddr, trusted: &[Cidr]) {
+        if let Some(d) = self.deferred_head.take() {
+            self.head = request_head(req, &d.path_query, &d.host, peer, trusted, d.edit.as_ref());
+        }
+    }
 }
 
 /// A cacheable request's key and policy, and what storing needs of it.
@@ -1263,6 +1283,7 @@ mod tests {
             cache: None,
             compress_route: false,
             compress: None,
+            deferred_head: None,
         }
     }
 
