@@ -903,14 +903,13 @@ fn cache_intent(
         t.push('?');
         t.push_str(&target.query);
     }
-    let authorized = {
-        let mut fields = [httparse::EMPTY_HEADER; 256];
-        let mut r = httparse::Request::new(&mut fields);
-        let _ = r.parse(req.raw);
-        r.headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("authorization"))
-    };
+    // A scan of the head's lines (the head is already validated): no second parse on the
+    // hit path.
+    let authorized = req
+        .raw
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .any(|l| l.len() > 14 && l[..14].eq_ignore_ascii_case(b"authorization:"));
     Some(Box::new(proxy::CacheIntent {
         key: crate::cache::key(host.as_bytes(), &t),
         policy,
