@@ -519,11 +519,24 @@ impl Router {
                     static_files(files, site, root, browse, &target, req, reply, now)?
                 }
                 Action::Proxy(p) => {
-                    let mut start =
-                        proxy_start(&sites, p, &target, host, req, peer, p.headers.as_deref());
+                    // A tunnel (a request that may upgrade) is neither cached nor compressed.
+                    let cache = if proxy::may_upgrade(req) {
+                        None
+                    } else {
+                        cache_intent(route.cache, host_str, &target, req)
+                    };
+                    // A GET or HEAD the cache may answer: the upstream request head is built
+                    // only if it goes upstream after all (`Start::deferred_head`).
+                    let defer = cache.as_ref().is_some_and(|c| c.get || c.purge)
+                        || (cache.is_some() && req.method == Method::Head);
+                    let edit = p.headers.as_deref();
+                    let mut start = if defer {
+                        proxy_start_deferred(&sites, p, &target, host, req, peer, edit)
+                    } else {
+                        proxy_start(&sites, p, &target, host, req, peer, edit)
+                    };
+                    start.cache = cache;
                     if !start.upgrade {
-                        // A tunnel is neither cached nor compressed.
-                        start.cache = cache_intent(route.cache, host_str, &target, req);
                         set_compress(&mut start, route, req);
                     }
                     return Err(Wait::Proxy(start, si, ri));
@@ -848,6 +861,7 @@ fn cgi_start(req: &Request<'_>, timeout: std::time::Duration) -> proxy::Start {
         compress_route: false,
         compress: None,
         upgrade: false,
+        deferred_head: None,
     }
 }
 
@@ -860,6 +874,21 @@ fn proxy_start(
     req: &Request<'_>,
     peer: std::net::IpAddr,
     edit: Option<&HeaderEdit>,
+) -> Box<proxy::Start> {
+    proxy_start_with(sites, p, target, host, req, peer, edit, true)
+}
+
+/// `proxy_start`, with the upstream request head built now (`build`) or deferred.
+#[allow(clippy::too_many_arguments)]
+fn proxy_start_with(
+    sites: &Sites,
+    p: &Proxy,
+    target: &Target,
+    host: Option<&[u8]>,
+    req: &Request<'_>,
+    peer: std::net::IpAddr,
+    edit: Option<&HeaderEdit>,
+    build: bool,
 ) -> Box<proxy::Start> {
     let up = &sites.upstreams[p.upstream];
     let mut path = target.path.as_str();
@@ -878,7 +907,11 @@ fn proxy_start(
         pq.push_str(&target.query);
     }
     let host = host.unwrap_or(b"");
-    let (head, upgrade) = proxy::request_head(req, &pq, host, peer, &sites.trusted_proxies, edit);
+    let (head, upgrade) = if build {
+        proxy::request_head(req, &pq, host, peer, &sites.trusted_proxies, edit)
+    } else {
+        (Vec::new(), false)
+    };
     let key = match up.hash_key {
         crate::config::upstreams::HashKey::RemoteIp => {
             gateway::hash_bytes(peer.to_string().as_bytes())
@@ -904,7 +937,32 @@ fn proxy_start(
         compress_route: false,
         compress: None,
         upgrade,
+        deferred_head: (!build).then(|| {
+            Box::new(proxy::DeferredHead {
+                path_query: pq,
+                host: host.to_vec(),
+                edit: None,
+            })
+        }),
     })
+}
+
+/// `proxy_start` without the upstream request head: what building it needs is kept in
+/// `deferred_head` (`proxy::Start::build_head` builds it when the request goes upstream).
+fn proxy_start_deferred(
+    sites: &Sites,
+    p: &Proxy,
+    target: &Target,
+    host: Option<&[u8]>,
+    req: &Request<'_>,
+    peer: std::net::IpAddr,
+    edit: Option<&HeaderEdit>,
+) -> Box<proxy::Start> {
+    let mut s = proxy_start_with(sites, p, target, host, req, peer, edit, false);
+    if let Some(d) = s.deferred_head.as_mut() {
+        d.edit = edit.cloned();
+    }
+    s
 }
 
 /// The coding a request on a compressing route gets, if any.
@@ -931,14 +989,13 @@ fn cache_intent(
         t.push('?');
         t.push_str(&target.query);
     }
-    let authorized = {
-        let mut fields = [httparse::EMPTY_HEADER; 256];
-        let mut r = httparse::Request::new(&mut fields);
-        let _ = r.parse(req.raw);
-        r.headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("authorization"))
-    };
+    // A scan of the head's lines (the head is already validated): no second parse on the
+    // hit path.
+    let authorized = req
+        .raw
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .any(|l| l.len() > 14 && l[..14].eq_ignore_ascii_case(b"authorization:"));
     Some(Box::new(proxy::CacheIntent {
         key: crate::cache::key(host.as_bytes(), &t),
         policy,

@@ -1432,6 +1432,7 @@ fn cached(
     use std::sync::atomic::Ordering::Relaxed;
     let head_request = start.head_request;
     let Some(ci) = start.cache.as_deref_mut() else {
+        start.build_head(req, peer.ip(), &svc.config.sites.trusted_proxies);
         return Cached::Go;
     };
     if ci.purge {
@@ -1470,6 +1471,7 @@ fn cached(
     }
     if !ci.get && !head_request {
         svc.cache.stats.bypass.fetch_add(1, Relaxed);
+        start.build_head(req, peer.ip(), &svc.config.sites.trusted_proxies);
         return Cached::Go;
     }
     let raw = req.raw;
@@ -1486,6 +1488,7 @@ fn cached(
                 .cache
                 .get(&ci.key, &field)
                 .is_some_and(|e| e.usable_on_error(now));
+            start.build_head(req, peer.ip(), &svc.config.sites.trusted_proxies);
             if let Some(v) = validators {
                 start.head = crate::cache::conditional_head(&start.head, &v);
                 if let Some(ci) = start.cache.as_deref_mut() {
@@ -1498,6 +1501,7 @@ fn cached(
         Lookup::StaleRevalidate { refresh } => ("STALE", refresh),
     };
     let Some(e) = svc.cache.get(&ci.key, &field) else {
+        start.build_head(req, peer.ip(), &svc.config.sites.trusted_proxies);
         return Cached::Go;
     };
     let asked = asked(req);
@@ -1517,6 +1521,7 @@ fn cached(
     match refresh {
         Some(validators) => {
             ci.revalidating = validators.is_some();
+            start.build_head(req, peer.ip(), &svc.config.sites.trusted_proxies);
             if let Some(v) = validators {
                 start.head = crate::cache::conditional_head(&start.head, &v);
             }

@@ -748,15 +748,11 @@ pub fn render_asked(
     buf.push(b' ');
     buf.extend_from_slice(head::reason(status).as_bytes());
     buf.extend_from_slice(b"\r\n");
-    let mut date = false;
     for (line, (n, _)) in lines(&e.fields).zip(fields_iter(&e.fields)) {
-        let is_date = n.eq_ignore_ascii_case(b"date");
-        if keep(n) || is_date {
+        if keep(n) || n.eq_ignore_ascii_case(b"date") {
             buf.extend_from_slice(line);
-            date |= is_date;
         }
     }
-    let _ = date;
     head::header_u64(buf, "Age", e.age(now).as_secs());
     head::header(buf, "X-Cache", tag.as_bytes());
     let mut n = 0u64;

@@ -68,7 +68,7 @@ pub struct CacheFile {
     /// Peers (addresses or CIDR blocks) whose `PURGE` requests are obeyed.
     pub purge_from: Option<Vec<Spanned<String>>>,
     /// A path answered with every worker's cache counters (JSON) to `purge_from` peers.
-    pub status_path: Option<String>,
+    pub status_path: Option<Spanned<String>>,
 }
 
 /// A route's `cache = { default_ttl, stale_while_revalidate, stale_if_error }`.

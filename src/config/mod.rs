@@ -288,10 +288,12 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
                 }
             }
             if let Some(p) = &c.status_path {
-                if !p.starts_with('/') {
-                    errs.push(loc.error(None, "`[cache] status_path` must start with `/`"));
+                if !p.get_ref().starts_with('/') {
+                    errs.push(
+                        loc.error(Some(p.span()), "`[cache] status_path` must start with `/`"),
+                    );
                 }
-                sites.cache_status_path = Some(p.clone());
+                sites.cache_status_path = Some(p.get_ref().clone());
             }
             (
                 c.max_bytes.map_or(256 << 20, |s| s.0 as usize),

@@ -98,6 +98,26 @@ pub struct Start {
     /// The request asks to upgrade (its head carries `Upgrade` and `Connection: upgrade`):
     /// a 101 answer turns the exchange into a tunnel.
     pub upgrade: bool,
+    /// A request the cache may answer: `head` is empty until `build_head` (a hit never
+    /// builds it).
+    pub deferred_head: Option<Box<DeferredHead>>,
+}
+
+/// What building a deferred upstream request head needs besides the request.
+#[derive(Debug)]
+pub struct DeferredHead {
+    pub path_query: String,
+    pub host: Vec<u8>,
+    pub edit: Option<HeaderEdit>,
+}
+
+impl Start {
+    /// Builds the upstream request head if it was deferred (the request goes upstream).
+    pub fn build_head(&mut self, req: &Request<'_>, peer: IpAddr, trusted: &[Cidr]) {
+        if let Some(d) = self.deferred_head.take() {
+            self.head = request_head(req, &d.path_query, &d.host, peer, trusted, d.edit.as_ref()).0;
+        }
+    }
 }
 
 /// A cacheable request's key and policy, and what storing needs of it.
@@ -262,6 +282,17 @@ struct StreamBody {
     complete: bool,
     /// Some of it was sent and dropped: the request can no longer be sent again.
     drained: bool,
+}
+
+/// Whether the request may ask to upgrade (an `Upgrade` field is present): a cheap scan of the
+/// raw head, so that caching can be ruled out without parsing it; `request_head` decides
+/// exactly.
+pub fn may_upgrade(req: &Request<'_>) -> bool {
+    req.minor == 1
+        && req
+            .raw
+            .windows(9)
+            .any(|w| w[0] == b'\n' && w[1..].eq_ignore_ascii_case(b"upgrade:"))
 }
 
 /// Builds the head of the request to forward: request line with `path_query`, the client's
@@ -1629,6 +1660,7 @@ mod tests {
             compress_route: false,
             compress: None,
             upgrade: false,
+            deferred_head: None,
         }
     }
 

@@ -426,6 +426,21 @@ pub fn purge_status_and_log(backend: &str) {
     assert_eq!(body.matches("\"worker\"").count(), 2, "{body}");
     assert!(body.contains("\"hit_ratio\""), "{body}");
     assert!(!body.contains("\"hits\": 0, \"misses\": 0"), "{body}");
+    // Bad [cache] keys are config errors with their place.
+    let bad = d.write(
+        "bad.toml",
+        b"[cache]\npurge_from = [\"nonsense\"]\nstatus_path = \"x\"\n[[sites]]\nhosts = [\"_\"]\n",
+    );
+    let (st, _, err) = run_ringd(&["check", bad.to_str().unwrap()], Duration::from_secs(10));
+    assert!(!st.success());
+    assert!(
+        err.contains("bad.toml:2:") && err.contains("purge_from"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.toml:3:") && err.contains("status_path"),
+        "{err}"
+    );
     // The access log (flushed at least once a second).
     thread::sleep(Duration::from_millis(1300));
     let log = std::fs::read_to_string(d.path().join("access.log")).unwrap_or_default();
