@@ -667,16 +667,25 @@ def cache_summary(scenario_dir, kind, bars=CACHE_BARS):
     return "\n".join(lines), checks
 
 
-def cmd_cache(args):
-    try:
-        text, _checks = cache_summary(args.dir, args.kind)
-    except (OSError, ValueError) as e:
-        print(f"cache: {e}", file=sys.stderr)
-        return 1
-    with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print(text, end="")
-    return 0
+def _summary_cmd(label, build):
+    """A subcommand that writes DIR/summary.md from build(args) -> (markdown, checks) and prints
+    it; 1 on a missing or malformed report."""
+
+    def cmd(args):
+        try:
+            text, _checks = build(args)
+        except (OSError, ValueError) as e:
+            print(f"{label}: {e}", file=sys.stderr)
+            return 1
+        with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
+            f.write(text)
+        print(text, end="")
+        return 0
+
+    return cmd
+
+
+cmd_cache = _summary_cmd("cache", lambda a: cache_summary(a.dir, a.kind))
 
 
 # Issue 13's bars for wsgi-hello: against Granian (req/s, server CPU/req) and gunicorn sync.
@@ -719,28 +728,10 @@ def wsgi_summary(scenario_dir, bars=WSGI_BARS):
     return "\n".join(lines) + "\n", checks
 
 
-def cmd_wsgi(args):
-    try:
-        text, _checks = wsgi_summary(args.dir)
-    except (OSError, ValueError) as e:
-        print(f"wsgi: {e}", file=sys.stderr)
-        return 1
-    with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print(text, end="")
-    return 0
+cmd_wsgi = _summary_cmd("wsgi", lambda a: wsgi_summary(a.dir))
 
 
-def cmd_proxy(args):
-    try:
-        text, _checks = proxy_summary(args.dir, args.kind)
-    except (OSError, ValueError) as e:
-        print(f"proxy: {e}", file=sys.stderr)
-        return 1
-    with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print(text, end="")
-    return 0
+cmd_proxy = _summary_cmd("proxy", lambda a: proxy_summary(a.dir, a.kind))
 
 
 # ---------------------------------------------------------------------------- reading reports
@@ -1746,16 +1737,7 @@ def soak_report(run_dir):
     return "\n".join(lines) + "\n", verdicts
 
 
-def cmd_soak(args):
-    try:
-        text, _ = soak_report(args.dir)
-    except (OSError, ValueError) as e:
-        print(f"soak: {e}", file=sys.stderr)
-        return 1
-    with open(os.path.join(args.dir, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print(text, end="")
-    return 0
+cmd_soak = _summary_cmd("soak", lambda a: soak_report(a.dir))
 
 
 # Issue 16's soak bars: after warm-up (the first two minutes), RSS grows by less than this and
