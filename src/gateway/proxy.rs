@@ -1219,8 +1219,14 @@ impl Exchange {
         buf.extend_from_slice(reason.as_bytes());
         buf.extend_from_slice(b"\r\n");
         let fields_at = buf.len();
+        // The origin's Date stays (RFC 9110 §6.6.1: it says when the response was generated,
+        // which a cache's Age and freshness build on); ringd adds its own only when there is
+        // none.
         buf.extend_from_slice(b"Date: ");
-        buf.extend_from_slice(ctx.date);
+        match field("date").filter(|v| !v.is_empty()) {
+            Some(v) => buf.extend_from_slice(v),
+            None => buf.extend_from_slice(ctx.date),
+        }
         buf.extend_from_slice(b"\r\n");
         let listed: Vec<Vec<u8>> = r
             .headers
@@ -1768,6 +1774,22 @@ mod tests {
         let (c, fin, _) = run(start(true, false), up, 100, false);
         assert!(c.contains("Content-Length: 100\r\n"), "{c}");
         assert_eq!(fin, Some(true));
+    }
+
+    #[test]
+    fn the_origins_date_stays() {
+        let up =
+            b"HTTP/1.1 200 OK\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Length: 1\r\n\r\nx";
+        let (c, _, _) = run(start(false, false), up, 7, false);
+        assert!(
+            c.contains("\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n"),
+            "{c}"
+        );
+        assert_eq!(c.matches("Date:").count(), 1, "{c}");
+        // Without one, ringd dates the response itself.
+        let up = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+        let (c, _, _) = run(start(false, false), up, 7, false);
+        assert_eq!(c.matches("Date: ").count(), 1, "{c}");
     }
 
     #[test]
