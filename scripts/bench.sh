@@ -288,20 +288,21 @@ if [[ -z "$OUT" ]]; then
     else
         base="$REPO_ROOT/results/$(date +%F)-$HOST"
         # A run of side scenarios alone is a side run, named apart from full runs.
-        if [[ "$SCENARIOS" == sites ]]; then
-            base+="-sites"
-        elif [[ "$SCENARIOS" =~ ^wsgi-[a-z0-9]+(,wsgi-[a-z0-9]+)*$ ]]; then
-            base+="-wsgi"
-        elif ! main_scenarios && ! proxy_scenarios; then
-            if cache_scenarios && ! tls_scenarios; then
-                base+="-cache"
-            elif tls_scenarios && ! cache_scenarios; then
-                base+="-tls"
-            else
-                base+="-side"
-            fi
-        elif ! main_scenarios; then
-            base+="-proxy"
+        # Its name lists the families it ran: -proxy, -cache-cgi-stack, ...
+        if ! main_scenarios; then
+            local_fams=""
+            for fam in sites proxy cache tls wsgi cgi stack; do
+                for s in "${!SCENARIO_OK[@]}"; do
+                    case "$fam:$s" in
+                    sites:sites | proxy:proxy-* | cache:cache-hit | cache:compress | tls:tls-* | \
+                        wsgi:wsgi-* | cgi:cgi-* | stack:stack)
+                        local_fams+="-$fam"
+                        break
+                        ;;
+                    esac
+                done
+            done
+            base+="$local_fams"
         fi
         OUT="$base"
         i=2
