@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
         compress_route: false,
         compress: None,
         upgrade: mode == 2,
+        deferred_head: None,
     };
     let mut x = if mode == 1 {
         let spawn = Spawn {
