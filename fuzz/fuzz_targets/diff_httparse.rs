@@ -96,7 +96,12 @@ impl View<'_> {
         for scheme in [&b"http://"[..], b"https://"] {
             if t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
                 let rest = &t[scheme.len()..];
-                return rest.is_empty() || rest.starts_with(b"/");
+                // RFC 9110 §4.2.4: userinfo in the authority is treated as an error.
+                let auth = &rest[..rest
+                    .iter()
+                    .position(|&b| b == b'/' || b == b'?')
+                    .unwrap_or(rest.len())];
+                return rest.is_empty() || rest.starts_with(b"/") || auth.contains(&b'@');
             }
         }
         matches!(self.method, "GET" | "HEAD")
@@ -117,9 +122,9 @@ impl View<'_> {
             if codings.iter().any(|c| !c.iter().all(|&b| is_tchar(b))) {
                 return Err(());
             }
+            // ringd decodes no coding but chunked: exactly one, `chunked` (RFC 9112 §6.1).
             let chunked = |c: &&[u8]| c.eq_ignore_ascii_case(b"chunked");
-            let ok = codings.last().is_some_and(chunked)
-                && codings[..codings.len() - 1].iter().all(|c| !chunked(c));
+            let ok = codings.len() == 1 && codings.last().is_some_and(chunked);
             return if ok { Ok(Framing::Chunked) } else { Err(()) };
         }
         match cl.as_slice() {
@@ -316,6 +321,48 @@ fn size_line_bad(line: &[u8]) -> bool {
     )
 }
 
+/// E9, RFC 9112 §7.1.2 with §5 and RFC 9110 §5.1, §5.5: ringd holds trailer field lines to the
+/// header section's syntax: a token name right before the colon, no line without a colon, and
+/// a value of visible characters, SP and HTAB only. True when some trailer line (complete or
+/// still arriving) breaks it.
+fn trailer_syntax_bad(trailers: &[u8]) -> bool {
+    let mut i = 0;
+    while i < trailers.len() {
+        if trailers[i..].starts_with(b"\r\n") || &trailers[i..] == b"\r" {
+            return false; // the end of the trailer section (or its start)
+        }
+        let (mut colon, mut name) = (false, 0usize);
+        loop {
+            let Some(&b) = trailers.get(i) else {
+                return false; // a line still arriving, nothing wrong in it yet
+            };
+            if b == b'\r' || b == b'\n' {
+                if b == b'\n' || !colon {
+                    return true;
+                }
+                i += 2;
+                break;
+            }
+            if !colon {
+                if b == b':' {
+                    if name == 0 {
+                        return true;
+                    }
+                    colon = true;
+                } else if !is_tchar(b) {
+                    return true;
+                } else {
+                    name += 1;
+                }
+            } else if !(b == b'\t' || (0x20..0x7f).contains(&b)) {
+                return true;
+            }
+            i += 1;
+        }
+    }
+    false
+}
+
 /// E7, RFC 9112 §5.2 / §2.2: a trailer line folded (starting with SP/HTAB), holding a NUL or
 /// a bare LF.
 fn trailer_bad(trailers: &[u8]) -> bool {
@@ -405,6 +452,7 @@ fuzz_target!(|data: &[u8]| {
                 ProtoError::BadRequest(
                     "invalid byte in request-target"
                     | "absolute-form without authority"
+                    | "userinfo in request-target"
                     | "invalid request-target",
                 ) => view.target_bad(),
                 ProtoError::BadRequest(
@@ -413,6 +461,7 @@ fuzz_target!(|data: &[u8]| {
                     | "chunked is not the final coding"
                     | "invalid transfer coding"
                     | "Transfer-Encoding without final chunked"
+                    | "transfer coding other than chunked"
                     | "duplicate Content-Length"
                     | "invalid Content-Length",
                 ) => framing.is_err(),
@@ -467,7 +516,8 @@ fuzz_target!(|data: &[u8]| {
                     let cl = chunk_lines(body);
                     let why = cl.lines.iter().any(|l| size_line_bad(l))
                         || cl.partial.is_some_and(|p| size_line_state(p).is_none())
-                        || trailer_bad(cl.trailers);
+                        || trailer_bad(cl.trailers)
+                        || trailer_syntax_bad(cl.trailers);
                     assert!(
                         why,
                         "ringd refuses the chunked body ({e:?}) and httparse reads {theirs:?}; \
