@@ -208,7 +208,8 @@ thread_local! {
     static THREAD_KNOBS: Cell<Option<Knobs>> = const { Cell::new(None) };
 }
 
-/// Client bytes a tunnel holds for its upstream beyond which reading the client pauses.
+/// Client bytes a tunnel or a streamed body holds for its upstream beyond which reading the
+/// client pauses.
 const TUNNEL_BACKLOG: usize = 64 * 1024;
 
 /// One piece of output to write to the socket.
@@ -491,11 +492,11 @@ impl Session {
     pub fn wants_read(&self) -> bool {
         if let Some(g) = self.gw.as_ref().filter(|g| g.x.tunneling()) {
             // A tunnel reads the client while the upstream keeps up.
-            return !(self.eof || self.shutdown) && g.x.tunnel_backlog() < TUNNEL_BACKLOG;
+            return !(self.eof || self.shutdown) && g.x.backlog() < TUNNEL_BACKLOG;
         }
         if let (Some(g), Some(_)) = (&self.gw, &self.stream) {
             // A streamed body: read while the upstream keeps up.
-            return !(self.closing || self.eof) && g.x.body_backlog() < TUNNEL_BACKLOG;
+            return !(self.closing || self.eof) && g.x.backlog() < TUNNEL_BACKLOG;
         }
         !(self.closing || self.eof || self.shutdown)
             && self.collapsed.is_none()

@@ -560,11 +560,6 @@ impl Exchange {
         self.state = State::Done { reusable: false };
     }
 
-    /// Request body bytes held for the upstream and not written yet (streaming).
-    pub fn body_backlog(&self) -> usize {
-        self.req.len() - self.sent
-    }
-
     /// Both directions are live at once: a tunnel, or a streamed request body still coming
     /// in while the response may already flow (a driver must read the client and the
     /// upstream concurrently).
@@ -695,8 +690,9 @@ impl Exchange {
         self.state == State::Tunnel
     }
 
-    /// Client bytes not yet written to the upstream of a tunnel.
-    pub fn tunnel_backlog(&self) -> usize {
+    /// Client bytes held for the upstream and not written yet (a tunnel's, or a streamed
+    /// request body's).
+    pub fn backlog(&self) -> usize {
         self.req.len() - self.sent
     }
 
