@@ -33,7 +33,7 @@ work="$(mktemp -d)"
 pids=()
 cleanup() {
     # Each target runs in its own process group (setsid): cargo and the fuzz binary it starts.
-    for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
