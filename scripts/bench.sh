@@ -919,7 +919,7 @@ run_tls() {
     make_tls_cert
     CUR_WORKERS="$WORKERS" CUR_SERVER_CPUS="$SERVER_CPUS" CUR_GEN_CPUS="$GEN_CPUS"
     # nginx's static server gains an ssl listener (scripts/peers.sh reads these).
-    export NGINX_TLS_PORT="${NGINX_TLS_PORT:-18085}" NGINX_TLS_CERT="$TLS_DIR/leaf.pem" \
+    export NGINX_TLS_PORT="${NGINX_TLS_PORT:-18080}" NGINX_TLS_CERT="$TLS_DIR/leaf.pem" \
         NGINX_TLS_KEY="$TLS_DIR/leaf.key"
     start_peers "$WORKERS" "$SERVER_CPUS" nginx
     SITES_SCHEME=https SITES_BACKEND=uring start_sites_ringd tls $((RINGD_PORT_BASE + 7)) "" \
