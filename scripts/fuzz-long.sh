@@ -31,7 +31,9 @@ CARGO_BUILD_JOBS="$jobs" nice -n 19 cargo fuzz build -s none -a >&2
 
 work="$(mktemp -d)"
 pids=()
+load_pid=""
 cleanup() {
+    if [ -n "$load_pid" ]; then kill "$load_pid" 2>/dev/null || true; fi
     # Each target runs in its own process group (setsid): cargo and the fuzz binary it starts.
     for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
     rm -rf "$work"
@@ -55,7 +57,6 @@ trap cleanup EXIT
 # Sample the load average once a minute while the targets run (shared machine: say how shared).
 (while sleep 60; do echo "$(date -u +%T) $(cut -d' ' -f1-3 /proc/loadavg)"; done) >"$out/load.txt" &
 load_pid=$!
-pids+=("$load_pid")
 
 for t in $targets; do
     mkdir -p "$work/$t" "fuzz/artifacts/$t"
