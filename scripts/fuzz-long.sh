@@ -10,7 +10,7 @@
 # committed seeds fuzz/corpus/<target>/, so CI's short runs start where the long ones ended.
 #
 # Environment: FUZZ_SECONDS (3600), FUZZ_TARGETS (all), FUZZ_OUT (results dir), FUZZ_MERGE (0),
-# FUZZ_JOBS (cargo build jobs, 2). Exits non-zero when any target crashed; the reproducer is in
+# FUZZ_JOBS (cargo build jobs, 2), FUZZ_NICE (19). Exits non-zero when any target crashed; the reproducer is in
 # fuzz/artifacts/<target>/ and named in the summary.
 set -euo pipefail
 
@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 REPO_ROOT="$(pwd)"
 seconds="${FUZZ_SECONDS:-3600}"
 jobs="${FUZZ_JOBS:-2}"
+nice="${FUZZ_NICE:-19}"
 targets="${FUZZ_TARGETS:-parse_request session headers config diff_httparse gateway}"
 host="$(hostname -s 2>/dev/null || hostname)"
 out="${FUZZ_OUT:-$REPO_ROOT/results/$(date +%F)-$host-fuzz}"
@@ -49,7 +50,7 @@ trap cleanup EXIT
     echo "toolchain:     $(rustc --version)"
     echo "cargo-fuzz:    $(cargo fuzz --version 2>/dev/null)"
     echo "build:         cargo fuzz build -s none -a (no sanitizer; debug assertions, overflow checks)"
-    echo "run:           all targets at once, nice -n 19, -max_total_time=$seconds -timeout=10, 1 job each"
+    echo "run:           all targets at once, nice -n $nice, -max_total_time=$seconds -timeout=10, 1 job each"
     echo "started:       $(date -u +%FT%TZ)"
     echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$out/env.txt"
@@ -60,7 +61,7 @@ load_pid=$!
 
 for t in $targets; do
     mkdir -p "$work/$t" "fuzz/artifacts/$t"
-    CARGO_BUILD_JOBS="$jobs" setsid nice -n 19 cargo fuzz run -s none -a "$t" "$work/$t" "fuzz/corpus/$t" -- \
+    CARGO_BUILD_JOBS="$jobs" setsid nice -n "$nice" cargo fuzz run -s none -a "$t" "$work/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
         -artifact_prefix="fuzz/artifacts/$t/" >"$work/$t.log" 2>&1 &
     pids+=("$!")
@@ -124,7 +125,7 @@ summary = [
     "| target | seconds (wall) | executions | exec/s | cov (edges) start → end | features start → end | corpus at end | crashes |",
     "|---|---|---|---|---|---|---|---|", *rows, "",
     f"Load average (1 min) sampled each minute: min {min(ones):.2f}, median {sorted(ones)[len(ones)//2]:.2f}, max {max(ones):.2f} ({len(ones)} samples, load.txt)." if ones else "",
-    "All targets ran at the same time under `nice -n 19` on a shared 2-core machine, so each got",
+    "All targets ran at the same time under `nice` (see run: above) on a shared 2-core machine, so each got",
     "only the CPU left over: compare executions, not seconds, with other runs.",
     "`cov`/`features` count the whole binary (ringd, its dependencies and the harness).", "",
     "Reproduce: `FUZZ_SECONDS=3600 bash scripts/fuzz-long.sh` (`FUZZ_MERGE=1` also merges the new",
