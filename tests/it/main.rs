@@ -8,6 +8,7 @@
 //! makes that a failure. The conformance cases (`conformance.rs`) always run.
 
 mod abuse;
+mod acme;
 mod cache;
 mod cgi;
 mod conditional;
