@@ -161,6 +161,22 @@ fn validity(der: &[u8]) -> Option<(SystemTime, SystemTime)> {
     Some((at(v.not_before.timestamp())?, at(v.not_after.timestamp())?))
 }
 
+/// An error with its sources ("client error (Connect): tcp connect error: Connection
+/// refused"): hyper's own message alone hides the reason.
+fn why(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s
+}
+
 /// One ACME site as the management thread tracks it.
 struct SiteState {
     name: String,
@@ -252,16 +268,19 @@ fn manage(weak: Weak<TlsSetup>, data: PathBuf, mut sites: Vec<SiteState>) {
                 }
             };
             s.attempts += 1;
-            eprintln!(
-                "ringd: acme: site {}: ordering a certificate for {} from {} ({why}; {})",
-                s.name,
-                s.hosts.join(", "),
-                s.acme.directory,
-                match s.acme.challenge {
-                    AcmeChallenge::Http01 => "http-01",
-                    AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
-                }
-            );
+            // Said once per series of attempts; each failure gets its own line below.
+            if s.attempts == 1 {
+                eprintln!(
+                    "ringd: acme: site {}: ordering a certificate for {} from {} ({why}; {})",
+                    s.name,
+                    s.hosts.join(", "),
+                    s.acme.directory,
+                    match s.acme.challenge {
+                        AcmeChallenge::Http01 => "http-01",
+                        AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+                    }
+                );
+            }
             let ch = &setup.resolver.challenges;
             let got = rt.block_on(async {
                 match tokio::time::timeout(ATTEMPT_LIMIT, obtain(&data, s, &mut accounts, ch)).await
@@ -328,7 +347,7 @@ async fn account(data: &Path, s: &AcmeSettings) -> Result<Account, String> {
         return builder()?
             .from_credentials(creds)
             .await
-            .map_err(|e| format!("directory {}: {e}", s.directory));
+            .map_err(|e| format!("directory {}: {}", s.directory, why(&e)));
     }
     let mail = s.email.as_ref().map(|e| format!("mailto:{e}"));
     let contact: Vec<&str> = mail.iter().map(String::as_str).collect();
@@ -343,7 +362,7 @@ async fn account(data: &Path, s: &AcmeSettings) -> Result<Account, String> {
             None,
         )
         .await
-        .map_err(|e| format!("registering an account at {}: {e}", s.directory))?;
+        .map_err(|e| format!("registering an account at {}: {}", s.directory, why(&e)))?;
     let json = serde_json::to_string_pretty(&creds).map_err(|e| e.to_string())?;
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -405,14 +424,14 @@ async fn order(
     let mut order = acct
         .new_order(&NewOrder::new(&ids))
         .await
-        .map_err(|e| format!("new order at {}: {e}", s.acme.directory))?;
+        .map_err(|e| format!("new order at {}: {}", s.acme.directory, why(&e)))?;
     let ty = match s.acme.challenge {
         AcmeChallenge::Http01 => ChallengeType::Http01,
         AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
     };
     let mut authzs = order.authorizations();
     while let Some(a) = authzs.next().await {
-        let mut a = a.map_err(|e| format!("authorization: {e}"))?;
+        let mut a = a.map_err(|e| format!("authorization: {}", why(&e)))?;
         let host = a.identifier().to_string();
         match a.status {
             AuthorizationStatus::Pending => {}
@@ -435,7 +454,7 @@ async fn order(
         }
         c.set_ready()
             .await
-            .map_err(|e| format!("{ty:?} for {host}: {e}"))?;
+            .map_err(|e| format!("{ty:?} for {host}: {}", why(&e)))?;
     }
     let retry = RetryPolicy::new()
         .initial_delay(Duration::from_millis(200))
@@ -447,7 +466,7 @@ async fn order(
             p.detail.as_deref().unwrap_or("no detail"),
             p.r#type.as_deref().unwrap_or("no type"),
         ),
-        other => format!("validation: {other}"),
+        other => format!("validation: {}", why(&other)),
     })?;
     if status != OrderStatus::Ready {
         return Err(refusal(&mut order, status).await);
@@ -462,11 +481,11 @@ async fn order(
     order
         .finalize_csr(csr.der())
         .await
-        .map_err(|e| format!("finalize: {e}"))?;
+        .map_err(|e| format!("finalize: {}", why(&e)))?;
     let chain = order
         .poll_certificate(&retry)
         .await
-        .map_err(|e| format!("certificate: {e}"))?;
+        .map_err(|e| format!("certificate: {}", why(&e)))?;
     Ok((chain, key.serialize_pem()))
 }
 

@@ -67,11 +67,24 @@ impl TlsSetup {
         if self.plan.flag.is_some() {
             parts.push("--tls-cert".to_string());
         }
-        for (name, _, t) in &self.plan.sites {
+        for (name, hosts, t) in &self.plan.sites {
             parts.push(match t {
                 SiteTls::Files { cert, .. } => format!("{name}: {}", cert.display()),
                 SiteTls::Internal => format!("{name}: internal CA"),
-                SiteTls::Acme(a) => format!("{name}: ACME {}", a.directory),
+                SiteTls::Acme(a) => {
+                    let held = self
+                        .plan
+                        .data
+                        .as_deref()
+                        .and_then(|d| acme::load(d, a, name, hosts));
+                    let state = match held {
+                        Some(c) => {
+                            format!("certificate until {}", httpdate::fmt_http_date(c.not_after))
+                        }
+                        None => "no certificate yet".into(),
+                    };
+                    format!("{name}: ACME {} ({state})", a.directory)
+                }
             });
         }
         let mode = if self.only {

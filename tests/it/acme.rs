@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustls::pki_types::CertificateDer;
 
-use crate::harness::{ServerBuilder, Skip, TempDir};
+use crate::harness::{run_ringd, ServerBuilder, Skip, TempDir};
 use crate::tls::{connect, read_resp};
 
 fn free_port() -> u16 {
@@ -322,6 +322,12 @@ fn acme_http01_issue_and_reuse_after_restart() {
         )
         .unwrap();
         assert_eq!(read_resp(&mut s, &mut Vec::new()).unwrap().status, 308);
+        // The port is HTTPS-only (its one site has tls): any other plain request gets 400.
+        let mut s = srv.connect();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n")
+            .unwrap();
+        let r = read_resp(&mut s, &mut Vec::new()).unwrap();
+        assert_eq!(r.status, 400, "{r:?}");
         srv.terminate(Duration::from_secs(10));
         let orders = pebble.log().matches("POST /order-plz").count();
         assert!(orders >= 1, "{}", pebble.log());
@@ -390,6 +396,13 @@ acme = {{ directory = "{d}", ca_root = "{ca}", challenge = "http-01" }}
         });
         let err = srv.stderr_text();
         assert!(err.contains("challenge refused"), "{err}");
+        // ALPN acme-tls/1 gets a challenge certificate or nothing: none is pending now.
+        let mut alpn_only = (*client(&[&root])).clone();
+        alpn_only.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+        let e = connect(&addr, &Arc::new(alpn_only), host)
+            .map(|_| ())
+            .expect_err("no handshake");
+        assert!(e.contains("alert"), "{e}");
         // No certificate for the refused site yet: its handshake fails.
         let e = https_get(&addr, &trust_pebble, "refused.acme.test", "/").unwrap_err();
         assert!(e.contains("alert"), "{e}");
@@ -483,4 +496,40 @@ root = "{root}"
     assert!(err.contains("attempt 1 failed"), "{err}");
     assert!(err.contains("next attempt in 2s"), "{err}");
     assert!(err.contains("next attempt in 4s"), "{err}");
+}
+
+/// `ringd check` validates the `acme` table (errors as FILE:LINE:COL) and says where each
+/// ACME site stands. Needs no pebble.
+#[test]
+fn acme_config_checked_by_ringd_check() {
+    let dir = TempDir::new("acme-check");
+    let data = dir.path().join("data");
+    let bad = dir.write(
+        "bad.toml",
+        format!(
+            "data_dir = \"{}\"\n[[sites]]\nhosts = [\"a.test\"]\ntls = \"acme\"\n\
+             acme = {{ directory = \"https://ca.test/dir\", challenge = \"dns-01\" }}\n",
+            data.display()
+        )
+        .as_bytes(),
+    );
+    let (st, _, err) = run_ringd(&["check", bad.to_str().unwrap()], Duration::from_secs(10));
+    assert!(!st.success());
+    assert!(err.contains("bad.toml:5:"), "{err}");
+    assert!(err.contains("`challenge`: \"dns-01\""), "{err}");
+    let ok = dir.write(
+        "ok.toml",
+        format!(
+            "data_dir = \"{}\"\n[[sites]]\nhosts = [\"a.test\"]\ntls = \"acme\"\n\
+             acme = {{ directory = \"https://ca.test/dir\", email = \"me@a.test\" }}\n",
+            data.display()
+        )
+        .as_bytes(),
+    );
+    let (st, out, err) = run_ringd(&["check", ok.to_str().unwrap()], Duration::from_secs(10));
+    assert!(st.success(), "{err}");
+    assert!(
+        out.contains("a.test: ACME https://ca.test/dir (no certificate yet)"),
+        "{out}"
+    );
 }
