@@ -1019,7 +1019,10 @@ impl Session {
             // ambiguous, so nothing after it can be trusted. The limits come first: a body over
             // `max_body` is still a 413.
             let mut skip_body = false;
-            let plain_redirect = self.knobs.redirect_http && self.tls.is_none();
+            // Plain requests that `plain_first` may answer (or refuse, on an HTTPS-only port
+            // that hears ACME HTTP-01) are never streamed to an upstream first.
+            let plain_redirect =
+                (self.knobs.redirect_http || self.knobs.acme_http) && self.tls.is_none();
             if req.framing != Framing::None
                 && self.body.is_none()
                 && !plain_redirect

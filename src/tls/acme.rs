@@ -38,10 +38,15 @@ pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// First wait after a failed attempt; doubled after each further failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// Least wait after the CA refused a challenge: public CAs count failed validations (Let's
+/// Encrypt allows 5 an hour per name), where a CA that could not be reached counts nothing.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(60);
 /// Longest wait between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Most time one attempt (account, order, challenges, certificate) may take.
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(120);
+/// How a failure the CA decided (a refused challenge) starts.
+const REFUSED: &str = "challenge refused by the CA";
 /// The thread looks at least this often whether its setup is still in use.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -307,6 +312,9 @@ fn manage(weak: Weak<TlsSetup>, data: PathBuf, mut sites: Vec<SiteState>) {
                     }
                 }
                 Err(e) => {
+                    if e.starts_with(REFUSED) {
+                        s.backoff = s.backoff.max(REFUSED_BACKOFF);
+                    }
                     eprintln!(
                         "ringd: acme: site {}: attempt {} failed: {e}; next attempt in {}s",
                         s.name,
@@ -462,7 +470,7 @@ async fn order(
         .timeout(Duration::from_secs(60));
     let status = order.poll_ready(&retry).await.map_err(|e| match e {
         instant_acme::Error::Api(p) => format!(
-            "challenge refused by the CA: {} ({})",
+            "{REFUSED}: {} ({})",
             p.detail.as_deref().unwrap_or("no detail"),
             p.r#type.as_deref().unwrap_or("no type"),
         ),
@@ -503,7 +511,7 @@ async fn refusal(order: &mut instant_acme::Order, status: OrderStatus) -> String
     if why.is_empty() {
         format!("the order is {status:?}")
     } else {
-        format!("challenge refused: {}", why.join("; "))
+        format!("{REFUSED}: {}", why.join("; "))
     }
 }
 

@@ -395,7 +395,12 @@ acme = {{ directory = "{d}", ca_root = "{ca}", challenge = "http-01" }}
             }
         });
         let err = srv.stderr_text();
-        assert!(err.contains("challenge refused"), "{err}");
+        assert!(
+            err.contains("attempt 1 failed: challenge refused by the CA"),
+            "{err}"
+        );
+        assert!(err.contains("connection refused"), "the CA's reason: {err}");
+        assert!(err.contains("next attempt in 60s"), "{err}");
         // ALPN acme-tls/1 gets a challenge certificate or nothing: none is pending now.
         let mut alpn_only = (*client(&[&root])).clone();
         alpn_only.alpn_protocols = vec![b"acme-tls/1".to_vec()];
