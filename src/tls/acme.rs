@@ -194,8 +194,8 @@ struct SiteState {
 }
 
 /// Starts the ACME management thread when some site has `tls = "acme"`. It ends once
-/// `setup` is dropped (a reload made a new one, or the server stopped).
-pub fn spawn_manager(setup: &Arc<TlsSetup>) {
+/// `setup` is dropped or `generation` is no longer current (a reload started another).
+pub fn spawn_manager(setup: &Arc<TlsSetup>, generation: u64) {
     let Some(data) = setup.plan.data.clone() else {
         return;
     };
@@ -221,10 +221,10 @@ pub fn spawn_manager(setup: &Arc<TlsSetup>) {
     let weak = Arc::downgrade(setup);
     let _ = std::thread::Builder::new()
         .name("ringd-acme".into())
-        .spawn(move || manage(weak, data, sites));
+        .spawn(move || manage(weak, generation, data, sites));
 }
 
-fn manage(weak: Weak<TlsSetup>, data: PathBuf, mut sites: Vec<SiteState>) {
+fn manage(weak: Weak<TlsSetup>, generation: u64, data: PathBuf, mut sites: Vec<SiteState>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -254,11 +254,18 @@ fn manage(weak: Weak<TlsSetup>, data: PathBuf, mut sites: Vec<SiteState>) {
         }
     }
     let mut accounts: HashMap<PathBuf, Account> = HashMap::new();
+    let live = || super::is_current(generation) && weak.strong_count() > 0;
     loop {
+        if !live() {
+            return;
+        }
         let Some(setup) = weak.upgrade() else { return };
         let now = SystemTime::now();
         let mut wake = now + MAX_BACKOFF;
         for s in &mut sites {
+            if !live() {
+                return;
+            }
             if let Some(r) = s.retry_at.filter(|r| *r > now) {
                 wake = wake.min(r);
                 continue;
@@ -333,7 +340,7 @@ fn manage(weak: Weak<TlsSetup>, data: PathBuf, mut sites: Vec<SiteState>) {
             std::thread::sleep(
                 TICK.min(wake.duration_since(SystemTime::now()).unwrap_or_default()),
             );
-            if weak.strong_count() == 0 {
+            if !live() {
                 return;
             }
         }

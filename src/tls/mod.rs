@@ -236,6 +236,16 @@ pub fn setup_for(
     Ok(Some(setup))
 }
 
+/// Which TLS setup's background threads run: each `spawn_renewer` starts a generation and
+/// the threads of older ones end. (A `Weak` alone would not end them after a reload: the
+/// first `Config` lives as long as `serve`.)
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether `generation` is still the one whose threads should run.
+fn is_current(generation: u64) -> bool {
+    GENERATION.load(std::sync::atomic::Ordering::SeqCst) == generation
+}
+
 /// How often the renewal thread looks at the internal certificates.
 const RENEW_EVERY: Duration = Duration::from_secs(3600);
 
@@ -244,7 +254,8 @@ const RENEW_EVERY: Duration = Duration::from_secs(3600);
 /// It ends once `setup` is dropped (a reload made a new one, or the server stopped).
 /// Also starts the ACME management thread (`acme.rs`) when some site has `tls = "acme"`.
 pub fn spawn_renewer(setup: &Arc<TlsSetup>) {
-    acme::spawn_manager(setup);
+    let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    acme::spawn_manager(setup, generation);
     if !setup.has_internal() {
         return;
     }
@@ -253,6 +264,9 @@ pub fn spawn_renewer(setup: &Arc<TlsSetup>) {
         .name("ringd-tls-renew".into())
         .spawn(move || loop {
             std::thread::sleep(RENEW_EVERY);
+            if !is_current(generation) {
+                return;
+            }
             let Some(s) = weak.upgrade() else { return };
             match s.plan.certs(SystemTime::now()) {
                 Ok((certs, pending)) => s.resolver.replace(&certs, &pending),

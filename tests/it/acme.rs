@@ -501,6 +501,23 @@ root = "{root}"
     assert!(err.contains("attempt 1 failed"), "{err}");
     assert!(err.contains("next attempt in 2s"), "{err}");
     assert!(err.contains("next attempt in 4s"), "{err}");
+    // A reload makes a new TLS setup: its management thread starts over (and the old one
+    // ends with the old setup: one series of attempts, not two).
+    srv.signal(libc::SIGHUP);
+    let err = wait_for(Duration::from_secs(10), "a new series after reload", || {
+        let err = srv.stderr_text();
+        if err.matches("attempt 1 failed").count() == 2 {
+            Ok(err)
+        } else {
+            Err(err)
+        }
+    });
+    assert!(err.contains("reloaded"), "{err}");
+    std::thread::sleep(Duration::from_millis(4500));
+    let err = srv.stderr_text();
+    let after = err.split("reloaded").nth(1).unwrap();
+    assert_eq!(after.matches("attempt 3 failed").count(), 0, "{err}");
+    assert_eq!(after.matches("attempt 2 failed").count(), 1, "{err}");
 }
 
 /// `ringd check` validates the `acme` table (errors as FILE:LINE:COL) and says where each
