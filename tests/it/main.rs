@@ -99,6 +99,7 @@ per_backend! {
     tls_bad_and_slow_handshakes => crate::tls::bad_and_slow_handshakes,
     tls_sites_sni_mixed_listener_redirect_http => crate::tls::sites_sni_mixed_redirect,
     tls_internal_ca => crate::tls::internal_ca,
+    acme_http01_issue_and_reuse_after_restart => crate::acme::http01_issue_and_reuse_after_restart,
 }
 
 /// Backend-independent CLI behaviour.
