@@ -47,6 +47,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(120);
 /// How a failure the CA decided (a refused challenge) starts.
 const REFUSED: &str = "challenge refused by the CA";
+/// How an order fails when the CA no longer knows the stored account.
+const STALE_ACCOUNT: &str =
+    "the CA does not know the stored account (a new one is registered at the next attempt)";
+/// The least time between two passes over the sites.
+const MIN_PAUSE: Duration = Duration::from_secs(1);
 /// The thread looks at least this often whether its setup is still in use.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -336,6 +341,8 @@ fn manage(weak: Weak<TlsSetup>, generation: u64, data: PathBuf, mut sites: Vec<S
             }
         }
         drop(setup);
+        // A CA that issues certificates already due for renewal must not make this spin.
+        let wake = wake.max(SystemTime::now() + MIN_PAUSE);
         while SystemTime::now() < wake {
             std::thread::sleep(
                 TICK.min(wake.duration_since(SystemTime::now()).unwrap_or_default()),
@@ -403,7 +410,7 @@ async fn obtain(
         Some(a) => a.clone(),
         None => {
             let a = account(data, &s.acme).await?;
-            accounts.insert(apath, a.clone());
+            accounts.insert(apath.clone(), a.clone());
             a
         }
     };
@@ -411,6 +418,12 @@ async fn obtain(
     let mut alpn_hosts = Vec::new();
     let r = order(&acct, s, ch, &mut tokens, &mut alpn_hosts).await;
     ch.clear(&tokens, &alpn_hosts);
+    if r.as_ref().is_err_and(|e| e.starts_with(STALE_ACCOUNT)) {
+        // The CA forgot the account (a test CA restarted, or it was deactivated): keep the
+        // old file aside and register anew at the next attempt.
+        accounts.remove(&apath);
+        let _ = fs::rename(&apath, apath.with_extension("json.stale"));
+    }
     let (chain, key_pem) = r?;
     let pem = cert_path(data, &s.acme, &s.name);
     if let Some(dir) = pem.parent() {
@@ -436,10 +449,19 @@ async fn order(
     alpn_hosts: &mut Vec<String>,
 ) -> Result<(String, String), String> {
     let ids: Vec<Identifier> = s.hosts.iter().map(|h| Identifier::Dns(h.clone())).collect();
-    let mut order = acct
-        .new_order(&NewOrder::new(&ids))
-        .await
-        .map_err(|e| format!("new order at {}: {}", s.acme.directory, why(&e)))?;
+    let mut order = acct.new_order(&NewOrder::new(&ids)).await.map_err(|e| {
+        let msg = format!("new order at {}: {}", s.acme.directory, why(&e));
+        match e {
+            instant_acme::Error::Api(p)
+                if p.r#type
+                    .as_deref()
+                    .is_some_and(|t| t.ends_with(":accountDoesNotExist")) =>
+            {
+                format!("{STALE_ACCOUNT}: {msg}")
+            }
+            _ => msg,
+        }
+    })?;
     let ty = match s.acme.challenge {
         AcmeChallenge::Http01 => ChallengeType::Http01,
         AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,

@@ -41,6 +41,39 @@ struct Pebble {
     https_ca: PathBuf,
     https_ca_der: CertificateDer<'static>,
     log: Arc<Mutex<Vec<u8>>>,
+    /// Pebble's config file and DNS port (to start it again).
+    conf: PathBuf,
+    dns: u16,
+}
+
+/// Pebble with config `conf`, resolving through the DNS on `dns`, its output into `log`.
+fn spawn_pebble(conf: &Path, dns: u16, log: &Arc<Mutex<Vec<u8>>>) -> Child {
+    let mut p = Command::new("pebble")
+        .args(["-config", conf.to_str().unwrap()])
+        .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        // Deterministic runs: no deliberately rejected nonces, no reused authorizations.
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .env("PEBBLE_AUTHZREUSE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for pipe in [
+        Box::new(p.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(p.stderr.take().unwrap()),
+    ] {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(pipe);
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                log.lock().unwrap().extend_from_slice(line.as_bytes());
+                line.clear();
+            }
+        });
+    }
+    p
 }
 
 impl Drop for Pebble {
@@ -118,32 +151,7 @@ impl Pebble {
             .spawn()
             .unwrap();
         children.push(dns_srv);
-        let mut p = Command::new("pebble")
-            .args(["-config", conf.to_str().unwrap()])
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            // Deterministic runs: no deliberately rejected nonces, no reused authorizations.
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        for pipe in [
-            Box::new(p.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(p.stderr.take().unwrap()),
-        ] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(pipe);
-                let mut line = String::new();
-                while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    log.lock().unwrap().extend_from_slice(line.as_bytes());
-                    line.clear();
-                }
-            });
-        }
-        children.push(p);
+        children.push(spawn_pebble(&conf, dns, &log));
         let pebble = Pebble {
             _dir: dir,
             children,
@@ -152,19 +160,38 @@ impl Pebble {
             https_ca,
             https_ca_der: ca_cert.der().clone(),
             log,
+            conf,
+            dns,
         };
+        pebble.wait_listening();
+        pebble
+    }
+
+    /// Stop Pebble and start it again on the same ports: it forgets every account and
+    /// order, and makes a new root.
+    fn restart(&mut self) {
+        let mut old = self.children.pop().expect("pebble");
+        let _ = old.kill();
+        let _ = old.wait();
+        self.children
+            .push(spawn_pebble(&self.conf, self.dns, &self.log));
+        self.wait_listening();
+    }
+
+    fn wait_listening(&self) {
+        let acme = self
+            .directory
+            .trim_start_matches("https://")
+            .trim_end_matches("/dir");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(format!("127.0.0.1:{acme}")).is_err()
-            || TcpStream::connect(&pebble.mgmt).is_err()
-        {
+        while TcpStream::connect(acme).is_err() || TcpStream::connect(&self.mgmt).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "pebble did not listen within 10 s:\n{}",
-                pebble.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        pebble
     }
 
     fn log(&self) -> String {
@@ -362,13 +389,14 @@ pub fn http01_issue_and_reuse_after_restart(backend: &str) {
 /// handshake, gets a certificate; a site whose HTTP-01 validation fails is logged with the
 /// CA's reason and retried, while the other is served. Then renewal: a stored certificate
 /// that reaches two thirds of its lifetime while ringd runs is replaced by a new one from
-/// Pebble, served without a restart.
+/// Pebble, served without a restart. Last, a restarted Pebble that forgot the account: a
+/// new one is registered.
 #[test]
 fn acme_tls_alpn01_issue_refusal_and_renewal() {
     crate::harness::catch_skip("acme", || {
         let port = free_port();
         // HTTP-01 validations go to a closed port: refused.
-        let pebble = Pebble::start(free_port(), port);
+        let mut pebble = Pebble::start(free_port(), port);
         let (dir, data) = (TempDir::new("acme-site"), TempDir::new("acme-data"));
         let host = "alpn.acme.test";
         let refused = format!(
@@ -454,6 +482,27 @@ acme = {{ directory = "{d}", ca_root = "{ca}", challenge = "http-01" }}
         let (_, _, leaf) = https_get(&addr, &trust_pebble, host, "/").unwrap();
         assert!(leaf == renewed);
         wait_log(&srv, "two thirds of its lifetime");
+        drop(srv);
+
+        // Pebble restarted forgets the account: the order says so, ringd keeps the old file
+        // aside and registers a new account at the next attempt.
+        pebble.restart();
+        std::fs::remove_file(&pem).unwrap();
+        let root = pebble.root();
+        let trust_pebble = client(&[&root]);
+        let srv = start("epoll", port, &cfg, &data);
+        let addr = srv.addr();
+        wait_for(
+            Duration::from_secs(30),
+            "issuance with a new account",
+            || https_get(&addr, &trust_pebble, host, "/"),
+        );
+        let err = wait_log(&srv, "certificate issued");
+        assert!(err.contains("does not know the stored account"), "{err}");
+        assert!(err.contains("account registered"), "{err}");
+        assert!(pem
+            .with_file_name(format!("account-ops_{host}.json.stale"))
+            .exists());
     });
 }
 
