@@ -7,6 +7,10 @@
 //! The first bytes of a connection on a TLS listener decide: a TLS handshake record (0x16)
 //! starts TLS; anything else is plain HTTP, answered normally where the listener also serves
 //! plain sites, else with 400 (nginx's "The plain HTTP request was sent to HTTPS port").
+//! Where a site answers ACME HTTP-01, plain requests on an HTTPS-only port are parsed: the
+//! challenge is answered, `redirect_http` applies, and everything else gets that 400
+//! (`plain_first`). A connection that negotiated ALPN `acme-tls/1` (TLS-ALPN-01) carries no
+//! HTTP: its first plaintext closes it.
 //!
 //! Buffer contract: `cipher[pos..]` is what `next_output` last handed out; it is never
 //! changed before `consume` has covered it all. Only then is the plaintext that produced it
