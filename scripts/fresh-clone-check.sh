@@ -40,7 +40,7 @@ test_cmd="$(grep -m1 -oE '^cargo test[^#]*' README.md | sed 's/ *$//')"
 [ -n "$test_cmd" ] || { echo "fresh-clone-check: no 'cargo test' line in README.md" >&2; exit 1; }
 echo "fresh-clone-check: $test_cmd (in $tmp/box/ringd, no ../shared)"
 log="$tmp/test.log"
-env -u RINGD_CORPUS_DIR -u RINGD_REQUIRE_CORPUS -u RINGD_REQUIRE_GUNICORN -u RINGD_GUNICORN $test_cmd 2>&1 | tee "$log"
+env -u RINGD_CORPUS_DIR -u RINGD_REQUIRE_CORPUS -u RINGD_REQUIRE_GUNICORN -u RINGD_REQUIRE_PEBBLE -u RINGD_GUNICORN $test_cmd 2>&1 | tee "$log"
 # The corpus replay must say it skipped, not pass silently.
 grep -q "SKIP .*llhttp corpus not found" "$log" || {
     echo "fresh-clone-check: the llhttp replay did not report a skip without ../shared" >&2

@@ -2,14 +2,15 @@
 # Installs what the integration tests use beside ringd itself, into .venv/ (the same one the
 # benchmarks use): gunicorn for the proxy tests; for the WSGI tests, this repo's Python package
 # (`pip install ./python`: maturin builds ringd-wsgi from the crate in python/, in release
-# mode, so rerun this after changing python/ or the core) with Flask and Django. Idempotent;
+# mode, so rerun this after changing python/ or the core) with Flask and Django; Debian's
+# pebble (apt-get) for the ACME tests. Idempotent;
 # needs python3 with venv (and pip reaching PyPI, or --find-links wheels).
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 case "${1:-}" in
 -h | --help)
-    echo "Usage: scripts/test-peers.sh   (installs gunicorn, flask, django and ./python into .venv/)"
+    echo "Usage: scripts/test-peers.sh   (installs gunicorn, flask, django and ./python into .venv/; pebble with apt-get)"
     exit 0
     ;;
 esac
@@ -26,3 +27,11 @@ log "pip install ./python (ringd-wsgi; maturin, release build) into $VENV_DIR"
 pip_q --force-reinstall --no-deps "$REPO_ROOT/python"
 [[ -x "$VENV_DIR/bin/ringd-wsgi" ]] || die "ringd-wsgi did not install into $VENV_DIR"
 log "ringd-wsgi for the tests: $VENV_DIR/bin/ringd-wsgi"
+# Pebble (Let's Encrypt's test CA) and its DNS for the ACME tests (tests/it/acme.rs).
+if ! command -v pebble >/dev/null || ! command -v pebble-challtestsrv >/dev/null; then
+    log "apt-get install pebble (ACME tests)"
+    as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+    as_root apt-get update -qq >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble >&2
+fi
+log "pebble for the tests: $(command -v pebble)"

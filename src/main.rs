@@ -60,6 +60,9 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
                 if routes == 1 { "" } else { "s" },
                 if ups == 1 { "" } else { "s" },
             );
+            if let Some(t) = &c.tls {
+                println!("  {}", t.describe());
+            }
             Ok(())
         }
         Err(errs) => anyhow::bail!("{}", errs.join("\n")),

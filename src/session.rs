@@ -183,6 +183,8 @@ struct Knobs {
     tls: bool,
     /// Some site has `redirect_http`: plain requests are checked for it.
     redirect_http: bool,
+    /// Some site answers ACME HTTP-01: plain requests are checked for a challenge first.
+    acme_http: bool,
 }
 
 impl From<&Config> for Knobs {
@@ -197,6 +199,7 @@ impl From<&Config> for Knobs {
             max_trailer: c.limits.max_header_bytes,
             tls: c.tls.is_some(),
             redirect_http: c.sites.sites.iter().any(|s| s.redirect_http),
+            acme_http: c.tls.as_ref().is_some_and(|t| t.answers_http01()),
         }
     }
 }
@@ -1016,7 +1019,10 @@ impl Session {
             // ambiguous, so nothing after it can be trusted. The limits come first: a body over
             // `max_body` is still a 413.
             let mut skip_body = false;
-            let plain_redirect = self.knobs.redirect_http && self.tls.is_none();
+            // Plain requests that `plain_first` may answer (or refuse, on an HTTPS-only port
+            // that hears ACME HTTP-01) are never streamed to an upstream first.
+            let plain_redirect =
+                (self.knobs.redirect_http || self.knobs.acme_http) && self.tls.is_none();
             if req.framing != Framing::None
                 && self.body.is_none()
                 && !plain_redirect
@@ -1082,11 +1088,12 @@ impl Session {
             // A request may wait for its files (park), also one whose body was read: its head
             // is still at `in_pos` and `self.body` stays set (done), so on `resume` the head is
             // parsed again and the body neither expected nor read a second time.
-            let to_https = if self.knobs.redirect_http && self.tls.is_none() {
-                tls_io::redirect_http(svc, &mut self.out, self.peer, &req, skip_body)
-            } else {
-                None
-            };
+            let to_https =
+                if (self.knobs.redirect_http || self.knobs.acme_http) && self.tls.is_none() {
+                    tls_io::plain_first(svc, &mut self.out, self.peer, &req, skip_body)
+                } else {
+                    None
+                };
             // Only a request without a body may wait for another's cache fetch (it is
             // parsed again when woken).
             let collapse = !skip_body && self.body.is_none();

@@ -341,6 +341,10 @@ fn do_reload(
                 Ok(roots) => {
                     let (n, r) = (new.sites.sites.len(), new.sites.route_count());
                     let upstreams = new.sites.upstreams.clone();
+                    // The old setup's renewal and ACME threads end with it; start the new one's.
+                    if let Some(t) = &new.tls {
+                        crate::tls::spawn_renewer(t);
+                    }
                     reload.publish(new, roots);
                     eprintln!("ringd: reloaded {shown}: {n} site(s), {r} route(s)");
                     Some(upstreams)

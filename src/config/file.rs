@@ -134,8 +134,20 @@ pub struct SiteFile {
     pub tls: Option<Spanned<TlsFile>>,
     /// Plain HTTP requests for this site get 308 to the same URL over https.
     pub redirect_http: Option<bool>,
+    /// With `tls = "acme"`: the ACME CA and account (`{ directory, email, ... }`).
+    pub acme: Option<Spanned<AcmeFile>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteFile>>,
+}
+
+/// `acme = { directory = "https://...", email = "...", ca_root = "...", challenge = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeFile {
+    pub directory: Spanned<String>,
+    pub email: Option<Spanned<String>>,
+    pub ca_root: Option<Spanned<String>>,
+    pub challenge: Option<Spanned<String>>,
 }
 
 /// A site's `tls`: a mode name (`"internal"`) or certificate files.
@@ -451,6 +463,7 @@ mod doc_tests {
         all.extend(fields::<CacheFile>(""));
         all.extend(fields::<RouteCacheFile>(""));
         all.extend(fields::<TlsFilesFile>("cert = \"a\"\n"));
+        all.extend(fields::<AcmeFile>("directory = \"a\"\n"));
         assert!(all.len() > 40, "serde listed only {all:?}");
         let missing: Vec<&String> = all
             .iter()

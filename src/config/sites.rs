@@ -10,8 +10,8 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::file::{
-    CgiFile, ConfigError, HeadersFile, Locator, ProxyFile, RedirectFile, RespondFile, RouteFile,
-    SiteFile, TlsFile,
+    AcmeFile, CgiFile, ConfigError, HeadersFile, Locator, ProxyFile, RedirectFile, RespondFile,
+    RouteFile, SiteFile, TlsFile,
 };
 use super::upstreams::{Cidr, Upstream};
 
@@ -174,6 +174,31 @@ pub enum SiteTls {
     Files { cert: PathBuf, key: PathBuf },
     /// Issued and renewed by ringd's local CA (in the data folder).
     Internal,
+    /// Obtained and renewed from an ACME CA by the management thread (`tls/acme.rs`).
+    Acme(AcmeSettings),
+}
+
+/// A site's `acme = { ... }`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// The CA's directory URL (`https://...`).
+    pub directory: String,
+    /// The account's contact address, if any.
+    pub email: Option<String>,
+    /// A PEM root that the CA's HTTPS endpoint chains to, for a private CA (Pebble, step-ca);
+    /// None: the system's roots.
+    pub ca_root: Option<PathBuf>,
+    pub challenge: AcmeChallenge,
+}
+
+/// Which ACME challenge ringd answers to prove it serves a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// `GET /.well-known/acme-challenge/<token>` over plain HTTP (port 80 in public).
+    Http01,
+    /// A TLS handshake with ALPN `acme-tls/1` (port 443 in public): the default, since the
+    /// site's TLS listener is there anyway.
+    TlsAlpn01,
 }
 
 /// A pattern of `hosts`.
@@ -531,7 +556,7 @@ fn build_site(
     let respond = sf.respond.map(|r| respond(r, loc, errs));
     let redirect = sf.redirect.and_then(|r| redirect(r, &site_caps, loc, errs));
     let headers = sf.headers.map(|h| Arc::new(header_edit(h, loc, errs)));
-    let tls = sf.tls.and_then(|t| site_tls(t, base, loc, errs));
+    let tls = site_tls(sf.tls, sf.acme, &hosts, base, loc, errs);
     if sf.redirect_http == Some(true) && tls.is_none() && errs.len() == before {
         // One port serves both: the https URL is this port, which must speak TLS for the site.
         errs.push(loc.error(
@@ -568,13 +593,23 @@ fn build_site(
     })
 }
 
-/// A site's `tls`: `{ cert, key }` or `"internal"`.
+/// A site's `tls`: `{ cert, key }`, `"internal"` or `"acme"` (with its `acme` table).
 fn site_tls(
-    t: Spanned<TlsFile>,
+    t: Option<Spanned<TlsFile>>,
+    acme: Option<Spanned<AcmeFile>>,
+    hosts: &[HostPattern],
     base: &Path,
     loc: &Locator<'_>,
     errs: &mut Vec<ConfigError>,
 ) -> Option<SiteTls> {
+    let is_acme = matches!(t.as_ref().map(|t| t.get_ref()), Some(TlsFile::Mode(m)) if m == "acme");
+    if let (Some(a), false) = (&acme, is_acme) {
+        errs.push(loc.error(
+            Some(a.span()),
+            "`acme` is only read with `tls = \"acme\"` on the same site",
+        ));
+    }
+    let t = t?;
     let span = t.span();
     match t.into_inner() {
         TlsFile::Files(f) => Some(SiteTls::Files {
@@ -583,20 +618,110 @@ fn site_tls(
         }),
         TlsFile::Mode(m) if m == "internal" => Some(SiteTls::Internal),
         TlsFile::Mode(m) if m == "acme" => {
-            errs.push(loc.error(
-                Some(span),
-                "`tls`: \"acme\" is not implemented yet; use \"internal\" or { cert, key }",
-            ));
-            None
+            let Some(a) = acme else {
+                errs.push(loc.error(
+                    Some(span),
+                    "`tls = \"acme\"` needs `acme = { directory = \"https://...\", email = \"...\" }` \
+                     on the same site",
+                ));
+                return None;
+            };
+            if let Some(h) = hosts.iter().find(|h| !matches!(h, HostPattern::Exact(_))) {
+                let h = match h {
+                    HostPattern::Wildcard(s) => format!("*{s}"),
+                    _ => "_".to_string(),
+                };
+                errs.push(loc.error(
+                    Some(span),
+                    format!(
+                        "`tls = \"acme\"`: {h:?} cannot be proved by HTTP-01 or TLS-ALPN-01; \
+                         an ACME site lists exact host names only"
+                    ),
+                ));
+                return None;
+            }
+            acme_settings(a, base, loc, errs).map(SiteTls::Acme)
         }
         TlsFile::Mode(m) => {
             errs.push(loc.error(
                 Some(span),
-                format!("`tls`: {m:?} is not a mode; give \"internal\" or {{ cert = \"...\", key = \"...\" }}"),
+                format!("`tls`: {m:?} is not a mode; give \"internal\", \"acme\" or {{ cert = \"...\", key = \"...\" }}"),
             ));
             None
         }
     }
+}
+
+/// A site's `acme` table: the directory must be an https (or, for a CA on this machine,
+/// http) URL; `ca_root` a readable file; `challenge` one of the two ringd answers.
+fn acme_settings(
+    a: Spanned<AcmeFile>,
+    base: &Path,
+    loc: &Locator<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<AcmeSettings> {
+    let before = errs.len();
+    let a = a.into_inner();
+    let dir = a.directory.get_ref().trim();
+    let host = dir
+        .strip_prefix("https://")
+        .map(|r| r.split(['/', '?']).next().unwrap_or(""));
+    if host.is_none_or(str::is_empty) {
+        errs.push(loc.error(
+            Some(a.directory.span()),
+            format!("`directory`: {dir:?} is not an https:// URL (e.g. https://acme-v02.api.letsencrypt.org/directory)"),
+        ));
+    }
+    if let Some(e) = &a.email {
+        let v = e.get_ref();
+        if !v.contains('@') || v.contains(char::is_whitespace) {
+            errs.push(loc.error(
+                Some(e.span()),
+                format!("`email`: {v:?} is not an e-mail address"),
+            ));
+        }
+    }
+    let ca_root = a.ca_root.as_ref().and_then(|r| {
+        let p = base.join(r.get_ref());
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() => Some(p),
+            Ok(_) => {
+                errs.push(loc.error(
+                    Some(r.span()),
+                    format!("`ca_root`: {} is not a file", p.display()),
+                ));
+                None
+            }
+            Err(e) => {
+                errs.push(loc.error(
+                    Some(r.span()),
+                    format!("`ca_root`: cannot open {}: {e}", p.display()),
+                ));
+                None
+            }
+        }
+    });
+    let challenge = match a
+        .challenge
+        .as_ref()
+        .map(|c| (c.get_ref().as_str(), c.span()))
+    {
+        None | Some(("tls-alpn-01", _)) => AcmeChallenge::TlsAlpn01,
+        Some(("http-01", _)) => AcmeChallenge::Http01,
+        Some((other, span)) => {
+            errs.push(loc.error(
+                Some(span),
+                format!("`challenge`: {other:?} is not one ringd answers; give \"http-01\" or \"tls-alpn-01\""),
+            ));
+            AcmeChallenge::TlsAlpn01
+        }
+    };
+    (errs.len() == before).then(|| AcmeSettings {
+        directory: dir.to_string(),
+        email: a.email.map(|e| e.into_inner()),
+        ca_root,
+        challenge,
+    })
 }
 
 /// A `hosts` entry: a name, `*.suffix`, or `_`.
@@ -1125,7 +1250,32 @@ mod tests {
         assert_eq!(ok.sites[2].tls, None);
         let e = first_err("[[sites]]\nhosts = [\"a\"]\ntls = \"acme\"\n");
         assert_eq!(e.line, 3, "{e}");
-        assert!(e.message.contains("not implemented"), "{e}");
+        assert!(e.message.contains("needs `acme"), "{e}");
+        let ok = load(
+            "[[sites]]\nhosts = [\"a.test\"]\ntls = \"acme\"\n\
+             acme = { directory = \"https://ca.test/dir\", email = \"me@a.test\", challenge = \"http-01\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.sites[0].tls,
+            Some(SiteTls::Acme(AcmeSettings {
+                directory: "https://ca.test/dir".into(),
+                email: Some("me@a.test".into()),
+                ca_root: None,
+                challenge: AcmeChallenge::Http01,
+            }))
+        );
+        for (bad, line, says) in [
+            ("hosts = [\"*.a.test\"]\ntls = \"acme\"\nacme = { directory = \"https://c/d\" }\n", 3, "exact host names"),
+            ("hosts = [\"a\"]\ntls = \"acme\"\nacme = { directory = \"http://c/d\" }\n", 4, "not an https:// URL"),
+            ("hosts = [\"a\"]\ntls = \"acme\"\nacme = { directory = \"https://c/d\", challenge = \"dns-01\" }\n", 4, "`challenge`"),
+            ("hosts = [\"a\"]\ntls = \"acme\"\nacme = { directory = \"https://c/d\", ca_root = \"/nonexistent.pem\" }\n", 4, "`ca_root`"),
+            ("hosts = [\"a\"]\ntls = \"internal\"\nacme = { directory = \"https://c/d\" }\n", 4, "only read with"),
+        ] {
+            let e = first_err(&format!("[[sites]]\n{bad}"));
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
         let e = first_err("[[sites]]\nhosts = [\"a\"]\nredirect_http = true\n");
         assert!(e.message.contains("needs `tls`"), "{e}");
         let e = first_err("[[sites]]\nhosts = [\"a\"]\ntls = \"on\"\n");

@@ -8,10 +8,11 @@
 //! speed was not compared here. The benchmark (`bench.sh --scenarios tls-small`) measures
 //! ringd with ring against nginx with OpenSSL.
 
+pub mod acme;
 pub mod ktls;
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
@@ -66,10 +67,24 @@ impl TlsSetup {
         if self.plan.flag.is_some() {
             parts.push("--tls-cert".to_string());
         }
-        for (name, _, t) in &self.plan.sites {
+        for (name, hosts, t) in &self.plan.sites {
             parts.push(match t {
                 SiteTls::Files { cert, .. } => format!("{name}: {}", cert.display()),
                 SiteTls::Internal => format!("{name}: internal CA"),
+                SiteTls::Acme(a) => {
+                    let held = self
+                        .plan
+                        .data
+                        .as_deref()
+                        .and_then(|d| acme::load(d, a, name, hosts));
+                    let state = match held {
+                        Some(c) => {
+                            format!("certificate until {}", httpdate::fmt_http_date(c.not_after))
+                        }
+                        None => "no certificate yet".into(),
+                    };
+                    format!("{name}: ACME {} ({state})", a.directory)
+                }
             });
         }
         let mode = if self.only {
@@ -87,6 +102,18 @@ impl TlsSetup {
             .iter()
             .any(|(_, _, t)| *t == SiteTls::Internal)
     }
+
+    /// Whether some site answers ACME HTTP-01 challenges on this listener's plain requests.
+    pub fn answers_http01(&self) -> bool {
+        self.plan.sites.iter().any(|(_, _, t)| {
+            matches!(t, SiteTls::Acme(a) if a.challenge == crate::config::sites::AcmeChallenge::Http01)
+        })
+    }
+
+    /// The ACME challenges being answered now.
+    pub fn challenges(&self) -> &acme::Challenges {
+        &self.resolver.challenges
+    }
 }
 
 /// The inputs of the certificate table: the flag's certificate, each TLS site's names and
@@ -99,9 +126,11 @@ struct Plan {
 }
 
 impl Plan {
-    /// Loads or issues every certificate. Errors name the site and the file.
-    fn certs(&self, now: SystemTime) -> Result<Vec<SiteCert>, String> {
+    /// Loads or issues every certificate, and lists the names of ACME sites that have none
+    /// yet (their handshakes fail). Errors name the site and the file.
+    fn certs(&self, now: SystemTime) -> Result<(Vec<SiteCert>, Vec<String>), String> {
         let mut out = Vec::new();
+        let mut pending = Vec::new();
         let mut ca = None;
         for (name, hosts, t) in &self.sites {
             let key = match t {
@@ -130,6 +159,21 @@ impl Plan {
                     ca.site_cert(data, name, &names, now)
                         .map_err(|e| format!("site {name}: internal certificate: {e}"))?
                 }
+                SiteTls::Acme(a) => {
+                    let data = self.data.as_deref().ok_or_else(|| {
+                        format!(
+                            "site {name}: tls = \"acme\" needs a data folder: give \
+                             --data-dir (or set HOME or XDG_DATA_HOME)"
+                        )
+                    })?;
+                    match acme::load(data, a, name, hosts) {
+                        Some(c) => c.key,
+                        None => {
+                            pending.extend(hosts.iter().cloned());
+                            continue;
+                        }
+                    }
+                }
             };
             out.push(SiteCert {
                 hosts: hosts.clone(),
@@ -143,7 +187,13 @@ impl Plan {
                 key: k.clone(),
             });
         }
-        Ok(out)
+        Ok((out, pending))
+    }
+
+    fn has_acme(&self) -> bool {
+        self.sites
+            .iter()
+            .any(|(_, _, t)| matches!(t, SiteTls::Acme(_)))
     }
 }
 
@@ -179,10 +229,21 @@ pub fn setup_for(
         return Ok(None);
     }
     let only = plan.flag.is_some() || plan.sites.len() == sites.sites.len();
-    let certs = plan.certs(SystemTime::now())?;
-    let mut setup = server_config(&certs, only).map_err(|e| e.to_string())?;
+    let (certs, pending) = plan.certs(SystemTime::now())?;
+    let mut setup =
+        server_config_with(&certs, &pending, only, plan.has_acme()).map_err(|e| e.to_string())?;
     setup.plan = plan;
     Ok(Some(setup))
+}
+
+/// Which TLS setup's background threads run: each `spawn_renewer` starts a generation and
+/// the threads of older ones end. (A `Weak` alone would not end them after a reload: the
+/// first `Config` lives as long as `serve`.)
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether `generation` is still the one whose threads should run.
+fn is_current(generation: u64) -> bool {
+    GENERATION.load(std::sync::atomic::Ordering::SeqCst) == generation
 }
 
 /// How often the renewal thread looks at the internal certificates.
@@ -191,7 +252,10 @@ const RENEW_EVERY: Duration = Duration::from_secs(3600);
 /// Starts the thread that renews internal certificates (two thirds into their lifetime)
 /// while the server runs, off the request path; new handshakes get the new certificate.
 /// It ends once `setup` is dropped (a reload made a new one, or the server stopped).
+/// Also starts the ACME management thread (`acme.rs`) when some site has `tls = "acme"`.
 pub fn spawn_renewer(setup: &Arc<TlsSetup>) {
+    let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    acme::spawn_manager(setup, generation);
     if !setup.has_internal() {
         return;
     }
@@ -200,9 +264,12 @@ pub fn spawn_renewer(setup: &Arc<TlsSetup>) {
         .name("ringd-tls-renew".into())
         .spawn(move || loop {
             std::thread::sleep(RENEW_EVERY);
+            if !is_current(generation) {
+                return;
+            }
             let Some(s) = weak.upgrade() else { return };
             match s.plan.certs(SystemTime::now()) {
-                Ok(certs) => s.resolver.replace(&certs),
+                Ok((certs, pending)) => s.resolver.replace(&certs, &pending),
                 Err(e) => eprintln!("ringd: certificate renewal failed: {e}"),
             }
         });
@@ -248,6 +315,9 @@ pub fn certified(
 #[derive(Debug, Default)]
 pub struct SniResolver {
     table: RwLock<Arc<Table>>,
+    /// ACME challenges: a ClientHello offering ALPN `acme-tls/1` gets the TLS-ALPN-01
+    /// certificate for its name and nothing else.
+    pub challenges: acme::Challenges,
 }
 
 #[derive(Debug, Default)]
@@ -255,19 +325,22 @@ struct Table {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// (".suffix", key), longest suffix first.
     wild: Vec<(String, Arc<CertifiedKey>)>,
+    /// Names of ACME sites without a certificate yet: no certificate (the handshake fails).
+    pending: HashSet<String>,
     default: Option<Arc<CertifiedKey>>,
 }
 
 impl SniResolver {
     pub fn new(sites: &[SiteCert]) -> SniResolver {
         SniResolver {
-            table: RwLock::new(Arc::new(Table::new(sites))),
+            table: RwLock::new(Arc::new(Table::new(sites, &[]))),
+            challenges: acme::Challenges::default(),
         }
     }
 
-    /// Serve `sites` from the next handshake on (renewal).
-    pub fn replace(&self, sites: &[SiteCert]) {
-        let t = Arc::new(Table::new(sites));
+    /// Serve `sites` from the next handshake on (renewal); `pending` names get none.
+    pub fn replace(&self, sites: &[SiteCert], pending: &[String]) {
+        let t = Arc::new(Table::new(sites, pending));
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = t;
     }
 
@@ -279,8 +352,11 @@ impl SniResolver {
 }
 
 impl Table {
-    fn new(sites: &[SiteCert]) -> Table {
-        let mut r = Table::default();
+    fn new(sites: &[SiteCert], pending: &[String]) -> Table {
+        let mut r = Table {
+            pending: pending.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            ..Table::default()
+        };
         for s in sites {
             for h in &s.hosts {
                 let h = h.to_ascii_lowercase();
@@ -306,6 +382,9 @@ impl Table {
             if let Some(k) = self.exact.get(&n) {
                 return Some(k.clone());
             }
+            if self.pending.contains(&n) {
+                return None;
+            }
             for (suffix, k) in &self.wild {
                 if n.len() > suffix.len() && n.ends_with(suffix.as_str()) {
                     return Some(k.clone());
@@ -318,6 +397,11 @@ impl Table {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(mut alpn) = hello.alpn() {
+            if alpn.any(|p| p == acme::ALPN_ACME) {
+                return self.challenges.alpn(hello.server_name());
+            }
+        }
         self.pick(hello.server_name())
     }
 }
@@ -327,7 +411,21 @@ impl ResolvesServerCert for SniResolver {
 /// so a client resumes whichever worker SO_REUSEPORT hands it to), and a session-ID cache for
 /// TLS 1.2 clients without tickets.
 pub fn server_config(sites: &[SiteCert], only: bool) -> Result<TlsSetup, TlsError> {
-    let resolver = Arc::new(SniResolver::new(sites));
+    server_config_with(sites, &[], only, false)
+}
+
+/// [`server_config`] with ACME: `pending` names get no certificate yet, and with `acme`
+/// ALPN `acme-tls/1` is offered too (TLS-ALPN-01; such a connection never carries HTTP).
+fn server_config_with(
+    sites: &[SiteCert],
+    pending: &[String],
+    only: bool,
+    acme: bool,
+) -> Result<TlsSetup, TlsError> {
+    let resolver = Arc::new(SniResolver {
+        table: RwLock::new(Arc::new(Table::new(sites, pending))),
+        challenges: acme::Challenges::default(),
+    });
     let mut cfg =
         rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -335,6 +433,9 @@ pub fn server_config(sites: &[SiteCert], only: bool) -> Result<TlsSetup, TlsErro
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if acme {
+        cfg.alpn_protocols.push(acme::ALPN_ACME.to_vec());
+    }
     cfg.ticketer =
         provider::Ticketer::new().map_err(|e| TlsError::Other(format!("session tickets: {e}")))?;
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);

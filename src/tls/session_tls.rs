@@ -7,6 +7,10 @@
 //! The first bytes of a connection on a TLS listener decide: a TLS handshake record (0x16)
 //! starts TLS; anything else is plain HTTP, answered normally where the listener also serves
 //! plain sites, else with 400 (nginx's "The plain HTTP request was sent to HTTPS port").
+//! Where a site answers ACME HTTP-01, plain requests on an HTTPS-only port are parsed: the
+//! challenge is answered, `redirect_http` applies, and everything else gets that 400
+//! (`plain_first`). A connection that negotiated ALPN `acme-tls/1` (TLS-ALPN-01) carries no
+//! HTTP: its first plaintext closes it.
 //!
 //! Buffer contract: `cipher[pos..]` is what `next_output` last handed out; it is never
 //! changed before `consume` has covered it all. Only then is the plaintext that produced it
@@ -65,7 +69,9 @@ impl Session {
                 return self.feed_plain(svc, data, now);
             };
             if data.first() != Some(&HANDSHAKE) {
-                if setup.only {
+                // An HTTPS-only port still hears ACME HTTP-01 (`plain_first` says 400 to the
+                // rest).
+                if setup.only && !setup.answers_http01() {
                     return self.plain_on_tls(svc, now);
                 }
                 return self.feed_plain(svc, data, now);
@@ -122,6 +128,14 @@ impl Session {
                     }
                     if state.peer_has_closed() {
                         self.eof = true;
+                    }
+                    // A TLS-ALPN-01 validation ends with its handshake (RFC 8737 §3): nothing
+                    // on such a connection is HTTP.
+                    if n > 0 && t.conn.alpn_protocol() == Some(crate::tls::acme::ALPN_ACME) {
+                        t.failed = true;
+                        self.closing = true;
+                        self.inp.truncate(before);
+                        break;
                     }
                 }
                 Err(_) => {
@@ -248,10 +262,96 @@ fn pread(fd: RawFd, buf: &mut Vec<u8>, n: usize, offset: u64) -> Option<usize> {
     (got > 0).then_some(got as usize)
 }
 
+/// A plain request on a listener with `redirect_http` sites or ACME HTTP-01: an ACME
+/// challenge is answered first (before any route, and before the redirect), then
+/// `redirect_http`; on an HTTPS-only port anything else gets 400 and the connection closes.
+/// None: answer it normally. Some(keep-alive) when answered.
+pub(super) fn plain_first(
+    svc: &mut Service,
+    out: &mut crate::proto::conn::OutQueue,
+    peer: std::net::SocketAddr,
+    req: &crate::proto::parse::Request<'_>,
+    close: bool,
+) -> Option<bool> {
+    if let Some(keep) = acme_http01(svc, out, peer, req, close) {
+        return Some(keep);
+    }
+    if let Some(keep) = redirect_http(svc, out, peer, req, close) {
+        return Some(keep);
+    }
+    if !svc.config.tls.as_ref().is_some_and(|t| t.only) {
+        return None;
+    }
+    let mut reply = crate::handler::Reply {
+        out,
+        pool: &mut svc.pool,
+        date: &svc.date,
+        conn: ConnHeader::Close,
+        edit: None,
+    };
+    let head_only = req.method == crate::proto::parse::Method::Head;
+    let sent = reply.text(
+        &svc.config.server_name,
+        400,
+        b"Content-Type: text/plain; charset=utf-8\r\n",
+        PLAIN_ON_TLS,
+        head_only,
+    );
+    if svc.log_on {
+        super::LogLine::new(req, crate::router::NONE, crate::router::NONE)
+            .write(svc, peer, sent, None);
+    }
+    Some(false)
+}
+
+/// `GET /.well-known/acme-challenge/<token>` for a token the ACME thread is being validated
+/// with, for the host it was issued for: 200 with the key authorization (RFC 8555 §8.3).
+fn acme_http01(
+    svc: &mut Service,
+    out: &mut crate::proto::conn::OutQueue,
+    peer: std::net::SocketAddr,
+    req: &crate::proto::parse::Request<'_>,
+    close: bool,
+) -> Option<bool> {
+    use crate::proto::parse::Method;
+    let token = req
+        .path_query
+        .strip_prefix(crate::tls::acme::HTTP01_PREFIX)?;
+    if !matches!(req.method, Method::Get | Method::Head) {
+        return None;
+    }
+    let host = std::str::from_utf8(req.fields.host?).ok()?;
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let ka = svc.config.tls.as_ref()?.challenges().http(token, host)?;
+    let conn = super::conn_header(req, close);
+    let mut reply = crate::handler::Reply {
+        out,
+        pool: &mut svc.pool,
+        date: &svc.date,
+        conn,
+        edit: None,
+    };
+    let sent = reply.text(
+        &svc.config.server_name,
+        200,
+        b"Content-Type: application/octet-stream\r\n",
+        ka.as_bytes(),
+        req.method == Method::Head,
+    );
+    if svc.log_on {
+        let site = svc
+            .router
+            .site_for(Some(host.as_bytes()))
+            .unwrap_or(crate::router::NONE);
+        super::LogLine::new(req, site, crate::router::NONE).write(svc, peer, sent, None);
+    }
+    Some(conn != ConnHeader::Close)
+}
+
 /// A plain HTTP request for a site with `redirect_http`: 308 to the same host and target
 /// over https (the same port: one listener carries both). None: not such a site (or a Host
 /// that cannot go into a URL), answer it normally. Some(keep-alive) when answered.
-pub(super) fn redirect_http(
+fn redirect_http(
     svc: &mut Service,
     out: &mut crate::proto::conn::OutQueue,
     peer: std::net::SocketAddr,

@@ -49,7 +49,7 @@ fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> TlsError {
 }
 
 /// Writes `data` to `path` through a temporary file and a rename, with `mode`.
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(super) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -172,7 +172,7 @@ impl LocalCa {
 }
 
 /// A site name as a file name: letters, digits, `-`, `.`; everything else `_`.
-fn sanitize(name: &str) -> String {
+pub(super) fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
         .map(|c| match c {

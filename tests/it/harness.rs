@@ -197,6 +197,12 @@ impl ServerBuilder {
         v
     }
 
+    /// Listen on `addr` instead of `127.0.0.1:0` (a port another process must know first).
+    pub fn listen(mut self, addr: &str) -> ServerBuilder {
+        self.listen = addr.to_string();
+        self
+    }
+
     /// Run `n` workers instead of 2.
     pub fn workers(mut self, n: usize) -> ServerBuilder {
         self.workers = n;

@@ -8,6 +8,7 @@
 //! makes that a failure. The conformance cases (`conformance.rs`) always run.
 
 mod abuse;
+mod acme;
 mod cache;
 mod cgi;
 mod conditional;
@@ -98,6 +99,7 @@ per_backend! {
     tls_bad_and_slow_handshakes => crate::tls::bad_and_slow_handshakes,
     tls_sites_sni_mixed_listener_redirect_http => crate::tls::sites_sni_mixed_redirect,
     tls_internal_ca => crate::tls::internal_ca,
+    acme_http01_issue_and_reuse_after_restart => crate::acme::http01_issue_and_reuse_after_restart,
 }
 
 /// Backend-independent CLI behaviour.
