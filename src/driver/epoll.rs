@@ -499,6 +499,7 @@ impl Worker {
             // Server numbers may mean other servers now.
             self.pool.clear();
         }
+        self.pool.sweep_upstreams(now, self.svc.upstreams());
         self.flush_access_log();
         for i in 0..self.conns.slots.len() {
             let Some(conn) = self.conns.get_mut(i) else {

@@ -284,6 +284,9 @@ async fn tick(w: Rc<Worker>) {
             // Server numbers may mean other servers now.
             w.pool.borrow_mut().clear();
         }
+        w.pool
+            .borrow_mut()
+            .sweep_upstreams(Instant::now(), w.svc.borrow().upstreams());
         w.reload_seen.set(seen);
         w.flush_access_log();
     }

@@ -327,6 +327,7 @@ impl Driver {
             // Server numbers may mean other servers now.
             self.pool.clear();
         }
+        self.pool.sweep_upstreams(self.now, self.svc.upstreams());
         self.log.flush(self.svc.access_log());
         self.sweep();
         if let Some(deadline) = self.draining {
