@@ -63,6 +63,8 @@ pub struct Service {
     log_date: [u8; LOG_DATE_LEN],
     log_on: bool,
     log: Vec<u8>,
+    /// The driver can splice proxied bodies (`set_can_splice`).
+    can_splice: bool,
 }
 
 impl Service {
@@ -87,6 +89,7 @@ impl Service {
             log_date: [0; LOG_DATE_LEN],
             log_on: config.access_log.is_some(),
             log: Vec::new(),
+            can_splice: false,
         };
         svc.set_time(SystemTime::UNIX_EPOCH);
         svc
@@ -115,6 +118,21 @@ impl Service {
     /// the buffer. Always empty when the access log is off.
     pub fn access_log(&mut self) -> &mut Vec<u8> {
         &mut self.log
+    }
+
+    /// The driver moves `Output::Pipe` pieces and answers `Session::gw_splice_want`: proxied
+    /// bodies of at least `proxy_splice_min` bytes go upstream → pipe → client.
+    pub fn set_can_splice(&mut self, can: bool) {
+        self.can_splice = can;
+    }
+
+    /// Smallest proxied body spliced (0: none).
+    fn splice_min(&self) -> u64 {
+        if self.can_splice {
+            self.config.proxy_splice_min
+        } else {
+            0
+        }
     }
 
     /// The configuration this service runs with.
@@ -219,6 +237,9 @@ pub enum Output<'a> {
     Bytes(&'a [u8]),
     /// `len` bytes of the file `fd` starting at `offset` (splice or sendfile).
     File { fd: RawFd, offset: u64, len: u64 },
+    /// `len` bytes that the driver spliced into the connection's pipe from the upstream
+    /// (`Session::gw_spliced`): send them from the pipe (splice) and `consume` them.
+    Pipe { len: u64 },
 }
 
 /// One HTTP/1.1 connection: request parsing, pipelining, keep-alive, timeouts, responses.
@@ -564,6 +585,39 @@ impl Session {
     /// The proxied request in flight (the driver connects, sends and reads for it).
     pub fn gateway(&mut self) -> Option<&mut Exchange> {
         self.gw.as_mut().map(|g| &mut g.x)
+    }
+
+    /// A TLS connection's bytes must pass through rustls: never splice to it.
+    fn no_splice_on_tls(&mut self) {
+        if let (Some(g), true) = (self.gw.as_mut(), self.tls.is_some() || self.sniff) {
+            g.x.set_splice_min(0);
+        }
+    }
+
+    /// How many bytes the driver may splice from the upstream into this connection's pipe
+    /// now: Some while the body (or tunnel) goes by splice and the bytes would be the next
+    /// output (what is queued before them is written first). Never more than the pipe holds.
+    pub fn gw_splice_want(&self) -> Option<u64> {
+        let g = self.gw.as_ref().filter(|g| g.sink.is_none())?;
+        let want = g.x.splice_want()?;
+        self.out.pipe_next().then_some(want)
+    }
+
+    /// `n` bytes went from the upstream into the pipe (they follow as `Output::Pipe`).
+    pub fn gw_spliced(&mut self, svc: &mut Service, n: usize, now: Instant) {
+        let Some(g) = self.gw.as_mut() else { return };
+        let mut ctx = Self::gw_ctx(svc);
+        if self.out.is_empty() {
+            self.progress_at = now;
+        }
+        g.x.spliced(n as u64, &mut self.out, &mut ctx, now);
+    }
+
+    /// The driver found no pipe free: the body is read and copied instead.
+    pub fn gw_no_splice(&mut self) {
+        if let Some(g) = self.gw.as_mut() {
+            g.x.no_splice();
+        }
     }
 
     /// Whether the driver should read from the upstream now (the client keeps up).
@@ -920,7 +974,7 @@ impl Session {
             };
             let ms = now.saturating_duration_since(g.began).as_secs_f64() * 1000.0;
             let detail = format!(
-                "upstream={} upstream_status={} upstream_ms={ms:.1}{}{}",
+                "upstream={} upstream_status={} upstream_ms={ms:.1}{}{}{}",
                 up.as_deref().unwrap_or("-"),
                 g.x.status,
                 match g.x.failure {
@@ -930,6 +984,10 @@ impl Session {
                 match g.x.cache_tag {
                     Some(t) => format!(" cache={t}"),
                     None => String::new(),
+                },
+                match g.x.spliced_bytes {
+                    0 => String::new(),
+                    n => format!(" spliced={n}"),
                 }
             );
             let sent = Sent {
@@ -1049,6 +1107,7 @@ impl Session {
                                 self.progress_at = now;
                             }
                             self.gw = Some(g);
+                            self.no_splice_on_tls();
                             self.in_pos += head_len;
                             self.stream = Some(r);
                             self.stream_body(svc, now);
@@ -1185,7 +1244,7 @@ impl Session {
                 Err(Wait::Proxy(start, site, route)) => {
                     self.continued = false;
                     let at = (site, route);
-                    let g = new_gateway(
+                    let mut g = new_gateway(
                         svc,
                         &mut self.out,
                         &self.body_data,
@@ -1198,6 +1257,10 @@ impl Session {
                     );
                     if self.out.responses() == 1 {
                         self.progress_at = now;
+                    }
+                    if self.tls.is_some() || self.sniff {
+                        // A TLS connection's bytes pass through rustls: never spliced.
+                        g.x.set_splice_min(0);
                     }
                     self.gw = Some(g);
                     self.body = None;
@@ -1770,6 +1833,7 @@ fn new_gateway(
         None => Exchange::new(start, body, conn),
     };
     x.set_max_entry(svc.cache.max_entry);
+    x.set_splice_min(svc.splice_min());
     let (group, key) = (x.start.group, x.start.key);
     match svc.upstreams.pick(group, key, &[], now) {
         Some(s) => x.retry(s, now),

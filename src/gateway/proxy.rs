@@ -272,6 +272,15 @@ pub struct Exchange {
     pub from_cache: Option<FromCache>,
     /// `X-Cache` of the response relayed (MISS or BYPASS), for the access log.
     pub cache_tag: Option<&'static str>,
+    /// Content-Length bodies at least this large (and tunnels) may be spliced; 0: never
+    /// (the driver cannot, or the client connection is TLS). Set by the session.
+    splice_min: u64,
+    /// The body (or the tunnel's upstream → client direction) moves upstream → pipe →
+    /// client by splice: the driver asks `splice_want` instead of reading, and reports with
+    /// `spliced`.
+    splicing: bool,
+    /// Bytes that went through the pipe (for the access log: proof that splice ran).
+    pub spliced_bytes: u64,
 }
 
 /// A request body being streamed to the upstream.
@@ -484,7 +493,67 @@ impl Exchange {
             streaming: None,
             from_cache: None,
             cache_tag: None,
+            splice_min: 0,
+            splicing: false,
+            spliced_bytes: 0,
         }
+    }
+
+    /// Lets Content-Length bodies of at least `min` bytes, and tunnels, be spliced (0: never).
+    pub fn set_splice_min(&mut self, min: u64) {
+        self.splice_min = min;
+    }
+
+    /// How many bytes the driver may splice from the upstream into the client's pipe now
+    /// (what is left of a spliced body; unbounded for a tunnel), or None when the body is
+    /// read and copied as usual.
+    pub fn splice_want(&self) -> Option<u64> {
+        if !self.splicing {
+            return None;
+        }
+        match (&self.state, &self.body) {
+            (State::Body, UpBody::Length(rem)) if *rem > 0 => Some(*rem),
+            (State::Tunnel, _) => Some(u64::MAX),
+            _ => None,
+        }
+    }
+
+    /// The driver cannot splice after all (no pipe free): the body is read and copied.
+    pub fn no_splice(&mut self) {
+        self.splicing = false;
+    }
+
+    /// `n` body bytes went from the upstream into the client's pipe; they are queued as a
+    /// pipe piece behind what is queued already.
+    pub fn spliced(&mut self, n: u64, out: &mut OutQueue, ctx: &mut Ctx<'_>, now: Instant) {
+        if n == 0 || self.splice_want().is_none() {
+            return;
+        }
+        self.deadline = Some(now + self.start.read_timeout);
+        self.spliced_bytes += n;
+        self.body_bytes += n;
+        out.pipe(n);
+        if let UpBody::Length(rem) = &mut self.body {
+            if self.state == State::Body {
+                *rem -= n.min(*rem);
+                if *rem == 0 {
+                    self.finish(out, ctx);
+                }
+            }
+        }
+    }
+
+    /// Whether a body of `len` bytes may go by splice: it reaches the client unchanged (not
+    /// compressed, not re-framed, not captured for the cache) from an upstream socket.
+    fn may_splice(&mut self, len: u64) -> bool {
+        if self.splice_min == 0 || len < self.splice_min || self.cgi.is_some() || self.app {
+            return false;
+        }
+        if self.store.is_some() && len > self.max_entry as u64 {
+            // Too large to store: it would stream through uncached anyway.
+            self.store = None;
+        }
+        self.encoder.is_none() && self.store.is_none() && !self.client_chunked && !self.client_close
     }
 
     /// An exchange for `start` whose request body (framed as `framing`) follows with
@@ -743,6 +812,7 @@ impl Exchange {
     pub fn wants_read(&self, queued: usize) -> bool {
         matches!(self.state, State::Exchange | State::Body | State::Tunnel)
             && queued < self.start.buffer
+            && self.splice_want().is_none()
     }
 
     /// Finished: Some(whether the upstream connection may be pooled).
@@ -965,6 +1035,10 @@ impl Exchange {
                         return Ok(());
                     }
                     self.state = State::Body;
+                    if let UpBody::Length(n) = self.body {
+                        // What came with the head is copied; the rest may be spliced.
+                        self.splicing = self.may_splice(n);
+                    }
                 }
                 State::Body => {
                     let n = self.relay(data, out, ctx)?;
@@ -1092,6 +1166,7 @@ impl Exchange {
                 self.tunneled = true;
                 self.upstream_close = true;
                 self.state = State::Tunnel;
+                self.splicing = self.splice_min > 0 && self.cgi.is_none();
                 return Ok(false);
             }
             // Interim responses go to HTTP/1.1 clients only (RFC 9110 §15.2), never 100

@@ -467,6 +467,9 @@ impl Driver {
                     c.write = Some(Op::Send);
                     return;
                 }
+                // A proxied body's bytes go out from the pipe (above) as the upstream's
+                // splices fill it; nothing to send until then.
+                Some(Output::Pipe { .. }) => return,
                 Some(Output::File { len: 0, .. }) => {
                     c.session.consume(&mut self.svc, 0, now);
                 }

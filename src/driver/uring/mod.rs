@@ -11,7 +11,7 @@
 mod conn;
 mod gw;
 mod open;
-mod pipes;
+pub(crate) mod pipes;
 pub mod ring;
 mod token;
 
