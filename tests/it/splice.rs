@@ -18,7 +18,7 @@ const MIB: usize = 1024 * 1024;
 
 /// Whether `backend` splices proxied bodies.
 fn splices(backend: &str) -> bool {
-    backend == "epoll"
+    backend != "tokio-uring"
 }
 
 fn start(backend: &str, d: &TempDir, up: std::net::SocketAddr, extra: &[&str]) -> Server {

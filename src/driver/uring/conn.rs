@@ -444,9 +444,11 @@ impl Driver {
         for _ in 0..super::MAX_EMPTY_OUTPUTS {
             match c.session.next_output() {
                 None => {
-                    if let Some(p) = c.pipe.take() {
-                        self.pipes.put(p, true);
-                        self.wake_pipe_waiter();
+                    if !c.gw.splicing() {
+                        if let Some(p) = c.pipe.take() {
+                            self.pipes.put(p, true);
+                            self.wake_pipe_waiter();
+                        }
                     }
                     return;
                 }

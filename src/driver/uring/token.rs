@@ -42,6 +42,9 @@ pub enum UpOp {
     Send,
     /// Recv into the upstream's own buffer.
     Recv,
+    /// Splice from the upstream socket into the connection's pipe (a body or tunnel that
+    /// goes by splice).
+    Splice,
     /// Poll for POLLIN / POLLOUT after a recv / send answered -EAGAIN.
     PollIn,
     PollOut,
