@@ -1922,4 +1922,116 @@ mod tests {
             "a cut chunked body got a last chunk: {c}"
         );
     }
+
+    /// An exchange with splicing allowed from `min` bytes, fed `upstream` (head and the body
+    /// bytes that came with it).
+    fn splice_x(s: Start, min: u64, upstream: &[u8]) -> (Exchange, OutQueue, BufPool) {
+        let mut x = Exchange::new(s, b"", ConnHeader::None);
+        x.set_splice_min(min);
+        x.server = Some(0);
+        let now = Instant::now();
+        x.connected(now, false);
+        let mut out = OutQueue::default();
+        let mut pool = BufPool::default();
+        let date = [b'D'; DATE_LEN];
+        let mut ctx = Ctx {
+            pool: &mut pool,
+            date: &date,
+            server: "ringd",
+        };
+        x.feed(upstream, &mut out, &mut ctx, now).unwrap();
+        (x, out, pool)
+    }
+
+    #[test]
+    fn a_content_length_body_goes_by_splice_after_the_bytes_that_came_with_the_head() {
+        let up = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nabc";
+        let (mut x, mut out, mut pool) = splice_x(start(false, false), 65536, up);
+        assert_eq!(x.splice_want(), Some(99_997));
+        assert!(!x.wants_read(0), "the driver splices instead of reading");
+        // The head and the 3 bytes go first; only then may the pipe's bytes follow.
+        assert!(!out.pipe_next());
+        let Some(Output::Bytes(b)) = out.peek() else {
+            panic!("head first")
+        };
+        assert!(b.ends_with(b"Content-Length: 100000\r\n\r\nabc"));
+        let n = b.len();
+        out.consume(n, &mut pool);
+        assert!(out.pipe_next());
+        let date = [b'D'; DATE_LEN];
+        let mut ctx = Ctx {
+            pool: &mut pool,
+            date: &date,
+            server: "ringd",
+        };
+        let now = Instant::now();
+        x.spliced(60_000, &mut out, &mut ctx, now);
+        x.spliced(30_000, &mut out, &mut ctx, now);
+        assert!(matches!(out.peek(), Some(Output::Pipe { len: 90_000 })));
+        assert_eq!(x.splice_want(), Some(9_997));
+        x.spliced(9_997, &mut out, &mut ctx, now);
+        assert_eq!(
+            x.finished(),
+            Some(true),
+            "complete: the upstream may be pooled"
+        );
+        assert_eq!(x.spliced_bytes, 99_997);
+        assert_eq!(out.responses(), 1);
+        assert_eq!(
+            out.consume(99_997, &mut pool),
+            1,
+            "the response ends with the pipe"
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_body_cut_short_while_splicing_is_an_error() {
+        let up = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+        let (mut x, mut out, mut pool) = splice_x(start(false, false), 1, up);
+        let date = [b'D'; DATE_LEN];
+        let mut ctx = Ctx {
+            pool: &mut pool,
+            date: &date,
+            server: "ringd",
+        };
+        x.spliced(5_000, &mut out, &mut ctx, Instant::now());
+        assert_eq!(x.eof(&mut out, &mut ctx), Err(Failure::Cut));
+    }
+
+    #[test]
+    fn bodies_that_change_on_the_way_are_copied() {
+        // Below the threshold, chunked (re-framed), close-delimited to HTTP/1.0, HEAD.
+        let cases: [(Start, &[u8]); 4] = [
+            (
+                start(false, false),
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+            ),
+            (
+                start(false, false),
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (start(false, true), b"HTTP/1.1 200 OK\r\n\r\n"),
+            (
+                start(true, false),
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n",
+            ),
+        ];
+        for (s, up) in cases {
+            let (x, _, _) = splice_x(s, 65536, up);
+            assert_eq!(x.splice_want(), None, "{}", String::from_utf8_lossy(up));
+        }
+        // Compressed on the way.
+        let mut s = start(false, false);
+        s.compress_route = true;
+        s.compress = Some(crate::handler::encoding::Coding::Gzip);
+        let up = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n";
+        let (x, _, _) = splice_x(s, 1, up);
+        assert_eq!(x.splice_want(), None);
+        // Splicing off.
+        let up = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+        let (x, _, _) = splice_x(start(false, false), 0, up);
+        assert_eq!(x.splice_want(), None);
+        assert!(x.wants_read(0));
+    }
 }
