@@ -65,6 +65,8 @@ pub struct Service {
     log: Vec<u8>,
     /// The driver can splice proxied bodies (`set_can_splice`).
     can_splice: bool,
+    /// ... and the client → upstream direction (`set_can_splice_up`).
+    can_splice_up: bool,
 }
 
 impl Service {
@@ -90,6 +92,7 @@ impl Service {
             log_on: config.access_log.is_some(),
             log: Vec::new(),
             can_splice: false,
+            can_splice_up: false,
         };
         svc.set_time(SystemTime::UNIX_EPOCH);
         svc
@@ -124,6 +127,12 @@ impl Service {
     /// bodies of at least `proxy_splice_min` bytes go upstream → pipe → client.
     pub fn set_can_splice(&mut self, can: bool) {
         self.can_splice = can;
+    }
+
+    /// The driver also answers `Session::client_splice_want`: a tunnel's client bytes and
+    /// streamed Content-Length request bodies go client → pipe → upstream.
+    pub fn set_can_splice_up(&mut self, can: bool) {
+        self.can_splice_up = can;
     }
 
     /// Smallest proxied body spliced (0: none).
@@ -512,12 +521,17 @@ impl Session {
     /// closing after an error). The driver stops reading until it turns true.
     pub fn wants_read(&self) -> bool {
         if let Some(g) = self.gw.as_ref().filter(|g| g.x.tunneling()) {
-            // A tunnel reads the client while the upstream keeps up.
-            return !(self.eof || self.shutdown) && g.x.backlog() < TUNNEL_BACKLOG;
+            // A tunnel reads the client while the upstream keeps up (unless the driver
+            // splices its bytes instead).
+            return !(self.eof || self.shutdown)
+                && g.x.backlog() < TUNNEL_BACKLOG
+                && self.client_splice_want().is_none();
         }
         if let (Some(g), Some(_)) = (&self.gw, &self.stream) {
             // A streamed body: read while the upstream keeps up.
-            return !(self.closing || self.eof) && g.x.backlog() < TUNNEL_BACKLOG;
+            return !(self.closing || self.eof)
+                && g.x.backlog() < TUNNEL_BACKLOG
+                && self.client_splice_want().is_none();
         }
         !(self.closing || self.eof || self.shutdown)
             && self.collapsed.is_none()
@@ -611,6 +625,56 @@ impl Session {
             self.progress_at = now;
         }
         g.x.spliced(n as u64, &mut self.out, &mut ctx, now);
+    }
+
+    /// How many client bytes the driver may splice from this connection's socket into its
+    /// upstream-bound pipe now (a tunnel's, or the rest of a streamed Content-Length request
+    /// body), instead of reading them: Some only while nothing the client sent waits here.
+    pub fn client_splice_want(&self) -> Option<u64> {
+        let g = self.gw.as_ref()?;
+        if self.tls.is_some() || self.sniff || self.eof || self.closing || self.shutdown {
+            return None;
+        }
+        if self.in_pos < self.inp.len() {
+            return None;
+        }
+        if g.x.tunneling() {
+            return g.x.splice_up_ok(None).then_some(u64::MAX);
+        }
+        let left = self.stream.as_ref()?.length_left();
+        if g.x.splice_up_ok(left) {
+            left
+        } else {
+            None
+        }
+    }
+
+    /// `n` client bytes went into the upstream-bound pipe.
+    pub fn client_spliced(&mut self, n: usize, now: Instant) {
+        let Some(g) = self.gw.as_mut() else { return };
+        g.x.spliced_up_in(n as u64, now);
+        if let Some(r) = self.stream.as_mut() {
+            r.skip(n as u64);
+            if r.done() {
+                g.x.body_end();
+                self.stream = None;
+                self.req_start = None;
+            }
+        }
+    }
+
+    /// `n` bytes of the upstream-bound pipe reached the upstream.
+    pub fn gw_spliced_up(&mut self, n: usize, now: Instant) {
+        if let Some(g) = self.gw.as_mut() {
+            g.x.spliced_up_out(n as u64, now);
+        }
+    }
+
+    /// The driver found no pipe free for the client's bytes: they are read and copied.
+    pub fn client_no_splice(&mut self) {
+        if let Some(g) = self.gw.as_mut() {
+            g.x.set_splice_up(false);
+        }
     }
 
     /// The driver found no pipe free: the body is read and copied instead.
@@ -974,7 +1038,7 @@ impl Session {
             };
             let ms = now.saturating_duration_since(g.began).as_secs_f64() * 1000.0;
             let detail = format!(
-                "upstream={} upstream_status={} upstream_ms={ms:.1}{}{}{}",
+                "upstream={} upstream_status={} upstream_ms={ms:.1}{}{}{}{}",
                 up.as_deref().unwrap_or("-"),
                 g.x.status,
                 match g.x.failure {
@@ -988,6 +1052,10 @@ impl Session {
                 match g.x.spliced_bytes {
                     0 => String::new(),
                     n => format!(" spliced={n}"),
+                },
+                match g.x.spliced_up {
+                    0 => String::new(),
+                    n => format!(" spliced_up={n}"),
                 }
             );
             let sent = Sent {
@@ -1834,6 +1902,7 @@ fn new_gateway(
     };
     x.set_max_entry(svc.cache.max_entry);
     x.set_splice_min(svc.splice_min());
+    x.set_splice_up(svc.can_splice_up);
     let (group, key) = (x.start.group, x.start.key);
     match svc.upstreams.pick(group, key, &[], now) {
         Some(s) => x.retry(s, now),

@@ -101,6 +101,9 @@ struct Conn {
     up: Option<Up>,
     /// The splice pipe of a proxied body going upstream → pipe → client.
     splice: Spl,
+    /// The splice pipe of client bytes going client → pipe → upstream (a tunnel's, a
+    /// streamed request body's).
+    splice_up: Spl,
     /// The CGI script of the request in flight.
     cgi: Option<CgiProc>,
     /// The WSGI call of the request in flight.
@@ -237,6 +240,7 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
     let mut svc = Service::new(&config, roots);
     svc.set_time(SystemTime::now());
     svc.set_can_splice(true);
+    svc.set_can_splice_up(true);
 
     let mut w = Worker {
         id,
@@ -421,6 +425,7 @@ impl Worker {
                         lingered: 0,
                         up: None,
                         splice: Spl::default(),
+                        splice_up: Spl::default(),
                         cgi: None,
                         app: None,
                     });
@@ -602,6 +607,7 @@ impl Worker {
             let now = Instant::now();
             conn.session.gw_abandon(&mut self.svc, now);
             conn.splice.release(&mut self.pipes);
+            conn.splice_up.release(&mut self.pipes);
             if let Some(p) = conn.cgi.take() {
                 // The client is gone: the script is put down (SIGTERM, then SIGKILL).
                 self.procs.retire(p, self.poll.registry(), true, now);
@@ -696,8 +702,9 @@ fn drive_conn(
         // The proxied request or CGI script, if any: connect or spawn, send, read (output
         // may follow).
         conn.splice.release_empty(gate.pipes);
+        conn.splice_up.release_empty(gate.pipes);
         let s = &mut conn.session;
-        let sp = &mut conn.splice;
+        let sp = (&mut conn.splice, &mut conn.splice_up);
         let up = epoll_gw::drive(&mut conn.up, sp, s, svc, gate, buf, now, &mut budget);
         let cgi = cgi_proc::drive(&mut conn.cgi, s, svc, cx, buf, now, &mut budget);
         let app = app::drive(&mut conn.app, s, svc, ax, now);
@@ -708,6 +715,51 @@ fn drive_conn(
             continue;
         }
 
+        // Client bytes bound for the upstream go by splice where the session lets them.
+        if let (true, false, Some(want)) =
+            (conn.readable, conn.eof, conn.session.client_splice_want())
+        {
+            if conn.splice_up.pipe.is_none() {
+                conn.splice_up.pipe = gate.pipes.take();
+                if conn.splice_up.pipe.is_none() {
+                    // None free: they are read and copied instead.
+                    conn.session.client_no_splice();
+                    continue;
+                }
+            }
+            let pipe = conn.splice_up.pipe.as_ref().expect("just ensured");
+            let room = pipe.cap().saturating_sub(conn.splice_up.in_pipe);
+            if room == 0 {
+                // The upstream's drain brings us back.
+                return Step::Wait;
+            }
+            if budget == 0 {
+                return Step::Again;
+            }
+            budget -= 1;
+            let n = (room as u64).min(want) as usize;
+            match crate::sys::splice(conn.sock.as_raw_fd(), pipe.w(), n) {
+                Ok(0) => {
+                    conn.eof = true;
+                    conn.readable = false;
+                    conn.session.feed_eof(now);
+                }
+                Ok(k) => {
+                    conn.splice_up.in_pipe += k;
+                    conn.session.client_spliced(k, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // With data in the pipe, EAGAIN may mean it is out of slots.
+                    if conn.splice_up.in_pipe == 0 {
+                        conn.readable = false;
+                    }
+                    return Step::Wait;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Close,
+            }
+            continue;
+        }
         if !conn.readable || conn.eof || !conn.session.wants_read() {
             return Step::Wait;
         }

@@ -163,7 +163,7 @@ pub struct Gate<'a> {
 #[allow(clippy::too_many_arguments)]
 pub fn drive(
     up: &mut Option<Up>,
-    sp: &mut Spl,
+    (sp, sp_up): (&mut Spl, &mut Spl),
     session: &mut Session,
     svc: &mut Service,
     gate: &mut Gate<'_>,
@@ -300,6 +300,26 @@ pub fn drive(
                     if let Some(x) = session.gateway() {
                         x.sent(n, now);
                     }
+                    progress = true;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    session.gw_error(svc, Failure::Connect, now);
+                    progress = true;
+                    continue;
+                }
+            }
+        }
+        // Client bytes spliced into the upstream-bound pipe follow what `to_send` held.
+        let next = session.gateway().is_some_and(|x| x.pipe_up_next());
+        if let (true, true, Some(pipe)) = (sp_up.in_pipe > 0 && next, u.writable, &sp_up.pipe) {
+            *budget -= 1;
+            match crate::sys::splice(pipe.r(), u.sock.as_fd().as_raw_fd(), sp_up.in_pipe) {
+                Ok(k) => {
+                    sp_up.in_pipe -= k;
+                    session.gw_spliced_up(k, now);
                     progress = true;
                     continue;
                 }

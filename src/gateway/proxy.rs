@@ -281,6 +281,13 @@ pub struct Exchange {
     splicing: bool,
     /// Bytes that went through the pipe (for the access log: proof that splice ran).
     pub spliced_bytes: u64,
+    /// Client bytes (a tunnel's, or a streamed Content-Length body's) the driver spliced into
+    /// its upstream-bound pipe and has not written to the upstream yet: they follow `req`.
+    up_in_pipe: u64,
+    /// Client bytes that went to the upstream through a pipe.
+    pub spliced_up: u64,
+    /// The driver can splice client → upstream too (set by the session).
+    splice_up: bool,
 }
 
 /// A request body being streamed to the upstream.
@@ -496,6 +503,58 @@ impl Exchange {
             splice_min: 0,
             splicing: false,
             spliced_bytes: 0,
+            up_in_pipe: 0,
+            spliced_up: 0,
+            splice_up: false,
+        }
+    }
+
+    /// Whether the driver can splice the client → upstream direction too.
+    pub fn set_splice_up(&mut self, can: bool) {
+        self.splice_up = can;
+    }
+
+    /// Whether client bytes may go client socket → pipe → upstream now (a tunnel, or a
+    /// streamed Content-Length body of `left` bytes still to come, at least `splice_min`):
+    /// the session asks for the rest with `left`.
+    pub fn splice_up_ok(&self, left: Option<u64>) -> bool {
+        if !self.splice_up || self.splice_min == 0 || self.cgi.is_some() || self.app {
+            return false;
+        }
+        match (&self.state, &self.streaming) {
+            (State::Tunnel, _) => !self.client_eof,
+            (State::Exchange | State::Body, Some(sb)) => {
+                !sb.chunked && !sb.complete && left.is_some_and(|n| n >= self.splice_min)
+            }
+            _ => false,
+        }
+    }
+
+    /// `n` client bytes went into the driver's upstream-bound pipe.
+    pub fn spliced_up_in(&mut self, n: u64, now: Instant) {
+        self.up_in_pipe += n;
+        if let Some(sb) = &mut self.streaming {
+            // Sent around `req`: the request can no longer be sent again.
+            sb.drained = true;
+        }
+        if self.state == State::Tunnel {
+            self.deadline = Some(now + self.start.read_timeout);
+        }
+    }
+
+    /// Whether the driver may write its upstream-bound pipe's bytes now (what `req` holds
+    /// goes first).
+    pub fn pipe_up_next(&self) -> bool {
+        self.to_send().is_empty()
+    }
+
+    /// `n` bytes of the upstream-bound pipe reached the upstream.
+    pub fn spliced_up_out(&mut self, n: u64, now: Instant) {
+        let n = n.min(self.up_in_pipe);
+        self.up_in_pipe -= n;
+        self.spliced_up += n;
+        if self.state == State::Tunnel || self.up_in_pipe == 0 && self.cgi.is_none() {
+            self.deadline = Some(now + self.start.read_timeout);
         }
     }
 
@@ -762,7 +821,7 @@ impl Exchange {
     /// Client bytes held for the upstream and not written yet (a tunnel's, or a streamed
     /// request body's).
     pub fn backlog(&self) -> usize {
-        self.req.len() - self.sent
+        self.req.len() - self.sent + self.up_in_pipe as usize
     }
 
     /// Bytes from the client of a tunnel, for the upstream.
@@ -792,6 +851,7 @@ impl Exchange {
             && self.client_eof
             && !self.up_shut
             && self.sent == self.req.len()
+            && self.up_in_pipe == 0
     }
 
     /// The upstream's sending side is shut down.
@@ -1600,7 +1660,7 @@ impl Exchange {
         let unsent = self
             .streaming
             .as_ref()
-            .is_some_and(|sb| !sb.complete || self.sent < self.req.len());
+            .is_some_and(|sb| !sb.complete || self.sent < self.req.len() || self.up_in_pipe > 0);
         if unsent {
             self.client_close = true;
         }

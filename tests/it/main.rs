@@ -90,6 +90,7 @@ per_backend! {
     proxy_splice_body_cut_short => crate::splice::body_cut_short,
     proxy_splice_slow_reader_backpressure => crate::splice::slow_reader_backpressure,
     proxy_splice_tunnel_two_megabytes_each_way => crate::splice::tunnel_two_megabytes_each_way,
+    proxy_splice_streamed_request_bodies => crate::splice::request_bodies_streamed,
     redirect_placeholders_never_open_redirect => crate::security::redirect_placeholders_never_open_redirect,
     redirect_placeholders_never_inject_headers => crate::security::redirect_placeholders_never_inject_headers,
     host_header_abuse_is_refused => crate::security::host_header_abuse_is_refused,

@@ -21,13 +21,29 @@ fn splices(backend: &str) -> bool {
     backend != "tokio-uring"
 }
 
+/// Whether `backend` splices the client → upstream direction too.
+fn splices_up(backend: &str) -> bool {
+    backend == "epoll"
+}
+
 fn start(backend: &str, d: &TempDir, up: std::net::SocketAddr, extra: &[&str]) -> Server {
+    start_conf(backend, d, up, "", extra)
+}
+
+fn start_conf(
+    backend: &str,
+    d: &TempDir,
+    up: std::net::SocketAddr,
+    keys: &str,
+    extra: &[&str],
+) -> Server {
     let conf = format!(
         r#"
 [upstreams.app]
 servers = ["{up}"]
 read_timeout = "2s"
 max_fails = 0
+{keys}
 
 [[sites]]
 hosts = ["_"]
@@ -62,12 +78,17 @@ fn log_lines(mut srv: Server, d: &TempDir) -> Vec<String> {
 
 /// The `spliced=N` of the log line for `target` (0 when absent).
 fn spliced(lines: &[String], target: &str) -> u64 {
+    field(lines, "GET", target, "spliced=")
+}
+
+/// The number after `key` in the log line for `method target` (0 when absent).
+fn field(lines: &[String], method: &str, target: &str, key: &str) -> u64 {
     let line = lines
         .iter()
-        .find(|l| l.contains(&format!("\"GET {target} HTTP/1.1\"")))
+        .find(|l| l.contains(&format!("\"{method} {target} HTTP/1.1\"")))
         .unwrap_or_else(|| panic!("no log line for {target}: {lines:#?}"));
     line.split_whitespace()
-        .find_map(|w| w.strip_prefix("spliced="))
+        .find_map(|w| w.strip_prefix(key))
         .map_or(0, |n| n.parse().unwrap())
 }
 
@@ -89,7 +110,19 @@ pub fn bodies_large_and_small(backend: &str) {
         let srv = start(backend, &d, up.addr, extra);
         let mut c = Client::new(srv.connect());
         for _ in 0..2 {
-            let r = c.exchange(&req("GET", "/big", &[]));
+            let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                c.exchange(&req("GET", "/big", &[]))
+            }));
+            let r = got.unwrap_or_else(|e| {
+                // Say which run failed, and what the server logged.
+                thread::sleep(Duration::from_millis(1500));
+                let log = std::fs::read_to_string(d.path().join("access.log")).unwrap_or_default();
+                panic!(
+                    "{:?} (splice {on}); log:\n{log}\n{}",
+                    e.downcast_ref::<String>(),
+                    srv.diagnostics()
+                )
+            });
             assert_eq!(r.status, 200, "{}", srv.diagnostics());
             assert_eq!(r.header("content-length"), Some("10485760"));
             assert!(
@@ -338,4 +371,57 @@ pub fn tunnel_two_megabytes_each_way(backend: &str) {
     } else {
         assert_eq!(n, 0, "{lines:#?}");
     }
+    let n = field(&lines, "GET", "/t", "spliced_up=");
+    if splices_up(backend) {
+        assert!(n > LEN as u64 / 2, "spliced_up={n}: {lines:#?}");
+    } else {
+        assert_eq!(n, 0, "{lines:#?}");
+    }
+}
+
+/// A 10 MiB request body streamed to the upstream (`buffer_requests = false`) arrives whole,
+/// client → pipe → upstream where the backend splices that direction; a 3-byte one too.
+pub fn request_bodies_streamed(backend: &str) {
+    let up = Upstream::spawn(|r, _| {
+        let head = find(r, b"\r\n\r\n").unwrap() + 4;
+        let body = &r[head..];
+        let sum = body.iter().fold(0u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        Action::Reply(ok(format!("{} {sum:x}", body.len()).as_bytes()))
+    });
+    let d = TempDir::new("splice-up");
+    let srv = start_conf(
+        backend,
+        &d,
+        up.addr,
+        "buffer_requests = false",
+        &["--max-body", "16MiB"],
+    );
+    let big = random_bytes(10 * MIB, 9);
+    let sum = big.iter().fold(0u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut c = Client::new(srv.connect());
+    let mut post = format!(
+        "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    post.extend_from_slice(&big);
+    let r = c.exchange(&post);
+    assert_eq!(r.status, 200, "{}", srv.diagnostics());
+    assert_eq!(r.body_str(), format!("{} {sum:x}", big.len()));
+    let r = c.exchange(b"POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(r.status, 200);
+    assert!(r.body_str().starts_with("3 "), "{}", r.body_str());
+    drop(c);
+    let lines = log_lines(srv, &d);
+    let n = field(&lines, "POST", "/big", "spliced_up=");
+    if splices_up(backend) {
+        assert!(n > 9 * MIB as u64, "spliced_up={n}: {lines:#?}");
+    } else {
+        assert_eq!(n, 0, "{lines:#?}");
+    }
+    assert_eq!(field(&lines, "POST", "/small", "spliced_up="), 0);
 }
