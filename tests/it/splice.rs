@@ -23,7 +23,7 @@ fn splices(backend: &str) -> bool {
 
 /// Whether `backend` splices the client → upstream direction too.
 fn splices_up(backend: &str) -> bool {
-    backend == "epoll"
+    backend != "tokio-uring"
 }
 
 fn start(backend: &str, d: &TempDir, up: std::net::SocketAddr, extra: &[&str]) -> Server {

@@ -53,6 +53,8 @@ pub struct Up {
     recving: bool,
     /// The op `recving` stands for is a Splice into the connection's pipe.
     splicing: bool,
+    /// The op `sending` stands for is a PipeOut from the connection's upstream-bound pipe.
+    piping: bool,
     sbuf: Vec<u8>,
     rbuf: Box<[u8]>,
 }
@@ -70,6 +72,7 @@ impl Up {
             sending: false,
             recving: false,
             splicing: false,
+            piping: false,
             sbuf: Vec::new(),
             rbuf: vec![0; UP_BUF_SIZE].into_boxed_slice(),
         }
@@ -89,6 +92,11 @@ impl Gw {
     /// Whether a Splice into the connection's pipe is in flight (the pipe stays lent).
     pub fn splicing(&self) -> bool {
         self.up.iter().chain(&self.retired).any(|u| u.splicing)
+    }
+
+    /// Whether a PipeOut from the upstream-bound pipe is in flight (that pipe stays lent).
+    pub fn piping(&self) -> bool {
+        self.up.iter().chain(&self.retired).any(|u| u.piping)
     }
 }
 
@@ -259,6 +267,31 @@ impl Driver {
                     c.ops += 1;
                 }
             }
+            // Client bytes spliced into the upstream-bound pipe follow what `to_send` held.
+            let next = c.session.gateway().is_some_and(|x| x.pipe_up_next());
+            if let (false, true, Some(pipe)) = (u.sending, next && c.up_in_pipe > 0, &c.up_pipe) {
+                let n = c.up_in_pipe.min(u32::MAX as usize) as u32;
+                let entry = opcode::Splice::new(
+                    types::Fd(pipe.r()),
+                    -1,
+                    types::Fd(u.fd.as_raw_fd()),
+                    -1,
+                    n,
+                )
+                .build();
+                // SAFETY: no memory buffer. The socket belongs to the Up, which the connection
+                // keeps (current or retired) until this op completes; the pipe stays lent
+                // while `piping` (the connection returns it only when no PipeOut is in flight,
+                // and frees it only after its last op).
+                unsafe {
+                    self.sq
+                        .push(entry, token(idx, gen, UpOp::PipeOut, u.serial))
+                };
+                u.sending = true;
+                u.piping = true;
+                u.ops += 1;
+                c.ops += 1;
+            }
             // A tunnel whose client closed its side: pass the half-close on.
             if let Some(x) = c.session.gateway().filter(|x| x.tunnel_shutdown_due()) {
                 if !u.sending {
@@ -332,6 +365,12 @@ impl Driver {
         if !current {
             // A retired socket: forget the op; close the socket after its last one.
             if let Some(pos) = c.gw.retired.iter().position(|u| u.serial == serial) {
+                if op == UpOp::PipeOut {
+                    c.gw.retired[pos].piping = false;
+                    if res > 0 {
+                        c.up_in_pipe -= (res as usize).min(c.up_in_pipe);
+                    }
+                }
                 if op == UpOp::Splice {
                     c.gw.retired[pos].splicing = false;
                     // Bytes it moved are the body's next ones; count them, so that a pipe
@@ -401,6 +440,22 @@ impl Driver {
                         Failure::Connect
                     };
                     session.gw_error(svc, f, now);
+                }
+            }
+            UpOp::PipeOut => {
+                u.sending = false;
+                u.piping = false;
+                if res > 0 {
+                    let k = (res as usize).min(c.up_in_pipe);
+                    c.up_in_pipe -= k;
+                    c.up_eagain = false;
+                    if open {
+                        session.gw_spliced_up(k, now);
+                    }
+                } else if res == -libc::EAGAIN {
+                    poll = Some((UpOp::PollOut, libc::POLLOUT));
+                } else if res != -libc::ECANCELED && res != -libc::EINTR && open {
+                    session.gw_error(svc, Failure::Connect, now);
                 }
             }
             UpOp::Splice => {
