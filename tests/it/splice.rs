@@ -41,7 +41,7 @@ fn start_conf(
         r#"
 [upstreams.app]
 servers = ["{up}"]
-read_timeout = "2s"
+read_timeout = "10s"
 max_fails = 0
 {keys}
 
