@@ -91,6 +91,7 @@ per_backend! {
     proxy_splice_slow_reader_backpressure => crate::splice::slow_reader_backpressure,
     proxy_splice_tunnel_two_megabytes_each_way => crate::splice::tunnel_two_megabytes_each_way,
     proxy_splice_streamed_request_bodies => crate::splice::request_bodies_streamed,
+    proxy_splice_no_pipe_free_falls_back_to_copying => crate::splice::no_pipe_free_falls_back_to_copying,
     redirect_placeholders_never_open_redirect => crate::security::redirect_placeholders_never_open_redirect,
     redirect_placeholders_never_inject_headers => crate::security::redirect_placeholders_never_inject_headers,
     host_header_abuse_is_refused => crate::security::host_header_abuse_is_refused,

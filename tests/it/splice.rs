@@ -58,9 +58,17 @@ root = "www"
     d.write("www/.keep", b"");
     let log = d.path().join("access.log");
     let mut args = vec!["--access-log", log.to_str().unwrap()];
-    args.extend_from_slice(extra);
+    let mut workers = 2;
+    let mut it = extra.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--workers" => workers = it.next().unwrap().parse().unwrap(),
+            _ => args.push(a),
+        }
+    }
     ServerBuilder::new(backend, d.path())
         .config(&d.path().join("s.toml"))
+        .workers(workers)
         .args(&args)
         .start()
 }
@@ -265,6 +273,7 @@ pub fn slow_reader_backpressure(backend: &str) {
         "the upstream wrote {ahead} bytes ahead of a stalled client"
     );
     assert!(grew < 16 * MIB, "ringd grew by {grew} bytes");
+    eprintln!("slow reader ({backend}): upstream {ahead} bytes ahead, ringd RSS +{grew} bytes");
     // Reading again: the rest arrives.
     let head = find(&got, b"\r\n\r\n").expect("a head") + 4;
     assert!(got[head..].iter().all(|&b| b == b'x'));
@@ -424,4 +433,42 @@ pub fn request_bodies_streamed(backend: &str) {
         assert_eq!(n, 0, "{lines:#?}");
     }
     assert_eq!(field(&lines, "POST", "/small", "spliced_up="), 0);
+}
+
+/// With one pipe per worker (`--pipe-pool 1`), two 10 MiB bodies at once: one splices, the
+/// other finds no pipe free and is copied; both arrive whole.
+pub fn no_pipe_free_falls_back_to_copying(backend: &str) {
+    let big = Arc::new(random_bytes(10 * MIB, 3));
+    let b = big.clone();
+    let up = Upstream::spawn(move |_, _| Action::Reply(ok(&b)));
+    let d = TempDir::new("splice-pool");
+    let srv = start(
+        backend,
+        &d,
+        up.addr,
+        &["--pipe-pool", "1", "--workers", "1"],
+    );
+    let addr = srv.addr();
+    let readers: Vec<_> = (0..2)
+        .map(|i| {
+            let addr = addr.clone();
+            let big = big.clone();
+            thread::spawn(move || {
+                let mut c = Client::new(std::net::TcpStream::connect(&addr).unwrap());
+                c.set_timeout(Duration::from_secs(20));
+                c.throttle = Some((256 * 1024, Duration::from_millis(5)));
+                let r = c.exchange(&req("GET", &format!("/p{i}"), &[]));
+                assert_eq!(r.status, 200);
+                assert!(r.body == *big, "body {i} differs ({} bytes)", r.body.len());
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let lines = log_lines(srv, &d);
+    let n: Vec<u64> = ["/p0", "/p1"].iter().map(|t| spliced(&lines, t)).collect();
+    if splices(backend) {
+        assert!(n.iter().any(|&n| n > 0), "neither spliced: {lines:#?}");
+    }
 }
