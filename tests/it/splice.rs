@@ -472,3 +472,33 @@ pub fn no_pipe_free_falls_back_to_copying(backend: &str) {
         assert!(n.iter().any(|&n| n > 0), "neither spliced: {lines:#?}");
     }
 }
+
+/// An HTTPS client's 10 MiB proxied body goes through rustls, never the pipe: it arrives
+/// whole and the log says nothing was spliced.
+pub fn tls_clients_are_never_spliced(backend: &str) {
+    use crate::tls::{client_config, connect, read_resp, Pki};
+    let big = Arc::new(random_bytes(10 * MIB, 21));
+    let b = big.clone();
+    let up = Upstream::spawn(move |_, _| Action::Reply(ok(&b)));
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("localhost", &["localhost"]);
+    let d = TempDir::new("splice-tls");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let srv = start(
+        backend,
+        &d,
+        up.addr,
+        &["--tls-cert", cert, "--tls-key", key],
+    );
+    let cfg = client_config(&pki.ca, &[&rustls::version::TLS13]);
+    let mut s = connect(&srv.addr(), &cfg, "localhost").unwrap();
+    s.write_all(b"GET /tls HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = read_resp(&mut s, &mut buf).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == *big, "body differs ({} bytes)", r.body.len());
+    drop(s);
+    let lines = log_lines(srv, &d);
+    assert_eq!(spliced(&lines, "/tls"), 0, "{lines:#?}");
+}
