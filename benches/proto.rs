@@ -93,7 +93,7 @@ fn session_pipelined(c: &mut Criterion) {
             while let Some(o) = s.next_output() {
                 let n = match o {
                     Output::Bytes(b) => b.len(),
-                    Output::File { len, .. } => len as usize,
+                    Output::File { len, .. } | Output::Pipe { len } => len as usize,
                 };
                 sent += n;
                 s.consume(&mut svc, n, now);
@@ -109,7 +109,7 @@ fn session_pipelined(c: &mut Criterion) {
             while let Some(o) = s.next_output() {
                 let n = match o {
                     Output::Bytes(b) => b.len(),
-                    Output::File { len, .. } => len as usize,
+                    Output::File { len, .. } | Output::Pipe { len } => len as usize,
                 };
                 s.consume(&mut svc, n, now);
             }
@@ -125,7 +125,7 @@ fn exchange(s: &mut Session, svc: &mut Service, req: &[u8], now: Instant) -> usi
     while let Some(o) = s.next_output() {
         let n = match o {
             Output::Bytes(b) => b.len(),
-            Output::File { len, .. } => len as usize,
+            Output::File { len, .. } | Output::Pipe { len } => len as usize,
         };
         sent += n;
         s.consume(svc, n, now);

@@ -790,6 +790,11 @@ start_proxies() {
         die "ringd-proxy did not start"
     fi
     log "ringd-proxy up on 127.0.0.1:$port (PID $pid, CPUs $CUR_SERVER_CPUS) -> $upstream"
+    if [[ -n "${SCENARIO_OK[proxy-large]:-}" ]]; then
+        # The same ringd with splicing off: proxy-large compares splice and copy in one run.
+        CUR_WORKERS=1 SITES_BACKEND="$PROXY_BACKEND" start_sites_ringd copy $((RINGD_PORT_BASE + 10)) "" \
+            --config "$PROXY_CONF" --proxy-splice-min 0
+    fi
     peers_start --only nginx-proxy,haproxy,caddy-proxy --workers 1 --cpus "$CUR_SERVER_CPUS" \
         --upstream "$upstream"
 }
@@ -799,6 +804,11 @@ stop_proxy_ringd() {
         stop_pid "${RINGD_PID[proxy]}" TERM
         rm -f "$RUN_DIR/ringd-proxy.pid"
         unset "RINGD_PID[proxy]" "RINGD_PORT[proxy]"
+    fi
+    if [[ -n "${RINGD_PID[copy]:-}" ]]; then
+        stop_pid "${RINGD_PID[copy]}" TERM
+        rm -f "$RUN_DIR/ringd-copy.pid"
+        unset "RINGD_PID[copy]" "RINGD_PORT[copy]"
     fi
 }
 
@@ -825,7 +835,7 @@ run_proxy_nginx() {
         local conns="$CONNECTIONS"
         ((SMOKE && conns > 4)) && conns=4
         CMP_CONNECTIONS="$conns" run_compare "$BASE/proxy-large" "proxy-large: each proxy (1 worker, CPU $CUR_SERVER_CPUS) in front of nginx (CPU $CUR_GEN_CPUS), 10 MiB file, upstream keep-alive, $conns connections" \
-            /large.bin "$PROXY_TARGETS"
+            /large.bin "ringd-proxy ringd-copy ${PROXY_TARGETS#ringd-proxy }"
         proxy_summary "$BASE/proxy-large" large
     fi
     stop_proxy_ringd

@@ -491,6 +491,16 @@ def proxy_summary(scenario_dir, kind, bars=PROXY_BARS):
                                bars["large_cpu_per_byte"], False, lambda x: "–" if x is None else f"{x:,.0f} µs/MiB")
         checks["cpu_per_byte"] = ok
         lines.append(line)
+        if runs.get("ringd-copy"):
+            # The same ringd with --proxy-splice-min 0: what splicing changes, round by round.
+            c_runs = runs["ringd-copy"]
+            _, line = _ratio_line("splice against copy, bytes/s", _per_round(r_runs, c_runs, lambda r: _num(r.get("bytes_per_s"))),
+                                  1.0, True, lambda x: fmt_mbps(x) + " MB/s", den="ringd-copy", reported=True)
+            lines.append(line)
+            _, line = _ratio_line("splice against copy, proxy CPU per byte", _per_round(r_runs, c_runs, _run_cpu_per_mib),
+                                  1.0, False, lambda x: "–" if x is None else f"{x:,.0f} µs/MiB",
+                                  den="ringd-copy", reported=True)
+            lines.append(line)
     elif kind == "gunicorn":
         ok, line = _ratio_line("req/s against nginx", _per_round(r_runs, n_runs, lambda r: _num(r.get("rps"))),
                                bars["gunicorn_rps"], True, rps_fmt)

@@ -283,6 +283,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
     pub pipe_size: u64,
 
+    /// Proxied bodies with a Content-Length at least this large, and tunnels, move upstream
+    /// → pipe → client by splice (uring and epoll, plain-HTTP clients, bodies passed on
+    /// unchanged); smaller ones are copied through memory. 0 turns splicing off. Example:
+    /// `--proxy-splice-min 0`.
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub proxy_splice_min: u64,
+
     /// TCP_NOTSENT_LOWAT for accepted sockets: how much unsent data the kernel may hold per
     /// connection before the worker stops writing and waits. Small values keep large bodies
     /// flowing from the worker's own core and memory low; 0 keeps the kernel's setting
@@ -520,6 +527,7 @@ fn merge_file(
     take!("small_file_max", small_file_max, size);
     take!("pipe_pool", pipe_pool, |v: &usize| Ok::<_, String>(*v));
     take!("pipe_size", pipe_size, size);
+    take!("proxy_splice_min", proxy_splice_min, size);
     take!("notsent_lowat", notsent_lowat, size);
     take!("defer_accept", defer_accept, dur);
     take!("busy_poll", busy_poll, dur);
@@ -693,6 +701,7 @@ impl ServeArgs {
             },
             pipe_pool: self.pipe_pool,
             pipe_size: to_usize(self.pipe_size, "--pipe-size")?,
+            proxy_splice_min: self.proxy_splice_min,
             notsent_lowat: u32::try_from(self.notsent_lowat)
                 .ok()
                 .filter(|v| *v <= i32::MAX as u32)

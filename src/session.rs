@@ -63,6 +63,10 @@ pub struct Service {
     log_date: [u8; LOG_DATE_LEN],
     log_on: bool,
     log: Vec<u8>,
+    /// The driver can splice proxied bodies (`set_can_splice`).
+    can_splice: bool,
+    /// ... and the client → upstream direction (`set_can_splice_up`).
+    can_splice_up: bool,
 }
 
 impl Service {
@@ -87,6 +91,8 @@ impl Service {
             log_date: [0; LOG_DATE_LEN],
             log_on: config.access_log.is_some(),
             log: Vec::new(),
+            can_splice: false,
+            can_splice_up: false,
         };
         svc.set_time(SystemTime::UNIX_EPOCH);
         svc
@@ -115,6 +121,27 @@ impl Service {
     /// the buffer. Always empty when the access log is off.
     pub fn access_log(&mut self) -> &mut Vec<u8> {
         &mut self.log
+    }
+
+    /// The driver moves `Output::Pipe` pieces and answers `Session::gw_splice_want`: proxied
+    /// bodies of at least `proxy_splice_min` bytes go upstream → pipe → client.
+    pub fn set_can_splice(&mut self, can: bool) {
+        self.can_splice = can;
+    }
+
+    /// The driver also answers `Session::client_splice_want`: a tunnel's client bytes and
+    /// streamed Content-Length request bodies go client → pipe → upstream.
+    pub fn set_can_splice_up(&mut self, can: bool) {
+        self.can_splice_up = can;
+    }
+
+    /// Smallest proxied body spliced (0: none).
+    fn splice_min(&self) -> u64 {
+        if self.can_splice {
+            self.config.proxy_splice_min
+        } else {
+            0
+        }
     }
 
     /// The configuration this service runs with.
@@ -222,6 +249,9 @@ pub enum Output<'a> {
     Bytes(&'a [u8]),
     /// `len` bytes of the file `fd` starting at `offset` (splice or sendfile).
     File { fd: RawFd, offset: u64, len: u64 },
+    /// `len` bytes that the driver spliced into the connection's pipe from the upstream
+    /// (`Session::gw_spliced`): send them from the pipe (splice) and `consume` them.
+    Pipe { len: u64 },
 }
 
 /// One HTTP/1.1 connection: request parsing, pipelining, keep-alive, timeouts, responses.
@@ -494,12 +524,17 @@ impl Session {
     /// closing after an error). The driver stops reading until it turns true.
     pub fn wants_read(&self) -> bool {
         if let Some(g) = self.gw.as_ref().filter(|g| g.x.tunneling()) {
-            // A tunnel reads the client while the upstream keeps up.
-            return !(self.eof || self.shutdown) && g.x.backlog() < TUNNEL_BACKLOG;
+            // A tunnel reads the client while the upstream keeps up (unless the driver
+            // splices its bytes instead).
+            return !(self.eof || self.shutdown)
+                && g.x.backlog() < TUNNEL_BACKLOG
+                && self.client_splice_want().is_none();
         }
         if let (Some(g), Some(_)) = (&self.gw, &self.stream) {
             // A streamed body: read while the upstream keeps up.
-            return !(self.closing || self.eof) && g.x.backlog() < TUNNEL_BACKLOG;
+            return !(self.closing || self.eof)
+                && g.x.backlog() < TUNNEL_BACKLOG
+                && self.client_splice_want().is_none();
         }
         !(self.closing || self.eof || self.shutdown)
             && self.collapsed.is_none()
@@ -567,6 +602,89 @@ impl Session {
     /// The proxied request in flight (the driver connects, sends and reads for it).
     pub fn gateway(&mut self) -> Option<&mut Exchange> {
         self.gw.as_mut().map(|g| &mut g.x)
+    }
+
+    /// A TLS connection's bytes must pass through rustls: never splice to it.
+    fn no_splice_on_tls(&mut self) {
+        if let (Some(g), true) = (self.gw.as_mut(), self.tls.is_some() || self.sniff) {
+            g.x.set_splice_min(0);
+        }
+    }
+
+    /// How many bytes the driver may splice from the upstream into this connection's pipe
+    /// now: Some while the body (or tunnel) goes by splice and the bytes would be the next
+    /// output (what is queued before them is written first). Never more than the pipe holds.
+    pub fn gw_splice_want(&self) -> Option<u64> {
+        let g = self.gw.as_ref().filter(|g| g.sink.is_none())?;
+        let want = g.x.splice_want()?;
+        self.out.pipe_next().then_some(want)
+    }
+
+    /// `n` bytes went from the upstream into the pipe (they follow as `Output::Pipe`).
+    pub fn gw_spliced(&mut self, svc: &mut Service, n: usize, now: Instant) {
+        let Some(g) = self.gw.as_mut() else { return };
+        let mut ctx = Self::gw_ctx(svc);
+        if self.out.is_empty() {
+            self.progress_at = now;
+        }
+        g.x.spliced(n as u64, &mut self.out, &mut ctx, now);
+    }
+
+    /// How many client bytes the driver may splice from this connection's socket into its
+    /// upstream-bound pipe now (a tunnel's, or the rest of a streamed Content-Length request
+    /// body), instead of reading them: Some only while nothing the client sent waits here.
+    pub fn client_splice_want(&self) -> Option<u64> {
+        let g = self.gw.as_ref()?;
+        if self.tls.is_some() || self.sniff || self.eof || self.closing || self.shutdown {
+            return None;
+        }
+        if self.in_pos < self.inp.len() {
+            return None;
+        }
+        if g.x.tunneling() {
+            return g.x.splice_up_ok(None).then_some(u64::MAX);
+        }
+        let left = self.stream.as_ref()?.length_left();
+        if g.x.splice_up_ok(left) {
+            left
+        } else {
+            None
+        }
+    }
+
+    /// `n` client bytes went into the upstream-bound pipe.
+    pub fn client_spliced(&mut self, n: usize, now: Instant) {
+        let Some(g) = self.gw.as_mut() else { return };
+        g.x.spliced_up_in(n as u64, now);
+        if let Some(r) = self.stream.as_mut() {
+            r.skip(n as u64);
+            if r.done() {
+                g.x.body_end();
+                self.stream = None;
+                self.req_start = None;
+            }
+        }
+    }
+
+    /// `n` bytes of the upstream-bound pipe reached the upstream.
+    pub fn gw_spliced_up(&mut self, n: usize, now: Instant) {
+        if let Some(g) = self.gw.as_mut() {
+            g.x.spliced_up_out(n as u64, now);
+        }
+    }
+
+    /// The driver found no pipe free for the client's bytes: they are read and copied.
+    pub fn client_no_splice(&mut self) {
+        if let Some(g) = self.gw.as_mut() {
+            g.x.set_splice_up(false);
+        }
+    }
+
+    /// The driver found no pipe free: the body is read and copied instead.
+    pub fn gw_no_splice(&mut self) {
+        if let Some(g) = self.gw.as_mut() {
+            g.x.no_splice();
+        }
     }
 
     /// Whether the driver should read from the upstream now (the client keeps up).
@@ -923,7 +1041,7 @@ impl Session {
             };
             let ms = now.saturating_duration_since(g.began).as_secs_f64() * 1000.0;
             let detail = format!(
-                "upstream={} upstream_status={} upstream_ms={ms:.1}{}{}",
+                "upstream={} upstream_status={} upstream_ms={ms:.1}{}{}{}{}",
                 up.as_deref().unwrap_or("-"),
                 g.x.status,
                 match g.x.failure {
@@ -933,6 +1051,14 @@ impl Session {
                 match g.x.cache_tag {
                     Some(t) => format!(" cache={t}"),
                     None => String::new(),
+                },
+                match g.x.spliced_bytes {
+                    0 => String::new(),
+                    n => format!(" spliced={n}"),
+                },
+                match g.x.spliced_up {
+                    0 => String::new(),
+                    n => format!(" spliced_up={n}"),
                 }
             );
             let sent = Sent {
@@ -1055,6 +1181,7 @@ impl Session {
                                 self.progress_at = now;
                             }
                             self.gw = Some(g);
+                            self.no_splice_on_tls();
                             self.in_pos += head_len;
                             self.stream = Some(r);
                             self.stream_body(svc, now);
@@ -1192,7 +1319,7 @@ impl Session {
                 Err(Wait::Proxy(start, site, route)) => {
                     self.continued = false;
                     let at = (site, route);
-                    let g = new_gateway(
+                    let mut g = new_gateway(
                         svc,
                         &mut self.out,
                         &self.body_data,
@@ -1205,6 +1332,10 @@ impl Session {
                     );
                     if self.out.responses() == 1 {
                         self.progress_at = now;
+                    }
+                    if self.tls.is_some() || self.sniff {
+                        // A TLS connection's bytes pass through rustls: never spliced.
+                        g.x.set_splice_min(0);
                     }
                     self.gw = Some(g);
                     self.body = None;
@@ -1777,6 +1908,8 @@ fn new_gateway(
         None => Exchange::new(start, body, conn),
     };
     x.set_max_entry(svc.cache.max_entry);
+    x.set_splice_min(svc.splice_min());
+    x.set_splice_up(svc.can_splice_up);
     let (group, key) = (x.start.group, x.start.key);
     match svc.upstreams.pick(group, key, &[], now) {
         Some(s) => x.retry(s, now),

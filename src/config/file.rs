@@ -43,6 +43,7 @@ pub struct FileConfig {
     pub small_file_max: Option<Spanned<Size>>,
     pub pipe_pool: Option<Spanned<usize>>,
     pub pipe_size: Option<Spanned<Size>>,
+    pub proxy_splice_min: Option<Spanned<Size>>,
     pub notsent_lowat: Option<Spanned<Size>>,
     pub defer_accept: Option<Spanned<Dur>>,
     pub busy_poll: Option<Spanned<Dur>>,

@@ -160,6 +160,10 @@ pub struct Config {
     pub pipe_pool: usize,
     /// Size of each splice pipe, bytes (fcntl F_SETPIPE_SZ). Default 256 KiB.
     pub pipe_size: usize,
+    /// Proxied Content-Length bodies at least this large (and tunnels) move upstream → pipe
+    /// → client by splice where the driver can (uring, epoll; plain-HTTP clients, bodies
+    /// passed on unchanged); smaller ones are copied. 0 turns splicing off. Default 64 KiB.
+    pub proxy_splice_min: u64,
     /// TCP_NOTSENT_LOWAT on every accepted socket, bytes; 0 leaves the kernel's setting
     /// (net.ipv4.tcp_notsent_lowat). Default 16 KiB: a large body is handed to the kernel a
     /// little at a time, so the TCP transmit work runs in the worker, not in whichever context
@@ -201,6 +205,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             pipe_pool: 64,
             pipe_size: 256 * 1024,
+            proxy_splice_min: 64 * 1024,
             notsent_lowat: 16 * 1024,
             defer_accept: Duration::from_secs(1),
             busy_poll: Duration::ZERO,

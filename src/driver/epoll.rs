@@ -45,8 +45,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::app::{self, AppCall, Notify};
 use super::cgi_proc::{self, CgiProc, Procs};
-use super::epoll_gw::{self, Gate, Up, UpSock, UP_BIT};
+use super::epoll_gw::{self, Gate, Spl, Up, UpSock, UP_BIT};
 use super::pool::Pool;
+use super::uring::pipes::PipePool;
 use super::{expired, AccessLog, DriverError, WorkerCtx, TICK};
 use crate::session::{Output, Service, Session};
 
@@ -98,6 +99,11 @@ struct Conn {
     lingered: usize,
     /// The upstream socket of the proxied request in flight.
     up: Option<Up>,
+    /// The splice pipe of a proxied body going upstream → pipe → client.
+    splice: Spl,
+    /// The splice pipe of client bytes going client → pipe → upstream (a tunnel's, a
+    /// streamed request body's).
+    splice_up: Spl,
     /// The CGI script of the request in flight.
     cgi: Option<CgiProc>,
     /// The WSGI call of the request in flight.
@@ -190,6 +196,8 @@ struct Worker {
     shutdown_deadline: Option<Instant>,
     /// Idle upstream connections, this worker's own.
     pool: Pool<UpSock>,
+    /// Splice pipes for proxied bodies, this worker's own.
+    pipes: PipePool,
     /// CGI scripts alive and being reaped.
     procs: Procs,
     cgi_max: usize,
@@ -231,6 +239,8 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
 
     let mut svc = Service::new(&config, roots);
     svc.set_time(SystemTime::now());
+    svc.set_can_splice(true);
+    svc.set_can_splice_up(true);
 
     let mut w = Worker {
         id,
@@ -250,6 +260,7 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         reload,
         reload_seen: 0,
         pool: Pool::default(),
+        pipes: PipePool::new(config.pipe_pool, config.pipe_size),
         procs: Procs::default(),
         cgi_max: config.cgi_max_procs.max(1),
         notify,
@@ -413,6 +424,8 @@ impl Worker {
                         linger_until: None,
                         lingered: 0,
                         up: None,
+                        splice: Spl::default(),
+                        splice_up: Spl::default(),
                         cgi: None,
                         app: None,
                     });
@@ -560,6 +573,7 @@ impl Worker {
         let mut gate = Gate {
             registry: self.poll.registry(),
             pool: &mut self.pool,
+            pipes: &mut self.pipes,
             token: i,
         };
         let mut cx = cgi_proc::Ctx {
@@ -593,6 +607,8 @@ impl Worker {
         if let Some(mut conn) = self.conns.remove(i) {
             let now = Instant::now();
             conn.session.gw_abandon(&mut self.svc, now);
+            conn.splice.release(&mut self.pipes);
+            conn.splice_up.release(&mut self.pipes);
             if let Some(p) = conn.cgi.take() {
                 // The client is gone: the script is put down (SIGTERM, then SIGKILL).
                 self.procs.retire(p, self.poll.registry(), true, now);
@@ -644,6 +660,21 @@ fn drive_conn(
                 Output::File { fd, offset, len } => {
                     (false, send_file(conn.sock.as_raw_fd(), fd, offset, len))
                 }
+                // A proxied body's bytes in the pipe: never clear `writable` on a short
+                // splice either (only EAGAIN proves the socket full).
+                Output::Pipe { len } => match &conn.splice.pipe {
+                    Some(p) if conn.splice.in_pipe > 0 => {
+                        let n = (len as usize).min(conn.splice.in_pipe);
+                        let res = crate::sys::splice(p.r(), conn.sock.as_raw_fd(), n);
+                        if let Ok(k) = res {
+                            conn.splice.in_pipe -= k;
+                        }
+                        (false, res)
+                    }
+                    // Cannot happen (the piece counts what the pipe holds): nothing honest
+                    // can follow.
+                    _ => return Step::Close,
+                },
             };
             match res {
                 // A zero-byte write of a non-empty piece: the file shrank under a response
@@ -671,8 +702,11 @@ fn drive_conn(
 
         // The proxied request or CGI script, if any: connect or spawn, send, read (output
         // may follow).
+        conn.splice.release_empty(gate.pipes);
+        conn.splice_up.release_empty(gate.pipes);
         let s = &mut conn.session;
-        let up = epoll_gw::drive(&mut conn.up, s, svc, gate, buf, now, &mut budget);
+        let sp = (&mut conn.splice, &mut conn.splice_up);
+        let up = epoll_gw::drive(&mut conn.up, sp, s, svc, gate, buf, now, &mut budget);
         let cgi = cgi_proc::drive(&mut conn.cgi, s, svc, cx, buf, now, &mut budget);
         let app = app::drive(&mut conn.app, s, svc, ax, now);
         if up || cgi || app {
@@ -682,6 +716,51 @@ fn drive_conn(
             continue;
         }
 
+        // Client bytes bound for the upstream go by splice where the session lets them.
+        if let (true, false, Some(want)) =
+            (conn.readable, conn.eof, conn.session.client_splice_want())
+        {
+            if conn.splice_up.pipe.is_none() {
+                conn.splice_up.pipe = gate.pipes.take();
+                if conn.splice_up.pipe.is_none() {
+                    // None free: they are read and copied instead.
+                    conn.session.client_no_splice();
+                    continue;
+                }
+            }
+            let pipe = conn.splice_up.pipe.as_ref().expect("just ensured");
+            let room = pipe.cap().saturating_sub(conn.splice_up.in_pipe);
+            if room == 0 {
+                // The upstream's drain brings us back.
+                return Step::Wait;
+            }
+            if budget == 0 {
+                return Step::Again;
+            }
+            budget -= 1;
+            let n = (room as u64).min(want) as usize;
+            match crate::sys::splice(conn.sock.as_raw_fd(), pipe.w(), n) {
+                Ok(0) => {
+                    conn.eof = true;
+                    conn.readable = false;
+                    conn.session.feed_eof(now);
+                }
+                Ok(k) => {
+                    conn.splice_up.in_pipe += k;
+                    conn.session.client_spliced(k, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // With data in the pipe, EAGAIN may mean it is out of slots.
+                    if conn.splice_up.in_pipe == 0 {
+                        conn.readable = false;
+                    }
+                    return Step::Wait;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Close,
+            }
+            continue;
+        }
         if !conn.readable || conn.eof || !conn.session.wants_read() {
             return Step::Wait;
         }

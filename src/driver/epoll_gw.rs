@@ -2,9 +2,14 @@
 //! connected non-blocking (or taken from the worker's pool), registered with the worker's
 //! `Poll` under the client connection's token with [`UP_BIT`] set, and driven edge-triggered
 //! like client sockets (readiness remembered until `EAGAIN`).
+//!
+//! A body the session lets go by splice (`Session::gw_splice_want`) moves upstream socket →
+//! the connection's pipe ([`Spl`], lent from the worker's pool) with splice(2); the client's
+//! side sends the pipe's bytes on as `Output::Pipe`. The pipe's capacity bounds what is read
+//! ahead of the client.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 use mio::event::Source;
@@ -12,6 +17,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use super::pool::Pool;
+use super::uring::pipes::{Pipe, PipePool};
 use crate::config::upstreams::Addr;
 use crate::gateway::proxy::Failure;
 use crate::session::{Service, Session};
@@ -116,18 +122,48 @@ pub struct Up {
     connecting: bool,
 }
 
+/// A connection's splice pipe, while a proxied body passes through it.
+#[derive(Default)]
+pub struct Spl {
+    pub pipe: Option<Pipe>,
+    /// Bytes spliced into `pipe` and not yet out to the client (the session's pipe piece).
+    pub in_pipe: usize,
+}
+
+impl Spl {
+    /// Returns the pipe to the pool once it is empty (taken again for the next splice).
+    pub fn release_empty(&mut self, pipes: &mut PipePool) {
+        if self.in_pipe == 0 {
+            if let Some(p) = self.pipe.take() {
+                pipes.put(p, true);
+            }
+        }
+    }
+
+    /// The connection is closing: a pipe that still holds data is closed, not pooled.
+    pub fn release(&mut self, pipes: &mut PipePool) {
+        if let Some(p) = self.pipe.take() {
+            pipes.put(p, self.in_pipe == 0);
+        }
+        self.in_pipe = 0;
+    }
+}
+
 /// What driving an upstream needs from the worker.
 pub struct Gate<'a> {
     pub registry: &'a Registry,
     pub pool: &'a mut Pool<UpSock>,
+    pub pipes: &'a mut PipePool,
     /// The client connection's token (its upstream registers with `UP_BIT` added).
     pub token: usize,
 }
 
 /// Drives the proxied request of `session`, if any: connect, send, read, finish. Returns
 /// whether anything happened (output for the client may be queued). Spends `budget`.
+#[allow(clippy::too_many_arguments)]
 pub fn drive(
     up: &mut Option<Up>,
+    (sp, sp_up): (&mut Spl, &mut Spl),
     session: &mut Session,
     svc: &mut Service,
     gate: &mut Gate<'_>,
@@ -276,10 +312,70 @@ pub fn drive(
                 }
             }
         }
+        // Client bytes spliced into the upstream-bound pipe follow what `to_send` held.
+        let next = session.gateway().is_some_and(|x| x.pipe_up_next());
+        if let (true, true, Some(pipe)) = (sp_up.in_pipe > 0 && next, u.writable, &sp_up.pipe) {
+            *budget -= 1;
+            match crate::sys::splice(pipe.r(), u.sock.as_fd().as_raw_fd(), sp_up.in_pipe) {
+                Ok(k) => {
+                    sp_up.in_pipe -= k;
+                    session.gw_spliced_up(k, now);
+                    progress = true;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    session.gw_error(svc, Failure::Connect, now);
+                    progress = true;
+                    continue;
+                }
+            }
+        }
         // A tunnel whose client closed its side: pass the half-close on.
         if let Some(x) = session.gateway().filter(|x| x.tunnel_shutdown_due()) {
             x.tunnel_shut();
             let _ = u.sock.shutdown_write();
+        }
+        // Splice the body on while the pipe has room (the client drains it).
+        if let (true, Some(want)) = (u.readable, session.gw_splice_want()) {
+            if sp.pipe.is_none() {
+                sp.pipe = gate.pipes.take();
+                if sp.pipe.is_none() {
+                    // None free: this body is copied instead.
+                    session.gw_no_splice();
+                    continue;
+                }
+            }
+            let pipe = sp.pipe.as_ref().expect("just ensured");
+            let room = pipe.cap().saturating_sub(sp.in_pipe);
+            if room == 0 {
+                return progress;
+            }
+            *budget -= 1;
+            let n = (room as u64).min(want) as usize;
+            match crate::sys::splice(u.sock.as_fd().as_raw_fd(), pipe.w(), n) {
+                Ok(0) => {
+                    u.readable = false;
+                    session.gw_eof(svc, now);
+                }
+                Ok(k) => {
+                    sp.in_pipe += k;
+                    session.gw_spliced(svc, k, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // With data in the pipe, EAGAIN may mean the pipe is out of slots (a
+                    // socket fills one per segment), not that the socket is drained: keep
+                    // `readable`; the client's drain brings us back.
+                    if sp.in_pipe == 0 {
+                        u.readable = false;
+                    }
+                    return progress;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => session.gw_error(svc, Failure::Cut, now),
+            }
+            return true;
         }
         // Read the response while the client keeps up.
         if u.readable && session.gw_wants_read() {

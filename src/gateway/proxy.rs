@@ -272,6 +272,22 @@ pub struct Exchange {
     pub from_cache: Option<FromCache>,
     /// `X-Cache` of the response relayed (MISS or BYPASS), for the access log.
     pub cache_tag: Option<&'static str>,
+    /// Content-Length bodies at least this large (and tunnels) may be spliced; 0: never
+    /// (the driver cannot, or the client connection is TLS). Set by the session.
+    splice_min: u64,
+    /// The body (or the tunnel's upstream → client direction) moves upstream → pipe →
+    /// client by splice: the driver asks `splice_want` instead of reading, and reports with
+    /// `spliced`.
+    splicing: bool,
+    /// Bytes that went through the pipe (for the access log: proof that splice ran).
+    pub spliced_bytes: u64,
+    /// Client bytes (a tunnel's, or a streamed Content-Length body's) the driver spliced into
+    /// its upstream-bound pipe and has not written to the upstream yet: they follow `req`.
+    up_in_pipe: u64,
+    /// Client bytes that went to the upstream through a pipe.
+    pub spliced_up: u64,
+    /// The driver can splice client → upstream too (set by the session).
+    splice_up: bool,
 }
 
 /// A request body being streamed to the upstream.
@@ -484,7 +500,119 @@ impl Exchange {
             streaming: None,
             from_cache: None,
             cache_tag: None,
+            splice_min: 0,
+            splicing: false,
+            spliced_bytes: 0,
+            up_in_pipe: 0,
+            spliced_up: 0,
+            splice_up: false,
         }
+    }
+
+    /// Whether the driver can splice the client → upstream direction too.
+    pub fn set_splice_up(&mut self, can: bool) {
+        self.splice_up = can;
+    }
+
+    /// Whether client bytes may go client socket → pipe → upstream now (a tunnel, or a
+    /// streamed Content-Length body of `left` bytes still to come, at least `splice_min`):
+    /// the session asks for the rest with `left`.
+    pub fn splice_up_ok(&self, left: Option<u64>) -> bool {
+        if !self.splice_up || self.splice_min == 0 || self.cgi.is_some() || self.app {
+            return false;
+        }
+        match (&self.state, &self.streaming) {
+            (State::Tunnel, _) => !self.client_eof,
+            (State::Exchange | State::Body, Some(sb)) => {
+                !sb.chunked && !sb.complete && left.is_some_and(|n| n >= self.splice_min)
+            }
+            _ => false,
+        }
+    }
+
+    /// `n` client bytes went into the driver's upstream-bound pipe.
+    pub fn spliced_up_in(&mut self, n: u64, now: Instant) {
+        self.up_in_pipe += n;
+        if let Some(sb) = &mut self.streaming {
+            // Sent around `req`: the request can no longer be sent again.
+            sb.drained = true;
+        }
+        if self.state == State::Tunnel {
+            self.deadline = Some(now + self.start.read_timeout);
+        }
+    }
+
+    /// Whether the driver may write its upstream-bound pipe's bytes now (what `req` holds
+    /// goes first).
+    pub fn pipe_up_next(&self) -> bool {
+        self.to_send().is_empty()
+    }
+
+    /// `n` bytes of the upstream-bound pipe reached the upstream.
+    pub fn spliced_up_out(&mut self, n: u64, now: Instant) {
+        let n = n.min(self.up_in_pipe);
+        self.up_in_pipe -= n;
+        self.spliced_up += n;
+        if self.state == State::Tunnel || self.up_in_pipe == 0 && self.cgi.is_none() {
+            self.deadline = Some(now + self.start.read_timeout);
+        }
+    }
+
+    /// Lets Content-Length bodies of at least `min` bytes, and tunnels, be spliced (0: never).
+    pub fn set_splice_min(&mut self, min: u64) {
+        self.splice_min = min;
+    }
+
+    /// How many bytes the driver may splice from the upstream into the client's pipe now
+    /// (what is left of a spliced body; unbounded for a tunnel), or None when the body is
+    /// read and copied as usual.
+    pub fn splice_want(&self) -> Option<u64> {
+        if !self.splicing {
+            return None;
+        }
+        match (&self.state, &self.body) {
+            (State::Body, UpBody::Length(rem)) if *rem > 0 => Some(*rem),
+            (State::Tunnel, _) => Some(u64::MAX),
+            _ => None,
+        }
+    }
+
+    /// The driver cannot splice after all (no pipe free): the body is read and copied.
+    pub fn no_splice(&mut self) {
+        self.splicing = false;
+    }
+
+    /// `n` body bytes went from the upstream into the client's pipe; they are queued as a
+    /// pipe piece behind what is queued already.
+    pub fn spliced(&mut self, n: u64, out: &mut OutQueue, ctx: &mut Ctx<'_>, now: Instant) {
+        if n == 0 || self.splice_want().is_none() {
+            return;
+        }
+        self.deadline = Some(now + self.start.read_timeout);
+        self.spliced_bytes += n;
+        self.body_bytes += n;
+        out.pipe(n);
+        if let UpBody::Length(rem) = &mut self.body {
+            if self.state == State::Body {
+                *rem -= n.min(*rem);
+                if *rem == 0 {
+                    self.finish(out, ctx);
+                }
+            }
+        }
+    }
+
+    /// Whether a body of `len` bytes may go by splice: it reaches the client unchanged (not
+    /// compressed, not re-framed, not captured for the cache) from an upstream socket.
+    fn may_splice(&mut self, len: u64) -> bool {
+        if self.splice_min == 0 || len < self.splice_min || self.cgi.is_some() || self.app {
+            return false;
+        }
+        if self.store.is_some() && len > self.max_entry as u64 {
+            // Too large to store: it would stream through uncached anyway.
+            self.store = None;
+        }
+        self.encoder.is_none() && self.store.is_none() && !self.client_chunked && !self.client_close
     }
 
     /// An exchange for `start` whose request body (framed as `framing`) follows with
@@ -693,7 +821,7 @@ impl Exchange {
     /// Client bytes held for the upstream and not written yet (a tunnel's, or a streamed
     /// request body's).
     pub fn backlog(&self) -> usize {
-        self.req.len() - self.sent
+        self.req.len() - self.sent + self.up_in_pipe as usize
     }
 
     /// Bytes from the client of a tunnel, for the upstream.
@@ -723,6 +851,7 @@ impl Exchange {
             && self.client_eof
             && !self.up_shut
             && self.sent == self.req.len()
+            && self.up_in_pipe == 0
     }
 
     /// The upstream's sending side is shut down.
@@ -743,6 +872,7 @@ impl Exchange {
     pub fn wants_read(&self, queued: usize) -> bool {
         matches!(self.state, State::Exchange | State::Body | State::Tunnel)
             && queued < self.start.buffer
+            && self.splice_want().is_none()
     }
 
     /// Finished: Some(whether the upstream connection may be pooled).
@@ -965,6 +1095,10 @@ impl Exchange {
                         return Ok(());
                     }
                     self.state = State::Body;
+                    if let UpBody::Length(n) = self.body {
+                        // What came with the head is copied; the rest may be spliced.
+                        self.splicing = self.may_splice(n);
+                    }
                 }
                 State::Body => {
                     let n = self.relay(data, out, ctx)?;
@@ -1092,6 +1226,7 @@ impl Exchange {
                 self.tunneled = true;
                 self.upstream_close = true;
                 self.state = State::Tunnel;
+                self.splicing = self.splice_min > 0 && self.cgi.is_none();
                 return Ok(false);
             }
             // Interim responses go to HTTP/1.1 clients only (RFC 9110 §15.2), never 100
@@ -1525,7 +1660,7 @@ impl Exchange {
         let unsent = self
             .streaming
             .as_ref()
-            .is_some_and(|sb| !sb.complete || self.sent < self.req.len());
+            .is_some_and(|sb| !sb.complete || self.sent < self.req.len() || self.up_in_pipe > 0);
         if unsent {
             self.client_close = true;
         }
@@ -1846,5 +1981,117 @@ mod tests {
             !c.contains("0\r\n\r\n"),
             "a cut chunked body got a last chunk: {c}"
         );
+    }
+
+    /// An exchange with splicing allowed from `min` bytes, fed `upstream` (head and the body
+    /// bytes that came with it).
+    fn splice_x(s: Start, min: u64, upstream: &[u8]) -> (Exchange, OutQueue, BufPool) {
+        let mut x = Exchange::new(s, b"", ConnHeader::None);
+        x.set_splice_min(min);
+        x.server = Some(0);
+        let now = Instant::now();
+        x.connected(now, false);
+        let mut out = OutQueue::default();
+        let mut pool = BufPool::default();
+        let date = [b'D'; DATE_LEN];
+        let mut ctx = Ctx {
+            pool: &mut pool,
+            date: &date,
+            server: "ringd",
+        };
+        x.feed(upstream, &mut out, &mut ctx, now).unwrap();
+        (x, out, pool)
+    }
+
+    #[test]
+    fn a_content_length_body_goes_by_splice_after_the_bytes_that_came_with_the_head() {
+        let up = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nabc";
+        let (mut x, mut out, mut pool) = splice_x(start(false, false), 65536, up);
+        assert_eq!(x.splice_want(), Some(99_997));
+        assert!(!x.wants_read(0), "the driver splices instead of reading");
+        // The head and the 3 bytes go first; only then may the pipe's bytes follow.
+        assert!(!out.pipe_next());
+        let Some(Output::Bytes(b)) = out.peek() else {
+            panic!("head first")
+        };
+        assert!(b.ends_with(b"Content-Length: 100000\r\n\r\nabc"));
+        let n = b.len();
+        out.consume(n, &mut pool);
+        assert!(out.pipe_next());
+        let date = [b'D'; DATE_LEN];
+        let mut ctx = Ctx {
+            pool: &mut pool,
+            date: &date,
+            server: "ringd",
+        };
+        let now = Instant::now();
+        x.spliced(60_000, &mut out, &mut ctx, now);
+        x.spliced(30_000, &mut out, &mut ctx, now);
+        assert!(matches!(out.peek(), Some(Output::Pipe { len: 90_000 })));
+        assert_eq!(x.splice_want(), Some(9_997));
+        x.spliced(9_997, &mut out, &mut ctx, now);
+        assert_eq!(
+            x.finished(),
+            Some(true),
+            "complete: the upstream may be pooled"
+        );
+        assert_eq!(x.spliced_bytes, 99_997);
+        assert_eq!(out.responses(), 1);
+        assert_eq!(
+            out.consume(99_997, &mut pool),
+            1,
+            "the response ends with the pipe"
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_body_cut_short_while_splicing_is_an_error() {
+        let up = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+        let (mut x, mut out, mut pool) = splice_x(start(false, false), 1, up);
+        let date = [b'D'; DATE_LEN];
+        let mut ctx = Ctx {
+            pool: &mut pool,
+            date: &date,
+            server: "ringd",
+        };
+        x.spliced(5_000, &mut out, &mut ctx, Instant::now());
+        assert_eq!(x.eof(&mut out, &mut ctx), Err(Failure::Cut));
+    }
+
+    #[test]
+    fn bodies_that_change_on_the_way_are_copied() {
+        // Below the threshold, chunked (re-framed), close-delimited to HTTP/1.0, HEAD.
+        let cases: [(Start, &[u8]); 4] = [
+            (
+                start(false, false),
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+            ),
+            (
+                start(false, false),
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (start(false, true), b"HTTP/1.1 200 OK\r\n\r\n"),
+            (
+                start(true, false),
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n",
+            ),
+        ];
+        for (s, up) in cases {
+            let (x, _, _) = splice_x(s, 65536, up);
+            assert_eq!(x.splice_want(), None, "{}", String::from_utf8_lossy(up));
+        }
+        // Compressed on the way.
+        let mut s = start(false, false);
+        s.compress_route = true;
+        s.compress = Some(crate::handler::encoding::Coding::Gzip);
+        let up = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n";
+        let (x, _, _) = splice_x(s, 1, up);
+        assert_eq!(x.splice_want(), None);
+        // Splicing off.
+        let up = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+        let (x, _, _) = splice_x(start(false, false), 0, up);
+        assert_eq!(x.splice_want(), None);
+        assert!(x.wants_read(0));
     }
 }

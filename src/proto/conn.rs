@@ -55,6 +55,11 @@ enum Piece {
         off: u64,
         len: u64,
     },
+    /// Bytes the driver holds in the connection's splice pipe (a proxied body moving
+    /// upstream → pipe → client): they grow as it splices more in.
+    Pipe {
+        len: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -93,7 +98,7 @@ impl OutQueue {
             .iter()
             .map(|s| match &s.piece {
                 Piece::Bytes { buf, pos } => buf.len() - pos,
-                Piece::File { len, .. } => *len as usize,
+                Piece::File { len, .. } | Piece::Pipe { len } => *len as usize,
             })
             .sum()
     }
@@ -141,6 +146,36 @@ impl OutQueue {
         }
     }
 
+    /// `n` more bytes of the response being written wait in the driver's splice pipe
+    /// (appended to the last piece when that is a pipe piece in the same response).
+    pub fn pipe(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.conn_at = None;
+        if let Some(Slot {
+            piece: Piece::Pipe { len },
+            responses: 0,
+        }) = self.slots.back_mut()
+        {
+            *len += n;
+            return;
+        }
+        self.slots.push_back(Slot {
+            piece: Piece::Pipe { len: n },
+            responses: 0,
+        });
+    }
+
+    /// Whether bytes spliced into the pipe now would go out next: nothing is queued, or the
+    /// front piece is the pipe's (what is queued before them must be written first).
+    pub fn pipe_next(&self) -> bool {
+        match self.slots.front() {
+            None => true,
+            Some(s) => matches!(s.piece, Piece::Pipe { .. }) && self.slots.len() == 1,
+        }
+    }
+
     /// Marks the end of one response (everything queued so far belongs to it or earlier ones).
     pub fn end_response(&mut self) {
         if let Some(s) = self.slots.back_mut() {
@@ -185,6 +220,7 @@ impl OutQueue {
                 offset: *off,
                 len: *len,
             },
+            Piece::Pipe { len } => Output::Pipe { len: *len },
         })
     }
 
@@ -203,6 +239,10 @@ impl OutQueue {
                 let n = (n as u64).min(*len);
                 *off += n;
                 *len -= n;
+                *len == 0
+            }
+            Piece::Pipe { len } => {
+                *len -= (n as u64).min(*len);
                 *len == 0
             }
         };

@@ -222,6 +222,24 @@ impl BodyReader {
         })
     }
 
+    /// Bytes of a Content-Length body still expected (None for a chunked body).
+    pub fn length_left(&self) -> Option<u64> {
+        match self.chunk {
+            None => Some(self.remaining),
+            Some(_) => None,
+        }
+    }
+
+    /// `n` bytes of a Content-Length body went past without being fed (a driver spliced
+    /// them on); at most what is left.
+    pub fn skip(&mut self, n: u64) {
+        if self.chunk.is_none() {
+            let n = n.min(self.remaining);
+            self.remaining -= n;
+            self.total += n;
+        }
+    }
+
     /// True once the whole body (and any trailer) has been read.
     pub fn done(&self) -> bool {
         match self.chunk {

@@ -42,6 +42,7 @@ impl Harness {
         loop {
             let n = match self.s.next_output() {
                 None => break,
+                Some(Output::Pipe { .. }) => panic!("no driver pipe in these tests"),
                 Some(Output::Bytes(b)) => {
                     let n = b.len().min(chunk);
                     got.extend_from_slice(&b[..n]);
@@ -653,7 +654,7 @@ fn cached_small_file_path_does_not_allocate() {
         while let Some(o) = h.s.next_output() {
             let n = match o {
                 Output::Bytes(b) => b.len(),
-                Output::File { len, .. } => len as usize,
+                Output::File { len, .. } | Output::Pipe { len } => len as usize,
             };
             h.s.consume(&mut h.svc, n, h.now);
         }
@@ -661,7 +662,7 @@ fn cached_small_file_path_does_not_allocate() {
         while let Some(o) = h.s.next_output() {
             let n = match o {
                 Output::Bytes(b) => b.len(),
-                Output::File { len, .. } => len as usize,
+                Output::File { len, .. } | Output::Pipe { len } => len as usize,
             };
             h.s.consume(&mut h.svc, n, h.now);
         }

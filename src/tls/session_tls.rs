@@ -201,6 +201,8 @@ impl Session {
                         }
                     }
                 }
+                // Never queued on a TLS connection (its bytes pass through rustls).
+                Some(Output::Pipe { .. }) => t.failed = true,
                 None => {
                     let done = self.closing || self.eof || self.shutdown;
                     if done && !t.notified && self.parked.is_none() && self.gw.is_none() {

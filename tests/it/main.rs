@@ -22,6 +22,7 @@ mod limits;
 mod proxy;
 mod security;
 mod sites;
+mod splice;
 mod static_files;
 mod tls;
 mod tunnel;
@@ -86,6 +87,13 @@ per_backend! {
     proxy_compression => crate::proxy::compression,
     proxy_websocket_tunnel => crate::tunnel::websocket_tunnel,
     proxy_streamed_request_bodies => crate::tunnel::streamed_request_bodies,
+    proxy_splice_large_and_small_bodies => crate::splice::bodies_large_and_small,
+    proxy_splice_body_cut_short => crate::splice::body_cut_short,
+    proxy_splice_slow_reader_backpressure => crate::splice::slow_reader_backpressure,
+    proxy_splice_tunnel_two_megabytes_each_way => crate::splice::tunnel_two_megabytes_each_way,
+    proxy_splice_streamed_request_bodies => crate::splice::request_bodies_streamed,
+    proxy_splice_no_pipe_free_falls_back_to_copying => crate::splice::no_pipe_free_falls_back_to_copying,
+    proxy_splice_never_to_tls_clients => crate::splice::tls_clients_are_never_spliced,
     redirect_placeholders_never_open_redirect => crate::security::redirect_placeholders_never_open_redirect,
     redirect_placeholders_never_inject_headers => crate::security::redirect_placeholders_never_inject_headers,
     host_header_abuse_is_refused => crate::security::host_header_abuse_is_refused,

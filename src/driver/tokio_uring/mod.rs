@@ -399,6 +399,9 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
                     Some(Err(buf))
                 }
                 Some(Output::File { fd, offset, len }) => Some(Ok((fd, offset, len))),
+                // Never queued: this driver does not splice proxied bodies (it never calls
+                // `Service::set_can_splice`).
+                Some(Output::Pipe { .. }) => return End::Close,
             }
         };
         match piece {

@@ -54,6 +54,16 @@ pub struct Conn {
     pub waiting_open: bool,
     /// The upstream sockets of its proxied request (`gw.rs`).
     pub gw: Gw,
+    /// Splice pipe for client bytes bound for the upstream (a tunnel's, a streamed request
+    /// body's), lent from the pool.
+    pub up_pipe: Option<Pipe>,
+    /// Bytes spliced into `up_pipe` and not yet out to the upstream.
+    pub up_in_pipe: usize,
+    /// A PollInUp → SpliceUp pair is in flight.
+    pub splicing_up: bool,
+    /// The last SpliceUp answered -EAGAIN with data in the pipe (out of slots): wait for the
+    /// upstream to drain it before splicing again.
+    pub up_eagain: bool,
 }
 
 impl Conn {
@@ -74,6 +84,10 @@ impl Conn {
             eof: false,
             waiting_open: false,
             gw: Gw::default(),
+            up_pipe: None,
+            up_in_pipe: 0,
+            splicing_up: false,
+            up_eagain: false,
         }
     }
 }
@@ -187,6 +201,9 @@ impl Driver {
             Op::SpliceIn => self.on_splice_in(idx, gen, res),
             Op::SpliceOut => self.on_splice_out(idx, gen, res),
             Op::PollOut => self.on_poll_out(idx, gen, res),
+            // Readable (or failed: the linked SpliceUp then reports -ECANCELED).
+            Op::PollInUp => {}
+            Op::SpliceUp => self.on_splice_up(idx, gen, res),
             Op::Cancel => {
                 // Cancel-by-fd needs Linux 5.19; without it, shutting the socket down
                 // makes its pending recv/poll complete instead.
@@ -314,6 +331,76 @@ impl Driver {
         }
     }
 
+    fn on_splice_up(&mut self, idx: u32, gen: u32, res: i32) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        c.splicing_up = false;
+        // Counted whatever the phase: a pipe with data in it never goes back to the pool.
+        if res > 0 {
+            c.up_in_pipe += res as usize;
+        }
+        if c.phase != Phase::Open {
+            return;
+        }
+        if res > 0 {
+            c.session.client_spliced(res as usize, now);
+        } else if res == 0 {
+            c.eof = true;
+            c.session.feed_eof(now);
+        } else {
+            match errno(res) {
+                // With data in the pipe, EAGAIN may mean it is out of slots.
+                libc::EAGAIN => c.up_eagain = c.up_in_pipe > 0,
+                // The linked poll failed or was cancelled: drive() submits again.
+                libc::ECANCELED | libc::EINTR => {}
+                _ => self.close(idx, gen),
+            }
+        }
+    }
+
+    /// Splice client socket → the upstream-bound pipe (at most its room, `want`), behind a
+    /// linked POLLIN so an idle client does not answer -EAGAIN over and over.
+    fn splice_up(&mut self, idx: u32, gen: u32, want: u64) {
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        if c.up_pipe.is_none() {
+            c.up_pipe = self.pipes.take();
+            if c.up_pipe.is_none() {
+                // None free: the client's bytes are received and copied instead.
+                c.session.client_no_splice();
+                return;
+            }
+        }
+        let pipe = c.up_pipe.as_ref().expect("just ensured");
+        let room = pipe.cap().saturating_sub(c.up_in_pipe);
+        if room == 0 {
+            return;
+        }
+        let n = (room as u64).min(want).min(u64::from(u32::MAX)) as u32;
+        let sock = c.fd.as_raw_fd();
+        let tok = |op| Token {
+            op,
+            conn: idx,
+            conn_gen: gen,
+        };
+        let poll = opcode::PollAdd::new(types::Fd(sock), libc::POLLIN as u32)
+            .build()
+            .flags(squeue::Flags::IO_LINK);
+        let splice = opcode::Splice::new(types::Fd(sock), -1, types::Fd(pipe.w()), -1, n).build();
+        // SAFETY: no memory buffers; the socket and the pipe belong to the connection, which
+        // keeps the pipe lent while `splicing_up` and is freed only after both ops complete
+        // (ops += 2).
+        unsafe {
+            self.sq
+                .push_linked([(poll, tok(Op::PollInUp)), (splice, tok(Op::SpliceUp))])
+        };
+        c.ops += 2;
+        c.splicing_up = true;
+    }
+
     fn on_poll_out(&mut self, idx: u32, gen: u32, res: i32) {
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
@@ -392,7 +479,28 @@ impl Driver {
             self.close_graceful(idx, gen);
             return;
         }
-        let want = !c.eof && c.session.wants_read();
+        // Client bytes bound for the upstream go by splice where the session lets them, once
+        // the multishot recv is gone (no byte is both received and spliced).
+        match (c.eof, c.session.client_splice_want()) {
+            (false, Some(want)) => {
+                let blocked = c.up_eagain && c.up_in_pipe > 0;
+                if c.recv.is_none() && !c.splicing_up && !blocked {
+                    self.splice_up(idx, gen, want);
+                }
+            }
+            _ => {
+                if c.up_in_pipe == 0 && !c.splicing_up && !c.gw.piping() {
+                    if let Some(p) = c.up_pipe.take() {
+                        self.pipes.put(p, true);
+                        self.wake_pipe_waiter();
+                    }
+                }
+            }
+        }
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        let want = !c.eof && c.session.wants_read() && !c.splicing_up;
         if want && c.recv.is_none() {
             self.arm_recv(idx, gen);
         } else if !want && !c.recv_cancel {
@@ -444,9 +552,11 @@ impl Driver {
         for _ in 0..super::MAX_EMPTY_OUTPUTS {
             match c.session.next_output() {
                 None => {
-                    if let Some(p) = c.pipe.take() {
-                        self.pipes.put(p, true);
-                        self.wake_pipe_waiter();
+                    if !c.gw.splicing() {
+                        if let Some(p) = c.pipe.take() {
+                            self.pipes.put(p, true);
+                            self.wake_pipe_waiter();
+                        }
                     }
                     return;
                 }
@@ -467,6 +577,9 @@ impl Driver {
                     c.write = Some(Op::Send);
                     return;
                 }
+                // A proxied body's bytes go out from the pipe (above) as the upstream's
+                // splices fill it; nothing to send until then.
+                Some(Output::Pipe { .. }) => return,
                 Some(Output::File { len: 0, .. }) => {
                     c.session.consume(&mut self.svc, 0, now);
                 }
@@ -602,6 +715,11 @@ impl Driver {
             // Double-check with FIONREAD: on this (rare, abnormal) path a pipe that is not
             // provably empty is closed rather than reused.
             let empty = c.in_pipe == 0 && p.is_empty();
+            self.pipes.put(p, empty);
+            self.wake_pipe_waiter();
+        }
+        if let Some(p) = c.up_pipe {
+            let empty = c.up_in_pipe == 0 && p.is_empty();
             self.pipes.put(p, empty);
             self.wake_pipe_waiter();
         }

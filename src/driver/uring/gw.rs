@@ -5,6 +5,11 @@
 //! re-armed while `gw_wants_read()`. A finished exchange's socket goes to the worker's
 //! [`Pool`] when reusable and idle, else it is retired.
 //!
+//! A body (or tunnel) the session lets go by splice (`gw_splice_want()`) comes in with
+//! `Splice` from the socket into the connection's pipe (lent from the worker's pool) instead,
+//! at most what the pipe has room for; the connection's write side sends the pipe on with
+//! `SpliceOut` as `Output::Pipe`, and each completion on either side drives the other.
+//!
 //! Every upstream op counts in the connection's `ops` (so the connection, which owns the
 //! upstream and its buffers, outlives it) and in the upstream's own `ops`. Its token carries
 //! the connection's index and generation and the upstream's serial: a completion for a socket
@@ -46,6 +51,10 @@ pub struct Up {
     sending: bool,
     /// A Recv (or the PollIn after its -EAGAIN) is in flight: `rbuf` is the kernel's.
     recving: bool,
+    /// The op `recving` stands for is a Splice into the connection's pipe.
+    splicing: bool,
+    /// The op `sending` stands for is a PipeOut from the connection's upstream-bound pipe.
+    piping: bool,
     sbuf: Vec<u8>,
     rbuf: Box<[u8]>,
 }
@@ -62,6 +71,8 @@ impl Up {
             ops: 0,
             sending: false,
             recving: false,
+            splicing: false,
+            piping: false,
             sbuf: Vec::new(),
             rbuf: vec![0; UP_BUF_SIZE].into_boxed_slice(),
         }
@@ -75,6 +86,18 @@ pub struct Gw {
     up: Option<Up>,
     retired: Vec<Up>,
     serial: u32,
+}
+
+impl Gw {
+    /// Whether a Splice into the connection's pipe is in flight (the pipe stays lent).
+    pub fn splicing(&self) -> bool {
+        self.up.iter().chain(&self.retired).any(|u| u.splicing)
+    }
+
+    /// Whether a PipeOut from the upstream-bound pipe is in flight (that pipe stays lent).
+    pub fn piping(&self) -> bool {
+        self.up.iter().chain(&self.retired).any(|u| u.piping)
+    }
 }
 
 /// A non-blocking, close-on-exec socket connecting to `addr`; true while in progress.
@@ -244,12 +267,71 @@ impl Driver {
                     c.ops += 1;
                 }
             }
+            // Client bytes spliced into the upstream-bound pipe follow what `to_send` held.
+            let next = c.session.gateway().is_some_and(|x| x.pipe_up_next());
+            if let (false, true, Some(pipe)) = (u.sending, next && c.up_in_pipe > 0, &c.up_pipe) {
+                let n = c.up_in_pipe.min(u32::MAX as usize) as u32;
+                let entry = opcode::Splice::new(
+                    types::Fd(pipe.r()),
+                    -1,
+                    types::Fd(u.fd.as_raw_fd()),
+                    -1,
+                    n,
+                )
+                .build();
+                // SAFETY: no memory buffer. The socket belongs to the Up, which the connection
+                // keeps (current or retired) until this op completes; the pipe stays lent
+                // while `piping` (the connection returns it only when no PipeOut is in flight,
+                // and frees it only after its last op).
+                unsafe {
+                    self.sq
+                        .push(entry, token(idx, gen, UpOp::PipeOut, u.serial))
+                };
+                u.sending = true;
+                u.piping = true;
+                u.ops += 1;
+                c.ops += 1;
+            }
             // A tunnel whose client closed its side: pass the half-close on.
             if let Some(x) = c.session.gateway().filter(|x| x.tunnel_shutdown_due()) {
                 if !u.sending {
                     x.tunnel_shut();
                     let _ = SockRef::from(&u.fd).shutdown(std::net::Shutdown::Write);
                 }
+            }
+            // Splice the body on while the pipe has room (the client drains it).
+            if let (false, Some(want)) = (u.recving, c.session.gw_splice_want()) {
+                if c.pipe.is_none() {
+                    c.pipe = self.pipes.take();
+                    if c.pipe.is_none() {
+                        // None free: this body is copied instead.
+                        c.session.gw_no_splice();
+                        continue;
+                    }
+                }
+                let pipe = c.pipe.as_ref().expect("just ensured");
+                let room = pipe.cap().saturating_sub(c.in_pipe);
+                if room > 0 {
+                    let n = (room as u64).min(want).min(u32::MAX as u64) as u32;
+                    let entry = opcode::Splice::new(
+                        types::Fd(u.fd.as_raw_fd()),
+                        -1,
+                        types::Fd(pipe.w()),
+                        -1,
+                        n,
+                    )
+                    .build();
+                    // SAFETY: no memory buffer. The socket belongs to the Up, which the
+                    // connection keeps (current or retired) until this op completes; the pipe
+                    // stays lent to the connection while `splicing` (pump_write and finalize
+                    // return it only when no Splice is in flight).
+                    unsafe { self.sq.push(entry, token(idx, gen, UpOp::Splice, u.serial)) };
+                    u.recving = true;
+                    u.splicing = true;
+                    u.ops += 1;
+                    c.ops += 1;
+                }
+                return;
             }
             // Read the response while the client keeps up.
             if !u.recving && c.session.gw_wants_read() {
@@ -283,6 +365,21 @@ impl Driver {
         if !current {
             // A retired socket: forget the op; close the socket after its last one.
             if let Some(pos) = c.gw.retired.iter().position(|u| u.serial == serial) {
+                if op == UpOp::PipeOut {
+                    c.gw.retired[pos].piping = false;
+                    if res > 0 {
+                        c.up_in_pipe -= (res as usize).min(c.up_in_pipe);
+                    }
+                }
+                if op == UpOp::Splice {
+                    c.gw.retired[pos].splicing = false;
+                    // Bytes it moved are the body's next ones; count them, so that a pipe
+                    // holding data never goes back to the pool (the connection is closing:
+                    // the exchange ended before its body did).
+                    if res > 0 {
+                        c.in_pipe += res as usize;
+                    }
+                }
                 c.gw.retired[pos].ops -= 1;
                 if c.gw.retired[pos].ops == 0 {
                     c.gw.retired.swap_remove(pos);
@@ -343,6 +440,44 @@ impl Driver {
                         Failure::Connect
                     };
                     session.gw_error(svc, f, now);
+                }
+            }
+            UpOp::PipeOut => {
+                u.sending = false;
+                u.piping = false;
+                if res > 0 {
+                    let k = (res as usize).min(c.up_in_pipe);
+                    c.up_in_pipe -= k;
+                    c.up_eagain = false;
+                    if open {
+                        session.gw_spliced_up(k, now);
+                    }
+                } else if res == -libc::EAGAIN {
+                    poll = Some((UpOp::PollOut, libc::POLLOUT));
+                } else if res != -libc::ECANCELED && res != -libc::EINTR && open {
+                    session.gw_error(svc, Failure::Connect, now);
+                }
+            }
+            UpOp::Splice => {
+                u.recving = false;
+                u.splicing = false;
+                if res > 0 {
+                    c.in_pipe += res as usize;
+                    if open {
+                        session.gw_spliced(svc, res as usize, now);
+                    }
+                } else if res == 0 {
+                    if open {
+                        session.gw_eof(svc, now);
+                    }
+                } else if res == -libc::EAGAIN {
+                    // With data in the pipe, EAGAIN may mean it is out of slots (a socket
+                    // fills one per segment): the SpliceOut draining it drives us again.
+                    if c.in_pipe == 0 {
+                        poll = Some((UpOp::PollIn, libc::POLLIN));
+                    }
+                } else if res != -libc::ECANCELED && res != -libc::EINTR && open {
+                    session.gw_error(svc, Failure::Cut, now);
                 }
             }
             // Ready (or failed, which the retried op then reports): drive() retries.

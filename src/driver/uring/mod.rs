@@ -11,7 +11,7 @@
 mod conn;
 mod gw;
 mod open;
-mod pipes;
+pub(crate) mod pipes;
 pub mod ring;
 mod token;
 
@@ -144,6 +144,8 @@ impl Driver {
         let log = AccessLog::open(&ctx.config)?;
         let mut svc = Service::new(&ctx.config, ctx.roots);
         svc.set_time(SystemTime::now());
+        svc.set_can_splice(true);
+        svc.set_can_splice_up(true);
         // Open files through the ring where the kernel can (OpenAt2 and Read, Linux 5.6+);
         // otherwise the handler opens them synchronously.
         let have = ring::probe(&ring).unwrap_or_default();

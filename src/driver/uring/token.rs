@@ -17,6 +17,10 @@ pub enum Op {
     SpliceOut,
     /// Poll for POLLOUT after a send/splice answered -EAGAIN.
     PollOut,
+    /// Poll for POLLIN on the client socket, linked before a `SpliceUp`.
+    PollInUp,
+    /// Splice client socket → the connection's upstream-bound pipe.
+    SpliceUp,
     /// AsyncCancel of one op or of every op on a connection's fd.
     Cancel,
     /// The housekeeping timeout (one per tick).
@@ -42,6 +46,11 @@ pub enum UpOp {
     Send,
     /// Recv into the upstream's own buffer.
     Recv,
+    /// Splice from the upstream socket into the connection's pipe (a body or tunnel that
+    /// goes by splice).
+    Splice,
+    /// Splice from the connection's upstream-bound pipe into the upstream socket.
+    PipeOut,
     /// Poll for POLLIN / POLLOUT after a recv / send answered -EAGAIN.
     PollIn,
     PollOut,
@@ -59,6 +68,8 @@ impl Op {
                 | Op::SpliceIn
                 | Op::SpliceOut
                 | Op::PollOut
+                | Op::PollInUp
+                | Op::SpliceUp
                 | Op::Cancel
                 | Op::Up(..)
         )
