@@ -490,6 +490,9 @@ impl Session {
         let done = self.out.consume(n, &mut svc.pool);
         if n > 0 {
             self.progress_at = now;
+            if let Some(g) = self.gw.as_mut() {
+                g.x.client_progress(now);
+            }
         }
         if self.out.is_empty() {
             self.idle_since = now;
@@ -545,12 +548,30 @@ impl Session {
     /// When this connection times out in its current phase (header read, keep-alive idle,
     /// send stall). The driver closes it when `now >= deadline`.
     pub fn deadline(&self) -> Option<Instant> {
+        self.deadline_of(true)
+    }
+
+    /// The deadline of a wait for the client to take output: [`Session::deadline`] without
+    /// the upstream's read timer, which a driver that cannot read the upstream while it
+    /// writes to the client (tokio-uring: one task per connection) must not apply to a slow
+    /// client.
+    pub fn send_deadline(&self) -> Option<Instant> {
+        self.deadline_of(false)
+    }
+
+    fn deadline_of(&self, upstream: bool) -> Option<Instant> {
         let k = &self.knobs;
         let mut d = None;
         if !self.out.is_empty() {
             d = Some(self.progress_at + k.send_stall);
         }
-        if let Some(t) = self.gw.as_ref().and_then(|g| g.x.deadline) {
+        // The upstream's read timer, unless the client is what holds the upstream back.
+        if let Some(t) = self
+            .gw
+            .as_ref()
+            .filter(|_| upstream && !self.gw_held_back())
+            .and_then(|g| g.x.deadline)
+        {
             d = Some(d.map_or(t, |d| d.min(t)));
         }
         if let Some((_, since)) = &self.collapsed {
@@ -689,13 +710,25 @@ impl Session {
 
     /// Whether the driver should read from the upstream now (the client keeps up).
     pub fn gw_wants_read(&self) -> bool {
-        self.gw.as_ref().is_some_and(|g| {
-            let queued = match &g.sink {
-                Some(_) => 0,
-                None => self.out.queued_bytes(),
-            };
-            g.x.wants_read(queued)
-        })
+        self.gw
+            .as_ref()
+            .is_some_and(|g| g.x.wants_read(self.gw_queued(g)))
+    }
+
+    /// Whether the exchange in flight leaves its upstream unread for a slow client.
+    fn gw_held_back(&self) -> bool {
+        self.gw
+            .as_ref()
+            .is_some_and(|g| g.x.held_back(self.gw_queued(g)))
+    }
+
+    /// Response bytes queued for the client that count against the exchange's buffer (none
+    /// when the response fills a cache sink instead).
+    fn gw_queued(&self, g: &Gw) -> usize {
+        match &g.sink {
+            Some(_) => 0,
+            None => self.out.queued_bytes(),
+        }
     }
 
     fn gw_ctx(svc: &mut Service) -> proxy::Ctx<'_> {
@@ -920,6 +953,12 @@ impl Session {
         if waited {
             self.collapse_poll(svc, now);
             return false;
+        }
+        if self.gw.is_some() && self.gw_held_back() {
+            // The upstream's read timer is stopped while a slow client holds it back (a
+            // driver may have waited on a deadline computed before): only the client's own
+            // deadline (the send stall) closes the connection.
+            return self.deadline().is_none_or(|d| now >= d);
         }
         let gw_due = self
             .gw

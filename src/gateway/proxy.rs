@@ -875,6 +875,24 @@ impl Exchange {
             && self.splice_want().is_none()
     }
 
+    /// Whether the upstream is left unread because the client is behind by the whole response
+    /// buffer (`queued` bytes). The read timer does not run then: `read_timeout` is the time
+    /// between two reads from the upstream while ringd wants to read, as nginx's
+    /// `proxy_read_timeout` is; a slow client is the send-stall timer's business.
+    pub fn held_back(&self, queued: usize) -> bool {
+        matches!(self.state, State::Body | State::Tunnel) && queued >= self.start.buffer
+    }
+
+    /// The client took response bytes: the read timer starts again now, so that time spent
+    /// waiting for a slow client (a full response buffer or splice pipe, or a driver that
+    /// cannot read the upstream while it writes to the client) never counts against the
+    /// upstream, which gets a whole `read_timeout` once ringd reads from it again.
+    pub fn client_progress(&mut self, now: Instant) {
+        if matches!(self.state, State::Body | State::Tunnel) && self.deadline.is_some() {
+            self.deadline = Some(now + self.start.read_timeout);
+        }
+    }
+
     /// Finished: Some(whether the upstream connection may be pooled).
     pub fn finished(&self) -> Option<bool> {
         match self.state {

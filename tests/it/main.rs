@@ -94,6 +94,7 @@ per_backend! {
     proxy_splice_streamed_request_bodies => crate::splice::request_bodies_streamed,
     proxy_splice_no_pipe_free_falls_back_to_copying => crate::splice::no_pipe_free_falls_back_to_copying,
     proxy_splice_never_to_tls_clients => crate::splice::tls_clients_are_never_spliced,
+    proxy_slow_client_is_no_upstream_timeout => crate::splice::slow_client_is_no_upstream_timeout,
     redirect_placeholders_never_open_redirect => crate::security::redirect_placeholders_never_open_redirect,
     redirect_placeholders_never_inject_headers => crate::security::redirect_placeholders_never_inject_headers,
     host_header_abuse_is_refused => crate::security::host_header_abuse_is_refused,

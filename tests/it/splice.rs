@@ -37,11 +37,16 @@ fn start_conf(
     keys: &str,
     extra: &[&str],
 ) -> Server {
+    let rt = if keys.contains("read_timeout") {
+        ""
+    } else {
+        "read_timeout = \"10s\""
+    };
     let conf = format!(
         r#"
 [upstreams.app]
 servers = ["{up}"]
-read_timeout = "10s"
+{rt}
 max_fails = 0
 {keys}
 
@@ -501,4 +506,86 @@ pub fn tls_clients_are_never_spliced(backend: &str) {
     drop(s);
     let lines = log_lines(srv, &d);
     assert_eq!(spliced(&lines, "/tls"), 0, "{lines:#?}");
+}
+
+/// `read_timeout` is the time between two reads from the upstream while ringd wants to read
+/// (nginx's `proxy_read_timeout`), not a limit on a slow client: a client that pauses for
+/// longer than it, while the upstream has long sent the whole body, gets the whole body, by
+/// splice and by copy (with a response buffer smaller than the body, so the copy path holds
+/// the upstream back). Before the fix the paused response was cut after `read_timeout`.
+pub fn slow_client_is_no_upstream_timeout(backend: &str) {
+    const LEN: usize = 2 * MIB;
+    for splice in [true, false] {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let upstream = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut head = [0u8; 4096];
+            let mut n = 0;
+            while find(&head[..n], b"\r\n\r\n").is_none() {
+                n += s.read(&mut head[n..]).unwrap();
+            }
+            let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n").into_bytes();
+            resp.extend(std::iter::repeat_n(b'y', LEN));
+            let _ = s.write_all(&resp);
+            // Keep the connection open (an upstream that is done, not one that went away).
+            let _ = s.read(&mut head);
+        });
+        let d = TempDir::new("slow-client-timeout");
+        let extra: &[&str] = if splice {
+            &[]
+        } else {
+            &["--proxy-splice-min", "0"]
+        };
+        let srv = start_conf(
+            backend,
+            &d,
+            addr,
+            "read_timeout = \"1s\"\nbuffer_responses = \"64KiB\"",
+            extra,
+        );
+        let s = srv.connect();
+        let _ = socket2::SockRef::from(&s).set_recv_buffer_size(64 * 1024);
+        let mut s = s;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&req("GET", "/paused", &[])).unwrap();
+        let mut tmp = vec![0u8; 64 * 1024];
+        let mut got = Vec::new();
+        let mut pauses = 0;
+        let head_len = loop {
+            let n = s.read(&mut tmp).unwrap();
+            assert!(n > 0, "EOF in the head");
+            got.extend_from_slice(&tmp[..n]);
+            if let Some(h) = find(&got, b"\r\n\r\n") {
+                break h + 4;
+            }
+        };
+        let started = Instant::now();
+        while got.len() - head_len < LEN {
+            // Three pauses of 1.5 s each (longer than read_timeout) along the way.
+            if pauses < 3 && got.len() - head_len >= (pauses + 1) * LEN / 4 {
+                thread::sleep(Duration::from_millis(1500));
+                pauses += 1;
+            }
+            let n = s.read(&mut tmp).unwrap();
+            assert!(
+                n > 0,
+                "{backend} splice={splice}: cut after {} of {LEN} body bytes ({:?}, {pauses} pauses)",
+                got.len() - head_len,
+                started.elapsed()
+            );
+            got.extend_from_slice(&tmp[..n]);
+        }
+        assert_eq!(got.len() - head_len, LEN);
+        assert!(got[head_len..].iter().all(|&b| b == b'y'));
+        assert_eq!(pauses, 3);
+        drop(s);
+        let lines = log_lines(srv, &d);
+        assert_eq!(
+            spliced(&lines, "/paused") > 0,
+            splice && splices(backend),
+            "{lines:#?}"
+        );
+        let _ = upstream.join();
+    }
 }

@@ -516,7 +516,8 @@ async fn write_bytes(
     io: &mut ConnIo,
     buf: Vec<u8>,
 ) -> Result<(), End> {
-    let deadline = conn.session.borrow().deadline();
+    // Not the upstream's read timer: this task reads no upstream while it waits here.
+    let deadline = conn.session.borrow().send_deadline();
     let (res, buf) = match with_deadline(deadline, conn.stream.write(buf).submit()).await {
         Some(r) => r,
         None => return Err(End::Close), // send stall: the buffer stays with the abandoned op
