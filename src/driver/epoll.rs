@@ -640,9 +640,10 @@ fn drive_conn(
                 }
                 // Never clear `writable` on a short sendfile: only EAGAIN proves the socket is
                 // full (sendfile can stop short for file-side reasons).
-                Output::File { fd, offset, len } => {
-                    (false, send_file(conn.sock.as_raw_fd(), fd, offset, len))
-                }
+                Output::File { fd, offset, len } => (
+                    false,
+                    send_file(conn.sock.as_raw_fd(), fd, offset, len, buf),
+                ),
             };
             match res {
                 // A zero-byte write of a non-empty piece: the file shrank under a response
@@ -750,8 +751,10 @@ fn linger(conn: &mut Conn, buf: &mut [u8]) -> Step {
     Step::Again
 }
 
-/// sendfile(2) of `len` bytes of `file` at `offset` to the non-blocking socket `sock`.
-fn send_file(sock: RawFd, file: RawFd, offset: u64, len: u64) -> io::Result<usize> {
+/// sendfile(2) of `len` bytes of `file` at `offset` to the non-blocking socket `sock`; when
+/// sendfile cannot get its internal pipe (ENOMEM: the per-user pipe budget is spent before
+/// this thread ever had one), a copy through `buf` instead (pread, then one write).
+fn send_file(sock: RawFd, file: RawFd, offset: u64, len: u64, buf: &mut [u8]) -> io::Result<usize> {
     let mut off =
         libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let count = len.min(SENDFILE_MAX) as usize;
@@ -759,6 +762,30 @@ fn send_file(sock: RawFd, file: RawFd, offset: u64, len: u64) -> io::Result<usiz
     // `sock` is owned by the connection for the duration of the call, and `off` is a local the
     // kernel only writes during the call. sendfile touches no other user memory.
     let n = unsafe { libc::sendfile(sock, file, &mut off, count) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOMEM) || buf.is_empty() {
+        return Err(e);
+    }
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("ringd: sendfile failed: {e}; copying file bodies through memory (logged once)");
+    }
+    let want = count.min(buf.len());
+    // SAFETY: `buf` has `want` writable bytes; `file` is open (as above).
+    let got = unsafe { libc::pread(file, buf.as_mut_ptr().cast(), want, offset as libc::off_t) };
+    if got <= 0 {
+        // 0 (the file shrank) ends the response as a zero-byte sendfile would.
+        return if got == 0 {
+            Ok(0)
+        } else {
+            Err(io::Error::last_os_error())
+        };
+    }
+    // SAFETY: the first `got` bytes of `buf` were just written by pread; `sock` is open.
+    let n = unsafe { libc::send(sock, buf.as_ptr().cast(), got as usize, libc::MSG_NOSIGNAL) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {

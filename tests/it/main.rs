@@ -14,6 +14,7 @@ mod conditional;
 mod conformance;
 mod corpus;
 mod escapes;
+mod faults;
 mod harness;
 mod http;
 mod lifecycle;
@@ -98,6 +99,26 @@ per_backend! {
     tls_bad_and_slow_handshakes => crate::tls::bad_and_slow_handshakes,
     tls_sites_sni_mixed_listener_redirect_http => crate::tls::sites_sni_mixed_redirect,
     tls_internal_ca => crate::tls::internal_ca,
+    no_splice_pipe_still_sends_file_bodies => crate::faults::no_splice_pipe_still_sends_file_bodies,
+}
+
+/// CGI spawn failures and reloads of CGI configs (issue 16's fault runs).
+mod cgi_faults {
+    #[test]
+    fn cgi_that_cannot_start_is_logged_once() {
+        crate::faults::cgi_that_cannot_start_is_logged_once();
+    }
+    #[test]
+    fn cgi_without_pipes_answers_503_logged_once() {
+        crate::harness::catch_skip(
+            "pipe budget",
+            crate::faults::cgi_without_pipes_answers_503_logged_once,
+        );
+    }
+    #[test]
+    fn reload_with_cgi_reports_no_backend_change() {
+        crate::faults::reload_with_cgi_reports_no_backend_change();
+    }
 }
 
 /// Backend-independent CLI behaviour.

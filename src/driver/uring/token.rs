@@ -17,6 +17,10 @@ pub enum Op {
     SpliceOut,
     /// Poll for POLLOUT after a send/splice answered -EAGAIN.
     PollOut,
+    /// Read file → the connection's copy buffer (no splice pipe exists or can be made).
+    ReadFile,
+    /// Send from the connection's copy buffer.
+    SendBuf,
     /// AsyncCancel of one op or of every op on a connection's fd.
     Cancel,
     /// The housekeeping timeout (one per tick).
@@ -59,6 +63,8 @@ impl Op {
                 | Op::SpliceIn
                 | Op::SpliceOut
                 | Op::PollOut
+                | Op::ReadFile
+                | Op::SendBuf
                 | Op::Cancel
                 | Op::Up(..)
         )
