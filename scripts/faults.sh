@@ -41,6 +41,8 @@ Options:
   --load F        fraction of the measured capacity (default 0.3)
   --rate N        open-loop rate in req/s (skips the capacity run)
   --flood N       idle connections of the emfile flood (default 400)
+  --backend B     ringd's --backend: auto (default; CGI makes it epoll) or uring/tokio-uring
+                  (the CGI route and its share of the mix are left out: CGI runs on epoll)
   --out DIR       output directory (default results/<YYYY-MM-DD>-<host>-faults)
   --no-build      use target/release/{ringd,loadgen} as they are
   -h, --help      this text
@@ -57,6 +59,7 @@ DOWN=8
 LOAD=0.3
 RATE=""
 FLOOD=400
+BACKEND=auto
 OUT=""
 BUILD=1
 while (($#)); do
@@ -68,6 +71,7 @@ while (($#)); do
     --load) LOAD="${2:?--load needs a value}" && shift ;;
     --rate) RATE="${2:?--rate needs a value}" && shift ;;
     --flood) FLOOD="${2:?--flood needs a value}" && shift ;;
+    --backend) BACKEND="${2:?--backend needs a value}" && shift ;;
     --out) OUT="${2:?--out needs a value}" && shift ;;
     --no-build) BUILD=0 ;;
     -h | --help) usage && exit 0 ;;
@@ -81,10 +85,11 @@ done
 for v in SECS BEFORE DOWN FLOOD; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "--${v,,} wants a whole number"
 done
+case "$BACKEND" in auto | epoll) CGI=1 ;; uring | tokio-uring) CGI=0 ;; *) die "--backend: auto, epoll, uring or tokio-uring" ;; esac
 ((BEFORE + DOWN + 5 <= SECS)) || die "--secs must leave room: at least --before + --down + 5"
 
 HOST="$(hostname -s 2>/dev/null || echo host)"
-OUT="${OUT:-$REPO_ROOT/results/$(date +%F)-$HOST-faults}"
+OUT="${OUT:-$REPO_ROOT/results/$(date +%F)-$HOST-faults/$BACKEND}"
 mkdir -p "$OUT"
 DIR="$RUN_DIR/faults"
 mkdir -p "$DIR/cgi-bin" "$DIR/logs"
@@ -177,11 +182,14 @@ EOF
   path = "/cached/*"
   proxy = { upstream = "origin", strip_prefix = "/cached" }
   cache = { default_ttl = "2s" }
+EOF
+        ((CGI)) && cat <<EOF
 
   [[sites.routes]]
   path = "/cgi-bin/*"
   cgi = { dir = "$DIR/cgi-bin", timeout = "10s" }
 EOF
+        :
     } >"$DIR/faults.toml.tmp"
     mv "$DIR/faults.toml.tmp" "$DIR/faults.toml"
 }
@@ -194,10 +202,10 @@ cat >"$DIR/mix.txt" <<EOF
 10 GET /api/small.bin
 3 GET /api/medium.bin
 20 GET /cached/small.bin
-2 GET /cgi-bin/hello.sh
 3 GET /missing.html
 3 HEAD /small.bin
 EOF
+((CGI)) && echo "2 GET /cgi-bin/hello.sh" >>"$DIR/mix.txt"
 
 port_busy "$ORIGIN_PORT" && die "port $ORIGIN_PORT is taken (set FAULTS_ORIGIN_PORT)"
 port_busy "$RINGD_PORT" && die "port $RINGD_PORT is taken (set FAULTS_RINGD_PORT)"
@@ -216,10 +224,12 @@ start_ringd() {
     local log_file="$1" p
     shift
     "$@" taskset -c "$SERVER_CPU" "$RINGD_BIN" --config "$DIR/faults.toml" \
-        --listen "127.0.0.1:$RINGD_PORT" --workers 1 --access-log "$ACCESS_LOG" \
+        --listen "127.0.0.1:$RINGD_PORT" --workers 1 --backend "$BACKEND" --access-log "$ACCESS_LOG" \
         --shutdown-timeout "${SHUTDOWN_TIMEOUT}s" </dev/null >>"$log_file" 2>&1 &
     RINGD_PID=$!
-    for p in /small.bin /api/small.bin /cached/small.bin /cgi-bin/hello.sh; do
+    local paths=(/small.bin /api/small.bin /cached/small.bin)
+    ((CGI)) && paths+=(/cgi-bin/hello.sh)
+    for p in "${paths[@]}"; do
         wait_http "http://127.0.0.1:$RINGD_PORT$p" 30 "$RINGD_PID" ||
             die "ringd did not answer $p; see $log_file"
     done
@@ -286,7 +296,7 @@ probe() {
     echo "ringd:         $("$RINGD_BIN" --version 2>&1 | head -n1) ($RINGD_BIN)"
     echo "nginx:         $(nginx -v 2>&1 | sed 's/.*: //')"
     echo "cpus:          ringd on $SERVER_CPU, loadgen and the nginx origin on $GEN_CPU"
-    echo "settings:      faults=$FAULTS secs=$SECS before=$BEFORE down=$DOWN flood=$FLOOD shutdown-timeout=${SHUTDOWN_TIMEOUT}s"
+    echo "settings:      backend=$BACKEND faults=$FAULTS secs=$SECS before=$BEFORE down=$DOWN flood=$FLOOD shutdown-timeout=${SHUTDOWN_TIMEOUT}s"
 } >"$OUT/env.txt"
 cp "$DIR/mix.txt" "$OUT/"
 cp "$DIR/faults.toml" "$OUT/faults.toml"
@@ -391,14 +401,15 @@ run_fault() {
     pipes)
         event "$fdir" fault "pipe-user-pages-hard=1"
         echo 1 >/proc/sys/fs/pipe-user-pages-hard
-        probe "$fdir" probe-during-cgi /cgi-bin/hello.sh
+        ((CGI)) && probe "$fdir" probe-during-cgi /cgi-bin/hello.sh
         probe "$fdir" probe-during-medium /medium.bin
         sleep "$DOWN"
         echo "$PIPE_HARD_SAVED" >/proc/sys/fs/pipe-user-pages-hard
         PIPE_HARD_SAVED=""
         event "$fdir" fault-end
         sleep 1
-        probe "$fdir" probe-after-cgi /cgi-bin/hello.sh
+        ((CGI)) && probe "$fdir" probe-after-cgi /cgi-bin/hello.sh
+        probe "$fdir" probe-after-medium /medium.bin
         ;;
     logfull)
         # The log is full from the start; mark the fault window as the whole run after BEFORE.
