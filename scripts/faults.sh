@@ -27,7 +27,7 @@ and injects the fault --before seconds into a --secs second run:
   sigterm   SIGTERM: graceful drain, exit status and time; a new ringd is started on the
             same port once it has exited (requests meanwhile are refused, never cut)
   sighup    SIGHUP after faults.toml gained a route (/probe: 404 before, 200 after)
-  emfile    ringd started under 'ulimit -n 128'; --flood idle connections held for 8 s
+  emfile    ringd started under 'ulimit -n' --nofile; --flood idle connections held 8 s
   pipes     fs.pipe-user-pages-hard set to 1 page (root only; restored on exit) and ringd
             started without CAP_SYS_RESOURCE/CAP_SYS_ADMIN, so it can create no pipe at all
   logfull   --access-log /dev/full
@@ -41,6 +41,8 @@ Options:
   --load F        fraction of the measured capacity (default 0.3)
   --rate N        open-loop rate in req/s (skips the capacity run)
   --flood N       idle connections of the emfile flood (default 400)
+  --nofile N      the emfile run's fd limit (default 256: above what the load itself holds,
+                  up to ~130 fds on uring with its splice pipes, well below load + flood)
   --backend B     ringd's --backend: auto (default; CGI makes it epoll) or uring/tokio-uring
                   (the CGI route and its share of the mix are left out: CGI runs on epoll)
   --out DIR       output directory (default results/<YYYY-MM-DD>-<host>-faults)
@@ -59,6 +61,7 @@ DOWN=8
 LOAD=0.3
 RATE=""
 FLOOD=400
+NOFILE=256
 BACKEND=auto
 OUT=""
 BUILD=1
@@ -71,6 +74,7 @@ while (($#)); do
     --load) LOAD="${2:?--load needs a value}" && shift ;;
     --rate) RATE="${2:?--rate needs a value}" && shift ;;
     --flood) FLOOD="${2:?--flood needs a value}" && shift ;;
+    --nofile) NOFILE="${2:?--nofile needs a value}" && shift ;;
     --backend) BACKEND="${2:?--backend needs a value}" && shift ;;
     --out) OUT="${2:?--out needs a value}" && shift ;;
     --no-build) BUILD=0 ;;
@@ -82,7 +86,7 @@ done
 for f in $FAULTS; do
     [[ " $ALL_FAULTS " == *" $f "* ]] || die "unknown fault '$f' (one of: $ALL_FAULTS)"
 done
-for v in SECS BEFORE DOWN FLOOD; do
+for v in SECS BEFORE DOWN FLOOD NOFILE; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "--${v,,} wants a whole number"
 done
 case "$BACKEND" in auto | epoll) CGI=1 ;; uring | tokio-uring) CGI=0 ;; *) die "--backend: auto, epoll, uring or tokio-uring" ;; esac
@@ -296,7 +300,7 @@ probe() {
     echo "ringd:         $("$RINGD_BIN" --version 2>&1 | head -n1) ($RINGD_BIN)"
     echo "nginx:         $(nginx -v 2>&1 | sed 's/.*: //')"
     echo "cpus:          ringd on $SERVER_CPU, loadgen and the nginx origin on $GEN_CPU"
-    echo "settings:      backend=$BACKEND faults=$FAULTS secs=$SECS before=$BEFORE down=$DOWN flood=$FLOOD shutdown-timeout=${SHUTDOWN_TIMEOUT}s"
+    echo "settings:      backend=$BACKEND faults=$FAULTS secs=$SECS before=$BEFORE down=$DOWN flood=$FLOOD nofile=$NOFILE shutdown-timeout=${SHUTDOWN_TIMEOUT}s"
 } >"$OUT/env.txt"
 cp "$DIR/mix.txt" "$OUT/"
 cp "$DIR/faults.toml" "$OUT/faults.toml"
@@ -331,7 +335,7 @@ run_fault() {
     rm -f "$ACCESS_LOG"
     write_config
     case "$f" in
-    emfile) prefix=(bash -c 'ulimit -n 128 && exec "$@"' ulimit-128) ;;
+    emfile) prefix=(bash -c "ulimit -n $NOFILE"' && exec "$@"' "ulimit-$NOFILE") ;;
     logfull) ACCESS_LOG=/dev/full ;;
     pipes)
         if [[ "$(id -u)" != 0 ]]; then

@@ -178,6 +178,8 @@ struct Worker {
     accept_ready: bool,
     /// Accepting is paused until then (EMFILE backoff).
     accept_resume_at: Option<Instant>,
+    /// The pause is for want of fds (EMFILE/ENFILE): a closing connection ends it at once.
+    accept_fd_short: bool,
     accept_error_logged: bool,
     max_conns: usize,
     conns: Slab,
@@ -239,6 +241,7 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         listening: true,
         accept_ready: true,
         accept_resume_at: None,
+        accept_fd_short: false,
         accept_error_logged: false,
         max_conns: config.limits.max_conns_per_worker.max(1),
         conns: Slab::new(),
@@ -429,6 +432,8 @@ impl Worker {
                         self.log_accept_error(&e);
                         self.pause_listening();
                         self.accept_resume_at = Some(now + ACCEPT_BACKOFF);
+                        self.accept_fd_short =
+                            matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
                         return;
                     }
                 },
@@ -485,6 +490,14 @@ impl Worker {
         self.listener = None;
         self.accept_ready = false;
         for i in 0..self.conns.slots.len() {
+            // Answer the requests that already arrived first (their readiness may sit later in
+            // this batch of events): after start_shutdown they would be dropped unread, and
+            // their clients would see the connection close under a request they had sent.
+            let Some(conn) = self.conns.get_mut(i) else {
+                continue;
+            };
+            conn.readable = true;
+            self.drive(i, now);
             if let Some(conn) = self.conns.get_mut(i) {
                 conn.session.start_shutdown();
                 self.drive(i, now);
@@ -599,6 +612,11 @@ impl Worker {
             if let Some(a) = conn.app.take() {
                 // The app thread stops producing and calls the response's close().
                 a.cancel();
+            }
+            if std::mem::take(&mut self.accept_fd_short) {
+                // This connection's fd is free (closed at the end of this block, before the
+                // next accept): no need to sit out the rest of the backoff.
+                self.accept_resume_at = None;
             }
             self.resume_listening();
         }

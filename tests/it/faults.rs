@@ -239,3 +239,62 @@ pub fn reload_with_cgi_reports_no_backend_change() {
     );
     assert_eq!(get(&srv, "/cgi-bin/s.sh", &[]).body_str(), "hi\n");
 }
+
+/// ringd under `ulimit -n 64` and a flood of 300 connections past it: the connections it
+/// has keep being served, "accept failed" is logged once, and once the flood closes (its
+/// connections still queued in the backlog, dead) a new client is answered within a second
+/// or two: a closing connection re-arms accepting at once instead of after the backoff.
+pub fn emfile_flood_keeps_serving_and_accepts_again(backend: &str) {
+    let d = TempDir::new("emfile");
+    d.write("www/a.txt", b"hello\n");
+    let ringd = env!("CARGO_BIN_EXE_ringd").to_string();
+    let mut args = vec![
+        "-c".to_string(),
+        "ulimit -n 64 && exec \"$@\"".to_string(),
+        "ulimit-64".to_string(),
+        ringd,
+    ];
+    args.extend(
+        ServerBuilder::new(backend, &d.path().join("www"))
+            .workers(1)
+            .command_line(),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let srv = ServerBuilder::program(Path::new("/bin/bash"), &args, d.path()).start();
+    let mut kept = crate::http::Client::new(srv.connect());
+    assert_eq!(
+        kept.exchange(&crate::http::req("GET", "/a.txt", &[]))
+            .status,
+        200
+    );
+    let flood: Vec<_> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(srv.addr()).ok())
+        .collect();
+    assert!(flood.len() > 100, "only {} flood connections", flood.len());
+    // Until ringd has run into its limit (it says so).
+    let t0 = Instant::now();
+    while !srv.stderr_text().contains("accept failed") && t0.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..5 {
+        let r = kept.exchange(&crate::http::req("GET", "/a.txt", &[]));
+        assert_eq!(r.status, 200, "the kept connection is served at the limit");
+    }
+    drop(flood);
+    let t0 = Instant::now();
+    let mut c = crate::http::Client::new(srv.connect());
+    let r = c.exchange(&crate::http::req("GET", "/a.txt", &[]));
+    assert_eq!(r.status, 200);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "a new client waited {:?} after the flood closed",
+        t0.elapsed()
+    );
+    let err = srv.stderr_text();
+    assert_eq!(
+        err.matches("accept failed").count(),
+        1,
+        "logged once:\n{}",
+        srv.diagnostics()
+    );
+}

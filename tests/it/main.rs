@@ -100,6 +100,7 @@ per_backend! {
     tls_sites_sni_mixed_listener_redirect_http => crate::tls::sites_sni_mixed_redirect,
     tls_internal_ca => crate::tls::internal_ca,
     no_splice_pipe_still_sends_file_bodies => crate::faults::no_splice_pipe_still_sends_file_bodies,
+    emfile_flood_keeps_serving_and_accepts_again => crate::faults::emfile_flood_keeps_serving_and_accepts_again,
 }
 
 /// CGI spawn failures and reloads of CGI configs (issue 16's fault runs).

@@ -691,7 +691,12 @@ impl Driver {
             self.pipes.put(p, empty);
             self.wake_pipe_waiter();
         }
-        // The rest of `c` (session, socket) is dropped here: the socket closes.
+        // The rest of `c` (session, socket) is dropped at the end of this function, before
+        // the accept below is submitted: the socket closes.
+        if std::mem::take(&mut self.accept_fd_short) {
+            // An fd comes free: accept again now rather than after the backoff.
+            self.accept_retry_at = None;
+        }
         self.maybe_arm_accept();
     }
 
