@@ -298,3 +298,66 @@ pub fn emfile_flood_keeps_serving_and_accepts_again(backend: &str) {
         srv.diagnostics()
     );
 }
+
+/// An upstream that fails every request for a while (reset with no answer), over several
+/// `fail_timeout` windows, then answers again: passive health logs the server going out once
+/// and coming back once, not once per window, while clients get 502/503 and then 200s again.
+pub fn lost_upstream_logged_once_out_and_once_back(backend: &str) {
+    use crate::proxy::{ok, Action, Upstream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let down = Arc::new(AtomicBool::new(false));
+    let flag = down.clone();
+    let up = Upstream::spawn(move |_, _| {
+        if flag.load(Ordering::Relaxed) {
+            Action::ReplyReset(Vec::new())
+        } else {
+            Action::Reply(ok(b"up\n"))
+        }
+    });
+    let d = TempDir::new("passive");
+    d.write("www/a.txt", b"static\n");
+    let cfg = d.write(
+        "p.toml",
+        format!(
+            "[upstreams.app]\nservers = [\"{}\"]\nmax_fails = 2\nfail_timeout = \"200ms\"\nretries = 0\n\n[[sites]]\nhosts = [\"_\"]\nroot = \"{}\"\n\n  [[sites.routes]]\n  path = \"/api/*\"\n  proxy = {{ upstream = \"app\" }}\n",
+            up.addr,
+            d.path().join("www").display()
+        )
+        .as_bytes(),
+    );
+    let srv = ServerBuilder::new(backend, d.path())
+        .workers(1)
+        .config(&cfg)
+        .start();
+    assert_eq!(get(&srv, "/api/x", &[]).body_str(), "up\n");
+    down.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    let mut statuses = std::collections::BTreeSet::new();
+    while t0.elapsed() < Duration::from_millis(1200) {
+        statuses.insert(get(&srv, "/api/x", &[]).status);
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 502 || *s == 503),
+        "{statuses:?}"
+    );
+    down.store(false, Ordering::Relaxed);
+    let t0 = Instant::now();
+    loop {
+        let r = get(&srv, "/api/x", &[]);
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "never back: {}",
+            r.status
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(&srv, "/a.txt", &[]).status, 200);
+    let err = srv.stderr_text();
+    assert_eq!(err.matches("taken out").count(), 1, "{err}");
+    assert_eq!(err.matches("answers again").count(), 1, "{err}");
+}

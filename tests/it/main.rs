@@ -101,6 +101,7 @@ per_backend! {
     tls_internal_ca => crate::tls::internal_ca,
     no_splice_pipe_still_sends_file_bodies => crate::faults::no_splice_pipe_still_sends_file_bodies,
     emfile_flood_keeps_serving_and_accepts_again => crate::faults::emfile_flood_keeps_serving_and_accepts_again,
+    lost_upstream_logged_once_out_and_once_back => crate::faults::lost_upstream_logged_once_out_and_once_back,
 }
 
 /// CGI spawn failures and reloads of CGI configs (issue 16's fault runs).
