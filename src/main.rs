@@ -38,10 +38,17 @@ fn serve_args(args: ServeArgs, given: Vec<String>) -> anyhow::Result<()> {
         }
         config.backend = ringd::config::Backend::Epoll;
     }
-    let reloader: Option<worker::Reloader> = args
-        .config
-        .is_some()
-        .then(|| Box::new(move || cli::build_config(&args, &given)) as worker::Reloader);
+    // A reload resolves `--backend auto` as the start did (epoll when there is CGI), so that
+    // a reload of the same file does not report a `backend` change.
+    let reloader: Option<worker::Reloader> = args.config.is_some().then(|| {
+        Box::new(move || {
+            let mut new = cli::build_config(&args, &given)?;
+            if new.sites.has_cgi() && args.backend == cli::BackendArg::Auto {
+                new.backend = ringd::config::Backend::Epoll;
+            }
+            Ok(new)
+        }) as worker::Reloader
+    });
     serve(config, reloader)
 }
 

@@ -48,7 +48,41 @@ pub struct Procs {
     dying: Vec<Dying>,
 }
 
+/// When a failed spawn was last logged (by any worker), and how many failed since without a
+/// line.
+static SPAWN_LOG: std::sync::Mutex<(Option<Instant>, u64)> = std::sync::Mutex::new((None, 0));
+
+/// At most one "cannot start" line per this long per worker: a script that cannot start
+/// (fd limit, pipe budget, a bad interpreter) fails every request, and one line per request
+/// would flood the log at the request rate.
+const SPAWN_LOG_EVERY: Duration = Duration::from_secs(10);
+
 impl Procs {
+    /// One line for a failed spawn, rate-limited to one per [`SPAWN_LOG_EVERY`] across the
+    /// workers; the next line says how many failures went unlogged.
+    fn log_spawn_failure(name: &str, e: &io::Error, now: Instant) {
+        let mut log = SPAWN_LOG.lock().unwrap_or_else(|p| p.into_inner());
+        if log
+            .0
+            .is_some_and(|t| now.saturating_duration_since(t) < SPAWN_LOG_EVERY)
+        {
+            log.1 += 1;
+            return;
+        }
+        let more = match std::mem::take(&mut log.1) {
+            0 => String::new(),
+            n => format!(" ({n} more failed to start since the last line)"),
+        };
+        let _ = io::stderr().write_all(
+            format!(
+                "ringd: cgi {name}: cannot start: {e}{more} (logged at most every {}s)\n",
+                SPAWN_LOG_EVERY.as_secs()
+            )
+            .as_bytes(),
+        );
+        log.0 = Some(now);
+    }
+
     /// Signals and reaps finished scripts; call from the tick.
     pub fn reap(&mut self, now: Instant) {
         let mut i = 0;
@@ -198,9 +232,15 @@ pub fn drive(
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
-                let _ = io::stderr()
-                    .write_all(format!("ringd: cgi {name}: cannot start: {e}\n").as_bytes());
-                session.gw_error(svc, Failure::Connect, now);
+                Procs::log_spawn_failure(&name, &e, now);
+                // Out of fds, pipes, memory or processes: the server is short of a resource
+                // (503, try later); anything else is the script's fault (502).
+                match e.raw_os_error() {
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN) => {
+                        session.gw_busy(svc, now)
+                    }
+                    _ => session.gw_error(svc, Failure::Connect, now),
+                }
                 return true;
             }
         };

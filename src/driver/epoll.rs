@@ -184,6 +184,8 @@ struct Worker {
     accept_ready: bool,
     /// Accepting is paused until then (EMFILE backoff).
     accept_resume_at: Option<Instant>,
+    /// The pause is for want of fds (EMFILE/ENFILE): a closing connection ends it at once.
+    accept_fd_short: bool,
     accept_error_logged: bool,
     max_conns: usize,
     conns: Slab,
@@ -249,6 +251,7 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         listening: true,
         accept_ready: true,
         accept_resume_at: None,
+        accept_fd_short: false,
         accept_error_logged: false,
         max_conns: config.limits.max_conns_per_worker.max(1),
         conns: Slab::new(),
@@ -442,6 +445,8 @@ impl Worker {
                         self.log_accept_error(&e);
                         self.pause_listening();
                         self.accept_resume_at = Some(now + ACCEPT_BACKOFF);
+                        self.accept_fd_short =
+                            matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
                         return;
                     }
                 },
@@ -498,6 +503,14 @@ impl Worker {
         self.listener = None;
         self.accept_ready = false;
         for i in 0..self.conns.slots.len() {
+            // Answer the requests that already arrived first (their readiness may sit later in
+            // this batch of events): after start_shutdown they would be dropped unread, and
+            // their clients would see the connection close under a request they had sent.
+            let Some(conn) = self.conns.get_mut(i) else {
+                continue;
+            };
+            conn.readable = true;
+            self.drive(i, now);
             if let Some(conn) = self.conns.get_mut(i) {
                 conn.session.start_shutdown();
                 self.drive(i, now);
@@ -617,6 +630,11 @@ impl Worker {
                 // The app thread stops producing and calls the response's close().
                 a.cancel();
             }
+            if std::mem::take(&mut self.accept_fd_short) {
+                // This connection's fd is free (closed at the end of this block, before the
+                // next accept): no need to sit out the rest of the backoff.
+                self.accept_resume_at = None;
+            }
             self.resume_listening();
         }
     }
@@ -657,9 +675,10 @@ fn drive_conn(
                 }
                 // Never clear `writable` on a short sendfile: only EAGAIN proves the socket is
                 // full (sendfile can stop short for file-side reasons).
-                Output::File { fd, offset, len } => {
-                    (false, send_file(conn.sock.as_raw_fd(), fd, offset, len))
-                }
+                Output::File { fd, offset, len } => (
+                    false,
+                    send_file(conn.sock.as_raw_fd(), fd, offset, len, buf),
+                ),
                 // A proxied body's bytes in the pipe: never clear `writable` on a short
                 // splice either (only EAGAIN proves the socket full).
                 Output::Pipe { len } => match &conn.splice.pipe {
@@ -830,8 +849,10 @@ fn linger(conn: &mut Conn, buf: &mut [u8]) -> Step {
     Step::Again
 }
 
-/// sendfile(2) of `len` bytes of `file` at `offset` to the non-blocking socket `sock`.
-fn send_file(sock: RawFd, file: RawFd, offset: u64, len: u64) -> io::Result<usize> {
+/// sendfile(2) of `len` bytes of `file` at `offset` to the non-blocking socket `sock`; when
+/// sendfile cannot get its internal pipe (ENOMEM: the per-user pipe budget is spent before
+/// this thread ever had one), a copy through `buf` instead (pread, then one write).
+fn send_file(sock: RawFd, file: RawFd, offset: u64, len: u64, buf: &mut [u8]) -> io::Result<usize> {
     let mut off =
         libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let count = len.min(SENDFILE_MAX) as usize;
@@ -839,6 +860,30 @@ fn send_file(sock: RawFd, file: RawFd, offset: u64, len: u64) -> io::Result<usiz
     // `sock` is owned by the connection for the duration of the call, and `off` is a local the
     // kernel only writes during the call. sendfile touches no other user memory.
     let n = unsafe { libc::sendfile(sock, file, &mut off, count) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOMEM) || buf.is_empty() {
+        return Err(e);
+    }
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("ringd: sendfile failed: {e}; copying file bodies through memory (logged once)");
+    }
+    let want = count.min(buf.len());
+    // SAFETY: `buf` has `want` writable bytes; `file` is open (as above).
+    let got = unsafe { libc::pread(file, buf.as_mut_ptr().cast(), want, offset as libc::off_t) };
+    if got <= 0 {
+        // 0 (the file shrank) ends the response as a zero-byte sendfile would.
+        return if got == 0 {
+            Ok(0)
+        } else {
+            Err(io::Error::last_os_error())
+        };
+    }
+    // SAFETY: the first `got` bytes of `buf` were just written by pread; `sock` is open.
+    let n = unsafe { libc::send(sock, buf.as_ptr().cast(), got as usize, libc::MSG_NOSIGNAL) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -25,6 +25,9 @@ struct ServerState {
     window_start: Option<Instant>,
     /// Taken out (passive health) until then.
     down_until: Option<Instant>,
+    /// Its going out was logged and its coming back not yet: one line each per outage, not
+    /// one per `fail_timeout` while it stays dead.
+    reported_down: bool,
     /// Smooth weighted round robin's running weight.
     current: i64,
 }
@@ -163,6 +166,13 @@ impl Upstreams {
         };
         s.inflight = s.inflight.saturating_sub(1);
         if ok {
+            if std::mem::take(&mut s.reported_down) {
+                let (u, addr) = (
+                    &self.specs[group].name,
+                    &self.specs[group].servers[server].addr,
+                );
+                eprintln!("ringd: upstream {u}: {addr} answers again (passive health)");
+            }
             return;
         }
         if s.window_start.is_none_or(|t| now >= t + fail_timeout) {
@@ -174,6 +184,17 @@ impl Upstreams {
             s.down_until = Some(now + fail_timeout);
             s.fails = 0;
             s.window_start = None;
+            if !std::mem::replace(&mut s.reported_down, true) {
+                let (u, addr) = (
+                    &self.specs[group].name,
+                    &self.specs[group].servers[server].addr,
+                );
+                eprintln!(
+                    "ringd: upstream {u}: {addr} taken out after {max_fails} failures within \
+                     {fail_timeout:?}, retried every {fail_timeout:?} (passive health; logged \
+                     again when it answers)"
+                );
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ mod conditional;
 mod conformance;
 mod corpus;
 mod escapes;
+mod faults;
 mod harness;
 mod http;
 mod lifecycle;
@@ -109,6 +110,28 @@ per_backend! {
     tls_sites_sni_mixed_listener_redirect_http => crate::tls::sites_sni_mixed_redirect,
     tls_internal_ca => crate::tls::internal_ca,
     acme_http01_issue_and_reuse_after_restart => crate::acme::http01_issue_and_reuse_after_restart,
+    no_splice_pipe_still_sends_file_bodies => crate::faults::no_splice_pipe_still_sends_file_bodies,
+    emfile_flood_keeps_serving_and_accepts_again => crate::faults::emfile_flood_keeps_serving_and_accepts_again,
+    lost_upstream_logged_once_out_and_once_back => crate::faults::lost_upstream_logged_once_out_and_once_back,
+}
+
+/// CGI spawn failures and reloads of CGI configs (issue 16's fault runs).
+mod cgi_faults {
+    #[test]
+    fn cgi_that_cannot_start_is_logged_once() {
+        crate::faults::cgi_that_cannot_start_is_logged_once();
+    }
+    #[test]
+    fn cgi_without_pipes_answers_503_logged_once() {
+        crate::harness::catch_skip(
+            "pipe budget",
+            crate::faults::cgi_without_pipes_answers_503_logged_once,
+        );
+    }
+    #[test]
+    fn reload_with_cgi_reports_no_backend_change() {
+        crate::faults::reload_with_cgi_reports_no_backend_change();
+    }
 }
 
 /// Backend-independent CLI behaviour.

@@ -98,9 +98,16 @@ impl PipePool {
                 return Ok(p);
             }
             if self.created.get() < self.max {
-                let p = Pipe::new(self.size)?;
-                self.created.set(self.created.get() + 1);
-                return Ok(p);
+                match Pipe::new(self.size) {
+                    Ok(p) => {
+                        self.created.set(self.created.get() + 1);
+                        return Ok(p);
+                    }
+                    // None exists, so none will come back to wait for: the caller copies.
+                    Err(e) if self.created.get() == 0 => return Err(e),
+                    // Some are lent out: wait for one of them (the failure is logged once).
+                    Err(e) => self.log_failure(&e),
+                }
             }
             self.returned.notified().await;
         }
@@ -118,9 +125,12 @@ impl PipePool {
         self.returned.notify_one();
     }
 
-    pub(super) fn log_failure(&self, id: usize, e: &io::Error) {
+    pub(super) fn log_failure(&self, e: &io::Error) {
         if !self.failure_logged.replace(true) {
-            eprintln!("ringd: worker {id}: cannot create a splice pipe: {e} (logged once)");
+            eprintln!(
+                "ringd: cannot create a splice pipe: {e}; file bodies wait for a pooled pipe, \
+                 or go through a copy buffer while none exists (logged once)"
+            );
         }
     }
 }

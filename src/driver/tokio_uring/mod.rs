@@ -544,6 +544,35 @@ async fn write_bytes(
     }
 }
 
+/// Sends part of the session's current `Output::File` through a write buffer (read with
+/// pread): the fallback when no splice pipe can be had.
+async fn copy_file(
+    w: &Worker,
+    conn: &Rc<Conn>,
+    io: &mut ConnIo,
+    file: RawFd,
+    offset: u64,
+    len: u64,
+) -> Result<(), End> {
+    const COPY_MAX: usize = 64 * 1024;
+    let want = len.min(COPY_MAX as u64) as usize;
+    let Ok(off) = libc::off_t::try_from(offset) else {
+        return Err(End::Close);
+    };
+    let mut buf = w.write_bufs.take();
+    buf.resize(want, 0);
+    // SAFETY: `buf` holds `want` writable bytes for the whole call; `file` is the session's
+    // open file, kept open until `consume` covers this output.
+    let n = unsafe { libc::pread(file, buf.as_mut_ptr().cast(), want, off) };
+    if n <= 0 {
+        // 0: the file is shorter than the response promised; an error: unreadable.
+        w.write_bufs.put(buf);
+        return Err(End::Close);
+    }
+    buf.truncate(n as usize);
+    write_bytes(w, conn, io, buf).await
+}
+
 /// Moves part of the session's current `Output::File` (file `file`, `len` bytes at `offset`)
 /// to the socket: fills the connection's pipe from the file if it is empty, then splices the
 /// pipe into the socket once and consumes what went out.
@@ -561,8 +590,10 @@ async fn send_file(
         None => match with_deadline(deadline, w.pipes.acquire()).await {
             Some(Ok(p)) => p,
             Some(Err(e)) => {
-                w.pipes.log_failure(w.id, &e);
-                return Err(End::Close);
+                // No pipe exists and none can be made (pipe budget, fd limit): copy this
+                // piece through memory instead of cutting the response.
+                w.pipes.log_failure(&e);
+                return copy_file(w, conn, io, file, offset, len).await;
             }
             None => return Err(End::Close),
         },

@@ -15,6 +15,9 @@ use super::{Driver, LINGER};
 use crate::session::{Output, Session};
 use crate::sys;
 
+/// Size of a connection's copy buffer (file bodies sent without a splice pipe).
+const COPY_BUF: usize = 64 * 1024;
+
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -48,6 +51,12 @@ pub struct Conn {
     pub linked_out: bool,
     /// Queued in `Driver::pipe_waiters` for a free pipe.
     pub waiting_pipe: bool,
+    /// Copy buffer for file bodies when no splice pipe exists and none can be made (the
+    /// per-user pipe budget or the fd limit is exhausted); empty until first needed.
+    pub copy: Vec<u8>,
+    /// Bytes of `copy` read from the file and not yet sent, starting at `copy_off`.
+    pub in_copy: usize,
+    pub copy_off: usize,
     /// The peer closed its side (recv returned 0).
     pub eof: bool,
     /// Registered in `Driver::open_waiters`: its session is parked on an open job.
@@ -81,6 +90,9 @@ impl Conn {
             in_pipe: 0,
             linked_out: false,
             waiting_pipe: false,
+            copy: Vec::new(),
+            in_copy: 0,
+            copy_off: 0,
             eof: false,
             waiting_open: false,
             gw: Gw::default(),
@@ -204,6 +216,8 @@ impl Driver {
             // Readable (or failed: the linked SpliceUp then reports -ECANCELED).
             Op::PollInUp => {}
             Op::SpliceUp => self.on_splice_up(idx, gen, res),
+            Op::ReadFile => self.on_read_file(idx, gen, res),
+            Op::SendBuf => self.on_send_buf(idx, gen, res),
             Op::Cancel => {
                 // Cancel-by-fd needs Linux 5.19; without it, shutting the socket down
                 // makes its pending recv/poll complete instead.
@@ -401,6 +415,44 @@ impl Driver {
         c.splicing_up = true;
     }
 
+    fn on_read_file(&mut self, idx: u32, gen: u32, res: i32) {
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        c.write = None;
+        if c.phase != Phase::Open {
+            return;
+        }
+        if res > 0 {
+            c.in_copy = res as usize;
+            c.copy_off = 0;
+        } else {
+            // 0: the file is shorter than the response promised; an error: unreadable.
+            self.close(idx, gen);
+        }
+    }
+
+    fn on_send_buf(&mut self, idx: u32, gen: u32, res: i32) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        c.write = None;
+        if c.phase != Phase::Open {
+            return;
+        }
+        if res > 0 {
+            let sent = (res as usize).min(c.in_copy);
+            c.in_copy -= sent;
+            c.copy_off += sent;
+            c.session.consume(&mut self.svc, sent, now);
+        } else if errno(res) == libc::EAGAIN {
+            self.poll_out(idx, gen);
+        } else {
+            self.close(idx, gen);
+        }
+    }
+
     fn on_poll_out(&mut self, idx: u32, gen: u32, res: i32) {
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
@@ -474,7 +526,7 @@ impl Driver {
         if c.phase != Phase::Open {
             return;
         }
-        let idle = c.write.is_none() && !c.waiting_pipe && c.in_pipe == 0;
+        let idle = c.write.is_none() && !c.waiting_pipe && c.in_pipe == 0 && c.in_copy == 0;
         if idle && c.session.next_output().is_none() && c.session.should_close() {
             self.close_graceful(idx, gen);
             return;
@@ -548,6 +600,20 @@ impl Driver {
             c.write = Some(Op::SpliceOut);
             return;
         }
+        if c.in_copy > 0 {
+            // Send the rest of the copy buffer before reading more.
+            let buf = &c.copy[c.copy_off..c.copy_off + c.in_copy];
+            let entry = opcode::Send::new(types::Fd(sock), buf.as_ptr(), buf.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build();
+            // SAFETY: `copy` is not touched (resized, read into, dropped) while this op is in
+            // flight: it is written only by ReadFile, which is issued only when `in_copy` is
+            // 0, and the connection (with its buffer) is freed only after ops == 0.
+            unsafe { self.sq.push(entry, tok(Op::SendBuf)) };
+            c.ops += 1;
+            c.write = Some(Op::SendBuf);
+            return;
+        }
         // Bound the empty-output skipping so a misbehaving session cannot spin the loop.
         for _ in 0..super::MAX_EMPTY_OUTPUTS {
             match c.session.next_output() {
@@ -587,6 +653,26 @@ impl Driver {
                     if c.pipe.is_none() {
                         match self.pipes.take() {
                             Some(p) => c.pipe = Some(p),
+                            // No pipe exists and none can be made: none will come free to
+                            // wait for, so copy through memory until one can be made.
+                            None if self.pipes.none_exist() => {
+                                if c.copy.is_empty() {
+                                    c.copy = vec![0; COPY_BUF];
+                                }
+                                let n = len.min(COPY_BUF as u64) as u32;
+                                let entry =
+                                    opcode::Read::new(types::Fd(fd), c.copy.as_mut_ptr(), n)
+                                        .offset(offset)
+                                        .build();
+                                // SAFETY: `copy` holds at least `n` bytes and is not touched
+                                // until this op completes (no SendBuf is in flight: in_copy
+                                // is 0); the file fd stays open until `consume` covers this
+                                // output, and the connection is freed only at ops == 0.
+                                unsafe { self.sq.push(entry, tok(Op::ReadFile)) };
+                                c.ops += 1;
+                                c.write = Some(Op::ReadFile);
+                                return;
+                            }
                             None => {
                                 c.waiting_pipe = true;
                                 self.pipe_waiters.push_back((idx, gen));
@@ -723,7 +809,12 @@ impl Driver {
             self.pipes.put(p, empty);
             self.wake_pipe_waiter();
         }
-        // The rest of `c` (session, socket) is dropped here: the socket closes.
+        // The rest of `c` (session, socket) is dropped at the end of this function, before
+        // the accept below is submitted: the socket closes.
+        if std::mem::take(&mut self.accept_fd_short) {
+            // An fd comes free: accept again now rather than after the backoff.
+            self.accept_retry_at = None;
+        }
         self.maybe_arm_accept();
     }
 

@@ -105,6 +105,10 @@ pub(crate) struct Driver {
     accept_cancel: bool,
     /// Accepting paused (EMFILE and the like) until then.
     accept_retry_at: Option<Instant>,
+    /// The pause is for want of fds (EMFILE/ENFILE): a closing connection ends it at once.
+    pub(super) accept_fd_short: bool,
+    /// SIGTERM/SIGINT arrived in the batch being handled: drain once it is done.
+    drain_pending: bool,
     emfile_logged: bool,
     accept_err_logged: bool,
     warned_unknown: bool,
@@ -170,6 +174,8 @@ impl Driver {
             accept: None,
             accept_cancel: false,
             accept_retry_at: None,
+            accept_fd_short: false,
+            drain_pending: false,
             emfile_logged: false,
             accept_err_logged: false,
             warned_unknown: false,
@@ -282,6 +288,9 @@ impl Driver {
             let (ud, res, flags) = self.cqes[i];
             self.complete(ud, res, flags);
         }
+        if std::mem::take(&mut self.drain_pending) {
+            self.begin_drain();
+        }
     }
 
     fn complete(&mut self, ud: u64, res: i32, flags: u32) {
@@ -307,7 +316,9 @@ impl Driver {
             Op::Shutdown => {
                 self.shutdown_poll = None;
                 if res >= 0 {
-                    self.begin_drain();
+                    // After the rest of this batch: requests whose recv completions sit later
+                    // in it are read and answered first, not dropped by the drain.
+                    self.drain_pending = true;
                 } else if res != -libc::ECANCELED && !self.exiting {
                     self.arm_shutdown_poll();
                 }
@@ -437,6 +448,7 @@ impl Driver {
                         self.emfile_logged = true;
                     }
                     self.accept_retry_at = Some(self.now + ACCEPT_RETRY);
+                    self.accept_fd_short = matches!(-res, libc::EMFILE | libc::ENFILE);
                     self.cancel_accept();
                 }
                 // Ours, or the peer left before we took it: keep accepting.

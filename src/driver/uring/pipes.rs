@@ -84,7 +84,10 @@ impl PipePool {
             }
             Err(e) => {
                 if !self.warned {
-                    eprintln!("ringd: cannot create a splice pipe: {e} (waiting for one to free)");
+                    eprintln!(
+                        "ringd: cannot create a splice pipe: {e}; file bodies wait for a \
+                         pooled pipe, or go through a copy buffer while none exists (logged once)"
+                    );
                     self.warned = true;
                 }
                 None
@@ -101,6 +104,12 @@ impl PipePool {
             drop(pipe);
             self.created -= 1;
         }
+    }
+
+    /// Whether no pipe exists (free or lent out): after a failed `take`, nothing will come
+    /// free to wait for.
+    pub fn none_exist(&self) -> bool {
+        self.created == 0
     }
 
     /// Whether a `take` could succeed now without waiting.

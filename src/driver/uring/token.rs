@@ -21,6 +21,10 @@ pub enum Op {
     PollInUp,
     /// Splice client socket → the connection's upstream-bound pipe.
     SpliceUp,
+    /// Read file → the connection's copy buffer (no splice pipe exists or can be made).
+    ReadFile,
+    /// Send from the connection's copy buffer.
+    SendBuf,
     /// AsyncCancel of one op or of every op on a connection's fd.
     Cancel,
     /// The housekeeping timeout (one per tick).
@@ -70,6 +74,8 @@ impl Op {
                 | Op::PollOut
                 | Op::PollInUp
                 | Op::SpliceUp
+                | Op::ReadFile
+                | Op::SendBuf
                 | Op::Cancel
                 | Op::Up(..)
         )
