@@ -6,7 +6,7 @@
 # (executions, exec/s, coverage and features at start and end, corpus, crashes) taken from
 # libFuzzer's own output, plus the machine, load average and commit beside them.
 #
-# With FUZZ_MERGE=1 the inputs each run found are merged, minimised (`-merge=1`), into the
+# With FUZZ_MERGE=1 the inputs each run found (targets that did not crash) are merged, minimised (`-merge=1`), into the
 # committed seeds fuzz/corpus/<target>/, so CI's short runs start where the long ones ended.
 #
 # Environment: FUZZ_SECONDS (3600), FUZZ_TARGETS (all), FUZZ_OUT (results dir), FUZZ_MERGE (0),
@@ -135,8 +135,10 @@ summary = [
 print((out / "summary.md").read_text())
 PY
 
-if [ "${FUZZ_MERGE:-0}" = 1 ] && [ "$failed" = 0 ]; then
+if [ "${FUZZ_MERGE:-0}" = 1 ]; then
     for t in $targets; do
+        # A target that crashed keeps its seeds: its new inputs include the crash.
+        [ "$(cat "$work/$t.rc")" = 0 ] || continue
         merged="$work/merged-$t"
         mkdir -p "$merged"
         nice -n 19 cargo fuzz run -s none -a "$t" "$merged" "fuzz/corpus/$t" "$work/$t" -- \
