@@ -63,8 +63,9 @@ pub struct Args {
     /// Example: `--max-requests 10000`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_requests: u64,
-    /// Largest request body, read whole before the app is called (413 beyond). Example:
-    /// `--max-body 10M`.
+    /// Largest request body (413 beyond). Bodies are streamed: the app is called once the
+    /// head is in and `wsgi.input` reads the body as it arrives (at most 256 KiB read ahead of
+    /// the app), so this bounds the size, not memory. Example: `--max-body 100M`.
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = crate::cli::parse_size)]
     pub max_body: u64,
     /// Serve the sites of a ringd config file; its `wsgi = { app = ... }` routes run here.

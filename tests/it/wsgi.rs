@@ -14,7 +14,7 @@ use crate::http::{get, req, Client};
 const APP: &str = include_str!("../apps/pep3333.py");
 
 /// The installed `ringd-wsgi` (and the venv's python beside it), or a skip.
-fn wsgi_bin() -> PathBuf {
+pub(crate) fn wsgi_bin() -> PathBuf {
     let bin = std::env::var_os("RINGD_WSGI").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/ringd-wsgi"),
         PathBuf::from,
@@ -33,12 +33,12 @@ fn wsgi_bin() -> PathBuf {
 }
 
 /// The venv's own python (for django-admin and friends).
-fn venv_bin(name: &str) -> PathBuf {
+pub(crate) fn venv_bin(name: &str) -> PathBuf {
     wsgi_bin().with_file_name(name)
 }
 
 /// Starts `ringd-wsgi ARGS` in `dir` on a free port.
-fn serve(dir: &Path, args: &[&str]) -> Server {
+pub(crate) fn serve(dir: &Path, args: &[&str]) -> Server {
     let bin = wsgi_bin();
     let mut all = vec!["--bind", "127.0.0.1:0"];
     all.extend_from_slice(args);
@@ -52,7 +52,7 @@ fn pep_app(tag: &str) -> TempDir {
 }
 
 /// Raw bytes until the server closes (or `limit`).
-fn read_to_close(c: &mut std::net::TcpStream, limit: Duration) -> Vec<u8> {
+pub(crate) fn read_to_close(c: &mut std::net::TcpStream, limit: Duration) -> Vec<u8> {
     c.set_read_timeout(Some(limit)).unwrap();
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);
@@ -74,7 +74,7 @@ fn read_to_close_or_head(s: &mut std::net::TcpStream) -> Vec<u8> {
 }
 
 /// Waits until `path` exists (a result's close() ran), up to 5 s.
-fn wait_file(path: &Path) -> bool {
+pub(crate) fn wait_file(path: &Path) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(5) {
         if path.exists() {
@@ -484,7 +484,7 @@ pub fn django_project() {
     assert_eq!(get(&srv, "/nope/", &[]).status, 404);
 }
 
-fn skip_or_fail(why: &str) -> ! {
+pub(crate) fn skip_or_fail(why: &str) -> ! {
     if std::env::var_os("RINGD_REQUIRE_WSGI").is_some_and(|v| v != "0") {
         panic!("RINGD_REQUIRE_WSGI is set but {why}");
     }
