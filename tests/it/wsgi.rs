@@ -85,7 +85,7 @@ pub(crate) fn wait_file(path: &Path) -> bool {
     false
 }
 
-/// The lesson's 14-byte hello app, GET, HEAD and keep-alive.
+/// The lesson's 14-byte hello app, GET, HEAD and keep-alive; the mode said at start.
 pub fn hello_app() {
     let d = TempDir::new("wsgi-hello");
     d.write(
@@ -93,6 +93,26 @@ pub fn hello_app() {
         b"def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'Hello, World!\\n']\n",
     );
     let srv = serve(d.path(), &["hello:app", "--workers", "2"]);
+    // The start says which interpreter runs and so which mode: processes with a GIL, threads
+    // on a free-threaded build whose GIL is off.
+    let ft = Command::new(venv_bin("python"))
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_config_var('Py_GIL_DISABLED') == 1)",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "True")
+        .unwrap_or(false);
+    let want = if ft {
+        "free-threaded"
+    } else {
+        "with the GIL: mode processes"
+    };
+    let t0 = Instant::now();
+    while !srv.diagnostics().contains(want) && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(srv.diagnostics().contains(want), "{}", srv.diagnostics());
     let mut c = Client::new(srv.connect());
     for _ in 0..3 {
         let r = c.exchange(&req("GET", "/", &[]));
