@@ -189,6 +189,31 @@ pub fn unread_bodies_keep_alive() {
     );
     assert_eq!((r.status, r.body_str().as_str()), (200, "a|b|c"));
 
+    // A GET's body is still read whole before the call (a cache may answer a GET).
+    let r = c.exchange(b"GET /some HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\nabcdefghijkl");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "abcdefghij"));
+
+    // A rest longer than ringd drains (1 MiB): the response, then the connection closes.
+    let mut s = srv.connect();
+    let n = 3_000_000;
+    s.write_all(
+        format!("POST /ignore HTTP/1.1\r\nHost: h\r\nContent-Length: {n}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let _ = w.write_all(&vec![b'w'; n]);
+    });
+    let got = crate::wsgi::read_to_close(&mut s, Duration::from_secs(10));
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("ignored"),
+        "{got}\n{}",
+        srv.diagnostics()
+    );
+    drop(s);
+    writer.join().unwrap();
+
     // Expect: 100-continue to an app that never reads: the final status, no 100, close.
     let mut s = srv.connect();
     s.write_all(
