@@ -396,6 +396,7 @@ impl Session {
                         self.stream = None;
                         self.closing = true;
                         self.in_pos = self.inp.len();
+                        self.out.close_last();
                         dec.clear();
                         self.body_data = dec;
                         return;
@@ -426,7 +427,8 @@ impl Session {
                         g.x.abort_body();
                         g.x.responded
                     }
-                    None => false,
+                    // Draining the body of an app that has answered already.
+                    None => true,
                 };
                 if answered {
                     self.closing = true;
@@ -1910,3 +1912,7 @@ mod error_tests;
 #[cfg(test)]
 #[path = "proto/session_park_tests.rs"]
 mod park_tests;
+
+#[cfg(test)]
+#[path = "proto/session_app_tests.rs"]
+mod app_tests;

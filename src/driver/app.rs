@@ -225,7 +225,12 @@ impl Reply {
             st = self.flow.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         let n = max.min(st.input.len());
-        let out: Vec<u8> = st.input.drain(..n).collect();
+        let (a, b) = st.input.as_slices();
+        let from_a = n.min(a.len());
+        let mut out = Vec::with_capacity(n);
+        out.extend_from_slice(&a[..from_a]);
+        out.extend_from_slice(&b[..n - from_a]);
+        st.input.drain(..n);
         if st.input_full && st.input.len() < INPUT_AHEAD / 2 {
             // The worker stopped handing bytes over: tell it there is room again.
             st.input_full = false;
