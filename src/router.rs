@@ -366,9 +366,10 @@ impl Router {
         Some((si, NONE))
     }
 
-    /// Whether `req`'s body is to be streamed to an upstream as it arrives: the first route
-    /// that takes it (no rewrite before it) proxies to a group with `buffer_requests = false`,
-    /// and the method is not GET or HEAD (which a cache may answer without the upstream).
+    /// Whether `req`'s body is to be streamed to its source as it arrives: the first route
+    /// that takes it (no rewrite before it) runs a WSGI app or proxies to a group with
+    /// `buffer_requests = false`, and the method is not GET or HEAD (which a cache may answer
+    /// without the source).
     pub fn streams_body(&mut self, req: &Request<'_>) -> bool {
         if self.plain || matches!(req.method, Method::Get | Method::Head) {
             return false;
@@ -387,6 +388,8 @@ impl Router {
                 .upstreams
                 .get(p.upstream)
                 .is_some_and(|u| !u.buffer_requests),
+            // An app reads `wsgi.input` as the body arrives (PEP 3333).
+            Some(Action::Wsgi(_)) => true,
             _ => false,
         }
     }

@@ -242,6 +242,10 @@ thread_local! {
 /// client pauses.
 const TUNNEL_BACKLOG: usize = 64 * 1024;
 
+/// Most bytes of a body its WSGI app left unread that are read and dropped after the response
+/// so the connection can serve on; a longer rest closes the connection instead.
+const DRAIN_MAX: usize = 1 << 20;
+
 /// One piece of output to write to the socket.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output<'a> {
@@ -288,6 +292,12 @@ pub struct Session {
     /// Streaming the body of the proxied request in flight to its upstream as it arrives
     /// (`buffer_requests = false`); nothing behind it is parsed until it ends.
     stream: Option<BodyReader>,
+    /// The WSGI app in flight was asked `Expect: 100-continue` and its 100 is not sent yet:
+    /// it goes out when the app first reads `wsgi.input` (as gunicorn does).
+    cont_owed: bool,
+    /// With `stream` and no `gw`: the app answered before reading all of its body; the rest
+    /// is read and dropped (this many bytes so far) so that the connection serves on.
+    drained: usize,
     /// The driver's name for this connection, handed back by `Service::take_woken`.
     wake_tag: u64,
     /// The request at `in_pos` waits for another request's fetch of this cache key (since
@@ -324,6 +334,8 @@ impl Session {
             progress_at: now,
             local_redirects: 0,
             stream: None,
+            cont_owed: false,
+            drained: 0,
             wake_tag: 0,
             collapsed: None,
             sniff: knobs.tls,
@@ -410,10 +422,32 @@ impl Session {
                     if done {
                         g.x.body_end();
                     }
+                } else {
+                    // The rest of a body its app did not read: dropped, within a bound.
+                    self.drained += dec.len();
+                    if self.drained > DRAIN_MAX && !done {
+                        self.stream = None;
+                        self.closing = true;
+                        self.in_pos = self.inp.len();
+                        self.out.close_last();
+                        dec.clear();
+                        self.body_data = dec;
+                        return;
+                    }
                 }
                 if done {
                     self.stream = None;
                     self.req_start = None;
+                    if self.gw.is_none() {
+                        // Drained: the requests behind it are answered now.
+                        dec.clear();
+                        self.body_data = dec;
+                        self.req_start = (self.in_pos < self.inp.len()).then_some(now);
+                        if !self.closing && self.parked.is_none() {
+                            self.process(svc, now);
+                        }
+                        return;
+                    }
                 }
             }
             Err(e) => {
@@ -426,7 +460,8 @@ impl Session {
                         g.x.abort_body();
                         g.x.responded
                     }
-                    None => false,
+                    // Draining the body of an app that has answered already.
+                    None => true,
                 };
                 if answered {
                     self.closing = true;
@@ -729,6 +764,23 @@ impl Session {
             Some(_) => 0,
             None => self.out.queued_bytes(),
         }
+    }
+
+    /// The WSGI app began to read its request body: the `100 Continue` the client may be
+    /// waiting for goes out now, unless the response has begun. Returns whether it went out.
+    pub fn gw_wants_body(&mut self, svc: &mut Service, now: Instant) -> bool {
+        if !std::mem::take(&mut self.cont_owed) {
+            return false;
+        }
+        match &self.gw {
+            Some(g) if !g.x.responded && g.x.finished().is_none() => {}
+            _ => return false,
+        }
+        self.out
+            .bytes(&mut svc.pool)
+            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        self.progress_at = now;
+        true
     }
 
     fn gw_ctx(svc: &mut Service) -> proxy::Ctx<'_> {
@@ -1108,6 +1160,16 @@ impl Session {
         }
         // A background refresh (`sink`) ends nothing of the client's.
         let detached = g.sink.is_some();
+        let owed = std::mem::take(&mut self.cont_owed);
+        let drain = g.x.is_app() && g.keep && !owed && !self.eof && !self.shutdown;
+        if !detached && drain && self.stream.is_some() && !g.x.closes_client() {
+            // An app answered without reading all of its body (the client was not left
+            // waiting for a 100): the rest is read and dropped, then the connection serves on.
+            self.drained = 0;
+            self.req_start = Some(now);
+            self.stream_body(svc, now);
+            return;
+        }
         if !detached {
             if self.stream.take().is_some() {
                 // Answered before the client's body was all read (an early response, no
@@ -1195,9 +1257,17 @@ impl Session {
             {
                 match BodyReader::new(req.framing, self.knobs.max_body, self.knobs.max_trailer) {
                     Ok(r) => {
-                        if let Err(Wait::Proxy(start, site, route)) =
-                            answer(svc, &mut self.out, self.peer, &req, false, false, now)
-                        {
+                        let ans = answer(svc, &mut self.out, self.peer, &req, false, false, now);
+                        if let Err(Wait::Wsgi(both, site, route)) = ans {
+                            // A WSGI app: called now; `wsgi.input` gets the body as it
+                            // arrives, and a 100 goes out when the app first reads it.
+                            self.continued = false;
+                            self.gw = Some(app_stream(svc, &req, *both, (site, route), now));
+                            self.cont_owed = req.expect_continue;
+                            self.in_pos += head_len;
+                            self.stream = Some(r);
+                            self.stream_body(svc, now);
+                        } else if let Err(Wait::Proxy(start, site, route)) = ans {
                             if req.expect_continue {
                                 self.out
                                     .bytes(&mut svc.pool)
@@ -1927,6 +1997,33 @@ pub struct Gw {
     sink: Option<OutQueue>,
 }
 
+/// The WSGI call for `req` with its body to follow as it arrives (`Session::stream`).
+fn app_stream(
+    svc: &mut Service,
+    req: &Request<'_>,
+    (start, mut call): (proxy::Start, crate::gateway::wsgi::Call),
+    (site, route): (u16, u16),
+    now: Instant,
+) -> Box<Gw> {
+    if let Framing::Length(n) = req.framing {
+        call.environ
+            .push(("CONTENT_LENGTH", n.to_string().into_bytes()));
+    }
+    call.streamed = true;
+    let conn = conn_header(req, false);
+    let mut x = Exchange::new_wsgi_stream(start, call, conn);
+    x.set_max_entry(svc.cache.max_entry);
+    let log = svc.log_on.then(|| LogLine::new(req, site, route));
+    Box::new(Gw {
+        x,
+        keep: conn != ConnHeader::Close,
+        began: now,
+        log,
+        req_head: None,
+        sink: None,
+    })
+}
+
 /// Starts the exchange of a proxied request: picks a server (or answers 503).
 #[allow(clippy::too_many_arguments)]
 fn new_gateway(
@@ -1994,3 +2091,7 @@ mod error_tests;
 #[cfg(test)]
 #[path = "proto/session_park_tests.rs"]
 mod park_tests;
+
+#[cfg(test)]
+#[path = "proto/session_app_tests.rs"]
+mod app_tests;

@@ -264,31 +264,93 @@ impl StartResponse {
     }
 }
 
-/// `wsgi.input`: the request body (read whole by ringd before the call), as a binary file.
+/// `wsgi.input`: the request body as a binary file, streamed: a read blocks (GIL released)
+/// until ringd's I/O thread has the bytes, and returns b"" at the body's end (Content-Length,
+/// or a chunked body's last chunk: `wsgi.input_terminated`). A client that breaks off
+/// mid-body makes the read raise `OSError`.
 #[pyclass(module = "ringd_wsgi")]
 pub struct Input {
-    body: Vec<u8>,
+    /// Bytes received and not read yet (`buf[pos..]`).
+    buf: Vec<u8>,
     pos: usize,
+    /// Where the rest comes from; None once the body's end is in `buf`.
+    src: Option<Arc<Reply>>,
 }
 
+/// Bytes asked of the I/O thread at a time.
+const READ_STEP: usize = 64 * 1024;
+
 impl Input {
-    fn take(&mut self, n: usize) -> &[u8] {
-        let end = self.pos.saturating_add(n).min(self.body.len());
-        let s = &self.body[self.pos..end];
+    fn avail(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Gets more bytes into `buf` (blocking, GIL released, only when it must); false at the
+    /// end of the body.
+    fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
+        let Some(src) = &self.src else {
+            return Ok(false);
+        };
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        let src2 = src.clone();
+        let got = if src.input_would_wait() {
+            py.detach(move || src2.read_input(READ_STEP))
+        } else {
+            src2.read_input(READ_STEP)
+        };
+        match got {
+            Ok(d) if d.is_empty() => {
+                self.src = None;
+                Ok(false)
+            }
+            Ok(d) => {
+                self.buf.extend_from_slice(&d);
+                Ok(true)
+            }
+            Err(Gone) => {
+                self.src = None;
+                Err(PyOSError::new_err(
+                    "the client disconnected before the request body was complete",
+                ))
+            }
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let end = self.pos.saturating_add(n).min(self.buf.len());
+        let s = self.buf[self.pos..end].to_vec();
         self.pos = end;
         s
     }
 
-    fn line(&mut self, limit: Option<usize>) -> &[u8] {
-        let rest = &self.body[self.pos..];
-        let mut n = rest
-            .iter()
-            .position(|&c| c == b'\n')
-            .map_or(rest.len(), |i| i + 1);
-        if let Some(l) = limit {
-            n = n.min(l);
+    /// Up to `n` bytes (all that is left with None): fewer only at the end of the body.
+    fn read_n(&mut self, py: Python<'_>, n: Option<usize>) -> PyResult<Vec<u8>> {
+        let want = n.unwrap_or(usize::MAX);
+        while self.avail() < want {
+            if !self.fill(py)? {
+                break;
+            }
         }
-        self.take(n)
+        Ok(self.take(want))
+    }
+
+    /// One line (with its `\n`), at most `limit` bytes.
+    fn line(&mut self, py: Python<'_>, limit: Option<usize>) -> PyResult<Vec<u8>> {
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut scanned = 0;
+        loop {
+            let rest = &self.buf[self.pos + scanned..];
+            if let Some(i) = rest.iter().position(|&c| c == b'\n') {
+                return Ok(self.take((scanned + i + 1).min(limit)));
+            }
+            scanned = self.avail();
+            if scanned >= limit || !self.fill(py)? {
+                return Ok(self.take(limit));
+            }
+        }
     }
 }
 
@@ -311,8 +373,8 @@ impl Input {
         py: Python<'py>,
         size: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let n = size_arg(size)?.unwrap_or(usize::MAX);
-        Ok(PyBytes::new(py, self.take(n)))
+        let n = size_arg(size)?;
+        Ok(PyBytes::new(py, &self.read_n(py, n)?))
     }
 
     #[pyo3(signature = (size=None))]
@@ -322,7 +384,7 @@ impl Input {
         size: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let limit = size_arg(size)?;
-        Ok(PyBytes::new(py, self.line(limit)))
+        Ok(PyBytes::new(py, &self.line(py, limit)?))
     }
 
     #[pyo3(signature = (hint=None))]
@@ -334,10 +396,13 @@ impl Input {
         let hint = size_arg(hint)?.filter(|&h| h > 0);
         let out = PyList::empty(py);
         let mut total = 0;
-        while self.pos < self.body.len() {
-            let l = self.line(None);
+        loop {
+            let l = self.line(py, None)?;
+            if l.is_empty() {
+                break;
+            }
             total += l.len();
-            out.append(PyBytes::new(py, l))?;
+            out.append(PyBytes::new(py, &l))?;
             if hint.is_some_and(|h| total >= h) {
                 break;
             }
@@ -349,8 +414,9 @@ impl Input {
         slf
     }
 
-    fn __next__<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        (self.pos < self.body.len()).then(|| PyBytes::new(py, self.line(None)))
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let l = self.line(py, None)?;
+        Ok((!l.is_empty()).then(|| PyBytes::new(py, &l)))
     }
 }
 
@@ -486,8 +552,9 @@ fn run(
     let input = Py::new(
         py,
         Input {
-            body: std::mem::take(&mut call.body),
+            buf: std::mem::take(&mut call.body),
             pos: 0,
+            src: call.streamed.then(|| reply.clone()),
         },
     )?;
     environ.set_item("wsgi.input", input)?;

@@ -63,8 +63,9 @@ pub struct Args {
     /// Example: `--max-requests 10000`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_requests: u64,
-    /// Largest request body, read whole before the app is called (413 beyond). Example:
-    /// `--max-body 10M`.
+    /// Largest request body (413 beyond). Bodies are streamed: the app is called once the
+    /// head is in and `wsgi.input` reads the body as it arrives (at most 256 KiB read ahead of
+    /// the app), so this bounds the size, not memory. Example: `--max-body 100M`.
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = crate::cli::parse_size)]
     pub max_body: u64,
     /// Serve the sites of a ringd config file; its `wsgi = { app = ... }` routes run here.
@@ -129,6 +130,49 @@ fn config_of(args: &Args) -> Result<Config, String> {
     Ok(c)
 }
 
+/// Which interpreter runs the app and what that means for parallelism, in one line: a GIL
+/// build (parallel only across `--workers` processes), a free-threaded build (3.13t/3.14t:
+/// `Py_GIL_DISABLED`) running without the GIL (app threads run in parallel: threads may
+/// replace processes), or a free-threaded build whose GIL is on after all (`PYTHON_GIL=1`, or
+/// an extension module, this one included, that does not declare itself free-threading safe:
+/// importing it turns the GIL back on, with a RuntimeWarning).
+fn python_mode(py: Python<'_>) -> String {
+    let sys = py.import("sys").ok();
+    let version = py
+        .import("platform")
+        .and_then(|p| p.call_method0("python_version"))
+        .and_then(|v| v.extract::<String>())
+        .unwrap_or_else(|_| "?".into());
+    let ft_build = py
+        .import("sysconfig")
+        .and_then(|s| s.call_method1("get_config_var", ("Py_GIL_DISABLED",)))
+        .and_then(|v| v.extract::<Option<i64>>())
+        .ok()
+        .flatten()
+        .is_some_and(|v| v == 1);
+    // `sys._is_gil_enabled()` exists from 3.13 on; before, the GIL is always on.
+    let gil = sys
+        .as_ref()
+        .and_then(|s| s.call_method0("_is_gil_enabled").ok())
+        .and_then(|v| v.extract::<bool>().ok())
+        .unwrap_or(true);
+    match (ft_build, gil) {
+        (false, _) => format!(
+            "Python {version} with the GIL: mode processes (app threads of a worker take \
+             turns; run --workers N for parallel Python)"
+        ),
+        (true, false) => format!(
+            "Python {version} free-threaded, GIL disabled: mode threads (the --threads app \
+             threads of a worker run Python in parallel; --workers 1 --threads N may replace \
+             processes)"
+        ),
+        (true, true) => format!(
+            "Python {version} free-threaded build, but the GIL is enabled (PYTHON_GIL=1, or \
+             an extension not declared free-threading safe re-enabled it): mode processes"
+        ),
+    }
+}
+
 /// Parses the flags (argv without the program name), builds the config and binds the
 /// listeners; prints the URL. `--help` and errors raise SystemExit.
 #[pyfunction]
@@ -177,24 +221,14 @@ pub fn prepare(py: Python<'_>, argv: Vec<String>) -> PyResult<Master> {
     } else {
         apps.join(", ")
     };
-    // This wheel is abi3 (GIL builds); say so, for a free-threaded interpreter too.
-    let gil = py
-        .import("sys")
-        .and_then(|s| s.call_method0("_is_gil_enabled"))
-        .and_then(|v| v.extract::<bool>())
-        .unwrap_or(true);
     println!(
-        "ringd-wsgi: serving {what} on {url} ({} worker process{}, {} thread{} each, epoll, {})",
+        "ringd-wsgi: serving {what} on {url} ({} worker process{}, {} thread{} each, epoll)",
         config.workers,
         if config.workers == 1 { "" } else { "es" },
         args.threads,
         if args.threads == 1 { "" } else { "s" },
-        if gil {
-            "GIL: one process per worker"
-        } else {
-            "free-threaded"
-        },
     );
+    println!("ringd-wsgi: {}", python_mode(py));
     use std::io::Write;
     let _ = std::io::stdout().flush();
     Ok(Master {

@@ -17,6 +17,9 @@ use crate::session::{Service, Session};
 /// Most response bytes an app thread queues for one call before it waits for the client.
 pub const FLOW_BYTES: usize = 1 << 20;
 
+/// Most request body bytes handed to a call ahead of what the app has read.
+pub const INPUT_AHEAD: usize = 256 * 1024;
+
 /// What an app thread sends back for a call.
 #[derive(Debug)]
 pub enum Msg {
@@ -38,6 +41,16 @@ struct FlowState {
     queued: usize,
     /// The client is gone, or the request was abandoned: stop producing.
     gone: bool,
+    /// Request body bytes handed over and not read by the app yet.
+    input: VecDeque<u8>,
+    /// The whole body has been handed over.
+    input_eof: bool,
+    /// The app has asked for body bytes (not yet seen by the worker: `asked`), and whether it
+    /// ever did.
+    asked: bool,
+    read_once: bool,
+    /// The worker held bytes back because `input` was full: the reader says when it drains.
+    input_full: bool,
 }
 
 /// One call's reply channel.
@@ -64,7 +77,45 @@ impl Flow {
         let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
         st.gone = true;
         st.msgs.clear();
+        st.input.clear();
         self.cv.notify_all();
+    }
+
+    /// Hands request body bytes to the app, as many as fit under [`INPUT_AHEAD`]; returns how
+    /// many were taken.
+    fn push_input(&self, data: &[u8]) -> usize {
+        let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+        if st.gone {
+            // Nobody will read them: taken (and dropped) so the client is not held up.
+            return data.len();
+        }
+        let room = INPUT_AHEAD.saturating_sub(st.input.len());
+        let n = room.min(data.len());
+        st.input_full = n < data.len();
+        if n > 0 {
+            let wake = st.input.is_empty();
+            st.input.extend(&data[..n]);
+            if wake {
+                self.cv.notify_all();
+            }
+        }
+        n
+    }
+
+    /// The whole request body has been handed over.
+    fn end_input(&self) {
+        let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+        if !st.input_eof {
+            st.input_eof = true;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Whether the app asked for body bytes since the last call (the first time, or after
+    /// draining a full buffer).
+    fn take_asked(&self) -> bool {
+        let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut st.asked)
     }
 }
 
@@ -140,6 +191,63 @@ impl Reply {
     /// Whether the client is gone.
     pub fn gone(&self) -> bool {
         self.flow.st.lock().unwrap_or_else(|e| e.into_inner()).gone
+    }
+
+    /// Request body bytes for `wsgi.input`: up to `max` of those that have arrived, blocking
+    /// (release the GIL around it) until at least one has or the body is at its end (then
+    /// empty). Err when the client is gone (it broke off mid-body, or the call was abandoned).
+    pub fn read_input(&self, max: usize) -> Result<Vec<u8>, Gone> {
+        let mut st = self.flow.st.lock().unwrap_or_else(|e| e.into_inner());
+        let mut post = false;
+        if !st.read_once {
+            // The first read: the worker may owe the client a 100 (Continue). Not when the
+            // whole body is here already (then no 100 is due, and no wake-up is spent).
+            st.read_once = true;
+            if !st.input_eof {
+                st.asked = true;
+                post = true;
+            }
+        }
+        loop {
+            if st.gone {
+                return Err(Gone);
+            }
+            if !st.input.is_empty() || st.input_eof || max == 0 {
+                break;
+            }
+            if post {
+                post = false;
+                drop(st);
+                self.notify.post(self.at);
+                st = self.flow.st.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st = self.flow.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        let n = max.min(st.input.len());
+        let (a, b) = st.input.as_slices();
+        let from_a = n.min(a.len());
+        let mut out = Vec::with_capacity(n);
+        out.extend_from_slice(&a[..from_a]);
+        out.extend_from_slice(&b[..n - from_a]);
+        st.input.drain(..n);
+        if st.input_full && st.input.len() < INPUT_AHEAD / 2 {
+            // The worker stopped handing bytes over: tell it there is room again.
+            st.input_full = false;
+            st.asked = true;
+            post = true;
+        }
+        drop(st);
+        if post {
+            self.notify.post(self.at);
+        }
+        Ok(out)
+    }
+
+    /// Whether `read_input` could block now.
+    pub fn input_would_wait(&self) -> bool {
+        let st = self.flow.st.lock().unwrap_or_else(|e| e.into_inner());
+        st.input.is_empty() && !st.input_eof && !st.gone
     }
 }
 
@@ -299,6 +407,25 @@ pub fn drive(
         return false;
     };
     let mut progress = false;
+    // The request body, as it arrives, for `wsgi.input` (bounded ahead of the app's reads).
+    if let Some(x) = session.gateway() {
+        if x.streams_body() {
+            let data = x.to_send();
+            if !data.is_empty() {
+                let n = c.flow.push_input(data);
+                if n > 0 {
+                    x.sent(n, now);
+                    progress = true;
+                }
+            }
+            if x.body_complete() && x.backlog() == 0 {
+                c.flow.end_input();
+            }
+        }
+    }
+    if c.flow.take_asked() && session.gw_wants_body(svc, now) {
+        progress = true;
+    }
     while session.gw_wants_read() {
         match c.flow.pop() {
             None => break,

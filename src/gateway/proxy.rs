@@ -723,6 +723,31 @@ impl Exchange {
         x
     }
 
+    /// An exchange that runs `call` on a WSGI app while its request body (decoded) follows
+    /// with [`Exchange::body_in`]; the driver hands it to the app as `to_send()` and says
+    /// `sent`. An app may answer before it read the body: that ends nothing (the session
+    /// reads the rest and drops it).
+    pub fn new_wsgi_stream(start: Start, call: super::wsgi::Call, conn: ConnHeader) -> Exchange {
+        let mut x = Exchange::new_wsgi(start, call, conn);
+        x.req.clear();
+        x.streaming = Some(StreamBody {
+            chunked: false,
+            complete: false,
+            drained: false,
+        });
+        x
+    }
+
+    /// Whether the request body is streamed to the source as it arrives.
+    pub fn streams_body(&self) -> bool {
+        self.streaming.is_some()
+    }
+
+    /// Whether the streamed request body has been handed over whole (its end included).
+    pub fn body_complete(&self) -> bool {
+        self.streaming.as_ref().is_some_and(|sb| sb.complete)
+    }
+
     /// Whether the source is a WSGI app.
     pub fn is_app(&self) -> bool {
         self.app
@@ -1675,10 +1700,11 @@ impl Exchange {
         self.deadline = None;
         // A response that came back before the streamed body was all sent leaves both
         // connections out of step: neither is used again.
-        let unsent = self
-            .streaming
-            .as_ref()
-            .is_some_and(|sb| !sb.complete || self.sent < self.req.len() || self.up_in_pipe > 0);
+        // (Not so for an app: the session reads what is left of the body and drops it.)
+        let unsent = !self.app
+            && self.streaming.as_ref().is_some_and(|sb| {
+                !sb.complete || self.sent < self.req.len() || self.up_in_pipe > 0
+            });
         if unsent {
             self.client_close = true;
         }

@@ -20,8 +20,10 @@ pub struct Call {
     pub environ: Vec<(&'static str, Vec<u8>)>,
     /// `HTTP_*` keys from the request's fields (one per name, repeated fields joined).
     pub http: Vec<(String, Vec<u8>)>,
-    /// The whole request body (read before the call, up to `--max-body`).
+    /// The request body when it was read whole before the call (a GET's, say).
     pub body: Vec<u8>,
+    /// The body follows as it arrives (`driver::app` hands it to `wsgi.input`) instead.
+    pub streamed: bool,
 }
 
 /// Builds the call for `req` on a route whose prefix is `script_name` (`""` for `/*`).
@@ -100,6 +102,7 @@ pub fn call(
         environ: e,
         http,
         body: Vec::new(),
+        streamed: false,
     }
 }
 

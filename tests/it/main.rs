@@ -28,6 +28,7 @@ mod static_files;
 mod tls;
 mod tunnel;
 mod wsgi;
+mod wsgi_stream;
 
 /// For each `module::function` case, generate `function::{uring, epoll, tokio_uring}` tests.
 macro_rules! per_backend {
@@ -212,6 +213,26 @@ mod wsgi_apps {
     #[test]
     fn reload_and_max_requests() {
         run(crate::wsgi::reload_and_max_requests);
+    }
+    #[test]
+    fn input_streams_with_backpressure() {
+        run(crate::wsgi_stream::upload_streams_with_backpressure);
+    }
+    #[test]
+    fn input_unread_bodies_keep_alive() {
+        run(crate::wsgi_stream::unread_bodies_keep_alive);
+    }
+    #[test]
+    fn input_client_breaks_off_mid_body() {
+        run(crate::wsgi_stream::client_breaks_off_mid_body);
+    }
+    #[test]
+    fn input_flask_chunked_upload_streams() {
+        run(crate::wsgi_stream::flask_chunked_upload_streams);
+    }
+    #[test]
+    fn leaked_files_are_closed() {
+        run(crate::wsgi_stream::leaked_files_are_closed);
     }
 }
 

@@ -14,7 +14,7 @@ use crate::http::{get, req, Client};
 const APP: &str = include_str!("../apps/pep3333.py");
 
 /// The installed `ringd-wsgi` (and the venv's python beside it), or a skip.
-fn wsgi_bin() -> PathBuf {
+pub(crate) fn wsgi_bin() -> PathBuf {
     let bin = std::env::var_os("RINGD_WSGI").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/ringd-wsgi"),
         PathBuf::from,
@@ -33,12 +33,12 @@ fn wsgi_bin() -> PathBuf {
 }
 
 /// The venv's own python (for django-admin and friends).
-fn venv_bin(name: &str) -> PathBuf {
+pub(crate) fn venv_bin(name: &str) -> PathBuf {
     wsgi_bin().with_file_name(name)
 }
 
 /// Starts `ringd-wsgi ARGS` in `dir` on a free port.
-fn serve(dir: &Path, args: &[&str]) -> Server {
+pub(crate) fn serve(dir: &Path, args: &[&str]) -> Server {
     let bin = wsgi_bin();
     let mut all = vec!["--bind", "127.0.0.1:0"];
     all.extend_from_slice(args);
@@ -52,7 +52,7 @@ fn pep_app(tag: &str) -> TempDir {
 }
 
 /// Raw bytes until the server closes (or `limit`).
-fn read_to_close(c: &mut std::net::TcpStream, limit: Duration) -> Vec<u8> {
+pub(crate) fn read_to_close(c: &mut std::net::TcpStream, limit: Duration) -> Vec<u8> {
     c.set_read_timeout(Some(limit)).unwrap();
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);
@@ -74,7 +74,7 @@ fn read_to_close_or_head(s: &mut std::net::TcpStream) -> Vec<u8> {
 }
 
 /// Waits until `path` exists (a result's close() ran), up to 5 s.
-fn wait_file(path: &Path) -> bool {
+pub(crate) fn wait_file(path: &Path) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(5) {
         if path.exists() {
@@ -85,7 +85,7 @@ fn wait_file(path: &Path) -> bool {
     false
 }
 
-/// The lesson's 14-byte hello app, GET, HEAD and keep-alive.
+/// The lesson's 14-byte hello app, GET, HEAD and keep-alive; the mode said at start.
 pub fn hello_app() {
     let d = TempDir::new("wsgi-hello");
     d.write(
@@ -93,6 +93,26 @@ pub fn hello_app() {
         b"def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'Hello, World!\\n']\n",
     );
     let srv = serve(d.path(), &["hello:app", "--workers", "2"]);
+    // The start says which interpreter runs and so which mode: processes with a GIL, threads
+    // on a free-threaded build whose GIL is off.
+    let ft = Command::new(venv_bin("python"))
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_config_var('Py_GIL_DISABLED') == 1)",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "True")
+        .unwrap_or(false);
+    let want = if ft {
+        "free-threaded"
+    } else {
+        "with the GIL: mode processes"
+    };
+    let t0 = Instant::now();
+    while !srv.diagnostics().contains(want) && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(srv.diagnostics().contains(want), "{}", srv.diagnostics());
     let mut c = Client::new(srv.connect());
     for _ in 0..3 {
         let r = c.exchange(&req("GET", "/", &[]));
@@ -484,7 +504,7 @@ pub fn django_project() {
     assert_eq!(get(&srv, "/nope/", &[]).status, 404);
 }
 
-fn skip_or_fail(why: &str) -> ! {
+pub(crate) fn skip_or_fail(why: &str) -> ! {
     if std::env::var_os("RINGD_REQUIRE_WSGI").is_some_and(|v| v != "0") {
         panic!("RINGD_REQUIRE_WSGI is set but {why}");
     }

@@ -1,0 +1,152 @@
+//! Session-level tests of a WSGI app's streamed request body, sans-IO: the driver's part
+//! (`driver::app::drive`) played by hand through the exchange (`take_call`, `to_send`/`sent`,
+//! `gw_feed`/`gw_eof`, `gw_release`), with a simulated clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::tests::Harness;
+use super::*;
+use crate::config::sites::Sites;
+
+fn app_harness(tag: &str) -> Harness {
+    let mut sites = Sites::single(std::env::temp_dir());
+    sites.add_wsgi("/", "m:app", Duration::from_secs(30));
+    let mut cfg = Config {
+        sites: Arc::new(sites),
+        ..Config::default()
+    };
+    cfg.limits.max_body = 8 << 20;
+    Harness::new(tag, cfg)
+}
+
+/// What the app "reads": every byte handed over so far.
+fn hand_over(h: &mut Harness) -> Vec<u8> {
+    let now = h.now;
+    let x = h.s.gateway().expect("an app call in flight");
+    let got = x.to_send().to_vec();
+    x.sent(got.len(), now);
+    got
+}
+
+fn answer(h: &mut Harness, body: &str) {
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let now = h.now;
+    h.s.gw_feed(&mut h.svc, resp.as_bytes(), now);
+    h.s.gw_eof(&mut h.svc, now);
+    assert!(h.s.gateway().and_then(|x| x.finished()).is_some());
+    h.s.gw_release(&mut h.svc, now);
+}
+
+#[test]
+fn app_is_called_at_the_head_and_reads_the_body_as_it_comes() {
+    let mut h = app_harness("app-stream");
+    h.feed(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
+    let now = h.now;
+    let x = h.s.gateway().expect("called once the head is in");
+    assert!(x.is_app() && x.streams_body());
+    let call = x.take_call().expect("the call");
+    assert!(call.streamed);
+    assert!(call
+        .environ
+        .iter()
+        .any(|(k, v)| *k == "CONTENT_LENGTH" && v == b"10"));
+    x.spawned(now);
+    assert_eq!(hand_over(&mut h), b"abc");
+    assert!(!h.s.gateway().unwrap().body_complete());
+    h.feed(b"defghij");
+    assert_eq!(hand_over(&mut h), b"defghij");
+    assert!(h.s.gateway().unwrap().body_complete());
+    answer(&mut h, "10");
+    let out = String::from_utf8(h.drain()).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("\r\n\r\n10"),
+        "{out}"
+    );
+    assert!(!out.contains("close"), "{out}");
+    // Keep-alive: the next request is answered (here: called).
+    h.feed(b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nz");
+    assert!(h.s.gateway().is_some_and(|x| x.is_app()));
+}
+
+#[test]
+fn reading_the_client_pauses_while_the_app_does_not_read() {
+    let mut h = app_harness("app-backlog");
+    h.feed(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n");
+    let now = h.now;
+    let x = h.s.gateway().unwrap();
+    x.take_call();
+    x.spawned(now);
+    let mut fed = 0;
+    while h.s.wants_read() && fed < 1_000_000 {
+        h.feed(&[b'q'; 8192]);
+        fed += 8192;
+    }
+    assert!(
+        fed < 200_000,
+        "read {fed} bytes for an app that reads nothing"
+    );
+    hand_over(&mut h);
+    assert!(
+        h.s.wants_read(),
+        "reads on once the app has taken the bytes"
+    );
+}
+
+#[test]
+fn unread_body_is_drained_then_the_next_request_is_answered() {
+    let mut h = app_harness("app-drain");
+    h.feed(b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    let now = h.now;
+    let x = h.s.gateway().unwrap();
+    let call = x.take_call().unwrap();
+    assert!(!call.environ.iter().any(|(k, _)| *k == "CONTENT_LENGTH"));
+    x.spawned(now);
+    answer(&mut h, "early");
+    assert!(h.s.gateway().is_none());
+    let out = String::from_utf8(h.drain()).unwrap();
+    assert!(out.ends_with("early") && !out.contains("close"), "{out}");
+    // The rest of the body, and a pipelined request behind it, in one read.
+    h.feed(b"6\r\n world\r\n0\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: h\r\n\r\n");
+    let x =
+        h.s.gateway()
+            .expect("the GET behind the drained body is answered");
+    let call = x.take_call().unwrap();
+    assert!(call
+        .environ
+        .iter()
+        .any(|(k, v)| *k == "PATH_INFO" && v == b"/a.txt"));
+}
+
+#[test]
+fn continue_goes_out_when_the_app_reads_and_never_after_the_response() {
+    let mut h = app_harness("app-continue");
+    h.feed(b"POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+    let now = h.now;
+    assert!(h.drain().is_empty(), "no 100 before the app reads");
+    h.s.gateway().unwrap().take_call();
+    h.s.gateway().unwrap().spawned(now);
+    assert!(h.s.gw_wants_body(&mut h.svc, now));
+    assert_eq!(h.drain(), b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert!(!h.s.gw_wants_body(&mut h.svc, now), "one 100 only");
+    h.feed(b"abc");
+    assert_eq!(hand_over(&mut h), b"abc");
+    answer(&mut h, "ok");
+    assert!(String::from_utf8(h.drain()).unwrap().ends_with("ok"));
+
+    // An app that answers without reading: no 100, and the connection closes (the client
+    // may or may not send the body now).
+    h.feed(b"POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+    h.s.gateway().unwrap().take_call();
+    h.s.gateway().unwrap().spawned(now);
+    answer(&mut h, "no");
+    let out = String::from_utf8(h.drain()).unwrap();
+    assert!(
+        !out.contains("100 Continue") && out.ends_with("no"),
+        "{out}"
+    );
+    assert!(h.s.should_close());
+}
