@@ -174,6 +174,8 @@ fn drain(out: &mut OutQueue, pool: &mut BufPool, client: &mut Vec<u8>) {
                 b.len()
             }
             Output::File { .. } => panic!("a file piece in a gateway response"),
+            // Splicing is off here (no `set_splice_min`): bytes only.
+            Output::Pipe { .. } => panic!("a pipe piece without splicing"),
         };
         out.consume(n, pool);
     }

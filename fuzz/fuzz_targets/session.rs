@@ -65,6 +65,8 @@ impl Run {
                 self.out.extend_from_slice(&bytes);
                 n
             }
+            // This driver never says it can splice (`Service::set_can_splice`).
+            Some(Output::Pipe { .. }) => panic!("a pipe piece from a driver that cannot splice"),
         };
         self.s.consume(&mut self.svc, n, self.now);
         true
