@@ -59,8 +59,43 @@ pub struct Up {
     rbuf: Box<[u8]>,
 }
 
+/// Buffers of finished upstream exchanges, kept for the next ones: a new 16 KiB zeroed read
+/// buffer (and a growing send buffer) per proxied request cost about 3% of the proxy's CPU in
+/// a profile of proxy-small (malloc, memset, free and heap consolidation).
+#[derive(Default)]
+pub struct UpBufs(Vec<(Box<[u8]>, Vec<u8>)>);
+
+/// At most this many buffer pairs are kept per worker (16 KiB and up each).
+const UP_BUFS_KEPT: usize = 64;
+/// A send buffer grown beyond this (a large request body) is not kept.
+const SBUF_KEEP_MAX: usize = 64 * 1024;
+
+impl UpBufs {
+    fn take(&mut self) -> (Box<[u8]>, Vec<u8>) {
+        self.0
+            .pop()
+            .unwrap_or_else(|| (vec![0; UP_BUF_SIZE].into_boxed_slice(), Vec::new()))
+    }
+
+    /// Keeps the buffers of an upstream that has no op in flight (nothing of them is the
+    /// kernel's).
+    fn give(&mut self, rbuf: Box<[u8]>, mut sbuf: Vec<u8>) {
+        if self.0.len() < UP_BUFS_KEPT && sbuf.capacity() <= SBUF_KEEP_MAX {
+            sbuf.clear();
+            self.0.push((rbuf, sbuf));
+        }
+    }
+}
+
 impl Up {
-    fn new(fd: OwnedFd, key: (usize, usize), attempt: u32, serial: u32, connecting: bool) -> Up {
+    fn new(
+        fd: OwnedFd,
+        key: (usize, usize),
+        attempt: u32,
+        serial: u32,
+        connecting: bool,
+        (rbuf, sbuf): (Box<[u8]>, Vec<u8>),
+    ) -> Up {
         Up {
             fd,
             key,
@@ -73,8 +108,8 @@ impl Up {
             recving: false,
             splicing: false,
             piping: false,
-            sbuf: Vec::new(),
-            rbuf: vec![0; UP_BUF_SIZE].into_boxed_slice(),
+            sbuf,
+            rbuf,
         }
     }
 }
@@ -170,7 +205,16 @@ impl Driver {
                         .spec(u.key.0)
                         .map_or(0, |s| s.keepalive);
                     if reusable && u.ops == 0 && !u.connecting && !u.dead {
-                        self.pool.put(u.key, u.fd, keep, now);
+                        // The socket goes to the pool; its buffers serve the next exchange.
+                        let Up {
+                            fd,
+                            key,
+                            rbuf,
+                            sbuf,
+                            ..
+                        } = u;
+                        self.pool.put(key, fd, keep, now);
+                        self.up_bufs.give(rbuf, sbuf);
                     } else {
                         retire(&mut self.sq, &mut c.ops, &mut c.gw, u, idx, gen);
                     }
@@ -208,17 +252,18 @@ impl Driver {
                         if let Some(x) = c.session.gateway() {
                             x.connected(now, true);
                         }
-                        Up::new(fd, key, attempt, serial, false)
+                        Up::new(fd, key, attempt, serial, false, self.up_bufs.take())
                     }
                     None => match connect(&addr) {
                         Ok((fd, false)) => {
                             if let Some(x) = c.session.gateway() {
                                 x.connected(now, false);
                             }
-                            Up::new(fd, key, attempt, serial, false)
+                            Up::new(fd, key, attempt, serial, false, self.up_bufs.take())
                         }
                         Ok((fd, true)) => {
-                            let mut u = Up::new(fd, key, attempt, serial, true);
+                            let mut u =
+                                Up::new(fd, key, attempt, serial, true, self.up_bufs.take());
                             let entry = opcode::PollAdd::new(
                                 types::Fd(u.fd.as_raw_fd()),
                                 libc::POLLOUT as u32,

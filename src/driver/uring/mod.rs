@@ -130,6 +130,8 @@ pub(crate) struct Driver {
     open_waiters: HashMap<Box<[u8]>, Vec<(u32, u32)>>,
     /// Idle upstream connections, this worker's own (no op is ever in flight on them).
     pool: Pool<OwnedFd>,
+    /// Buffers of finished upstream exchanges, for the next ones.
+    up_bufs: gw::UpBufs,
 }
 
 impl Driver {
@@ -193,6 +195,7 @@ impl Driver {
             jobs: open::Jobs::default(),
             open_waiters: HashMap::new(),
             pool: Pool::default(),
+            up_bufs: gw::UpBufs::default(),
         })
     }
 
