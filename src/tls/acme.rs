@@ -439,6 +439,22 @@ async fn obtain(
         .ok_or_else(|| format!("the CA's certificate in {} does not load", pem.display()))
 }
 
+/// Whether an ACME problem type (RFC 8555 §6.7) reports a failed validation of a challenge.
+fn is_validation_error(ty: Option<&str>) -> bool {
+    const KINDS: [&str; 7] = [
+        ":connection",
+        ":dns",
+        ":incorrectResponse",
+        ":unauthorized",
+        ":tls",
+        ":caa",
+        ":rejectedIdentifier",
+    ];
+    ty.is_some_and(|t| {
+        t.starts_with("urn:ietf:params:acme:error:") && KINDS.iter().any(|k| t.ends_with(k))
+    })
+}
+
 /// The order itself; the challenges it set up are listed in `tokens` / `alpn_hosts` so that
 /// the caller removes them whatever happens.
 async fn order(
@@ -489,9 +505,16 @@ async fn order(
                 alpn_hosts.push(host.clone());
             }
         }
-        c.set_ready()
-            .await
-            .map_err(|e| format!("{ty:?} for {host}: {}", why(&e)))?;
+        c.set_ready().await.map_err(|e| match e {
+            // A CA that validates at once (Pebble with PEBBLE_VA_NOSLEEP can) answers the
+            // challenge's own POST with the validation's failure: a refusal like any other.
+            instant_acme::Error::Api(p) if is_validation_error(p.r#type.as_deref()) => format!(
+                "{REFUSED}: {ty:?} for {host}: {} ({})",
+                p.detail.as_deref().unwrap_or("no detail"),
+                p.r#type.as_deref().unwrap_or("no type"),
+            ),
+            other => format!("{ty:?} for {host}: {}", why(&other)),
+        })?;
     }
     let retry = RetryPolicy::new()
         .initial_delay(Duration::from_millis(200))
@@ -569,6 +592,23 @@ fn alpn_cert(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn validation_problems_count_as_refusals() {
+        assert!(super::is_validation_error(Some(
+            "urn:ietf:params:acme:error:connection"
+        )));
+        assert!(super::is_validation_error(Some(
+            "urn:ietf:params:acme:error:incorrectResponse"
+        )));
+        assert!(!super::is_validation_error(Some(
+            "urn:ietf:params:acme:error:badNonce"
+        )));
+        assert!(!super::is_validation_error(Some(
+            "urn:ietf:params:acme:error:rateLimited"
+        )));
+        assert!(!super::is_validation_error(None));
+    }
+
     use super::*;
 
     #[test]
