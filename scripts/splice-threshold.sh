@@ -4,13 +4,16 @@
 # them (--proxy-splice-min 0), in front of a ringd serving files of each size, interleaved
 # rounds by `loadgen compare`. Prints, per size, the median of the rounds' proxy CPU per
 # request splice/copy (below 1: splice costs less) with the rounds' spread, and writes every
-# report under OUT (default results/<date>-<host>-splice/threshold).
+# report under OUT (default results/<date>-<host>-splice/threshold), with the machine and
+# settings in OUT/env-<backend>.txt.
 #
 # Usage: scripts/splice-threshold.sh [--backend uring|epoll] [--rounds 3] [--duration 2s]
 #        [--connections 8] [--sizes 4K,16K,64K,256K,1M] [--out DIR]
 # Needs target/release/ringd and loadgen (cargo build --release --workspace --bins).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
 BACKEND=uring ROUNDS=3 DURATION=2s CONNS=8 SIZES=4K,16K,64K,256K,1M
 OUT="results/$(date -u +%F)-$(hostname -s)-splice/threshold"
 while (($#)); do
@@ -21,7 +24,7 @@ while (($#)); do
     --connections) CONNS="$2" ;;
     --sizes) SIZES="$2" ;;
     --out) OUT="$2" ;;
-    -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "splice-threshold: unknown option $1" >&2; exit 2 ;;
     esac
     shift 2
@@ -40,6 +43,13 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$TMP/files" "$TMP/empty" "$OUT"
+# The machine and the settings beside the figures (OUT/env.txt, per backend).
+{
+    env_header "ringd splice threshold ($BACKEND)"
+    echo "settings:      backend $BACKEND, 1 worker per proxy (not pinned), sizes $SIZES,"
+    echo "               $CONNS connections, 1 loadgen thread, $DURATION per run, 0.5s warm-up, $ROUNDS rounds"
+    echo "upstream:      ringd --backend $BACKEND serving the files (1 worker)"
+} >"$OUT/env-$BACKEND.txt"
 IFS=, read -ra LIST <<<"$SIZES"
 for s in "${LIST[@]}"; do head -c "$(numfmt --from=iec "$s")" /dev/urandom >"$TMP/files/$s.bin"; done
 start() { # NAME PORT ARGS...: a one-worker ringd, its PID recorded in PID_<NAME>
