@@ -2,8 +2,8 @@
 # Issue 16's soak: one ringd (ringd-wsgi --config, so that the WSGI app runs in-process beside
 # static files, proxy routes, a caching route, CGI and an HTTPS site) under open-loop mixed traffic at a
 # fraction of its measured capacity, minute after minute. Each minute is one loadgen run of 60 s
-# (so its p99.9 is that minute's own, from a full histogram); after each, ringd's RSS (master
-# and workers) and the worker's fd count are sampled. Writes minutes.csv, env.txt, the loadgen
+# (so its p99.9 is that minute's own, from a full histogram); 3 s after each, ringd's RSS
+# (master and workers) and the worker's fd count are sampled. Writes minutes.csv, env.txt, the loadgen
 # JSON of every minute and a generated summary.md (zero errors; RSS and fds flat after warm-up).
 set -euo pipefail
 
@@ -49,6 +49,7 @@ MINUTES=30
 LOAD=0.5
 TLS_SHARE=0.2
 HS_RATE=50
+SETTLE=3
 OUT=""
 BUILD=1
 while (($#)); do
@@ -289,6 +290,10 @@ for ((m = 1; m <= MINUTES; m++)); do
     done
     TLS_PIDS=()
     kill -0 "$RINGD_PID" 2>/dev/null || die "ringd-wsgi exited during minute $m"
+    # Let what the minute's end leaves in passing settle before counting fds: upstream
+    # connections opened for a burst beyond `keepalive` live 1 s more (the pool's surplus
+    # grace, swept on a 250 ms tick), and the last clients' closes are still being reaped.
+    sleep "$SETTLE"
     echo "$m,$(rss_kib),$(fds)" >>"$OUT/minutes.csv"
     log "minute $m/$MINUTES done"
 done
