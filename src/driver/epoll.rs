@@ -787,6 +787,14 @@ fn drive_conn(
             }
             continue;
         }
+        // A switch that came due while writing (the handshake's last flight went out above):
+        // the session wants no reads until it is made, and no edge may come to wake us.
+        if let Some(sw) = conn.session.take_ktls() {
+            if crate::tls::ktls::enable(conn.sock.as_raw_fd(), &sw).is_err() {
+                return Step::Close;
+            }
+            continue;
+        }
         if !conn.readable || conn.eof || !conn.session.wants_read() {
             return Step::Wait;
         }

@@ -334,7 +334,7 @@ impl Session {
     /// made has been sent (no flight half-sent, nothing of a response encrypted and
     /// unsent), and rustls holds no partial record of the client's. While it is, the
     /// session hands out no output and wants no reads: the driver calls `take_ktls`.
-    pub(super) fn ktls_due(&self) -> bool {
+    pub fn ktls_due(&self) -> bool {
         let Some(t) = &self.tls else { return false };
         t.ktls
             && !t.failed

@@ -450,6 +450,10 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
         if should_close {
             return if io.eof { End::Close } else { End::Linger };
         }
+        if !wants_read && conn.session.borrow().ktls_due() {
+            // The switch to kernel TLS is made at the top of the loop.
+            continue;
+        }
         if !wants_read || io.eof || io.read_abandoned {
             // Nothing to send, nothing to read, yet the session is not done: it can only be
             // waiting for its own deadline, or for another request's cache fetch.
