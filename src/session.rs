@@ -1241,7 +1241,10 @@ impl Session {
             let parsed = parse::parse(&self.inp[self.in_pos..], &svc.config.limits);
             let req = match parsed {
                 Ok(Parsed::Partial) => break,
-                Ok(Parsed::Complete(req)) => req,
+                Ok(Parsed::Complete(req)) => parse::Request {
+                    secure: self.secure,
+                    ..req
+                },
                 Err(e) => {
                     self.fail(svc, e, now);
                     break;
