@@ -1766,13 +1766,24 @@ def soak_mixed_report(d):
         with open(os.path.join(d, "env.txt"), encoding="utf-8") as f:
             env = f.read()
     minutes = []
+    # The TLS streams of the minute (minute-N-tls.json: the mix over TLS, keep-alive;
+    # minute-N-hs.json: a new connection and full handshake per request), where the run had them.
+    tls_minutes = []
     m = 1
     while os.path.exists(os.path.join(d, f"minute-{m}.json")):
         with open(os.path.join(d, f"minute-{m}.json"), encoding="utf-8") as f:
             minutes.append(json.load(f))
+        extra = {}
+        for stream in ("tls", "hs"):
+            path = os.path.join(d, f"minute-{m}-{stream}.json")
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    extra[stream] = json.load(f)
+        tls_minutes.append(extra)
         m += 1
     if not minutes:
         raise ValueError(f"{d}: no minute-N.json")
+    has_tls = any(tls_minutes)
     lines = [
         "# Mixed soak (issue 16)",
         "",
@@ -1788,6 +1799,13 @@ def soak_mixed_report(d):
         "| minute | requests | achieved req/s | errors | 2xx | 4xx | 5xx | p50 | p99 | p99.9 | max | RSS MiB | fds |",
         "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
+    if has_tls:
+        lines[-3:-3] = [
+            "The first table is the plain stream; the second, the TLS streams of the same minutes",
+            "(`tls`: the mix over TLS 1.3, keep-alive; `hs`: a new connection and a full handshake",
+            "per request). Errors and 5xx count all three.",
+            "",
+        ]
     total_err = 0
     total_5xx = 0
     ms = lambda us: "–" if us is None else (f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs")  # noqa: E731
@@ -1805,6 +1823,32 @@ def soak_mixed_report(d):
             f"{ms(lat.get('p999'))} | {ms(lat.get('max'))} | "
             f"{'–' if rss is None else f'{rss / 1024:.1f}'} | {'–' if fd is None else fd} |"
         )
+    tls_reqs = 0
+    if has_tls:
+        lines += [
+            "",
+            "| minute | tls requests | tls req/s | tls errors | tls 5xx | tls p99 | tls p99.9 | hs requests | hs errors | hs 5xx | hs p99 | hs p99.9 |",
+            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for i, extra in enumerate(tls_minutes, start=1):
+            cells = [str(i)]
+            for stream in ("tls", "hs"):
+                r = extra.get(stream)
+                if r is None:
+                    cells += ["–"] * (5 if stream == "hs" else 6)
+                    continue
+                st = r.get("status") or {}
+                five = sum(v for k, v in st.items() if str(k).startswith("5"))
+                err = int(r.get("errors_total") or 0)
+                total_err += err
+                total_5xx += five
+                tls_reqs += int(r.get("requests") or 0)
+                lat = r.get("latency_us") or {}
+                cells.append(f"{r.get('requests', 0):,}")
+                if stream == "tls":
+                    cells.append(f"{r.get('achieved_rps') or r.get('rps') or 0:,.0f}")
+                cells += [str(err), f"{five:,}", ms(lat.get("p99")), ms(lat.get("p999"))]
+            lines.append("| " + " | ".join(cells) + " |")
     after = [samples[k] for k in sorted(samples) if k >= 2]
     ok = True
     lines += ["", "## Verdicts", ""]
@@ -1812,6 +1856,11 @@ def soak_mixed_report(d):
     ok &= v
     lines.append(f"- **{'PASS' if v else 'FAIL'}** errors: {total_err} transport errors and {total_5xx} "
                  "5xx responses in all (bar: none)")
+    if has_tls:
+        v = tls_reqs > 0
+        ok &= v
+        lines.append(f"- **{'PASS' if v else 'FAIL'}** TLS served: {tls_reqs:,} requests over TLS in the "
+                     "`tls` and `hs` streams")
     if len(after) >= 2:
         growth = (after[-1][0] - after[0][0]) / 1024
         v = growth < SOAK_MIXED_RSS_MIB

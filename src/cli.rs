@@ -257,7 +257,8 @@ pub struct ServeArgs {
     pub send_timeout: Duration,
 
     /// On SIGINT/SIGTERM, how long responses in flight may take to finish before the workers
-    /// exit. Example: `--shutdown-timeout 3s`.
+    /// exit. Idle keep-alive connections get one more second in which a request that arrives
+    /// is still answered (with `Connection: close`). Example: `--shutdown-timeout 3s`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 

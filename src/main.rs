@@ -36,6 +36,7 @@ fn serve_args(args: ServeArgs, given: Vec<String>) -> anyhow::Result<()> {
                 config.backend.name()
             );
         }
+        eprintln!("ringd: --backend auto: CGI runs on the epoll backend only; using epoll");
         config.backend = ringd::config::Backend::Epoll;
     }
     // A reload resolves `--backend auto` as the start did (epoll when there is CGI), so that

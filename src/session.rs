@@ -14,7 +14,7 @@
 //! session.should_close()  → close the socket (after output is drained)
 //! session.wants_read()    → false: stop reading until it turns true again (backpressure)
 //! session.deadline()      → close the connection when `now >= deadline`
-//! shutdown requested      → session.start_shutdown(); close those for which should_close() holds
+//! shutdown requested      → session.start_shutdown(now); close those for which should_close() holds
 //! ```
 //!
 //! With asynchronous opening (`svc.files().set_async_open(true)`, the uring driver), a request
@@ -278,6 +278,9 @@ pub struct Session {
     parked: Option<Box<[u8]>>,
     eof: bool,
     shutdown: bool,
+    /// Graceful shutdown, the grace: until then a request that arrives is still answered,
+    /// with `Connection: close` (`start_shutdown`).
+    drain_until: Option<Instant>,
     /// The proxied request in flight, if any: nothing behind it is parsed until it is done.
     gw: Option<Box<Gw>>,
     /// The body of the request being read, kept for a proxy to forward.
@@ -334,6 +337,7 @@ impl Session {
             continued: false,
             eof: false,
             shutdown: false,
+            drain_until: None,
             req_start: Some(now),
             idle_since: now,
             progress_at: now,
@@ -635,7 +639,10 @@ impl Session {
         let own = match self.req_start {
             Some(t) if waiting => Some(t + k.header_read),
             Some(_) => None,
-            None if self.out.is_empty() => Some(self.idle_since + k.keepalive),
+            None if self.out.is_empty() => {
+                let idle = self.idle_since + k.keepalive;
+                Some(self.drain_until.map_or(idle, |t| t.min(idle)))
+            }
             None => None,
         };
         match (d, own) {
@@ -644,24 +651,43 @@ impl Session {
         }
     }
 
-    /// Graceful shutdown: answer nothing new; finish what is in flight, then `should_close`.
-    pub fn start_shutdown(&mut self) {
-        if self.shutdown {
+    /// Graceful shutdown. What is in flight finishes, and its last response says
+    /// `Connection: close`. A connection with nothing in flight is not closed at once: for
+    /// [`DRAIN_GRACE`] a request that arrives is still answered (with `Connection: close`),
+    /// since its client may have sent it before it could see any close of ours; closing
+    /// under it would lose a request the client had every reason to think delivered
+    /// (RFC 9112 §9.6 asks for a graceful close). After the grace, an idle connection
+    /// closes on its idle deadline ([`Session::deadline`]), as a keep-alive timeout does.
+    pub fn start_shutdown(&mut self, now: Instant) {
+        if self.shutdown || self.drain_until.is_some() {
             return;
         }
-        self.shutdown = true;
-        self.in_pos = self.inp.len();
-        self.parked = None;
-        self.collapsed = None;
-        self.body = None;
-        if let Some(g) = &mut self.gw {
-            if !g.x.responded {
-                g.x.conn = ConnHeader::Close;
-            }
+        if self.closing || self.eof {
+            // Nothing more will be read anyway: finish what is queued, then close.
+            self.shutdown = true;
+            self.in_pos = self.inp.len();
+            self.parked = None;
+            self.collapsed = None;
+            self.body = None;
+            return;
         }
-        // Tell the peer on the last queued response, if it has not been handed out yet.
-        if !self.closing {
-            self.out.close_last();
+        self.drain_until = Some(now + DRAIN_GRACE);
+        match self.gw.as_mut() {
+            Some(g) => {
+                // A proxied or app response not begun yet says close; its end closes.
+                if !g.x.responded {
+                    g.x.conn = ConnHeader::Close;
+                    g.keep = false;
+                }
+            }
+            None => {
+                // The last queued response says close, if it has not been handed out yet:
+                // then nothing after it is read. (Parked, collapsed and body-reading
+                // requests are parsed again before they are answered: see `process`.)
+                if self.out.close_last() {
+                    self.closing = true;
+                }
+            }
         }
     }
 
@@ -1241,10 +1267,12 @@ impl Session {
             let parsed = parse::parse(&self.inp[self.in_pos..], &svc.config.limits);
             let req = match parsed {
                 Ok(Parsed::Partial) => break,
-                Ok(Parsed::Complete(req)) => parse::Request {
-                    secure: self.secure,
-                    ..req
-                },
+                Ok(Parsed::Complete(mut req)) => {
+                    // Draining: answered, and with `Connection: close`.
+                    req.keep_alive &= self.drain_until.is_none();
+                    req.secure = self.secure;
+                    req
+                }
                 Err(e) => {
                     self.fail(svc, e, now);
                     break;
@@ -1584,6 +1612,9 @@ fn conn_header(req: &Request<'_>, close: bool) -> ConnHeader {
         ConnHeader::None
     }
 }
+
+/// How long a connection idle at a graceful shutdown still answers one more request.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// What `answer` did with a request it did not hand to a waiting state.
 enum Ans {

@@ -157,7 +157,7 @@ fuzz_target!(|data: &[u8]| {
                 run.check_in_flight(before);
             }
             2 if rng.below(64) == 0 => {
-                run.s.start_shutdown();
+                run.s.start_shutdown(run.now);
                 shutdown = true;
                 cut_short = true;
             }

@@ -75,6 +75,9 @@ const ACCEPT_BUDGET: usize = 256;
 /// it was a steady 6.2 GiB/s). Capped, 8.5-9.3 GiB/s, but a run could still start in the
 /// slow mode (3.8 GiB/s); capped and yielding, 9.0-10.1 GiB/s in 8 rounds of 8.
 const SENDFILE_MAX: u64 = 256 * 1024;
+/// At most this many accept passes take in the backlog when a graceful shutdown begins.
+const BACKLOG_PASSES: usize = 64;
+
 /// How long accepting pauses after EMFILE/ENFILE (or another resource error) on accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest lingering close (waiting for the peer's EOF after our FIN).
@@ -196,6 +199,7 @@ struct Worker {
     access_log: AccessLog,
     /// When shutdown began, the instant by which the worker exits regardless.
     shutdown_deadline: Option<Instant>,
+    trim: super::Trim,
     /// Idle upstream connections, this worker's own.
     pool: Pool<UpSock>,
     /// Splice pipes for proxied bodies, this worker's own.
@@ -260,6 +264,7 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
         again: Vec::new(),
         access_log,
         shutdown_deadline: None,
+        trim: super::Trim::default(),
         reload,
         reload_seen: 0,
         pool: Pool::default(),
@@ -499,6 +504,17 @@ impl Worker {
         }
         self.shutdown_deadline = Some(now + timeout);
         self.pause_listening();
+        // Connections the kernel completed but nobody accepted yet would be reset when the
+        // listener closes, under requests their clients may have sent already: take them in
+        // (up to the connection limit; the loop below starts them draining, so each answers
+        // one request with `Connection: close`).
+        for _ in 0..BACKLOG_PASSES {
+            self.accept_ready = true;
+            self.accept(now);
+            if !self.accept_ready || self.conns.len >= self.max_conns {
+                break;
+            }
+        }
         // Dropping the listener takes it out of the SO_REUSEPORT group at once.
         self.listener = None;
         self.accept_ready = false;
@@ -512,7 +528,7 @@ impl Worker {
             conn.readable = true;
             self.drive(i, now);
             if let Some(conn) = self.conns.get_mut(i) {
-                conn.session.start_shutdown();
+                conn.session.start_shutdown(now);
                 self.drive(i, now);
             }
         }
@@ -527,6 +543,7 @@ impl Worker {
         }
         self.pool.sweep_upstreams(now, self.svc.upstreams());
         self.flush_access_log();
+        let _ = self.trim.tick(self.conns.len);
         for i in 0..self.conns.slots.len() {
             let Some(conn) = self.conns.get_mut(i) else {
                 continue;

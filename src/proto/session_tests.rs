@@ -568,7 +568,7 @@ fn shutdown_finishes_in_flight_with_close() {
     let mut input = get("/a.txt");
     input.extend_from_slice(&get("/a.txt"));
     h.feed(&input);
-    h.s.start_shutdown();
+    h.s.start_shutdown(h.now);
     assert!(!h.s.should_close() && !h.s.wants_read());
     h.feed(&get("/a.txt"));
     let all = h.drain();
@@ -577,10 +577,32 @@ fn shutdown_finishes_in_flight_with_close() {
     assert_eq!(header(&rs[0].1, "Connection"), None);
     assert_eq!(header(&rs[1].1, "Connection"), Some("close"));
     assert!(h.s.should_close());
-    // Idle connection: closes at once.
+    // Idle connection: for the grace, a request that arrives (its client may have sent it
+    // before any close of ours could reach it) is still answered, with `Connection: close`.
     let mut h = Harness::new("s-shut2", Config::default());
     h.roundtrip(&get("/a.txt"));
-    h.s.start_shutdown();
+    h.s.start_shutdown(h.now);
+    assert!(!h.s.should_close() && h.s.wants_read());
+    assert_eq!(h.s.deadline(), Some(h.now + crate::session::DRAIN_GRACE));
+    h.now += Duration::from_millis(300);
+    let r = h.roundtrip(&get("/a.txt"));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("\r\nConnection: close\r\n"), "{r}");
+    assert!(h.s.should_close());
+    // Idle through the grace: its deadline is the grace's end (the driver closes it then).
+    let mut h = Harness::new("s-shut3", Config::default());
+    h.roundtrip(&get("/a.txt"));
+    h.s.start_shutdown(h.now);
+    assert_eq!(h.s.deadline(), Some(h.now + crate::session::DRAIN_GRACE));
+    // A request half in at the shutdown: answered when it completes, with close.
+    let mut h = Harness::new("s-shut4", Config::default());
+    h.feed(b"GET /a.txt HTTP/1.1\r\nHo");
+    h.s.start_shutdown(h.now);
+    let r = h.roundtrip(b"st: t\r\n\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("\r\nConnection: close\r\n"),
+        "{r}"
+    );
     assert!(h.s.should_close());
 }
 

@@ -357,6 +357,11 @@ pub fn lost_upstream_logged_once_out_and_once_back(backend: &str) {
         thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(get(&srv, "/a.txt", &[]).status, 200);
+    // stderr is read by a pipe thread: give the last line a moment to come through.
+    let t0 = Instant::now();
+    while !srv.stderr_text().contains("answers again") && t0.elapsed() < Duration::from_secs(3) {
+        thread::sleep(Duration::from_millis(20));
+    }
     let err = srv.stderr_text();
     assert_eq!(err.matches("taken out").count(), 1, "{err}");
     assert_eq!(err.matches("answers again").count(), 1, "{err}");

@@ -107,6 +107,62 @@ pub fn sigterm_under_load(backend: &str) {
     );
 }
 
+/// The drain's grace: a request sent on an idle keep-alive connection just after SIGTERM (its
+/// client could not have seen any close yet) is answered, with `Connection: close`, never cut;
+/// a connection that stays idle is closed at the grace's end, well before the shutdown
+/// timeout, and the server exits 0.
+pub fn sigterm_drain_grace(backend: &str) {
+    let site = site(false);
+    let mut srv = ServerBuilder::new(backend, site.dir.path())
+        .args(&["--shutdown-timeout", "8s"])
+        .start();
+    let mut busy = Client::new(srv.connect());
+    let mut idle = Client::new(srv.connect());
+    for c in [&mut busy, &mut idle] {
+        c.try_send(&req("GET", "/small.txt", &[])).unwrap();
+        let r = c.read_response(false).unwrap();
+        assert!(r.status == 200 && !r.closes(), "{r:?}");
+    }
+    let t0 = Instant::now();
+    srv.signal(libc::SIGTERM);
+    thread::sleep(Duration::from_millis(300));
+    busy.try_send(&req("GET", "/small.txt", &[]))
+        .unwrap_or_else(|e| panic!("send after SIGTERM: {e}\n{}", srv.diagnostics()));
+    match busy.read_response(false) {
+        Ok(r) => {
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(r.body, SMALL);
+            assert!(r.closes(), "a drained connection says close: {r:?}");
+        }
+        Err(e) => panic!(
+            "a request sent 300 ms after SIGTERM on an idle keep-alive connection was cut: {e}\n{}",
+            srv.diagnostics()
+        ),
+    }
+    assert!(
+        matches!(busy.read_response(false), Err(ReadError::Closed)),
+        "closed after the response that said close"
+    );
+    match idle.read_response(false) {
+        Err(ReadError::Closed) => {}
+        other => panic!("the idle connection: {other:?}"),
+    }
+    let closed_after = t0.elapsed();
+    assert!(
+        closed_after < Duration::from_secs(4),
+        "an idle connection outlived the grace: closed {closed_after:?} after SIGTERM"
+    );
+    let st = srv
+        .wait_exit(Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("no exit after SIGTERM\n{}", srv.diagnostics()));
+    assert!(st.success(), "exit {st:?}\n{}", srv.diagnostics());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "exit took {:?}: the drain waited for the shutdown timeout",
+        t0.elapsed()
+    );
+}
+
 /// Case 9: `--access-log PATH` writes combined-format lines, all flushed by a SIGTERM exit.
 pub fn access_log(backend: &str) {
     let site = site(false);

@@ -276,6 +276,7 @@ async fn watch_shutdown(w: Rc<Worker>, fd: Rc<OwnedFd>) {
 
 /// Gives the service the wall-clock time and flushes the access log every [`TICK`].
 async fn tick(w: Rc<Worker>) {
+    let mut trim = super::Trim::default();
     loop {
         tokio::time::sleep(TICK).await;
         w.svc.borrow_mut().set_time(SystemTime::now());
@@ -289,6 +290,7 @@ async fn tick(w: Rc<Worker>) {
             .sweep_upstreams(Instant::now(), w.svc.borrow().upstreams());
         w.reload_seen.set(seen);
         w.flush_access_log();
+        let _ = trim.tick(w.live.get());
     }
 }
 
@@ -308,9 +310,6 @@ struct ConnIo {
     eof: bool,
     /// `start_shutdown` has been called.
     shutdown_seen: bool,
-    /// A read was abandoned in flight (its bytes may arrive in the old buffer): never read
-    /// again on this socket.
-    read_abandoned: bool,
     /// The upstream socket of the proxied request in flight (`gw.rs`).
     up: Option<gw::Up>,
 }
@@ -350,7 +349,6 @@ async fn conn_task(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         pipe: None,
         eof: false,
         shutdown_seen: false,
-        read_abandoned: false,
         up: None,
     };
     if let End::Linger = conn_loop(&w, &conn, &mut io).await {
@@ -377,7 +375,7 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
     loop {
         if w.shutting_down.get() && !io.shutdown_seen {
             io.shutdown_seen = true;
-            conn.session.borrow_mut().start_shutdown();
+            conn.session.borrow_mut().start_shutdown(Instant::now());
         }
 
         w.wake_collapsed();
@@ -454,7 +452,7 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
             // The switch to kernel TLS is made at the top of the loop.
             continue;
         }
-        if !wants_read || io.eof || io.read_abandoned {
+        if !wants_read || io.eof {
             // Nothing to send, nothing to read, yet the session is not done: it can only be
             // waiting for its own deadline, or for another request's cache fetch.
             let collapsed = conn.session.borrow().collapsed();
@@ -486,19 +484,25 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
             io.rbuf = buf;
             continue;
         }
-        let read = with_deadline(deadline, conn.stream.read(buf));
-        let res = match race(read, stop).await {
-            Either::Left(Some((res, buf))) => {
+        let mut read = pin!(conn.stream.read(buf));
+        let got = match race(with_deadline(deadline, read.as_mut()), stop).await {
+            Either::Left(got) => got,
+            Either::Right(()) => {
+                // Shutdown: the session drains (a request that arrives within its grace is
+                // still answered, with `Connection: close`), so the read stays armed, until
+                // the session's new deadline.
+                io.shutdown_seen = true;
+                conn.session.borrow_mut().start_shutdown(Instant::now());
+                let deadline = conn.session.borrow().deadline();
+                with_deadline(deadline, read.as_mut()).await
+            }
+        };
+        let res = match got {
+            Some((res, buf)) => {
                 io.rbuf = buf;
                 res
             }
-            Either::Left(None) => return End::Close, // deadline passed
-            Either::Right(()) => {
-                // Shutdown: the read stays in flight with the old buffer.
-                io.read_abandoned = true;
-                io.rbuf = Vec::with_capacity(READ_BUF_SIZE);
-                continue;
-            }
+            None => return End::Close, // deadline passed
         };
         let now = Instant::now();
         match res {
@@ -712,10 +716,7 @@ async fn send_file(
 async fn linger(conn: &Rc<Conn>, io: &mut ConnIo) {
     // SAFETY: `io.fd` is the raw fd of `conn.stream`, which `conn` keeps open for this call.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(io.fd) };
-    if io.read_abandoned
-        || !crate::sys::has_unread_input(fd)
-        || conn.stream.shutdown(Shutdown::Write).is_err()
-    {
+    if !crate::sys::has_unread_input(fd) || conn.stream.shutdown(Shutdown::Write).is_err() {
         return;
     }
     let deadline = Instant::now() + LINGER;

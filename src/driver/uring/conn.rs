@@ -185,7 +185,12 @@ impl Driver {
         } else {
             SocketAddr::from(([0, 0, 0, 0], 0))
         };
-        let conn = Conn::new(fd, Session::new(peer, self.now));
+        let mut session = Session::new(peer, self.now);
+        if self.draining.is_some() {
+            // Taken from the backlog during the drain: its first request is still answered.
+            session.start_shutdown(self.now);
+        }
+        let conn = Conn::new(fd, session);
         let (idx, gen) = self.conns.insert(conn);
         if let Some(c) = self.conns.get_mut(idx, gen) {
             c.session
@@ -876,14 +881,14 @@ impl Driver {
     }
 
     /// Graceful shutdown: every open session stops taking new requests.
-    pub(super) fn shutdown_sessions(&mut self) {
+    pub(super) fn shutdown_sessions(&mut self, now: Instant) {
         for idx in 0..self.conns.capacity() {
             let Some((gen, c)) = self.conns.get_any(idx) else {
                 continue;
             };
             match c.phase {
                 Phase::Open => {
-                    c.session.start_shutdown();
+                    c.session.start_shutdown(now);
                     self.ready.push((idx, gen));
                 }
                 Phase::Lingering(_) | Phase::Closing => {}

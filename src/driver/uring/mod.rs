@@ -132,6 +132,7 @@ pub(crate) struct Driver {
     pool: Pool<OwnedFd>,
     /// Buffers of finished upstream exchanges, for the next ones.
     up_bufs: gw::UpBufs,
+    trim: super::Trim,
 }
 
 impl Driver {
@@ -196,6 +197,7 @@ impl Driver {
             open_waiters: HashMap::new(),
             pool: Pool::default(),
             up_bufs: gw::UpBufs::default(),
+            trim: super::Trim::default(),
         })
     }
 
@@ -346,6 +348,7 @@ impl Driver {
         self.pool.sweep_upstreams(self.now, self.svc.upstreams());
         self.log.flush(self.svc.access_log());
         self.sweep();
+        let _ = self.trim.tick(self.conns.len());
         if let Some(deadline) = self.draining {
             if self.now >= deadline {
                 self.close_all();
@@ -431,7 +434,11 @@ impl Driver {
             // SAFETY: a successful accept completion hands us a new fd nobody else owns.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
             if self.draining.is_some() {
-                drop(fd);
+                // Accepted before the cancel took effect: its client may have sent a
+                // request already. Answer it (with `Connection: close`) rather than reset it.
+                if self.conns.len() < self.config.limits.max_conns_per_worker {
+                    self.add_conn(fd);
+                }
             } else if self.conns.len() >= self.config.limits.max_conns_per_worker {
                 // Accepted by the multishot before our cancel took effect: park it unread
                 // (as if still in the backlog) until a connection closes.
@@ -476,7 +483,7 @@ impl Driver {
         }
         if self.draining.is_some() {
             if self.accept.is_none() {
-                self.listener = None;
+                self.close_listener();
             }
         } else {
             self.maybe_arm_accept();
@@ -490,11 +497,38 @@ impl Driver {
         }
         self.draining = Some(self.now + self.config.timeouts.shutdown);
         self.cancel_accept();
+        self.shutdown_sessions(self.now);
         if self.accept.is_none() {
-            self.listener = None;
+            self.close_listener();
         }
         self.parked.clear();
-        self.shutdown_sessions();
+    }
+
+    /// Draining, and no accept op is in flight on the listener: close it. Connections the
+    /// kernel completed but nobody accepted yet would be reset then, under requests their
+    /// clients may have sent already: take them in first (up to the connection limit), each
+    /// to answer one request with `Connection: close` (`add_conn` starts them draining).
+    fn close_listener(&mut self) {
+        let Some(l) = self.listener.take() else {
+            return;
+        };
+        if l.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut taken = Vec::new();
+        while self.conns.len() + taken.len() < self.config.limits.max_conns_per_worker {
+            match l.accept() {
+                // As the multishot accept's SOCK_NONBLOCK would have made it.
+                Ok((s, _)) if s.set_nonblocking(true).is_ok() => taken.push(OwnedFd::from(s)),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        drop(l);
+        for fd in taken {
+            self.add_conn(fd);
+        }
     }
 
     /// After the loop: flush the log, cancel the timer and shutdown poll, and wait (bounded)
