@@ -59,8 +59,9 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
   tls-small       1000-byte file, keep-alive: ringd's req/s >= 1.3x nginx's, CPU/req <= 0.7x
   tls-handshake   1000-byte file, a new connection per request: full handshakes (resumption
                   off) and resumed ones (tickets), handshakes/s and CPU per handshake
-  tls-large       10 MiB file, keep-alive: ringd's bytes/s >= nginx's (ringd reads and
-                  encrypts in user space; nginx without kTLS does the same)
+  tls-large       10 MiB file, keep-alive: ringd's bytes/s >= nginx's (without the kernel's
+                  tls ULP ringd reads and encrypts in user space, as nginx without kTLS does;
+                  with it ringd runs kTLS and sends by sendfile; the report's title says which)
 
   proxy-small     in front of nginx serving the 1000-byte file: ringd's CPU/req <= 0.5x
                   nginx's and <= HAProxy's; req/s >= 1.3x nginx's where ringd is the limit
@@ -935,8 +936,14 @@ run_tls() {
     SITES_SCHEME=https SITES_BACKEND=uring start_sites_ringd tls $((RINGD_PORT_BASE + 7)) "" \
         --tls-cert "$TLS_DIR/leaf.pem" --tls-key "$TLS_DIR/leaf.key" "$WWW_DIR"
     local -a tls_args=(--tls-ca "$TLS_DIR/ca.pem" --tls13-only)
-    local kind
-    kind="userspace TLS (rustls, ring; kTLS: $("$RINGD_BIN" doctor 2>/dev/null | grep -o 'kernel TLS (tls ULP): [a-z]*' | sed 's/.*: //'))"
+    # Which record path ringd runs: kTLS where the kernel has the tls ULP, else userspace.
+    local kind ulp
+    ulp=$("$RINGD_BIN" doctor 2>/dev/null | grep -o 'kernel TLS (tls ULP): [a-z]*' | sed 's/.*: //')
+    if [[ "$ulp" == available ]]; then
+        kind="kernel TLS after the handshake (kTLS: files by sendfile; rustls handshakes)"
+    else
+        kind="userspace TLS (rustls, ring; kTLS: ${ulp:-unknown})"
+    fi
     if [[ -n "${SCENARIO_OK[tls-small]:-}" ]]; then
         run_compare "$BASE/tls-small" "tls-small: 1000-byte file over TLS 1.3, keep-alive, $CONNECTIONS connections; ringd $kind" \
             /small.bin "ringd-tls nginx-tls" "${tls_args[@]}"

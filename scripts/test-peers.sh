@@ -3,14 +3,15 @@
 # benchmarks use): gunicorn for the proxy tests; for the WSGI tests, this repo's Python package
 # (`pip install ./python`: maturin builds ringd-wsgi from the crate in python/, in release
 # mode, so rerun this after changing python/ or the core) with Flask and Django; Debian's
-# pebble (apt-get) for the ACME tests. Idempotent;
+# pebble (apt-get) for the ACME tests; user-mode-linux and kmod (apt-get) for the kernel TLS
+# test (tests/it/ktls.rs boots UML, whose kernel has the tls ULP). Idempotent;
 # needs python3 with venv (and pip reaching PyPI, or --find-links wheels).
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 case "${1:-}" in
 -h | --help)
-    echo "Usage: scripts/test-peers.sh   (installs gunicorn, flask, django and ./python into .venv/; pebble with apt-get)"
+    echo "Usage: scripts/test-peers.sh   (installs gunicorn, flask, django and ./python into .venv/; pebble, user-mode-linux, kmod with apt-get)"
     exit 0
     ;;
 esac
@@ -35,3 +36,13 @@ if ! command -v pebble >/dev/null || ! command -v pebble-challtestsrv >/dev/null
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble >&2
 fi
 log "pebble for the tests: $(command -v pebble)"
+# User-Mode Linux (its kernel has the tls ULP as a module) and kmod for the kernel TLS test
+# (tests/it/ktls.rs, scripts/ktls-uml.sh).
+if ! command -v linux.uml >/dev/null || ! command -v modprobe >/dev/null ||
+    ! command -v curl >/dev/null; then
+    log "apt-get install user-mode-linux kmod curl (kernel TLS test)"
+    as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+    as_root apt-get update -qq >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq user-mode-linux kmod curl >&2
+fi
+log "user-mode-linux for the tests: $(command -v linux.uml)"

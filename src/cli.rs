@@ -176,6 +176,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Keep TLS records in user space (rustls) even where the kernel offers kernel TLS (the
+    /// `tls` ULP). Default: where `ringd doctor` finds it available, each TLS connection hands
+    /// its keys to the socket after the handshake, so file bodies go by sendfile/splice.
+    /// Example: `--no-ktls`.
+    #[arg(long)]
+    pub no_ktls: bool,
+
     /// Where ringd keeps its local CA and the certificates it issues for sites with
     /// `tls = "internal"` [default: $XDG_DATA_HOME/ringd, else ~/.local/share/ringd]. Example:
     /// `--data-dir /var/lib/ringd`.
@@ -568,7 +575,7 @@ impl ServeArgs {
             (Some(cert), Some(key)) => Some(ringd::tls::load_pem(cert, key)?),
             _ => None,
         };
-        let setup = ringd::tls::setup_for(sites, flag, self.data_dir())
+        let setup = ringd::tls::setup_for(sites, flag, self.data_dir(), !self.no_ktls)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(setup.map(std::sync::Arc::new))
     }

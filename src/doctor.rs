@@ -273,8 +273,8 @@ fn ktls_section(out: &mut dyn Write) -> io::Result<()> {
     match crate::tls::ktls::probe() {
         crate::tls::ktls::Ktls::Available => writeln!(
             out,
-            "  kernel TLS (tls ULP): available; ringd does not offload to it yet, TLS records are \
-             made in user space (rustls)"
+            "  kernel TLS (tls ULP): available; TLS listeners hand records to the kernel after \
+             the handshake (ktls), unless --no-ktls"
         ),
         crate::tls::ktls::Ktls::Absent(why) => writeln!(
             out,
@@ -284,17 +284,17 @@ fn ktls_section(out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// The listener of `config` and the mode it runs in: plain HTTP, or HTTPS (with which
-/// certificates, and how file bodies go: read and encrypted in user space, since ringd does
-/// not hand keys to kernel TLS yet).
+/// certificates, and how records are made: kernel TLS (ktls) after the handshake, or
+/// userspace records).
 pub fn listener_report(out: &mut dyn Write, config: &crate::config::Config) -> io::Result<()> {
     match &config.tls {
         None => writeln!(out, "  listener {}: plain HTTP", config.listen),
         Some(t) => writeln!(
             out,
-            "  listener {}: {}; TLS 1.3 and 1.2, ALPN http/1.1, userspace records (files read \
-             and encrypted, no splice)",
+            "  listener {}: {}; TLS 1.3 and 1.2, ALPN http/1.1, {}",
             config.listen,
-            t.describe()
+            t.describe(),
+            t.record_mode()
         ),
     }
 }

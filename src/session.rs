@@ -208,6 +208,8 @@ struct Knobs {
     max_trailer: usize,
     /// The listener runs TLS: a new connection's first bytes pick TLS or plain HTTP.
     tls: bool,
+    /// The listener hands TLS connections to kernel TLS after the handshake.
+    ktls: bool,
     /// Some site has `redirect_http`: plain requests are checked for it.
     redirect_http: bool,
     /// Some site answers ACME HTTP-01: plain requests are checked for a challenge first.
@@ -225,6 +227,7 @@ impl From<&Config> for Knobs {
             max_body: c.limits.max_body,
             max_trailer: c.limits.max_header_bytes,
             tls: c.tls.is_some(),
+            ktls: c.tls.as_ref().is_some_and(|t| t.ktls),
             redirect_http: c.sites.sites.iter().any(|s| s.redirect_http),
             acme_http: c.tls.as_ref().is_some_and(|t| t.answers_http01()),
         }
@@ -310,6 +313,8 @@ pub struct Session {
     sniff: bool,
     /// The TLS record layer, on a TLS connection (`tls/session_tls.rs`).
     tls: Option<Box<tls_io::TlsConn>>,
+    /// The connection is HTTPS (its records in rustls, or in the kernel after `take_ktls`).
+    secure: bool,
 }
 
 impl Session {
@@ -344,6 +349,7 @@ impl Session {
             collapsed: None,
             sniff: knobs.tls,
             tls: None,
+            secure: false,
         }
     }
 
@@ -565,6 +571,10 @@ impl Session {
     /// False while the server wants no more bytes from this peer (too much queued output,
     /// closing after an error). The driver stops reading until it turns true.
     pub fn wants_read(&self) -> bool {
+        if self.ktls_due() {
+            // No read in flight while the record layer moves to the kernel.
+            return false;
+        }
         if let Some(g) = self.gw.as_ref().filter(|g| g.x.tunneling()) {
             // A tunnel reads the client while the upstream keeps up (unless the driver
             // splices its bytes instead).
@@ -1260,6 +1270,7 @@ impl Session {
                 Ok(Parsed::Complete(mut req)) => {
                     // Draining: answered, and with `Connection: close`.
                     req.keep_alive &= self.drain_until.is_none();
+                    req.secure = self.secure;
                     req
                 }
                 Err(e) => {
@@ -1278,8 +1289,7 @@ impl Session {
             let mut skip_body = false;
             // Plain requests that `plain_first` may answer (or refuse, on an HTTPS-only port
             // that hears ACME HTTP-01) are never streamed to an upstream first.
-            let plain_redirect =
-                (self.knobs.redirect_http || self.knobs.acme_http) && self.tls.is_none();
+            let plain_redirect = (self.knobs.redirect_http || self.knobs.acme_http) && !self.secure;
             if req.framing != Framing::None
                 && self.body.is_none()
                 && !plain_redirect
@@ -1354,12 +1364,11 @@ impl Session {
             // A request may wait for its files (park), also one whose body was read: its head
             // is still at `in_pos` and `self.body` stays set (done), so on `resume` the head is
             // parsed again and the body neither expected nor read a second time.
-            let to_https =
-                if (self.knobs.redirect_http || self.knobs.acme_http) && self.tls.is_none() {
-                    tls_io::plain_first(svc, &mut self.out, self.peer, &req, skip_body)
-                } else {
-                    None
-                };
+            let to_https = if (self.knobs.redirect_http || self.knobs.acme_http) && !self.secure {
+                tls_io::plain_first(svc, &mut self.out, self.peer, &req, skip_body)
+            } else {
+                None
+            };
             // Only a request without a body may wait for another's cache fetch (it is
             // parsed again when woken).
             let collapse = !skip_body && self.body.is_none();

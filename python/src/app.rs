@@ -544,6 +544,9 @@ fn run(
 ) -> PyResult<()> {
     let environ = env.base.bind(py).copy()?;
     for (k, v) in &call.environ {
+        if *k == "HTTPS" {
+            environ.set_item("wsgi.url_scheme", "https")?;
+        }
         environ.set_item(*k, latin1(py, v))?;
     }
     for (k, v) in &call.http {

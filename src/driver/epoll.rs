@@ -673,6 +673,13 @@ fn drive_conn(
     }
     let mut budget = IO_BUDGET;
     loop {
+        // After the handshake, the record layer moves to the kernel where the listener
+        // runs kTLS (no read is in flight: reads happen only below).
+        if let Some(sw) = conn.session.take_ktls() {
+            if crate::tls::ktls::enable(conn.sock.as_raw_fd(), &sw).is_err() {
+                return Step::Close;
+            }
+        }
         // Output first: it frees the session to answer further pipelined requests.
         while conn.writable {
             let Some(out) = conn.session.next_output() else {
@@ -797,6 +804,14 @@ fn drive_conn(
             }
             continue;
         }
+        // A switch that came due while writing (the handshake's last flight went out above):
+        // the session wants no reads until it is made, and no edge may come to wake us.
+        if let Some(sw) = conn.session.take_ktls() {
+            if crate::tls::ktls::enable(conn.sock.as_raw_fd(), &sw).is_err() {
+                return Step::Close;
+            }
+            continue;
+        }
         if !conn.readable || conn.eof || !conn.session.wants_read() {
             return Step::Wait;
         }
@@ -821,6 +836,15 @@ fn drive_conn(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // On kTLS, a record that is not data (close_notify): the peer is done.
+            Err(e)
+                if e.raw_os_error()
+                    .is_some_and(crate::tls::ktls::recv_error_is_eof) =>
+            {
+                conn.eof = true;
+                conn.readable = false;
+                conn.session.feed_eof(now);
+            }
             Err(_) => return Step::Close,
         }
     }

@@ -129,6 +129,10 @@ pub fn env(
     );
     put("REQUEST_METHOD", req.method_str.as_bytes());
     put("REQUEST_URI", req.path_query.as_bytes());
+    if req.secure {
+        // As Apache and nginx's fastcgi_params set it for HTTPS requests.
+        put("HTTPS", b"on");
+    }
     put("SCRIPT_NAME", script_name.as_bytes());
     put("SCRIPT_FILENAME", script.as_os_str().as_encoded_bytes());
     put("PATH_INFO", path_info.as_bytes());

@@ -412,18 +412,16 @@ pub fn request_head(
         "X-Forwarded-For",
         xff.as_deref().unwrap_or_default(),
     );
-    head::header(
-        &mut h,
-        "X-Forwarded-Proto",
-        xfp.as_deref().unwrap_or(b"http"),
-    );
+    let proto: &[u8] = if req.secure { b"https" } else { b"http" };
+    head::header(&mut h, "X-Forwarded-Proto", xfp.as_deref().unwrap_or(proto));
     head::header(&mut h, "X-Forwarded-Host", xfh.as_deref().unwrap_or(host));
     let node = match peer {
         IpAddr::V6(_) => format!("for=\"[{ip}]\""),
         IpAddr::V4(_) => format!("for={ip}"),
     };
     let mut this = node.into_bytes();
-    this.extend_from_slice(b";proto=http");
+    this.extend_from_slice(b";proto=");
+    this.extend_from_slice(proto);
     if !host.is_empty() && host.iter().all(|&b| b.is_ascii_graphic() && b != b'"') {
         this.extend_from_slice(b";host=\"");
         this.extend_from_slice(host);
@@ -1822,6 +1820,27 @@ mod tests {
         );
         assert!(h.contains("X-Forwarded-For: 1.2.3.4, 10.0.0.9\r\n"), "{h}");
         assert!(h.contains("X-Forwarded-Proto: https\r\n"), "{h}");
+    }
+
+    /// A request that came over HTTPS (rustls or kernel TLS) says so upstream, whoever
+    /// the peer is; a trusted peer's own X-Forwarded-Proto still wins.
+    #[test]
+    fn https_requests_forward_proto_https() {
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: http\r\n\r\n";
+        let Ok(Parsed::Complete(r)) = parse(raw, &Limits::default()) else {
+            panic!("parse")
+        };
+        let r = Request { secure: true, ..r };
+        let head = |trusted: &[Cidr]| {
+            let (h, _) = request_head(&r, "/", b"x", "10.0.0.9".parse().unwrap(), trusted, None);
+            String::from_utf8(h).unwrap()
+        };
+        let h = head(&[]);
+        assert!(h.contains("X-Forwarded-Proto: https\r\n"), "{h}");
+        assert!(h.contains(";proto=https;"), "{h}");
+        let h = head(&[Cidr::parse("10.0.0.0/8").unwrap()]);
+        assert!(h.contains("X-Forwarded-Proto: http\r\n"), "{h}");
+        assert!(h.contains(";proto=https;"), "{h}");
     }
 
     fn start(head_request: bool, client_10: bool) -> Start {

@@ -61,6 +61,10 @@ pub fn call(
             b"HTTP/1.1".to_vec()
         },
     ));
+    if req.secure {
+        // wsgi.url_scheme follows it (`python/src/app.rs`).
+        e.push(("HTTPS", b"on".to_vec()));
+    }
     e.push(("REMOTE_ADDR", peer.ip().to_string().into_bytes()));
     e.push(("REMOTE_PORT", peer.port().to_string().into_bytes()));
     let mut http: Vec<(String, Vec<u8>)> = Vec::with_capacity(8);
@@ -238,6 +242,28 @@ mod tests {
         assert_eq!(get("SERVER_PORT").unwrap(), b"8000");
         assert_eq!(get("REMOTE_ADDR").unwrap(), b"10.0.0.1");
         assert_eq!(get("REMOTE_PORT").unwrap(), b"5555");
+        assert_eq!(get("HTTPS"), None, "plain HTTP");
+        let Ok(Parsed::Complete(again)) = parse(raw, &Limits::default()) else {
+            panic!("parse");
+        };
+        let secure = crate::proto::parse::Request {
+            secure: true,
+            ..again
+        };
+        let c2 = call(
+            "m:app".into(),
+            &secure,
+            "/app",
+            "/app/x",
+            "",
+            peer,
+            8000,
+            "e",
+        );
+        assert!(
+            c2.environ.iter().any(|(k, v)| *k == "HTTPS" && v == b"on"),
+            "HTTPS=on over TLS (wsgi.url_scheme follows it)"
+        );
         assert_eq!(get("CONTENT_TYPE").unwrap(), b"text/plain");
         assert_eq!(get("HTTP_X_A").unwrap(), b"1, 2");
         assert_eq!(get("HTTP_COOKIE").unwrap(), b"a=1; b=2");

@@ -65,6 +65,10 @@ pub struct Request<'a> {
     /// §10.1.1). Expectations other than 100-continue fail the parse with 417.
     pub expect_continue: bool,
     pub fields: Fields<'a>,
+    /// It came over HTTPS (TLS in rustls, or kernel TLS after the handshake): set by the
+    /// session, never by the parser (false here). X-Forwarded-Proto, Forwarded's proto,
+    /// CGI's HTTPS and wsgi.url_scheme follow it.
+    pub secure: bool,
 }
 
 impl Request<'_> {
@@ -268,6 +272,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoErro
         keep_alive_10: keep_alive && minor == 0,
         expect_continue: expect_continue && minor == 1,
         fields,
+        secure: false,
     }))
 }
 

@@ -48,6 +48,9 @@ pub struct TlsSetup {
     pub only: bool,
     /// The certificates by name; replaced in place when internal certificates are renewed.
     pub resolver: Arc<SniResolver>,
+    /// Connections hand their record layer to kernel TLS after the handshake (the kernel
+    /// offers it and `--no-ktls` was not given; `enable_secret_extraction` is on).
+    pub ktls: bool,
     /// How the certificates were made, to make them again (renewal).
     plan: Plan,
 }
@@ -56,6 +59,7 @@ impl fmt::Debug for TlsSetup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsSetup")
             .field("only", &self.only)
+            .field("ktls", &self.ktls)
             .finish()
     }
 }
@@ -93,6 +97,16 @@ impl TlsSetup {
             "HTTPS and plain HTTP on one port"
         };
         format!("{mode}; certificates: {}", parts.join(", "))
+    }
+
+    /// How records are made after the handshake, in a line (`ringd doctor`, the start-up
+    /// log).
+    pub fn record_mode(&self) -> &'static str {
+        if self.ktls {
+            "kernel TLS after the handshake (kTLS: file bodies by sendfile/splice)"
+        } else {
+            "userspace records (rustls: files read and encrypted, no splice)"
+        }
     }
 
     /// Whether some certificate comes from the local CA (and so needs renewing).
@@ -200,11 +214,14 @@ impl Plan {
 /// The TLS setup for `sites` (each with its own `tls`) and the `--tls-cert` certificate
 /// `flag`, if any; None when nothing asks for TLS. `data` is the data folder (local CA).
 /// The listener is HTTPS-only when the flag is given or every site has `tls`; otherwise
-/// the first byte of each connection picks TLS or plain HTTP.
+/// the first byte of each connection picks TLS or plain HTTP. With `ktls` (not
+/// `--no-ktls`), connections move to kernel TLS after the handshake where the kernel offers
+/// it (probed once per process).
 pub fn setup_for(
     sites: &Sites,
     flag: Option<Arc<CertifiedKey>>,
     data: Option<PathBuf>,
+    ktls: bool,
 ) -> Result<Option<TlsSetup>, String> {
     let mut plan = Plan {
         flag,
@@ -233,6 +250,12 @@ pub fn setup_for(
     let mut setup =
         server_config_with(&certs, &pending, only, plan.has_acme()).map_err(|e| e.to_string())?;
     setup.plan = plan;
+    if ktls && ktls::available() {
+        if let Some(cfg) = Arc::get_mut(&mut setup.config) {
+            cfg.enable_secret_extraction = true;
+            setup.ktls = true;
+        }
+    }
     Ok(Some(setup))
 }
 
@@ -444,6 +467,7 @@ fn server_config_with(
         config: Arc::new(cfg),
         only,
         resolver,
+        ktls: false,
         plan: Plan::default(),
     })
 }

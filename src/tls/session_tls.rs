@@ -12,6 +12,14 @@
 //! (`plain_first`). A connection that negotiated ALPN `acme-tls/1` (TLS-ALPN-01) carries no
 //! HTTP: its first plaintext closes it.
 //!
+//! Kernel TLS (`tls/ktls.rs`): where the listener runs it, once the handshake is over, every
+//! handshake and ticket byte rustls made has been sent, no flight is half-sent and rustls
+//! holds no partial record of the client's, the session stops handing out output and
+//! `take_ktls` gives the driver the keys for `ktls::enable`; from then on the session is a
+//! plain one (`tls` is None) that still knows it is HTTPS (`secure`), and file bodies go by
+//! sendfile/splice again. No close_notify is sent on a kTLS connection's close (optional for
+//! HTTP/1.1, whose responses are framed).
+//!
 //! Buffer contract: `cipher[pos..]` is what `next_output` last handed out; it is never
 //! changed before `consume` has covered it all. Only then is the plaintext that produced it
 //! consumed from the output queue (`taken`), which may answer pipelined requests.
@@ -48,6 +56,47 @@ pub(super) struct TlsConn {
     notified: bool,
     /// A TLS error, or a file that could not be read: send what is queued, then close.
     pub(super) failed: bool,
+    /// The listener runs kernel TLS and this connection may still switch to it (cleared
+    /// when its cipher suite or ALPN rules it out).
+    ktls: bool,
+    /// Where the client's ciphertext stands between records.
+    edge: RecordEdge,
+}
+
+/// Follows TLS record headers through the ciphertext fed to rustls, to know when rustls
+/// holds no partial record (the kernel must take the stream at a record boundary).
+#[derive(Default)]
+struct RecordEdge {
+    head: [u8; 5],
+    /// Header bytes seen of the record being read.
+    have: usize,
+    /// Body bytes still to come of the record being read.
+    left: usize,
+}
+
+impl RecordEdge {
+    fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.left > 0 {
+                let k = self.left.min(data.len());
+                self.left -= k;
+                data = &data[k..];
+                continue;
+            }
+            let k = (5 - self.have).min(data.len());
+            self.head[self.have..self.have + k].copy_from_slice(&data[..k]);
+            self.have += k;
+            data = &data[k..];
+            if self.have == 5 {
+                self.have = 0;
+                self.left = usize::from(u16::from_be_bytes([self.head[3], self.head[4]]));
+            }
+        }
+    }
+
+    fn at_edge(&self) -> bool {
+        self.have == 0 && self.left == 0
+    }
 }
 
 impl TlsConn {
@@ -86,7 +135,10 @@ impl Session {
                         file_buf: Vec::new(),
                         notified: false,
                         failed: false,
+                        ktls: self.knobs.ktls,
+                        edge: RecordEdge::default(),
                     }));
+                    self.secure = true;
                 }
                 Err(_) => {
                     self.closing = true;
@@ -109,9 +161,10 @@ impl Session {
         let before = self.inp.len();
         let mut rest = data;
         while !rest.is_empty() {
+            let was = rest;
             match t.conn.read_tls(&mut rest) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(n) => t.edge.advance(&was[..n]),
                 Err(_) => {
                     t.failed = true;
                     break;
@@ -146,6 +199,13 @@ impl Session {
                 }
             }
         }
+        if t.ktls && !t.conn.is_handshaking() {
+            // Decided once, before any extraction: a suite the kernel cannot run (or a
+            // TLS-ALPN-01 validation) stays in user space.
+            let suite = t.conn.negotiated_cipher_suite().map(|s| s.suite());
+            t.ktls = suite.is_some_and(crate::tls::ktls::offloadable)
+                && t.conn.alpn_protocol() != Some(crate::tls::acme::ALPN_ACME);
+        }
         if self.inp.len() > before {
             if self.req_start.is_none() {
                 self.req_start = Some(now);
@@ -175,11 +235,27 @@ impl Session {
     /// it), handshake messages, alerts and close_notify included.
     pub(super) fn next_output_tls(&mut self) -> Option<Output<'_>> {
         let t = self.tls.as_mut()?;
+        if t.pos >= t.cipher.len() {
+            t.cipher.clear();
+            t.pos = 0;
+            if t.ktls && t.taken == 0 && !t.failed && !t.conn.is_handshaking() {
+                // The switch to kernel TLS comes before any response: send the handshake's
+                // last flight and tickets alone, then hand out nothing until `take_ktls`.
+                while t.conn.wants_write() {
+                    if t.conn.write_tls(&mut t.cipher).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
         if t.pos < t.cipher.len() {
+            let t = self.tls.as_ref()?;
             return Some(Output::Bytes(&t.cipher[t.pos..]));
         }
-        t.cipher.clear();
-        t.pos = 0;
+        if self.ktls_due() {
+            return None;
+        }
+        let t = self.tls.as_mut()?;
         let mut empty_piece = false;
         if t.taken == 0 && !t.failed && !t.conn.is_handshaking() {
             match self.out.peek() {
@@ -250,6 +326,49 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+impl Session {
+    /// Whether the switch to kernel TLS is due: the handshake is over, every byte rustls
+    /// made has been sent (no flight half-sent, nothing of a response encrypted and
+    /// unsent), and rustls holds no partial record of the client's. While it is, the
+    /// session hands out no output and wants no reads: the driver calls `take_ktls`.
+    pub fn ktls_due(&self) -> bool {
+        let Some(t) = &self.tls else { return false };
+        t.ktls
+            && !t.failed
+            && !t.notified
+            && !self.eof
+            && !self.shutdown
+            && !t.conn.is_handshaking()
+            && t.pos >= t.cipher.len()
+            && t.taken == 0
+            && !t.conn.wants_write()
+            && t.edge.at_edge()
+    }
+
+    /// The switch to kernel TLS, once it is due (see [`Session::ktls_due`]): the record
+    /// layer's keys and sequence numbers, for `ktls::enable` on this connection's socket,
+    /// which the driver calls at once (a failure there closes the connection: the keys have
+    /// left rustls). From then on the session is a plain HTTP one that still knows it is
+    /// HTTPS. Drivers call this before `next_output`, with no read in flight on the socket
+    /// (a uring multishot recv is cancelled first: `wants_read` is false while it is due).
+    pub fn take_ktls(&mut self) -> Option<crate::tls::ktls::Switch> {
+        if !self.ktls_due() {
+            return None;
+        }
+        let version = self.tls.as_ref()?.conn.protocol_version()?;
+        let t = self.tls.take()?;
+        Some(crate::tls::ktls::Switch {
+            version,
+            secrets: t.conn.dangerous_extract_secrets(),
+        })
+    }
+
+    /// Whether this connection runs TLS in the kernel now.
+    pub fn ktls_on(&self) -> bool {
+        self.secure && self.tls.is_none()
     }
 }
 

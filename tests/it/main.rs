@@ -18,6 +18,7 @@ mod escapes;
 mod faults;
 mod harness;
 mod http;
+mod ktls;
 mod lifecycle;
 mod limits;
 mod proxy;

@@ -480,3 +480,55 @@ fn loadgen_speaks_https() {
         assert!(ok > 20, "{extra:?}: only {ok} answers");
     }
 }
+
+/// A request over HTTPS says so to what answers it: a CGI script sees `HTTPS=on` (the
+/// session's `secure` flag, which also survives a switch to kernel TLS); a plain request on
+/// the same port does not.
+#[test]
+fn https_reaches_cgi_as_https_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("cgi", &["s.test"]);
+    let (dir, _) = site();
+    let p = dir.write(
+        "cgi/scheme.sh",
+        b"#!/bin/sh\nb=\"HTTPS=$HTTPS\"\nprintf 'Content-Type: text/plain\\r\\nContent-Length: %d\\r\\n\\r\\n%s\\n' $((${#b} + 1)) \"$b\"\n",
+    );
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = format!(
+        r#"
+[[sites]]
+hosts = ["s.test"]
+root = "{root}"
+tls = {{ cert = "{c}", key = "{k}" }}
+[[sites.routes]]
+path = "/cgi-bin/*"
+cgi = {{ dir = "{cgi}" }}
+
+[[sites]]
+hosts = ["plain.test"]
+root = "{root}"
+[[sites.routes]]
+path = "/cgi-bin/*"
+cgi = {{ dir = "{cgi}" }}
+"#,
+        root = dir.path().display(),
+        c = cert.display(),
+        k = key.display(),
+        cgi = dir.path().join("cgi").display(),
+    );
+    let cfg_path = dir.write("ringd.toml", conf.as_bytes());
+    let srv = ServerBuilder::new("epoll", dir.path())
+        .config(&cfg_path)
+        .start();
+    let cfg = client_config(&pki.ca, rustls::ALL_VERSIONS);
+    let mut s = connect(&srv.addr(), &cfg, "s.test").unwrap();
+    s.write_all(&get("/cgi-bin/scheme.sh", "s.test")).unwrap();
+    let r = read_resp(&mut s, &mut Vec::new()).unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"HTTPS=on\n"[..]), "{r:?}");
+    let mut s = srv.connect();
+    s.write_all(&get("/cgi-bin/scheme.sh", "plain.test"))
+        .unwrap();
+    let r = read_resp(&mut s, &mut Vec::new()).unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"HTTPS=\n"[..]), "{r:?}");
+}

@@ -386,6 +386,15 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
                 .collapse_poll(&mut svc, Instant::now());
         }
 
+        // After the handshake, the record layer moves to the kernel where the listener
+        // runs kTLS (no read is in flight between loop passes).
+        let sw = conn.session.borrow_mut().take_ktls();
+        if let Some(sw) = sw {
+            if crate::tls::ktls::enable(io.fd, &sw).is_err() {
+                return End::Close;
+            }
+        }
+
         // Output first.
         let piece = {
             let mut session = conn.session.borrow_mut();
@@ -438,6 +447,10 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
         };
         if should_close {
             return if io.eof { End::Close } else { End::Linger };
+        }
+        if !wants_read && conn.session.borrow().ktls_due() {
+            // The switch to kernel TLS is made at the top of the loop.
+            continue;
         }
         if !wants_read || io.eof {
             // Nothing to send, nothing to read, yet the session is not done: it can only be
@@ -507,6 +520,14 @@ async fn conn_loop(w: &Rc<Worker>, conn: &Rc<Conn>, io: &mut ConnIo) -> End {
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            // On kTLS, a record that is not data (close_notify): the peer is done.
+            Err(e)
+                if e.raw_os_error()
+                    .is_some_and(crate::tls::ktls::recv_error_is_eof) =>
+            {
+                io.eof = true;
+                conn.session.borrow_mut().feed_eof(now);
+            }
             Err(_) => return End::Close,
         }
     }

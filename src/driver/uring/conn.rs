@@ -275,6 +275,15 @@ impl Driver {
         match errno(res) {
             // Out of provided buffers, or our own cancel: drive() re-arms when wanted.
             libc::ENOBUFS | libc::ECANCELED | libc::EAGAIN | libc::EINTR => {}
+            // On kTLS, a record that is not data (close_notify): the peer is done.
+            e if crate::tls::ktls::recv_error_is_eof(e) => {
+                c.eof = true;
+                match c.phase {
+                    Phase::Open => c.session.feed_eof(now),
+                    Phase::Lingering(_) => self.close(idx, gen),
+                    Phase::Closing => {}
+                }
+            }
             // ECONNRESET and friends: the connection is dead.
             _ => self.close(idx, gen),
         }
@@ -507,6 +516,17 @@ impl Driver {
                 return;
             }
             Phase::Open => {}
+        }
+        // After the handshake, the record layer moves to the kernel where the listener runs
+        // kTLS, once the multishot recv is gone (`wants_read` is false meanwhile, so it is
+        // cancelled below): no completion may carry ciphertext after the switch.
+        if c.recv.is_none() && c.write.is_none() {
+            if let Some(sw) = c.session.take_ktls() {
+                if crate::tls::ktls::enable(c.fd.as_raw_fd(), &sw).is_err() {
+                    self.close(idx, gen);
+                    return;
+                }
+            }
         }
         if c.session.collapsed() {
             c.session.collapse_poll(&mut self.svc, self.now);
