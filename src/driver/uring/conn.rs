@@ -803,12 +803,27 @@ impl Driver {
             self.finalize(idx);
             return;
         }
-        let cancel = types::CancelBuilder::fd(types::Fd(c.fd.as_raw_fd())).all();
         let tok = Token {
             op: Op::Cancel,
             conn: idx,
             conn_gen: gen,
         };
+        if c.ops == 1 && !c.recv_cancel {
+            if let Some(ud) = c.recv {
+                // Only the multishot recv is in flight (an idle or half-sent request: the
+                // common case when timeouts shed a slowloris crowd): cancel it by its
+                // user_data, a hash lookup in the kernel. A cancel by fd walks every armed
+                // poll of the ring, so thousands of closes among thousands of connections
+                // cost quadratic kernel time on this worker's CPU.
+                // SAFETY: AsyncCancel carries no buffer; `ud` names the live recv token, and
+                // the fd stays open until it completes (freed only at ops == 0).
+                unsafe { self.sq.push(opcode::AsyncCancel::new(ud).build(), tok) };
+                c.recv_cancel = true;
+                c.ops += 1;
+                return;
+            }
+        }
+        let cancel = types::CancelBuilder::fd(types::Fd(c.fd.as_raw_fd())).all();
         // SAFETY: AsyncCancel2 carries no buffer; the fd stays open until this cancel and
         // every op it targets have completed (the connection is freed only at ops == 0).
         unsafe { self.sq.push(opcode::AsyncCancel2::new(cancel).build(), tok) };
