@@ -423,6 +423,11 @@ impl Worker {
                         session: {
                             let mut s = Session::new(peer, now);
                             s.set_wake_tag(i as u64);
+                            if self.shutdown_deadline.is_some() {
+                                // Taken from the backlog by the drain: its first request
+                                // is answered, with `Connection: close`.
+                                s.start_shutdown(now);
+                            }
                             s
                         },
                         readable: false,

@@ -163,6 +163,55 @@ pub fn sigterm_drain_grace(backend: &str) {
     );
 }
 
+/// The drain takes in the backlog: connections the kernel completed while the server was
+/// stopped (SIGSTOP), each with a request already sent, are answered after SIGTERM, not reset
+/// with the listener, and closed within the drain's grace. (Whether the answer says
+/// `Connection: close` depends on whether the backend saw the accept or the SIGTERM first.)
+pub fn sigterm_backlog_answered(backend: &str) {
+    let site = site(false);
+    let mut srv = ServerBuilder::new(backend, site.dir.path())
+        .workers(1)
+        .args(&["--shutdown-timeout", "8s"])
+        .start();
+    // Serving first (a SIGTERM during start-up is another matter).
+    let mut first = Client::new(srv.connect());
+    first.try_send(&req("GET", "/small.txt", &[])).unwrap();
+    assert_eq!(first.read_response(false).unwrap().status, 200);
+    drop(first);
+    srv.signal(libc::SIGSTOP);
+    thread::sleep(Duration::from_millis(100));
+    let mut clients: Vec<Client> = (0..6).map(|_| Client::new(srv.connect())).collect();
+    for c in &mut clients {
+        c.try_send(&req("GET", "/small.txt", &[])).unwrap();
+    }
+    thread::sleep(Duration::from_millis(100));
+    srv.signal(libc::SIGTERM);
+    thread::sleep(Duration::from_millis(50));
+    srv.signal(libc::SIGCONT);
+    for (i, c) in clients.iter_mut().enumerate() {
+        match c.read_response(false) {
+            Ok(r) => {
+                assert_eq!(r.status, 200, "client {i}: {r:?}");
+                assert_eq!(r.body, SMALL);
+            }
+            Err(e) => panic!(
+                "client {i}: a request waiting in the backlog at SIGTERM was cut: {e}\n{}",
+                srv.diagnostics()
+            ),
+        }
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        match c.read_response(false) {
+            Err(ReadError::Closed) => {}
+            other => panic!("client {i}: after its answer, not closed: {other:?}"),
+        }
+    }
+    let st = srv
+        .wait_exit(Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("no exit after SIGTERM\n{}", srv.diagnostics()));
+    assert!(st.success(), "exit {st:?}\n{}", srv.diagnostics());
+}
+
 /// Case 9: `--access-log PATH` writes combined-format lines, all flushed by a SIGTERM exit.
 pub fn access_log(backend: &str) {
     let site = site(false);

@@ -66,6 +66,7 @@ per_backend! {
     header_timeout_closes_half_sent_request => crate::limits::header_timeout,
     sigterm_under_load_drains_and_exits_0 => crate::lifecycle::sigterm_under_load,
     sigterm_drain_answers_idle_keepalive_once => crate::lifecycle::sigterm_drain_grace,
+    sigterm_backlog_answered_not_reset => crate::lifecycle::sigterm_backlog_answered,
     methods_dirs_and_headers => crate::static_files::methods_dirs_headers,
     ranges => crate::conditional::ranges,
     conditional_requests => crate::conditional::conditionals,

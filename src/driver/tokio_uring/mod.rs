@@ -174,6 +174,7 @@ async fn serve(ctx: WorkerCtx) -> Result<(), DriverError> {
     let ticker = tokio_uring::spawn(tick(w.clone()));
 
     accept_loop(&w, &listener).await;
+    take_backlog(&w, listener.as_raw_fd());
 
     // Out of the SO_REUSEPORT group now; this also completes an accept still in flight.
     // SAFETY: shutdown(2) on a socket fd we own (the listener is alive in `listener`); it
@@ -246,6 +247,34 @@ async fn accept_loop(w: &Rc<Worker>, listener: &Rc<TcpListener>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Graceful shutdown: connections the kernel completed but nobody accepted yet would be reset
+/// when the listener closes, under requests their clients may have sent already. Take them in
+/// (up to the connection limit); their tasks see the shutdown at once and answer one request
+/// with `Connection: close` (the session's drain grace).
+fn take_backlog(w: &Rc<Worker>, listener_fd: RawFd) {
+    // SAFETY: `listener_fd` is the open listener, owned by the caller's `TcpListener`, which
+    // outlives this borrow; ManuallyDrop keeps this second handle from closing it.
+    let l = std::mem::ManuallyDrop::new(unsafe {
+        <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener_fd)
+    });
+    // The accept op abandoned by `accept_loop` may still be armed on it: non-blocking, so
+    // that it completes rather than waits, and so that this loop ends at an empty queue.
+    if l.set_nonblocking(true).is_err() {
+        return;
+    }
+    let max_conns = w.config.limits.max_conns_per_worker.max(1);
+    while w.live.get() < max_conns {
+        match l.accept() {
+            Ok((s, peer)) => {
+                w.live.set(w.live.get() + 1);
+                tokio_uring::spawn(conn_task(w.clone(), TcpStream::from_std(s), peer));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
 }
