@@ -757,10 +757,13 @@ fn drive_conn(
         let up = epoll_gw::drive(&mut conn.up, sp, s, svc, gate, buf, now, &mut budget);
         let cgi = cgi_proc::drive(&mut conn.cgi, s, svc, cx, buf, now, &mut budget);
         let app = app::drive(&mut conn.app, s, svc, ax, now);
+        // A spent budget comes back next pass whether or not the gateway moved: it may have
+        // stopped at the budget with its upstream flagged readable, whose edge is spent, and
+        // waiting for a new edge would stall the response until the read timer fires.
+        if budget == 0 {
+            return Step::Again;
+        }
         if up || cgi || app {
-            if budget == 0 {
-                return Step::Again;
-            }
             continue;
         }
 
