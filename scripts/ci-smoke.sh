@@ -32,4 +32,13 @@ command -v openssl >/dev/null || apt_install openssl
 [[ -x /usr/sbin/fcgiwrap ]] || command -v fcgiwrap >/dev/null || apt_install fcgiwrap
 log "nginx: $NGINX_BIN; caddy: $CADDY_BIN; haproxy: $HAPROXY_BIN; gunicorn: $GUNICORN_BIN"
 python3 "$SCRIPTS_DIR/test_benchtool.py"
+# Every script answers --help with its usage and exit 0 within seconds, and starts nothing (two
+# once ran their whole job when asked for help).
+for s in "$SCRIPTS_DIR"/*.sh "$SCRIPTS_DIR"/*_report.py "$SCRIPTS_DIR"/benchtool.py "$SCRIPTS_DIR"/differential.py; do
+    [[ "${s##*/}" == lib.sh ]] && continue
+    case "$s" in *.py) run=(python3 "$s") ;; *) run=(bash "$s") ;; esac
+    help_out="$(timeout 10 "${run[@]}" --help </dev/null 2>&1)" || die "$s --help failed (exit $?)"
+    [[ "$help_out" == *[Uu]sage* || "$help_out" == *nvironment* ]] || die "$s --help printed no usage"
+done
+log "every script answers --help"
 "$SCRIPTS_DIR/bench.sh" --smoke "$@"

@@ -68,6 +68,9 @@ def slowhttptest_summary(path: Path) -> dict:
 
 
 def main() -> int:
+    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__.strip(), file=sys.stdout if len(sys.argv) == 2 else sys.stderr)
+        return 0 if len(sys.argv) == 2 else 2
     out = Path(sys.argv[1])
     raw = out / "raw"
     samples: dict = {}

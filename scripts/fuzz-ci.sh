@@ -13,6 +13,18 @@
 # Defaults: ~3 min cold build on 2 cores + 5 × 30 s; add ~2.5 min the first time cargo-fuzz
 # is installed (cache ~/.cargo/bin and fuzz/target between CI runs to avoid both).
 set -euo pipefail
+case "${1:-}" in
+-h | --help)
+    # The comment above is the help: no options, only the environment it names.
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+    exit 0
+    ;;
+"") ;;
+*)
+    echo "${0##*/}: no options (got '$1'); settings come from the environment, see --help" >&2
+    exit 2
+    ;;
+esac
 
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-30}"

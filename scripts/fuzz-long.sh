@@ -13,6 +13,18 @@
 # FUZZ_JOBS (cargo build jobs, 2), FUZZ_NICE (19). Exits non-zero when any target crashed; the reproducer is in
 # fuzz/artifacts/<target>/ and named in the summary.
 set -euo pipefail
+case "${1:-}" in
+-h | --help)
+    # The comment above is the help: no options, only the environment it names.
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+    exit 0
+    ;;
+"") ;;
+*)
+    echo "${0##*/}: no options (got '$1'); settings come from the environment, see --help" >&2
+    exit 2
+    ;;
+esac
 
 cd "$(dirname "$0")/.."
 REPO_ROOT="$(pwd)"

@@ -30,7 +30,7 @@ while (($#)); do
     case "$1" in
     --ringd) RINGD="$2"; shift 2 ;;
     --backends) BACKENDS="$2"; shift 2 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "ktls-uml: unknown option $1" >&2; exit 2 ;;
     esac
 done
