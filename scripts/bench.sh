@@ -22,6 +22,10 @@ SLOW_RATE="${SLOW_RATE:-1KiB/s}"
 SLOW_PATH=/files/1mib.bin
 GUNICORN_UPSTREAM_WORKERS=2
 GUNICORN_GTHREAD_THREADS=4
+# Set here, above usage(), which names them.
+FCGIWRAP_CHILDREN="${FCGIWRAP_CHILDREN:-4}"
+CGI_CONNECTIONS="${CGI_CONNECTIONS:-16}"
+WSGI_GTHREAD_THREADS="${WSGI_GTHREAD_THREADS:-8}"
 
 usage() {
     cat <<EOF
@@ -142,7 +146,9 @@ deferred\`, target nginx-deferred in the connect scenario), GUNICORN_HELLO_PORT=
 GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT; proxy scenarios: NGINX_PROXY_PORT=$NGINX_PROXY_PORT,
 HAPROXY_PORT=$HAPROXY_PORT, CADDY_PROXY_PORT=$CADDY_PROXY_PORT, GUNICORN_UPSTREAM_PORT=$GUNICORN_UPSTREAM_PORT. SLOW_CLIENTS and SLOW_RATE
 (environment) change proxy-gunicorn's slow clients; PROXY_BACKEND (default uring, auto's pick)
-is ringd's backend in the proxy scenarios.
+is ringd's backend in the proxy scenarios; PROXY_KEEPALIVE (default twice --connections, at least
+128) is every proxy's bound on idle upstream connections (ringd's and nginx's keepalive,
+Caddy's keepalive_idle_conns_per_host; HAProxy keeps every idle one).
 EOF
 }
 
@@ -210,6 +216,12 @@ is_posint "$PIPELINE" || die "--pipeline wants a positive integer, got '$PIPELIN
 [[ -z "$PEERS_DIR" || -d "$PEERS_DIR" ]] || die "--peers-dir $PEERS_DIR is not a directory"
 [[ -n "$PEERS_DIR" ]] && PEERS_DIR="$(cd "$PEERS_DIR" && pwd)"
 ((COMPARE_TUNING == 0 || ${#SCALING} == 0)) || die "--compare-tuning and --scaling are separate runs; pick one"
+# The proxies' bound on idle upstream connections (ringd's and nginx's `keepalive`, Caddy's idle
+# connections per host): above the client connections, so that none of them opens upstream
+# connections in the measured run (nginx closes any connection returned beyond its bound).
+PROXY_KEEPALIVE="${PROXY_KEEPALIVE:-$((CONNECTIONS * 2 > 128 ? CONNECTIONS * 2 : 128))}"
+is_posint "$PROXY_KEEPALIVE" || die "PROXY_KEEPALIVE wants a positive integer, got '$PROXY_KEEPALIVE'"
+export PROXY_KEEPALIVE
 
 declare -A SCENARIO_OK=()
 IFS=',' read -r -a SCENARIO_LIST <<<"$SCENARIOS"
@@ -394,6 +406,7 @@ write_env() {
         echo "duration:      $DURATION${WARMUP:+ (warm-up $WARMUP)}"
         echo "connections:   $CONNECTIONS"
         echo "pipeline:      $PIPELINE"
+        echo "proxy keepalive: $PROXY_KEEPALIVE (idle upstream connections each proxy keeps)"
         echo
         echo "## tool versions"
         echo "rustc:    $(rustc -V 2>/dev/null || echo missing)"
@@ -768,7 +781,8 @@ SLOW_PID=""
 # with one worker.
 start_proxies() {
     local upstream="$1" port=$((RINGD_PORT_BASE + 6)) pid log_file="$RUN_DIR/ringd-proxy.log"
-    render_template "$SCRIPTS_DIR/peers/ringd-proxy.toml.tmpl" "$PROXY_CONF" "UPSTREAM=$upstream"
+    render_template "$SCRIPTS_DIR/peers/ringd-proxy.toml.tmpl" "$PROXY_CONF" "UPSTREAM=$upstream" \
+        "KEEPALIVE=$PROXY_KEEPALIVE"
     record "$RINGD_BIN" check "$PROXY_CONF"
     "$RINGD_BIN" check "$PROXY_CONF" >&2 || die "ringd check rejected $PROXY_CONF"
     pid="$(head -n1 "$RUN_DIR/ringd-proxy.pid" 2>/dev/null || true)"
@@ -1022,8 +1036,6 @@ run_cache() {
 # ------------------------------------------------------------------------------ cgi (issue 13)
 
 NGINX_CGI_PORT="${NGINX_CGI_PORT:-18121}"
-FCGIWRAP_CHILDREN="${FCGIWRAP_CHILDREN:-4}"
-CGI_CONNECTIONS="${CGI_CONNECTIONS:-16}"
 CGI_WRAPPER_PID=""
 
 # Stops nginx and fcgiwrap of the cgi scenario (each by the PID its wrapper wrote), then the
@@ -1210,7 +1222,6 @@ EOF
 
 # ------------------------------------------------------------------------------ wsgi
 
-WSGI_GTHREAD_THREADS="${WSGI_GTHREAD_THREADS:-8}"
 WSGI_PORT_BASE="${WSGI_PORT_BASE:-18110}"
 declare -A WSGI_PID=() WSGI_PORT=()
 

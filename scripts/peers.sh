@@ -165,7 +165,8 @@ start_nginx() {
             "USER_LINE=$user_line" "WORKERS=$workers" \
             "AFFINITY=$(nginx_affinity_masks "$workers" "$cpus")" "NOFILE=$nofile" \
             "WORKER_CONNECTIONS=$conns" "RUN=$dir" "PORT=$NGINX_PROXY_PORT" "BACKLOG=65535" \
-            "UPSTREAM=$PEER_UPSTREAM" "CACHE_HTTP=$(nginx_cache_http "$dir")" \
+            "UPSTREAM=$PEER_UPSTREAM" "KEEPALIVE=${PROXY_KEEPALIVE:-128}" \
+            "CACHE_HTTP=$(nginx_cache_http "$dir")" \
             "CACHE_LOCATION=$(nginx_cache_location)"
     elif [[ -n "$NGINX_DEFERRED_PORT" ]]; then
         deferred=$'\n        listen 127.0.0.1:'"$NGINX_DEFERRED_PORT reuseport deferred backlog=65535;"
@@ -210,7 +211,8 @@ start_caddy() {
     mkdir -p "$dir"
     if [[ "$name" == caddy-proxy ]]; then
         render_template "$SCRIPTS_DIR/peers/Caddyfile-proxy.tmpl" "$dir/Caddyfile" \
-            "PORT=$CADDY_PROXY_PORT" "UPSTREAM=$PEER_UPSTREAM"
+            "PORT=$CADDY_PROXY_PORT" "UPSTREAM=$PEER_UPSTREAM" \
+            "KEEPALIVE=${PROXY_KEEPALIVE:-128}"
     else
         render_template "$SCRIPTS_DIR/peers/Caddyfile.tmpl" "$dir/Caddyfile" \
             "PORT=$CADDY_PORT" "WWW=$WWW_DIR"
