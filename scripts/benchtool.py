@@ -422,6 +422,16 @@ def _fmt_util(x):
     return "–" if x is None else f"{x * 100:.0f}%"
 
 
+# Connections opened per 1000 responses past which a proxy run is flagged as churning upstream
+# connections (a few opens in a 10 s run are the pool warming up).
+PROXY_CHURN_PER_1K = 1.0
+
+
+def _run_tcp(r, key):
+    """A run's /proc/net/snmp figure (loadgen's `tcp`), None in runs from before it was recorded."""
+    return _num((r.get("tcp") or {}).get(key))
+
+
 def proxy_summary(scenario_dir, kind, bars=PROXY_BARS):
     """(markdown, {check: ok or None}) for one proxy scenario directory."""
     report = load_report(scenario_dir)
@@ -530,11 +540,14 @@ def proxy_summary(scenario_dir, kind, bars=PROXY_BARS):
         "## Rounds",
         "",
         "Proxy busy: the proxy process's CPU time over the run (1 core = 100%); other core: the busiest "
-        "core other than the proxy's (upstream, generator and anything else on the machine).",
+        "core other than the proxy's (upstream, generator and anything else on the machine). Opens/1k: "
+        "connections opened on the machine during the run per 1000 responses, the generator's own "
+        "subtracted (a proxy that keeps its upstream connections alive opens none); segs/req: TCP "
+        "segments every socket sent per response (/proc/net/snmp).",
         "",
         "| round | target | req/s | " + ("MB/s | CPU µs/MiB | " if large else "")
-        + "proxy CPU µs/req | proxy busy | other core | p99 | errors | req/s vs nginx | CPU/req vs nginx | machine CPU µs/req |",
-        "|---:|---|---:|" + ("---:|---:|" if large else "") + "---:|---:|---:|---:|---:|---:|---:|---:|",
+        + "proxy CPU µs/req | proxy busy | other core | p99 | errors | req/s vs nginx | CPU/req vs nginx | machine CPU µs/req | opens/1k | segs/req |",
+        "|---:|---|---:|" + ("---:|---:|" if large else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     order = [n for n in PROXY_TARGETS if n in runs] + [n for n in names if n not in PROXY_TARGETS]
     for i in range(max(len(v) for v in runs.values())):
@@ -549,7 +562,8 @@ def proxy_summary(scenario_dir, kind, bars=PROXY_BARS):
                 f"{_fmt_util(_run_util(r))} | {_fmt_util(_run_busiest_other_core(r, proxy_cpu))} | "
                 f"{fmt_us(_run_p99(r))} | {fmt_num(_num(r.get('errors_total')))} | "
                 f"{fmt_ratio(_num(r.get('rps')), _num(base.get('rps')))} | {fmt_ratio(_run_cpu(r), _run_cpu(base))} | "
-                f"{_fmt2(_run_machine_cpu(r))} |"
+                f"{_fmt2(_run_machine_cpu(r))} | {_fmt2(_run_tcp(r, 'other_opens_per_1k'))} | "
+                f"{_fmt2(_run_tcp(r, 'segs_per_request'))} |"
             )
     if kind == "gunicorn":
         lines += ["", "## Slow clients", "",
@@ -569,6 +583,13 @@ def proxy_summary(scenario_dir, kind, bars=PROXY_BARS):
                              f"{fmt_num(_num(rw.get('errors_total')))} |")
             if (srep.get("meta") or {}).get("loadavg"):
                 lines.append(f"|  | {name}: load average at its start {srep['meta']['loadavg']} | | | | | |")
+    churn = [(n, max(_run_tcp(r, "other_opens_per_1k") or 0 for r in runs[n])) for n in order]
+    churn = [(n, v) for n, v in churn if v >= PROXY_CHURN_PER_1K]
+    if churn:
+        lines += ["", "⚠ opened connections during the measured run: "
+                  + ", ".join(f"{n} (up to {v:,.1f} per 1000 responses)" for n, v in churn)
+                  + ": upstream keep-alive did not hold for them, and their CPU per request includes TCP "
+                  "handshakes the others did not pay (raise the proxies' `keepalive`, PROXY_KEEPALIVE)."]
     sat = [n for n in order if any((r.get("generator_cpu") or {}).get("saturated") for r in runs[n])]
     if sat:
         lines += ["", f"⚠ the generator was saturated in some round against {', '.join(sat)}: req/s there may be "

@@ -439,6 +439,25 @@ class ProxySummary(Base):
         self.assertNotIn("cpu_vs_haproxy", checks)
         self.assertIn("**FAIL** proxy CPU per request against nginx", md)
 
+    def test_small_flags_a_proxy_that_opened_connections(self):
+        def with_tcp(r, opens_1k):
+            r["tcp"] = {"other_opens_per_1k": opens_1k, "segs_per_request": 4.0}
+            return r
+        d = self.scenario("proxy-small", [
+            target("ringd", [with_tcp(run_result(95000, 900, cpu=10.0), 0.0)]),
+            target("nginx", [with_tcp(run_result(60000, 1500, cpu=25.0), 262.9)]),
+            target("haproxy", [with_tcp(run_result(70000, 1200, cpu=15.0), 0.4)]),
+        ])
+        md, _ = benchtool.proxy_summary(d, "small")
+        self.assertIn("| 1 | nginx | 60,000 |", md)
+        self.assertIn("| 262.90 | 4.00 |", md)
+        self.assertIn("⚠ opened connections during the measured run: nginx (up to 262.9 per 1000 responses)", md)
+        self.assertNotIn("haproxy (up to", md)
+        # Runs from before loadgen recorded the counters: no columns' figures, no warning.
+        md, _ = benchtool.proxy_summary(self.small(), "small")
+        self.assertNotIn("⚠ opened connections", md)
+        self.assertIn("| – | – |", md)
+
     def test_large_bytes_and_cpu_per_byte(self):
         mib = 10 * 1048576
         d = self.scenario("proxy-large", [

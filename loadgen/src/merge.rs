@@ -266,6 +266,7 @@ pub fn merge(parts: &[RunResult]) -> Result<RunResult, MergeError> {
     m.server_cpu_s = None;
     m.server_cpu_utilization = None;
     m.machine_cpu = None;
+    m.tcp = None;
     m.warmup = warm.map(|mut w| {
         w.latency_us = hist::summary(&warm_hist);
         w.histogram = hist::encode(&warm_hist);

@@ -114,6 +114,45 @@ pub fn read_machine() -> Result<Vec<(u32, CpuTicks)>, ProcError> {
     parse_machine(&text).ok_or_else(|| ProcError::Machine("unexpected format".into()))
 }
 
+/// The machine's TCP counters from /proc/net/snmp (every socket of this network namespace,
+/// loopback included): what a proxy run costs in connections and segments, whoever sent them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSnmp {
+    /// Connections this machine opened (connect()).
+    pub active_opens: u64,
+    /// Connections this machine accepted.
+    pub passive_opens: u64,
+    /// Segments sent (retransmissions excluded).
+    pub out_segs: u64,
+    /// Segments retransmitted.
+    pub retrans_segs: u64,
+    /// Connections reset from ESTABLISHED or CLOSE-WAIT.
+    pub estab_resets: u64,
+}
+
+/// The `Tcp:` header and value lines of /proc/net/snmp, by field name.
+pub fn parse_tcp_snmp(text: &str) -> Option<TcpSnmp> {
+    let mut lines = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let names: Vec<&str> = lines.next()?.split_whitespace().skip(1).collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().skip(1).collect();
+    let get = |name: &str| -> Option<u64> {
+        let i = names.iter().position(|n| *n == name)?;
+        values.get(i)?.parse().ok()
+    };
+    Some(TcpSnmp {
+        active_opens: get("ActiveOpens")?,
+        passive_opens: get("PassiveOpens")?,
+        out_segs: get("OutSegs")?,
+        retrans_segs: get("RetransSegs").unwrap_or(0),
+        estab_resets: get("EstabResets").unwrap_or(0),
+    })
+}
+
+/// Read the machine's TCP counters (None without /proc/net/snmp).
+pub fn read_tcp_snmp() -> Option<TcpSnmp> {
+    parse_tcp_snmp(&fs::read_to_string("/proc/net/snmp").ok()?)
+}
+
 /// The fields of /proc/PID/stat that matter here, in clock ticks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stat {
@@ -252,6 +291,24 @@ mod tests {
         assert_eq!(parse_machine("intr 1\n"), None);
         // The real file parses and has at least one core.
         assert!(!read_machine().unwrap().is_empty());
+    }
+
+    #[test]
+    fn tcp_snmp_by_field_name() {
+        let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors\nTcp: 1 200 120000 -1 10 20 0 3 5 100 200 7 0 1 0\nUdp: InDatagrams\nUdp: 5\n";
+        let t = parse_tcp_snmp(text).unwrap();
+        assert_eq!(
+            t,
+            TcpSnmp {
+                active_opens: 10,
+                passive_opens: 20,
+                out_segs: 200,
+                retrans_segs: 7,
+                estab_resets: 3
+            }
+        );
+        assert_eq!(parse_tcp_snmp("Tcp: ActiveOpens\n"), None);
+        assert!(read_tcp_snmp().is_some());
     }
 
     #[test]

@@ -100,6 +100,62 @@ pub struct CoreCpu {
     pub busy: f64,
 }
 
+/// The machine's TCP counters over the measured window (/proc/net/snmp, every socket on the
+/// machine): in front of a proxy, `other_opens` are the connections the proxy (or anything
+/// else) opened, such as upstream connections it could not keep alive, and `segs_per_request`
+/// the segments every side sent per response.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TcpCounts {
+    /// Connections opened on the machine (connect()), this generator's included.
+    pub active_opens: u64,
+    /// Of those, the ones this generator did not open (measured-window connects subtracted).
+    pub other_opens: u64,
+    /// Connections accepted on the machine.
+    pub passive_opens: u64,
+    /// Segments sent by every socket on the machine.
+    pub out_segs: u64,
+    /// Segments retransmitted.
+    pub retrans_segs: u64,
+    /// Connections reset from ESTABLISHED or CLOSE-WAIT.
+    pub estab_resets: u64,
+    /// Segments sent per response.
+    pub segs_per_request: f64,
+    /// `other_opens` per 1000 responses.
+    pub other_opens_per_1k: f64,
+}
+
+impl TcpCounts {
+    /// From two samples around a window with `requests` responses and `own_connects`
+    /// connections of this generator.
+    pub fn from_samples(
+        a: &procstat::TcpSnmp,
+        b: &procstat::TcpSnmp,
+        requests: u64,
+        own_connects: u64,
+    ) -> TcpCounts {
+        let active_opens = b.active_opens.saturating_sub(a.active_opens);
+        let other_opens = active_opens.saturating_sub(own_connects);
+        let out_segs = b.out_segs.saturating_sub(a.out_segs);
+        let per = |n: u64, k: f64| {
+            if requests > 0 {
+                round3(n as f64 * k / requests as f64)
+            } else {
+                0.0
+            }
+        };
+        TcpCounts {
+            active_opens,
+            other_opens,
+            passive_opens: b.passive_opens.saturating_sub(a.passive_opens),
+            out_segs,
+            retrans_segs: b.retrans_segs.saturating_sub(a.retrans_segs),
+            estab_resets: b.estab_resets.saturating_sub(a.estab_resets),
+            segs_per_request: per(out_segs, 1.0),
+            other_opens_per_1k: per(other_opens, 1000.0),
+        }
+    }
+}
+
 /// The whole machine's CPU over the measured window, from /proc/stat: every process and every
 /// kernel context (softirq included), so the TCP work the kernel bills to whichever side
 /// happens to run it is counted once, wherever it ran.
@@ -303,6 +359,9 @@ pub struct RunResult {
     pub server_cpu_utilization: Option<f64>,
     /// The whole machine's CPU over the measured window (every core, from /proc/stat).
     pub machine_cpu: Option<MachineCpu>,
+    /// The machine's TCP counters over the measured window (/proc/net/snmp).
+    #[serde(default)]
+    pub tcp: Option<TcpCounts>,
     /// Per-second intervals.
     pub intervals: Vec<IntervalOut>,
     /// The warm-up window, if any.
@@ -333,6 +392,8 @@ pub struct Outside {
     pub machine: Option<(MachineSample, MachineSample)>,
     /// Wall time between the two /proc/stat samples, ns.
     pub machine_window_ns: u64,
+    /// /proc/net/snmp's TCP counters at the start and the end of the measured window.
+    pub tcp: Option<(procstat::TcpSnmp, procstat::TcpSnmp)>,
 }
 
 fn status_map(w: &Window) -> BTreeMap<String, u64> {
@@ -530,6 +591,10 @@ impl RunResult {
             machine_cpu: outside.machine.as_ref().map(|(a, b)| {
                 MachineCpu::from_samples(a, b, outside.machine_window_ns.max(1), requests)
             }),
+            tcp: outside
+                .tcp
+                .as_ref()
+                .map(|(a, b)| TcpCounts::from_samples(a, b, requests, c.connects)),
             intervals: intervals
                 .iter()
                 .enumerate()

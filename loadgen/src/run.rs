@@ -163,9 +163,11 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
     let bar = progress_bar(cfg, opts);
     let mut server_start = None;
     let mut machine_start = None;
+    let mut tcp_start = None;
     if warmup_ns == 0 {
         server_start = sample_server(cfg.server_pid);
         machine_start = sample_machine(&clock);
+        tcp_start = procstat::read_tcp_snmp();
     }
     let mut warmup_sampled = warmup_ns == 0;
     loop {
@@ -183,6 +185,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
             if now >= warm_end {
                 server_start = sample_server(cfg.server_pid);
                 machine_start = sample_machine(&clock);
+                tcp_start = procstat::read_tcp_snmp();
                 warmup_sampled = true;
             } else {
                 sleep = sleep.min(Duration::from_nanos(warm_end - now));
@@ -205,6 +208,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
     }
     let server_end = sample_server(cfg.server_pid);
     let machine_end = sample_machine(&clock);
+    let tcp_end = procstat::read_tcp_snmp();
     let mut results = Vec::with_capacity(handles.len());
     for h in handles {
         results.push(
@@ -235,6 +239,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<RunResult, RunError> {
             (Some((_, a)), Some((_, b))) => Some((a, b)),
             _ => None,
         },
+        tcp: tcp_start.zip(tcp_end),
     };
     let mut result = RunResult::build(cfg, &results, &outside);
     result.thresholds = threshold::check_all(&cfg.thresholds, &result);

@@ -142,6 +142,13 @@ pub fn summary(r: &RunResult) -> String {
             m.us_per_request, m.utilization, m.cores, m.user_s, m.system_s, m.softirq_s
         );
     }
+    if let Some(t) = &r.tcp {
+        let _ = writeln!(
+            out,
+            "  machine TCP  {:.2} segments/req, {} connections opened by others ({:.2} per 1k req), {} retransmitted",
+            t.segs_per_request, t.other_opens, t.other_opens_per_1k, t.retrans_segs
+        );
+    }
     if let Some(w) = &r.warmup {
         let _ = writeln!(
             out,
