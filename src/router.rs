@@ -10,6 +10,7 @@
 //! try_files, static files with listings and error pages). Sans-IO: files come from `Files`
 //! (which may park the request while the driver opens them), output goes to a `Reply`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
@@ -192,11 +193,12 @@ impl Clone for Router {
     }
 }
 
-/// What the request looks like to routing while it is being rewritten.
-struct Target {
-    path: String,
+/// What the request looks like to routing while it is being rewritten: borrowed from the
+/// request until a rewrite makes it new (no allocation for a request no route rewrites).
+struct Target<'a> {
+    path: Cow<'a, str>,
     /// Without its `?`.
-    query: String,
+    query: Cow<'a, str>,
 }
 
 /// Placeholder values of the route that matched.
@@ -436,16 +438,19 @@ impl Router {
         let site = &sites.sites[usize::from(si)];
         let mut edit = site.headers.clone();
         let mut target = Target {
-            path: req.path().to_string(),
-            query: req.query().strip_prefix('?').unwrap_or("").to_string(),
+            path: Cow::Borrowed(req.path()),
+            query: Cow::Borrowed(req.query().strip_prefix('?').unwrap_or("")),
         };
         let host_str = host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
         // The route that rewrote the request last, for the log when no route answers it.
         let mut via = NONE;
         for _ in 0..=MAX_REWRITES {
-            let hits = self.matching(si, &target.path).to_vec();
+            // The scratch list itself, taken while the loop reads it and put back after (no
+            // copy per request).
+            self.matching(si, &target.path);
+            let hits = std::mem::take(&mut self.hits);
             let mut acted = None;
-            for ri in hits {
+            for &ri in &hits {
                 let route = &site.routes[usize::from(ri)];
                 if let Some(m) = &route.methods {
                     if !m.iter().any(|x| x == req.method_str) {
@@ -463,6 +468,7 @@ impl Router {
                     break;
                 }
             }
+            self.hits = hits;
             let Some((ri, route, action)) = acted else {
                 // No route handled it: the site's own answer, or its static files.
                 reply.edit = edit.clone();
@@ -739,14 +745,14 @@ fn strip_port(h: &[u8]) -> &[u8] {
 }
 
 /// A rewrite's result: its path and (when the template has `?`) its query.
-fn rewritten(new: String, has_query: bool, old: &Target) -> Target {
+fn rewritten<'a>(new: String, has_query: bool, old: &Target<'a>) -> Target<'a> {
     match new.split_once('?') {
         Some((p, q)) if has_query => Target {
-            path: p.to_string(),
-            query: q.to_string(),
+            path: Cow::Owned(p.to_string()),
+            query: Cow::Owned(q.to_string()),
         },
         _ => Target {
-            path: new,
+            path: Cow::Owned(new),
             query: old.query.clone(),
         },
     }
@@ -894,34 +900,34 @@ fn proxy_start_with(
     build: bool,
 ) -> Box<proxy::Start> {
     let up = &sites.upstreams[p.upstream];
-    let mut path = target.path.as_str();
+    let mut path = &*target.path;
     if let Some(sp) = &p.strip_prefix {
         if let Some(rest) = path.strip_prefix(sp.trim_end_matches('/')) {
             path = rest;
         }
     }
-    let mut pq = String::with_capacity(path.len() + target.query.len() + 2);
-    if !path.starts_with('/') {
-        pq.push('/');
-    }
-    pq.push_str(path);
-    if !target.query.is_empty() {
-        pq.push('?');
-        pq.push_str(&target.query);
-    }
+    // The upstream's request-target, in pieces (joined only where a String is kept).
+    let pq = [
+        if path.starts_with('/') { "" } else { "/" },
+        path,
+        if target.query.is_empty() { "" } else { "?" },
+        &target.query,
+    ];
     let host = host.unwrap_or(b"");
     let (head, upgrade) = if build {
         proxy::request_head(req, &pq, host, peer, &sites.trusted_proxies, edit)
     } else {
         (Vec::new(), false)
     };
+    // Only `balance = "hash"` reads the key: the other policies skip formatting it.
     let key = match up.hash_key {
+        _ if up.balance != crate::config::upstreams::Balance::Hash => 0,
         crate::config::upstreams::HashKey::RemoteIp => {
             gateway::hash_bytes(peer.to_string().as_bytes())
         }
         crate::config::upstreams::HashKey::Host => gateway::hash_bytes(host),
         crate::config::upstreams::HashKey::Path => gateway::hash_bytes(target.path.as_bytes()),
-        crate::config::upstreams::HashKey::Uri => gateway::hash_bytes(pq.as_bytes()),
+        crate::config::upstreams::HashKey::Uri => gateway::hash_bytes(pq.concat().as_bytes()),
     };
     let m = req.method_str;
     Box::new(proxy::Start {
@@ -942,7 +948,7 @@ fn proxy_start_with(
         upgrade,
         deferred_head: (!build).then(|| {
             Box::new(proxy::DeferredHead {
-                path_query: pq,
+                path_query: pq.concat(),
                 host: host.to_vec(),
                 edit: None,
             })
@@ -987,7 +993,7 @@ fn cache_intent(
     let policy = policy?;
     // Other methods get `X-Cache: BYPASS` and are neither stored nor answered from it.
     let purge = req.method_str.eq_ignore_ascii_case("PURGE");
-    let mut t = target.path.clone();
+    let mut t = target.path.to_string();
     if !target.query.is_empty() {
         t.push('?');
         t.push_str(&target.query);
@@ -1031,7 +1037,7 @@ fn static_files(
     let Some(root) = root else {
         return error_page(files, site, None, 404, req, reply, now);
     };
-    let path = target.path.as_str();
+    let path = &*target.path;
     let dir_url = path.ends_with('/');
     let status = if dir_url && site.index != ["index.html"] {
         // Custom index names: the first that is a file.
@@ -1164,7 +1170,7 @@ mod tests {
         assert_eq!(tpl.expand(&v), "/p/7/abc?h=h.test&q=x=1");
         let t = Target {
             path: "/old/a/b.html".into(),
-            query: String::new(),
+            query: "".into(),
         };
         let v = r.vars(0, 1, &site.routes[1], &t, "");
         let Some(Action::Redirect(rd)) = &site.routes[1].action else {
@@ -1180,9 +1186,9 @@ mod tests {
             query: "k=v".into(),
         };
         let t = rewritten("/b".into(), false, &old);
-        assert_eq!((t.path.as_str(), t.query.as_str()), ("/b", "k=v"));
+        assert_eq!((&*t.path, &*t.query), ("/b", "k=v"));
         let t = rewritten("/b?x=1".into(), true, &old);
-        assert_eq!((t.path.as_str(), t.query.as_str()), ("/b", "x=1"));
+        assert_eq!((&*t.path, &*t.query), ("/b", "x=1"));
     }
 
     #[test]

@@ -974,7 +974,7 @@ impl Session {
         if matches!(f, Failure::Connect | Failure::Timeout) && g.x.may_retry() {
             let key = g.x.start.key;
             let tried = g.x.tried.clone();
-            if let Some(s) = svc.upstreams.pick(group, key, &tried, now) {
+            if let Some(s) = svc.upstreams.pick(group, key, tried.as_slice(), now) {
                 g.x.retry(s, now);
                 return;
             }
@@ -1160,7 +1160,7 @@ impl Session {
         }
         if let Some(line) = &g.log {
             let up = match (
-                g.x.server.or(g.x.tried.last().copied()),
+                g.x.server.or(g.x.tried.last()),
                 svc.upstreams.spec(g.x.start.group),
             ) {
                 (Some(s), Some(spec)) => spec.servers.get(s).map(|a| a.addr.to_string()),

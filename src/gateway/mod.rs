@@ -94,7 +94,20 @@ impl Upstreams {
         let spec = self.specs.get(group)?;
         let n = spec.servers.len();
         let ok = |s: &Self, i: usize| !tried.contains(&i) && s.up(group, i, now);
-        let candidates: Vec<usize> = (0..n).filter(|&i| ok(self, i)).collect();
+        // The usable servers, on the stack for groups of up to 16 (no allocation per request).
+        let mut stack = [0usize; 16];
+        let heap: Vec<usize>;
+        let candidates: &[usize] = if n <= stack.len() {
+            let mut k = 0;
+            for i in (0..n).filter(|&i| ok(self, i)) {
+                stack[k] = i;
+                k += 1;
+            }
+            &stack[..k]
+        } else {
+            heap = (0..n).filter(|&i| ok(self, i)).collect();
+            &heap
+        };
         if candidates.is_empty() {
             return None;
         }
@@ -114,7 +127,7 @@ impl Upstreams {
             best
         };
         let choice = match spec.balance {
-            Balance::RoundRobin => wrr(&mut self.groups, &candidates),
+            Balance::RoundRobin => wrr(&mut self.groups, candidates),
             Balance::LeastConn => {
                 // Fewest in flight per unit of weight; ties in weighted round robin, as
                 // nginx's least_conn does.

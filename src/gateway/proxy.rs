@@ -32,7 +32,7 @@ use crate::config::upstreams::Cidr;
 use crate::proto::conn::{BufPool, OutQueue};
 use crate::proto::framing::{self, BodyReader, Framing};
 use crate::proto::head::{self, ConnHeader, DATE_LEN};
-use crate::proto::parse::Request;
+use crate::proto::parse::{Request, MAX_HEADERS_CAP};
 
 /// Largest upstream response head accepted; larger → 502.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -115,7 +115,15 @@ impl Start {
     /// Builds the upstream request head if it was deferred (the request goes upstream).
     pub fn build_head(&mut self, req: &Request<'_>, peer: IpAddr, trusted: &[Cidr]) {
         if let Some(d) = self.deferred_head.take() {
-            self.head = request_head(req, &d.path_query, &d.host, peer, trusted, d.edit.as_ref()).0;
+            self.head = request_head(
+                req,
+                &[&d.path_query],
+                &d.host,
+                peer,
+                trusted,
+                d.edit.as_ref(),
+            )
+            .0;
         }
     }
 }
@@ -211,7 +219,7 @@ pub struct Exchange {
     state: State,
     pub server: Option<usize>,
     /// Servers tried already.
-    pub tried: Vec<usize>,
+    pub tried: Tried,
     head: Vec<u8>,
     body: UpBody,
     /// The client gets the body chunked (re-framed), or until close.
@@ -319,77 +327,68 @@ pub fn may_upgrade(req: &Request<'_>) -> bool {
 /// the `Upgrade` field and says `Connection: upgrade`, and a 101 answer opens a tunnel.
 pub fn request_head(
     req: &Request<'_>,
-    path_query: &str,
+    path_query: &[&str],
     host: &[u8],
     peer: IpAddr,
     trusted: &[Cidr],
     edit: Option<&HeaderEdit>,
 ) -> (Vec<u8>, bool) {
+    // One allocation per request, the head itself: every list below borrows from the request
+    // and stays empty (no allocation) in the common case, a peer that is not a trusted proxy.
     let trust = trusted.iter().any(|c| c.contains(peer));
-    let mut h = Vec::with_capacity(req.raw.len() + 160);
+    let edit_len = edit.map_or(0, |e| {
+        e.set.iter().map(|(n, v)| n.len() + v.len() + 4).sum()
+    });
+    // Room for the forwarding fields and, after them, the framing Exchange::new adds.
+    let mut h = Vec::with_capacity(req.raw.len() + 2 * host.len() + edit_len + 256);
     h.extend_from_slice(req.method_str.as_bytes());
     h.push(b' ');
-    h.extend_from_slice(path_query.as_bytes());
-    h.extend_from_slice(b" HTTP/1.1\r\n");
-    // Field names the Connection field lists are hop-by-hop too.
-    let mut listed: Vec<Vec<u8>> = Vec::new();
-    let mut xff: Option<Vec<u8>> = None;
-    let mut fwd: Option<Vec<u8>> = None;
-    let mut xfp: Option<Vec<u8>> = None;
-    let mut xfh: Option<Vec<u8>> = None;
-    let mut via: Option<Vec<u8>> = None;
-    let mut upgrade: Option<Vec<u8>> = None;
-    let mut fields = [httparse::EMPTY_HEADER; 256];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let _ = parsed.parse(req.raw);
-    for f in parsed.headers.iter() {
-        if f.name.eq_ignore_ascii_case("connection") {
-            listed.extend(framing::list(f.value).map(|t| t.to_ascii_lowercase()));
-        }
+    for piece in path_query {
+        h.extend_from_slice(piece.as_bytes());
     }
-    let join = |slot: &mut Option<Vec<u8>>, v: &[u8]| match slot {
-        Some(s) => {
-            s.extend_from_slice(b", ");
-            s.extend_from_slice(v);
-        }
-        None => *slot = Some(v.to_vec()),
-    };
-    for f in parsed.headers.iter() {
+    h.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
+    let mut parsed = httparse::Request::new(&mut []);
+    let _ = parsed.parse_with_uninit_headers(req.raw, &mut slots);
+    let fields: &[httparse::Header<'_>] = parsed.headers;
+    // Field names the Connection field lists are hop-by-hop too.
+    let listed = Listed::of(fields);
+    // Values of the fields ringd extends (from trusted peers) or passes on, in order.
+    let mut xff: Vec<&[u8]> = Vec::new();
+    let mut fwd: Vec<&[u8]> = Vec::new();
+    let mut via: Vec<&[u8]> = Vec::new();
+    let mut upgrade: Vec<&[u8]> = Vec::new();
+    let mut xfp: Option<&[u8]> = None;
+    let mut xfh: Option<&[u8]> = None;
+    for f in fields {
         let name = f.name;
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if hop(&HOP_REQUEST, &listed, name) || is("host") {
             if is("via") && trust {
-                join(&mut via, f.value);
+                via.push(f.value);
             }
             if is("upgrade") {
-                join(&mut upgrade, f.value);
+                upgrade.push(f.value);
             }
             continue;
         }
         // Forwarding fields: kept and extended only from trusted peers, set below.
-        let slot = if is("x-forwarded-for") {
-            Some(&mut xff)
-        } else if is("forwarded") {
-            Some(&mut fwd)
-        } else {
-            None
-        };
-        if let Some(slot) = slot {
+        if is("x-forwarded-for") || is("forwarded") {
             if trust {
-                join(slot, f.value);
+                let list = if is("forwarded") { &mut fwd } else { &mut xff };
+                list.push(f.value);
             }
             continue;
         }
-        let slot = if is("x-forwarded-proto") {
-            Some(&mut xfp)
-        } else if is("x-forwarded-host") {
-            Some(&mut xfh)
-        } else {
-            None
-        };
-        if let Some(slot) = slot {
+        if is("x-forwarded-proto") || is("x-forwarded-host") {
             if trust {
-                *slot = Some(f.value.to_vec());
+                let slot = if is("x-forwarded-proto") {
+                    &mut xfp
+                } else {
+                    &mut xfh
+                };
+                *slot = Some(f.value);
             }
             continue;
         }
@@ -399,76 +398,134 @@ pub fn request_head(
         }) {
             continue;
         }
-        h.extend_from_slice(name.as_bytes());
-        h.extend_from_slice(b": ");
-        h.extend_from_slice(f.value);
-        h.extend_from_slice(b"\r\n");
+        head::header(&mut h, name, f.value);
     }
     head::header(&mut h, "Host", host);
-    let ip = peer.to_string();
-    join(&mut xff, ip.as_bytes());
-    head::header(
-        &mut h,
-        "X-Forwarded-For",
-        xff.as_deref().unwrap_or_default(),
-    );
-    let proto: &[u8] = if req.secure { b"https" } else { b"http" };
-    head::header(&mut h, "X-Forwarded-Proto", xfp.as_deref().unwrap_or(proto));
-    head::header(&mut h, "X-Forwarded-Host", xfh.as_deref().unwrap_or(host));
-    let node = match peer {
-        IpAddr::V6(_) => format!("for=\"[{ip}]\""),
-        IpAddr::V4(_) => format!("for={ip}"),
+    // `name: v1, v2, ..., ` with the caller writing the last element and the CRLF.
+    let open = |h: &mut Vec<u8>, name: &str, earlier: &[&[u8]]| {
+        h.extend_from_slice(name.as_bytes());
+        h.extend_from_slice(b": ");
+        for v in earlier {
+            h.extend_from_slice(v);
+            h.extend_from_slice(b", ");
+        }
     };
-    let mut this = node.into_bytes();
-    this.extend_from_slice(b";proto=");
-    this.extend_from_slice(proto);
-    if !host.is_empty() && host.iter().all(|&b| b.is_ascii_graphic() && b != b'"') {
-        this.extend_from_slice(b";host=\"");
-        this.extend_from_slice(host);
-        this.push(b'"');
+    open(&mut h, "X-Forwarded-For", &xff);
+    put_ip(&mut h, peer);
+    h.extend_from_slice(b"\r\n");
+    let proto: &[u8] = if req.secure { b"https" } else { b"http" };
+    head::header(&mut h, "X-Forwarded-Proto", xfp.unwrap_or(proto));
+    head::header(&mut h, "X-Forwarded-Host", xfh.unwrap_or(host));
+    open(&mut h, "Forwarded", &fwd);
+    h.extend_from_slice(b"for=");
+    if peer.is_ipv6() {
+        h.extend_from_slice(b"\"[");
+        put_ip(&mut h, peer);
+        h.extend_from_slice(b"]\"");
+    } else {
+        put_ip(&mut h, peer);
     }
-    join(&mut fwd, &this);
-    head::header(&mut h, "Forwarded", fwd.as_deref().unwrap_or_default());
-    join(
-        &mut via,
-        if req.minor == 0 {
-            b"1.0 ringd"
-        } else {
-            b"1.1 ringd"
-        },
-    );
-    head::header(&mut h, "Via", via.as_deref().unwrap_or_default());
+    h.extend_from_slice(b";proto=");
+    h.extend_from_slice(proto);
+    if !host.is_empty() && host.iter().all(|&b| b.is_ascii_graphic() && b != b'"') {
+        h.extend_from_slice(b";host=\"");
+        h.extend_from_slice(host);
+        h.push(b'"');
+    }
+    h.extend_from_slice(b"\r\n");
+    open(&mut h, "Via", &via);
+    h.extend_from_slice(if req.minor == 0 {
+        b"1.0 ringd\r\n"
+    } else {
+        b"1.1 ringd\r\n"
+    });
     if let Some(e) = edit {
         for (n, v) in &e.set {
             head::header(&mut h, n, v.as_bytes());
         }
     }
-    let upgrade = upgrade
-        .filter(|v| req.minor == 1 && !v.is_empty() && listed.iter().any(|t| t == b"upgrade"));
-    if let Some(v) = &upgrade {
-        head::header(&mut h, "Upgrade", v);
-        h.extend_from_slice(b"Connection: upgrade\r\n");
+    let tunnel = req.minor == 1 && upgrade.iter().any(|v| !v.is_empty()) && listed.names("upgrade");
+    if let (true, Some((last, earlier))) = (tunnel, upgrade.split_last()) {
+        open(&mut h, "Upgrade", earlier);
+        h.extend_from_slice(last);
+        h.extend_from_slice(b"\r\nConnection: upgrade\r\n");
     }
-    (h, upgrade.is_some())
+    (h, tunnel)
+}
+
+/// The servers an exchange was sent to, in order: the first four inline (a request that is not
+/// retried allocates nothing for it).
+#[derive(Clone, Debug, Default)]
+pub struct Tried {
+    first: [usize; 4],
+    n: usize,
+    /// All of them, once there are more than four.
+    more: Vec<usize>,
+}
+
+impl Tried {
+    pub fn push(&mut self, server: usize) {
+        if self.n < self.first.len() {
+            self.first[self.n] = server;
+        } else {
+            if self.more.is_empty() {
+                self.more.extend_from_slice(&self.first);
+            }
+            self.more.push(server);
+        }
+        self.n += 1;
+    }
+
+    pub fn as_slice(&self) -> &[usize] {
+        if self.more.is_empty() {
+            &self.first[..self.n]
+        } else {
+            &self.more
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn last(&self) -> Option<usize> {
+        self.as_slice().last().copied()
+    }
+}
+
+/// Writes an address as text (`127.0.0.1`, `::1`) without allocating.
+fn put_ip(h: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write as _;
+    let _ = write!(h, "{ip}");
 }
 
 impl Exchange {
     /// An exchange for `start` with the request `body` (already read whole).
-    pub fn new(start: Start, body: &[u8], conn: ConnHeader) -> Exchange {
-        let mut req = Vec::with_capacity(start.head.len() + body.len() + 32);
-        req.extend_from_slice(&start.head);
+    pub fn new(mut start: Start, body: &[u8], conn: ConnHeader) -> Exchange {
+        // The head becomes the request (request_head left room for the framing): no copy.
+        let mut req = std::mem::take(&mut start.head);
+        req.reserve(body.len() + 32);
         if !body.is_empty() || start.body_method {
             head::header_u64(&mut req, "Content-Length", body.len() as u64);
         }
         req.extend_from_slice(b"\r\n");
         req.extend_from_slice(body);
+        Exchange::with_req(start, req, conn)
+    }
+
+    /// An exchange that sends `req` (head, framing and what there is of the body).
+    fn with_req(start: Start, req: Vec<u8>, conn: ConnHeader) -> Exchange {
         Exchange {
             start,
             req,
             sent: 0,
             state: State::Connect,
             server: None,
-            tried: Vec::new(),
+            tried: Tried::default(),
             head: Vec::new(),
             body: UpBody::None,
             client_chunked: false,
@@ -615,21 +672,20 @@ impl Exchange {
 
     /// An exchange for `start` whose request body (framed as `framing`) follows with
     /// [`Exchange::body_in`] as it arrives, instead of being read whole first.
-    pub fn new_stream(start: Start, framing: Framing, conn: ConnHeader) -> Exchange {
-        let mut x = Exchange::new(start, b"", conn);
-        x.req.clear();
-        x.req.extend_from_slice(&x.start.head);
+    pub fn new_stream(mut start: Start, framing: Framing, conn: ConnHeader) -> Exchange {
+        let mut req = std::mem::take(&mut start.head);
         let chunked = match framing {
             Framing::Length(n) => {
-                head::header_u64(&mut x.req, "Content-Length", n);
+                head::header_u64(&mut req, "Content-Length", n);
                 false
             }
             _ => {
-                x.req.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                req.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
                 true
             }
         };
-        x.req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(b"\r\n");
+        let mut x = Exchange::with_req(start, req, conn);
         x.streaming = Some(StreamBody {
             chunked,
             complete: false,
@@ -1400,12 +1456,7 @@ impl Exchange {
             None => buf.extend_from_slice(ctx.date),
         }
         buf.extend_from_slice(b"\r\n");
-        let listed: Vec<Vec<u8>> = r
-            .headers
-            .iter()
-            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|f| framing::list(f.value).map(|t| t.to_ascii_lowercase()))
-            .collect();
+        let listed = Listed::of(r.headers);
         for f in r.headers.iter() {
             if hop(&HOP_RESPONSE, &listed, f.name) {
                 continue;
@@ -1528,7 +1579,7 @@ impl Exchange {
         };
         for h in r.headers.iter() {
             let n = h.name;
-            if hop(&HOP_RESPONSE, &[], n) {
+            if hop(&HOP_RESPONSE, &Listed::of(&[]), n) {
                 continue;
             }
             if n.eq_ignore_ascii_case("cache-control") {
@@ -1718,13 +1769,56 @@ impl Exchange {
     }
 }
 
-/// Whether field `name` is hop-by-hop: in `fixed`, or named by the Connection field (`listed`,
-/// lower-case). Compared without allocating: this runs for every field of every proxied message.
-fn hop(fixed: &[&str], listed: &[Vec<u8>], name: &str) -> bool {
-    fixed.iter().any(|h| h.eq_ignore_ascii_case(name))
-        || listed
+/// Whether field `name` is hop-by-hop: in `fixed`, or named by a Connection field (`listed`).
+/// Compared without allocating: this runs for every field of every proxied message.
+fn hop(fixed: &[&str], listed: &Listed<'_>, name: &str) -> bool {
+    fixed.iter().any(|h| h.eq_ignore_ascii_case(name)) || listed.names(name)
+}
+
+/// The field names a message's Connection fields list (`Connection: keep-alive, X-Foo`): the
+/// first eight on the stack (no allocation per message), past that looked up in the fields.
+struct Listed<'a> {
+    few: [&'a [u8]; 8],
+    n: usize,
+    fields: Option<&'a [httparse::Header<'a>]>,
+}
+
+impl<'a> Listed<'a> {
+    fn of(fields: &'a [httparse::Header<'a>]) -> Listed<'a> {
+        let mut l = Listed {
+            few: [&[]; 8],
+            n: 0,
+            fields: None,
+        };
+        let tokens = fields
             .iter()
-            .any(|l| l.eq_ignore_ascii_case(name.as_bytes()))
+            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|f| framing::list(f.value));
+        for t in tokens {
+            if l.n == l.few.len() {
+                l.fields = Some(fields);
+                break;
+            }
+            l.few[l.n] = t;
+            l.n += 1;
+        }
+        l
+    }
+
+    /// Whether a Connection field lists `name` (case-insensitive).
+    fn names(&self, name: &str) -> bool {
+        let name = name.as_bytes();
+        match self.fields {
+            None => self.few[..self.n]
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name)),
+            Some(fields) => fields
+                .iter()
+                .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|f| framing::list(f.value))
+                .any(|t| t.eq_ignore_ascii_case(name)),
+        }
+    }
 }
 
 /// What rendering needs from the worker.
@@ -1737,11 +1831,7 @@ pub struct Ctx<'a> {
 /// Copies a response's end-to-end fields: hop-by-hop ones (fixed, and those its Connection
 /// field names) stay behind.
 fn copy_fields(buf: &mut Vec<u8>, fields: &[httparse::Header<'_>]) {
-    let listed: Vec<Vec<u8>> = fields
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|f| framing::list(f.value).map(|t| t.to_ascii_lowercase()))
-        .collect();
+    let listed = Listed::of(fields);
     for f in fields
         .iter()
         .filter(|f| !hop(&HOP_RESPONSE, &listed, f.name))
@@ -1771,7 +1861,7 @@ mod tests {
         };
         let (h, _) = request_head(
             &r,
-            r.path_query,
+            &[r.path_query],
             r.fields.host.unwrap_or(b""),
             peer.parse().unwrap(),
             trusted,
@@ -1832,7 +1922,7 @@ mod tests {
         };
         let r = Request { secure: true, ..r };
         let head = |trusted: &[Cidr]| {
-            let (h, _) = request_head(&r, "/", b"x", "10.0.0.9".parse().unwrap(), trusted, None);
+            let (h, _) = request_head(&r, &["/"], b"x", "10.0.0.9".parse().unwrap(), trusted, None);
             String::from_utf8(h).unwrap()
         };
         let h = head(&[]);
