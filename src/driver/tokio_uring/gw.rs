@@ -116,13 +116,16 @@ fn readable(keep: Rc<Conn>, fd: RawFd) -> Ready {
 }
 
 impl Up {
-    fn new(stream: UpStream, key: (usize, usize), attempt: u32) -> Up {
+    /// An exchange's socket, reading into a buffer lent from the worker (`up_read_bufs`).
+    fn new(w: &Worker, stream: UpStream, key: (usize, usize), attempt: u32) -> Up {
+        let mut rbuf = w.up_read_bufs.take();
+        rbuf.reserve(UP_READ_SIZE);
         Up {
             stream,
             key,
             attempt,
             clean: true,
-            rbuf: Vec::with_capacity(UP_READ_SIZE),
+            rbuf,
             polls: None,
         }
     }
@@ -188,7 +191,8 @@ pub async fn step(w: &Worker, conn: &Rc<Conn>, up: &mut Option<Up>) -> Step {
     };
     // Finished: pool or close the socket, then let the session go on.
     if let Some(reusable) = finished {
-        if let Some(u) = up.take() {
+        if let Some(mut u) = up.take() {
+            w.up_read_bufs.put(std::mem::take(&mut u.rbuf));
             let keep = w
                 .svc
                 .borrow()
@@ -230,7 +234,7 @@ pub async fn step(w: &Worker, conn: &Rc<Conn>, up: &mut Option<Up>) -> Step {
             if let Some(x) = conn.session.borrow_mut().gateway() {
                 x.connected(now, true);
             }
-            *up = Some(Up::new(s, key, attempt));
+            *up = Some(Up::new(w, s, key, attempt));
             return Step::Again;
         }
         return match with_deadline(deadline, UpStream::connect(&addr)).await {
@@ -238,7 +242,7 @@ pub async fn step(w: &Worker, conn: &Rc<Conn>, up: &mut Option<Up>) -> Step {
                 if let Some(x) = conn.session.borrow_mut().gateway() {
                     x.connected(Instant::now(), false);
                 }
-                *up = Some(Up::new(s, key, attempt));
+                *up = Some(Up::new(w, s, key, attempt));
                 Step::Again
             }
             Some(Err(_)) => {

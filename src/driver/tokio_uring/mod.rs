@@ -108,6 +108,9 @@ struct Worker {
     conn_done: Notify,
     pipes: PipePool,
     write_bufs: WriteBufs,
+    /// Upstream read buffers, lent to each exchange's `Up` and given back when it ends (a
+    /// pooled connection's next exchange reads into a kept buffer, not a new 16 KiB one).
+    up_read_bufs: WriteBufs,
     /// Reloaded configs from the main thread, and the last generation applied.
     reload: std::sync::Arc<super::Reload>,
     reload_seen: Cell<u64>,
@@ -160,6 +163,7 @@ async fn serve(ctx: WorkerCtx) -> Result<(), DriverError> {
         conn_done: Notify::new(),
         pipes,
         write_bufs: WriteBufs::default(),
+        up_read_bufs: WriteBufs::default(),
         reload,
         reload_seen: Cell::new(0),
         pool: RefCell::new(Pool::default()),
