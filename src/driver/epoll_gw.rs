@@ -1,7 +1,9 @@
 //! The epoll driver's side of the gateway seam: one upstream socket per proxied request,
 //! connected non-blocking (or taken from the worker's pool), registered with the worker's
 //! `Poll` under the client connection's token with [`UP_BIT`] set, and driven edge-triggered
-//! like client sockets (readiness remembered until `EAGAIN`).
+//! like client sockets (readiness remembered until `EAGAIN`). A pooled socket stays
+//! registered while it idles, and its next exchange re-points it (one EPOLL_CTL_MOD, not a
+//! DEL and an ADD per request).
 //!
 //! A body the session lets go by splice (`Session::gw_splice_want`) moves upstream socket →
 //! the connection's pipe ([`Spl`], lent from the worker's pool) with splice(2); the client's
@@ -183,10 +185,14 @@ pub fn drive(
         // Finished: pool or close the socket, then let the session go on.
         if let Some(reusable) = x.finished() {
             if let Some(mut u) = up.take() {
-                let _ = gate.registry.deregister(&mut u.sock);
                 let keep = svc.upstreams().spec(u.key.0).map_or(0, |s| s.keepalive);
                 if reusable && !u.connecting {
+                    // Pooled still registered (no epoll_ctl per request: the next exchange
+                    // re-points it with one MOD); an event while it idles reaches its old
+                    // token as a spurious readiness, which costs one EAGAIN at most.
                     gate.pool.put(u.key, u.sock, keep, now);
+                } else {
+                    let _ = gate.registry.deregister(&mut u.sock);
                 }
             }
             session.gw_release(svc, now);
@@ -211,6 +217,7 @@ pub fn drive(
                 gate.pool.take(key, spec.idle_timeout, now, always_peek)
             };
             let (sock, connecting) = match pooled {
+                // Registered since its first exchange (see above).
                 Some(s) => (s, false),
                 None => {
                     let addr = spec.servers[key.1].addr.clone();
@@ -232,15 +239,16 @@ pub fn drive(
                 writable: false,
                 connecting,
             };
-            if gate
-                .registry
-                .register(
-                    &mut u.sock,
-                    Token(gate.token | UP_BIT),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .is_err()
-            {
+            let (token, interest) = (
+                Token(gate.token | UP_BIT),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            let registered = if connecting {
+                gate.registry.register(&mut u.sock, token, interest)
+            } else {
+                gate.registry.reregister(&mut u.sock, token, interest)
+            };
+            if registered.is_err() {
                 session.gw_error(svc, Failure::Connect, now);
                 continue;
             }
