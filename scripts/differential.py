@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import re
@@ -929,6 +930,7 @@ def install_missing(targets: list[str]) -> None:
         import h11  # noqa: F401
     except ImportError:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "h11"], check=True)
+        importlib.invalidate_caches()  # so that this process finds the new package
 
 
 # --------------------------------------------------------------------------------------------
@@ -1160,7 +1162,6 @@ def main() -> int:
         for c in cases:
             print(c.id, repr(c.send))
         return 0
-    self_test()
     wanted = a.targets.split(",") if a.targets else list(ALL_TARGETS)
     if a.install:
         install_missing(wanted)
@@ -1168,6 +1169,9 @@ def main() -> int:
         import h11  # noqa: F401
     except ImportError:
         raise SystemExit("error: Python's h11 is missing (pip install h11, or --install)")
+    # After the install: the self-test's echo origin is an h11 server (on a fresh machine it
+    # ran first and died on the import).
+    self_test()
     targets = []
     for name in wanted:
         if name in PEER_BINARIES and not shutil.which(PEER_BINARIES[name]):
