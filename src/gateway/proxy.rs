@@ -1818,11 +1818,7 @@ impl<'a> Listed<'a> {
             n: 0,
             fields: None,
         };
-        let tokens = fields
-            .iter()
-            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|f| framing::list(f.value));
-        for t in tokens {
+        for t in Self::tokens(fields) {
             if l.n == l.few.len() {
                 l.fields = Some(fields);
                 break;
@@ -1840,12 +1836,16 @@ impl<'a> Listed<'a> {
             None => self.few[..self.n]
                 .iter()
                 .any(|t| t.eq_ignore_ascii_case(name)),
-            Some(fields) => fields
-                .iter()
-                .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-                .flat_map(|f| framing::list(f.value))
-                .any(|t| t.eq_ignore_ascii_case(name)),
+            Some(fields) => Self::tokens(fields).any(|t| t.eq_ignore_ascii_case(name)),
         }
+    }
+
+    /// Every name the Connection fields among `fields` list, in order.
+    fn tokens(fields: &'a [httparse::Header<'a>]) -> impl Iterator<Item = &'a [u8]> {
+        fields
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|f| framing::list(f.value))
     }
 }
 
