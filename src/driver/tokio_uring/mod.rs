@@ -92,11 +92,18 @@ pub fn run(ctx: WorkerCtx) -> Result<(), DriverError> {
     // Completions must not interrupt the worker with an IPI while it runs user code (10% of
     // its CPU under proxy load went to reschedule IPIs): with COOP_TASKRUN the kernel runs
     // their task work at the worker's next syscall, which the runtime makes every turn
-    // (epoll_wait). A sleeping worker is still woken.
+    // (epoll_wait). A sleeping worker is still woken. A kernel without them (before 5.19/6.0)
+    // gets the plain ring.
     let mut urb = io_uring_06::IoUring::builder();
     urb.setup_coop_taskrun().setup_single_issuer();
     builder.uring_builder(&urb);
-    let rt = tokio_uring::Runtime::new(&builder).map_err(DriverError::UringSetup)?;
+    let rt = match tokio_uring::Runtime::new(&builder) {
+        Ok(rt) => rt,
+        Err(_) => {
+            builder.uring_builder(&io_uring_06::IoUring::builder());
+            tokio_uring::Runtime::new(&builder).map_err(DriverError::UringSetup)?
+        }
+    };
     rt.block_on(serve(ctx))
 }
 
