@@ -517,7 +517,25 @@ impl Session {
         if self.tls.is_some() {
             return self.next_output_tls();
         }
+        if self.gw_holds_head() {
+            return None;
+        }
         self.out.peek()
+    }
+
+    /// A proxied response's head waits for its first body bytes ([`Exchange::holds_head`]).
+    pub(crate) fn gw_holds_head(&self) -> bool {
+        self.gw
+            .as_ref()
+            .is_some_and(|g| g.sink.is_none() && g.x.holds_head())
+    }
+
+    /// After a gateway call: a head it let go starts the client's send-stall clock now (the
+    /// wait for the body was the upstream's, timed by its read timer).
+    fn gw_let_go(&mut self, held: bool, now: Instant) {
+        if held && !self.gw_holds_head() {
+            self.progress_at = now;
+        }
     }
 
     /// `n` bytes of the piece last returned by `next_output` were written. May answer further
@@ -611,7 +629,7 @@ impl Session {
     fn deadline_of(&self, upstream: bool) -> Option<Instant> {
         let k = &self.knobs;
         let mut d = None;
-        if !self.out.is_empty() {
+        if !self.out.is_empty() && !self.gw_holds_head() {
             d = Some(self.progress_at + k.send_stall);
         }
         // The upstream's read timer, unless the client is what holds the upstream back.
@@ -829,6 +847,7 @@ impl Session {
 
     /// Bytes from the upstream.
     pub fn gw_feed(&mut self, svc: &mut Service, data: &[u8], now: Instant) {
+        let held = self.gw_holds_head();
         let Some(g) = self.gw.as_mut() else { return };
         let mut ctx = Self::gw_ctx(svc);
         let before = self.out.is_empty();
@@ -856,6 +875,7 @@ impl Session {
             Ok(()) if g.x.from_cache.is_some() => self.gw_from_cache(svc, now),
             Ok(()) => {}
         }
+        self.gw_let_go(held, now);
     }
 
     /// The upstream answered a revalidation with 304 (the stored head is refreshed and
@@ -929,15 +949,18 @@ impl Session {
         len: u64,
         now: Instant,
     ) {
+        let held = self.gw_holds_head();
         let Some(g) = self.gw.as_mut() else { return };
         let mut ctx = Self::gw_ctx(svc);
         if let Err(f) = g.x.feed_file(fd, off, len, &mut self.out, &mut ctx) {
             self.gw_error(svc, f, now);
         }
+        self.gw_let_go(held, now);
     }
 
     /// The upstream closed its side.
     pub fn gw_eof(&mut self, svc: &mut Service, now: Instant) {
+        let held = self.gw_holds_head();
         let Some(g) = self.gw.as_mut() else { return };
         let mut ctx = Self::gw_ctx(svc);
         let out = g.sink.as_mut().unwrap_or(&mut self.out);
@@ -948,12 +971,19 @@ impl Session {
         if let Err(f) = res {
             self.gw_error(svc, f, now);
         }
+        self.gw_let_go(held, now);
     }
 
     /// The upstream connection failed (`Failure::Connect`: refused, reset, closed before any
     /// response byte; `Timeout`; `Bad`; `Cut`). Retries on another server where the retry rule
     /// allows; otherwise answers 502/503/504, or cuts a response already begun.
     pub fn gw_error(&mut self, svc: &mut Service, f: Failure, now: Instant) {
+        let held = self.gw_holds_head();
+        self.gw_fail(svc, f, now);
+        self.gw_let_go(held, now);
+    }
+
+    fn gw_fail(&mut self, svc: &mut Service, f: Failure, now: Instant) {
         let Some(g) = self.gw.as_mut() else { return };
         if g.x.finished().is_some() {
             return;

@@ -241,6 +241,9 @@ pub struct Exchange {
     /// It failed after the client's response had begun: the client connection must close
     /// without a proper end (no last chunk, a short Content-Length body).
     cut: bool,
+    /// The client's head waits in the output queue for the first body bytes (see
+    /// [`Exchange::holds_head`]).
+    hold_head: bool,
     /// Counts attempts (server choices): a driver connects anew when it changes.
     pub attempt: u32,
     /// The current attempt uses a pooled connection.
@@ -558,6 +561,7 @@ impl Exchange {
             decoded: Vec::new(),
             failure: None,
             cut: false,
+            hold_head: false,
             attempt: 0,
             reused: false,
             fresh_only: false,
@@ -909,6 +913,16 @@ impl Exchange {
     /// Whether the exchange was a tunnel (it answered 101).
     pub fn was_tunnel(&self) -> bool {
         self.tunneled
+    }
+
+    /// Whether the response head queued for the client should wait for the first body bytes:
+    /// a Content-Length response whose head came alone (gunicorn writes head and body with two
+    /// sends) goes to the client as one segment instead of two, as nginx's `postpone_output`
+    /// does. Only a head that is alone in the queue, never with compression or splicing; the
+    /// wait ends with the first body byte, the end of the body, or any failure (the exchange
+    /// is then done and the head goes out as before, cut or not).
+    pub fn holds_head(&self) -> bool {
+        self.hold_head && self.state == State::Body && self.body_bytes == 0 && !self.splicing
     }
 
     /// Whether the exchange is a tunnel now (after a 101).
@@ -1464,6 +1478,7 @@ impl Exchange {
             vary.push("accept-encoding".into());
         }
         // The client's framing.
+        let alone = out.is_empty();
         let buf = out.bytes(ctx.pool);
         buf.extend_from_slice(b"HTTP/1.1 ");
         head::put_u64(buf, u64::from(status));
@@ -1578,6 +1593,7 @@ impl Exchange {
         buf.extend_from_slice(b"\r\n");
         out.mark_conn(at, self.conn.line().len());
         self.responded = true;
+        self.hold_head = alone && coding.is_none() && matches!(self.body, UpBody::Length(_));
         Ok(false)
     }
 

@@ -150,3 +150,103 @@ fn continue_goes_out_when_the_app_reads_and_never_after_the_response() {
     );
     assert!(h.s.should_close());
 }
+
+/// The app's GET, answered up to `head` (the call made, nothing fed yet).
+fn called(h: &mut Harness) {
+    h.feed(b"GET /page HTTP/1.1\r\nHost: h\r\n\r\n");
+    let now = h.now;
+    let x = h.s.gateway().expect("an app call");
+    x.take_call().expect("the call");
+    x.spawned(now);
+}
+
+#[test]
+fn a_head_that_comes_alone_waits_for_its_first_body_bytes() {
+    let mut h = app_harness("app-hold");
+    called(&mut h);
+    let now = h.now;
+    h.s.gw_feed(
+        &mut h.svc,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n",
+        now,
+    );
+    assert!(h.s.next_output().is_none(), "the head waits for the body");
+    assert!(h.s.gw_wants_read(), "and the body is read meanwhile");
+    h.s.gw_feed(&mut h.svc, b"hello", now);
+    // Head and the first body bytes go out as one piece (one write, one segment).
+    let Some(Output::Bytes(b)) = h.s.next_output() else {
+        panic!("head and body due");
+    };
+    let one = String::from_utf8(b.to_vec()).unwrap();
+    assert!(
+        one.starts_with("HTTP/1.1 200 OK\r\n") && one.ends_with("\r\n\r\nhello"),
+        "{one}"
+    );
+    h.s.gw_feed(&mut h.svc, b" world", now);
+    let out = String::from_utf8(h.drain()).unwrap();
+    assert!(out.ends_with("\r\n\r\nhello world"), "{out}");
+    // A chunked response is not held: it may be a stream whose first event is far off.
+    h.s.gw_release(&mut h.svc, now);
+    called(&mut h);
+    h.s.gw_feed(
+        &mut h.svc,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        now,
+    );
+    assert!(h.s.next_output().is_some(), "a chunked head goes at once");
+}
+
+#[test]
+fn a_held_head_goes_out_when_the_upstream_fails_and_the_response_is_cut() {
+    let mut h = app_harness("app-hold-cut");
+    called(&mut h);
+    let now = h.now;
+    h.s.gw_feed(
+        &mut h.svc,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n",
+        now,
+    );
+    assert!(h.s.next_output().is_none());
+    h.s.gw_eof(&mut h.svc, now);
+    assert!(h.s.gateway().and_then(|x| x.finished()).is_some());
+    h.s.gw_release(&mut h.svc, now);
+    let out = String::from_utf8(h.drain()).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\n") && out.contains("Content-Length: 11"),
+        "the head as before: {out}"
+    );
+    assert!(h.s.should_close(), "a cut response closes the connection");
+}
+
+#[test]
+fn waiting_for_the_body_is_not_a_client_send_stall() {
+    let mut sites = Sites::single(std::env::temp_dir());
+    sites.add_wsgi("/", "m:app", Duration::from_secs(30));
+    let mut cfg = Config {
+        sites: Arc::new(sites),
+        ..Config::default()
+    };
+    cfg.timeouts.send_stall = Duration::from_secs(5);
+    let mut h = Harness::new("app-hold-stall", cfg);
+    called(&mut h);
+    let start = h.now;
+    h.s.gw_feed(
+        &mut h.svc,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+        start,
+    );
+    let d = h.s.deadline().expect("the app's read timer");
+    assert!(
+        d > start + Duration::from_secs(5),
+        "only the app's timer runs while the head waits: {:?}",
+        d - start
+    );
+    // The body comes after longer than the send stall: the client's clock starts now.
+    h.now = start + Duration::from_secs(20);
+    let now = h.now;
+    h.s.gw_feed(&mut h.svc, b"ok", now);
+    let d = h.s.deadline().expect("the send stall");
+    assert!(d >= now + Duration::from_secs(5), "{:?}", d - now);
+    let out = String::from_utf8(h.drain()).unwrap();
+    assert!(out.ends_with("\r\n\r\nok"), "{out}");
+}

@@ -234,6 +234,7 @@ impl Session {
     /// a new flight made from the front piece of the output queue (at most [`CHUNK`] bytes of
     /// it), handshake messages, alerts and close_notify included.
     pub(super) fn next_output_tls(&mut self) -> Option<Output<'_>> {
+        let hold = self.gw_holds_head();
         let t = self.tls.as_mut()?;
         if t.pos >= t.cipher.len() {
             t.cipher.clear();
@@ -258,7 +259,7 @@ impl Session {
         let t = self.tls.as_mut()?;
         let mut empty_piece = false;
         if t.taken == 0 && !t.failed && !t.conn.is_handshaking() {
-            match self.out.peek() {
+            match if hold { None } else { self.out.peek() } {
                 Some(Output::Bytes(b)) => {
                     let n = b.len().min(CHUNK);
                     empty_piece = n == 0;
