@@ -108,6 +108,12 @@ impl Drop for PidFile {
 }
 
 fn serve(config: Config, reloader: Option<worker::Reloader>) -> anyhow::Result<()> {
+    // Before any thread starts (the certificate renewer below, the workers later): every
+    // thread inherits the mask, so SIGINT/SIGTERM/SIGHUP reach only the main thread's
+    // sigtimedwait. A thread that left them unblocked could take one and die of its default
+    // action with the whole process; so could the process itself before `run` blocked them
+    // (a SIGHUP right after the PID file appears).
+    sys::block_shutdown_signals().context("cannot block the shutdown signals")?;
     if let Err(e) = sys::raise_nofile_limit() {
         eprintln!("ringd: could not raise the open-file limit: {e}");
     }

@@ -532,3 +532,52 @@ cgi = {{ dir = "{cgi}" }}
     let r = read_resp(&mut s, &mut Vec::new()).unwrap();
     assert_eq!((r.status, &r.body[..]), (200, &b"HTTPS=\n"[..]), "{r:?}");
 }
+
+/// Every thread of a serving ringd blocks SIGINT, SIGTERM and SIGHUP, the certificate
+/// renewer (`tls = "internal"`, started before the listeners) included: the kernel hands a
+/// signal sent to the process to any thread that does not block it, and one that lands on a
+/// thread without a handler takes its default action, ending the process at once (no drain,
+/// and a `kill -HUP` meant to reload would stop it).
+#[test]
+fn every_thread_blocks_the_shutdown_signals() {
+    let (dir, _) = site();
+    let data = TempDir::new("tls-sigmask");
+    let conf = format!(
+        "[[sites]]\nhosts = [\"localhost\"]\nroot = \"{}\"\ntls = \"internal\"\n",
+        dir.path().display()
+    );
+    let cfg_path = dir.write("ringd.toml", conf.as_bytes());
+    let srv = ServerBuilder::new("epoll", dir.path())
+        .config(&cfg_path)
+        .args(&["--data-dir", data.path().to_str().unwrap()])
+        .workers(2)
+        .start();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", srv.pid())).unwrap();
+    let mut names = Vec::new();
+    for t in tasks {
+        let t = t.unwrap().path();
+        if t.file_name().and_then(|n| n.to_str()) == Some(&srv.pid().to_string()) {
+            // The main thread: it takes them with sigtimedwait, which unblocks them while it
+            // waits (its SigBlk shows them cleared then).
+            continue;
+        }
+        let name = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(t.join("status")).unwrap_or_default();
+        let Some(blk) = status.lines().find_map(|l| l.strip_prefix("SigBlk:")) else {
+            continue; // the thread ended meanwhile
+        };
+        let mask = u64::from_str_radix(blk.trim(), 16).unwrap();
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            assert!(
+                mask & (1 << (sig - 1)) != 0,
+                "thread {:?} does not block signal {sig} (SigBlk {blk})",
+                name.trim()
+            );
+        }
+        names.push(name.trim().to_string());
+    }
+    assert!(
+        names.iter().any(|n| n == "ringd-tls-renew"),
+        "the renewer thread runs: {names:?}"
+    );
+}
