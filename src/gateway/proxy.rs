@@ -509,13 +509,7 @@ fn put_ip(h: &mut Vec<u8>, ip: IpAddr) {
                 if i > 0 {
                     h.push(b'.');
                 }
-                if o >= 100 {
-                    h.push(b'0' + o / 100);
-                }
-                if o >= 10 {
-                    h.push(b'0' + o / 10 % 10);
-                }
-                h.push(b'0' + o % 10);
+                head::put_u64(h, u64::from(o));
             }
         }
         IpAddr::V6(_) => {
