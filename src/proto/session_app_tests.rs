@@ -9,7 +9,8 @@ use super::tests::Harness;
 use super::*;
 use crate::config::sites::Sites;
 
-fn app_harness(tag: &str) -> Harness {
+/// One site whose every path goes to a WSGI app (30 s timeout), bodies up to 8 MiB.
+fn app_config() -> Config {
     let mut sites = Sites::single(std::env::temp_dir());
     sites.add_wsgi("/", "m:app", Duration::from_secs(30));
     let mut cfg = Config {
@@ -17,7 +18,11 @@ fn app_harness(tag: &str) -> Harness {
         ..Config::default()
     };
     cfg.limits.max_body = 8 << 20;
-    Harness::new(tag, cfg)
+    cfg
+}
+
+fn app_harness(tag: &str) -> Harness {
+    Harness::new(tag, app_config())
 }
 
 /// What the app "reads": every byte handed over so far.
@@ -220,12 +225,7 @@ fn a_held_head_goes_out_when_the_upstream_fails_and_the_response_is_cut() {
 
 #[test]
 fn waiting_for_the_body_is_not_a_client_send_stall() {
-    let mut sites = Sites::single(std::env::temp_dir());
-    sites.add_wsgi("/", "m:app", Duration::from_secs(30));
-    let mut cfg = Config {
-        sites: Arc::new(sites),
-        ..Config::default()
-    };
+    let mut cfg = app_config();
     cfg.timeouts.send_stall = Duration::from_secs(5);
     let mut h = Harness::new("app-hold-stall", cfg);
     called(&mut h);
