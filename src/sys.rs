@@ -101,6 +101,90 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
+/// splice(2) of up to `len` bytes of the file `fd` at `offset` into the pipe `to` (which must
+/// not block: SPLICE_F_NONBLOCK). The file side is an ordinary read: it waits for the disk
+/// when the pages are not cached, so ask [`cached`] first where that matters.
+pub fn splice_file(fd: RawFd, offset: u64, to: RawFd, len: usize) -> io::Result<usize> {
+    let mut off = libc::loff_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+    // SAFETY: splice reads and advances only `off`, a local that outlives the call; the
+    // caller keeps both fds open for its duration.
+    let n = unsafe {
+        libc::splice(
+            fd,
+            &mut off,
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// cachestat(2) (Linux 6.5; the number is the same on every architecture).
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// Whether every page of `len` bytes of the file `fd` from `offset` is in the page cache
+/// (cachestat(2)), so reading them cannot wait for the disk. Errors with ENOSYS on kernels
+/// before 6.5.
+pub fn cached(fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    if len == 0 {
+        return Ok(true);
+    }
+    let range = Range { off: offset, len };
+    let mut st = Stat::default();
+    // SAFETY: cachestat reads `range` and writes one `struct cachestat` into `st`, both
+    // live locals laid out as the kernel's (five and two u64s, repr(C)); flags must be 0.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd,
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let page = page_size();
+    let pages = (offset + len).div_ceil(page) - offset / page;
+    Ok(st.nr_cache >= pages)
+}
+
+/// The system's page size.
+pub fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory effects.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 {
+            n as u64
+        } else {
+            4096
+        }
+    })
+}
+
 /// Ask for a pipe capacity of `size` bytes (F_SETPIPE_SZ); returns the capacity it has after.
 pub fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
     let size = libc::c_int::try_from(size)
@@ -332,5 +416,42 @@ mod tests {
         assert!(open_dir_path(&dir).is_ok());
         assert!(open_dir_path(Path::new("/nonexistent/ringd-test")).is_err());
         assert!(open_dir_path(Path::new("/proc/self/status")).is_err());
+    }
+
+    #[test]
+    fn cached_tells_evicted_pages_from_read_ones_and_splice_file_moves_them() {
+        use std::io::{Read, Write};
+        let path = std::env::temp_dir().join(format!("ringd-cachestat-{}", std::process::id()));
+        let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        let mut f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let fd = f.as_raw_fd();
+        // SAFETY: fadvise on an open fd has no memory effects.
+        unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+        // SAFETY: statfs is plain integers, for which all-zero bytes are a valid value.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs writes one statfs into `st`, a live local; `fd` is open.
+        let tmpfs = unsafe { libc::fstatfs(fd, &mut st) } == 0 && st.f_type == libc::TMPFS_MAGIC;
+        match cached(fd, 4096, 64 * 1024) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return, // kernel before 6.5
+            // Clean pages of an unmapped file are dropped by DONTNEED (tmpfs keeps them).
+            r => assert!(tmpfs || !r.unwrap(), "evicted pages reported cached"),
+        }
+        f.read_to_end(&mut Vec::new()).unwrap();
+        assert!(cached(fd, 4096, 64 * 1024).unwrap());
+        assert!(cached(fd, 100, 1).unwrap());
+        assert!(cached(fd, 0, 0).unwrap());
+        let (r, w) = pipe().unwrap();
+        let n = splice_file(fd, 1000, w.as_raw_fd(), 5000).unwrap();
+        assert!(n > 0 && n <= 5000);
+        let mut got = vec![0; n];
+        // SAFETY: reads at most `n` bytes into `got`, which holds `n`.
+        let k = unsafe { libc::read(r.as_raw_fd(), got.as_mut_ptr().cast(), n) };
+        assert_eq!(k, n as isize);
+        assert_eq!(&got[..], &data[1000..1000 + n]);
     }
 }

@@ -119,6 +119,14 @@ per_backend! {
     lost_upstream_logged_once_out_and_once_back => crate::faults::lost_upstream_logged_once_out_and_once_back,
 }
 
+/// The uring driver's splices run in its worker, not in io-wq threads.
+mod uring_only {
+    #[test]
+    fn uring_splices_in_the_worker() {
+        crate::splice::uring_splices_in_the_worker();
+    }
+}
+
 /// CGI spawn failures and reloads of CGI configs (issue 16's fault runs).
 mod cgi_faults {
     #[test]

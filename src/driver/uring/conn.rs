@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use io_uring::{cqueue, opcode, squeue, types};
+use io_uring::{cqueue, opcode, types};
 
 use super::gw::Gw;
 use super::pipes::Pipe;
@@ -41,14 +41,12 @@ pub struct Conn {
     pub recv: Option<u64>,
     /// An AsyncCancel for `recv` is in flight.
     pub recv_cancel: bool,
-    /// The one write-side op in flight (Send, SpliceIn, SpliceOut or PollOut).
+    /// The one write-side op in flight (Send, SpliceIn, ReadFile, SendBuf or PollOut).
     pub write: Option<Op>,
-    /// Splice pipe lent from the pool while a file body is being sent.
+    /// Splice pipe lent from the pool while a file or proxied body is being sent.
     pub pipe: Option<Pipe>,
     /// Bytes spliced into `pipe` and not yet out to the socket.
     pub in_pipe: usize,
-    /// The in-flight SpliceIn has a SpliceOut linked behind it.
-    pub linked_out: bool,
     /// Queued in `Driver::pipe_waiters` for a free pipe.
     pub waiting_pipe: bool,
     /// Copy buffer for file bodies when no splice pipe exists and none can be made (the
@@ -68,9 +66,9 @@ pub struct Conn {
     pub up_pipe: Option<Pipe>,
     /// Bytes spliced into `up_pipe` and not yet out to the upstream.
     pub up_in_pipe: usize,
-    /// A PollInUp → SpliceUp pair is in flight.
+    /// A PollInUp (client readable, for the next splice into `up_pipe`) is in flight.
     pub splicing_up: bool,
-    /// The last SpliceUp answered -EAGAIN with data in the pipe (out of slots): wait for the
+    /// The last splice into `up_pipe` answered EAGAIN with data in it (out of slots): wait for the
     /// upstream to drain it before splicing again.
     pub up_eagain: bool,
 }
@@ -88,7 +86,6 @@ impl Conn {
             write: None,
             pipe: None,
             in_pipe: 0,
-            linked_out: false,
             waiting_pipe: false,
             copy: Vec::new(),
             in_copy: 0,
@@ -216,11 +213,13 @@ impl Driver {
             Op::Recv => self.on_recv(idx, gen, res, flags, more),
             Op::Send => self.on_send(idx, gen, res),
             Op::SpliceIn => self.on_splice_in(idx, gen, res),
-            Op::SpliceOut => self.on_splice_out(idx, gen, res),
             Op::PollOut => self.on_poll_out(idx, gen, res),
-            // Readable (or failed: the linked SpliceUp then reports -ECANCELED).
-            Op::PollInUp => {}
-            Op::SpliceUp => self.on_splice_up(idx, gen, res),
+            // Readable (or failed, which the retried splice then reports): drive() splices.
+            Op::PollInUp => {
+                if let Some(c) = self.conns.get_mut(idx, gen) {
+                    c.splicing_up = false;
+                }
+            }
             Op::ReadFile => self.on_read_file(idx, gen, res),
             Op::SendBuf => self.on_send_buf(idx, gen, res),
             Op::Cancel => {
@@ -311,11 +310,7 @@ impl Driver {
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
         };
-        // The linked SpliceOut is still to complete (or be cancelled): the write side stays
-        // busy until then.
-        if !c.linked_out {
-            c.write = None;
-        }
+        c.write = None;
         // Count what entered the pipe whatever the phase: a closing connection must not
         // hand a pipe with data in it back to the pool.
         if res > 0 {
@@ -329,68 +324,14 @@ impl Driver {
             // served); an error: unreadable. Either way the body cannot be completed.
             self.close(idx, gen);
         }
+        // Else drive() drains the pipe.
     }
 
-    fn on_splice_out(&mut self, idx: u32, gen: u32, res: i32) {
-        let now = self.now;
-        let Some(c) = self.conns.get_mut(idx, gen) else {
-            return;
-        };
-        c.write = None;
-        c.linked_out = false;
-        let sent = if res > 0 {
-            (res as usize).min(c.in_pipe)
-        } else {
-            0
-        };
-        c.in_pipe -= sent;
-        if c.phase != Phase::Open {
-            return;
-        }
-        if res > 0 {
-            c.session.consume(&mut self.svc, sent, now);
-        } else if errno(res) == libc::EAGAIN {
-            self.poll_out(idx, gen);
-        } else if errno(res) == libc::ECANCELED {
-            // The linked fill was short (or failed, and closed us): drive() sends what the
-            // pipe holds with a plain SpliceOut.
-        } else {
-            self.close(idx, gen);
-        }
-    }
-
-    fn on_splice_up(&mut self, idx: u32, gen: u32, res: i32) {
-        let now = self.now;
-        let Some(c) = self.conns.get_mut(idx, gen) else {
-            return;
-        };
-        c.splicing_up = false;
-        // Counted whatever the phase: a pipe with data in it never goes back to the pool.
-        if res > 0 {
-            c.up_in_pipe += res as usize;
-        }
-        if c.phase != Phase::Open {
-            return;
-        }
-        if res > 0 {
-            c.session.client_spliced(res as usize, now);
-        } else if res == 0 {
-            c.eof = true;
-            c.session.feed_eof(now);
-        } else {
-            match errno(res) {
-                // With data in the pipe, EAGAIN may mean it is out of slots.
-                libc::EAGAIN => c.up_eagain = c.up_in_pipe > 0,
-                // The linked poll failed or was cancelled: drive() submits again.
-                libc::ECANCELED | libc::EINTR => {}
-                _ => self.close(idx, gen),
-            }
-        }
-    }
-
-    /// Splice client socket → the upstream-bound pipe (at most its room, `want`), behind a
-    /// linked POLLIN so an idle client does not answer -EAGAIN over and over.
+    /// Splice client socket → the upstream-bound pipe (at most its room, `want`) with a direct
+    /// non-blocking splice(2), as `drain_pipe` does the other way; a client with nothing to
+    /// read gets a `PollAdd(POLLIN)` and is driven again when readable.
     fn splice_up(&mut self, idx: u32, gen: u32, want: u64) {
+        let now = self.now;
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
         };
@@ -407,26 +348,40 @@ impl Driver {
         if room == 0 {
             return;
         }
-        let n = (room as u64).min(want).min(u64::from(u32::MAX)) as u32;
+        let n = (room as u64).min(want) as usize;
         let sock = c.fd.as_raw_fd();
-        let tok = |op| Token {
-            op,
-            conn: idx,
-            conn_gen: gen,
-        };
-        let poll = opcode::PollAdd::new(types::Fd(sock), libc::POLLIN as u32)
-            .build()
-            .flags(squeue::Flags::IO_LINK);
-        let splice = opcode::Splice::new(types::Fd(sock), -1, types::Fd(pipe.w()), -1, n).build();
-        // SAFETY: no memory buffers; the socket and the pipe belong to the connection, which
-        // keeps the pipe lent while `splicing_up` and is freed only after both ops complete
-        // (ops += 2).
-        unsafe {
-            self.sq
-                .push_linked([(poll, tok(Op::PollInUp)), (splice, tok(Op::SpliceUp))])
-        };
-        c.ops += 2;
-        c.splicing_up = true;
+        match sys::splice(sock, pipe.w(), n) {
+            Ok(0) => {
+                c.eof = true;
+                c.session.feed_eof(now);
+            }
+            Ok(k) => {
+                c.up_in_pipe += k;
+                c.up_eagain = false;
+                c.session.client_spliced(k, now);
+                self.later.push((idx, gen));
+            }
+            Err(e) => match e.raw_os_error() {
+                // With data in the pipe, EAGAIN may mean it is out of slots: wait for the
+                // upstream to drain it (which clears `up_eagain`) before splicing again.
+                Some(libc::EAGAIN) if c.up_in_pipe > 0 => c.up_eagain = true,
+                Some(libc::EAGAIN) => {
+                    let poll = opcode::PollAdd::new(types::Fd(sock), libc::POLLIN as u32).build();
+                    let tok = Token {
+                        op: Op::PollInUp,
+                        conn: idx,
+                        conn_gen: gen,
+                    };
+                    // SAFETY: no buffer; the socket belongs to the connection, which is freed
+                    // only after this op completes (ops += 1).
+                    unsafe { self.sq.push(poll, tok) };
+                    c.ops += 1;
+                    c.splicing_up = true;
+                }
+                Some(libc::EINTR) => self.later.push((idx, gen)),
+                _ => self.close(idx, gen),
+            },
+        }
     }
 
     fn on_read_file(&mut self, idx: u32, gen: u32, res: i32) {
@@ -566,7 +521,7 @@ impl Driver {
                 }
             }
             _ => {
-                if c.up_in_pipe == 0 && !c.splicing_up && !c.gw.piping() {
+                if c.up_in_pipe == 0 && !c.splicing_up {
                     if let Some(p) = c.up_pipe.take() {
                         self.pipes.put(p, true);
                         self.wake_pipe_waiter();
@@ -609,20 +564,7 @@ impl Driver {
         };
         if c.in_pipe > 0 {
             // Drain the pipe before refilling it.
-            let pipe = c.pipe.as_ref().expect("data in a pipe we hold");
-            let entry = opcode::Splice::new(
-                types::Fd(pipe.r()),
-                -1,
-                types::Fd(sock),
-                -1,
-                c.in_pipe as u32,
-            )
-            .build();
-            // SAFETY: no memory buffer; the pipe and socket fds belong to the connection,
-            // which is freed (and its pipe released) only after this op completes.
-            unsafe { self.sq.push(entry, tok(Op::SpliceOut)) };
-            c.ops += 1;
-            c.write = Some(Op::SpliceOut);
+            self.drain_pipe(idx, gen);
             return;
         }
         if c.in_copy > 0 {
@@ -643,11 +585,9 @@ impl Driver {
         for _ in 0..super::MAX_EMPTY_OUTPUTS {
             match c.session.next_output() {
                 None => {
-                    if !c.gw.splicing() {
-                        if let Some(p) = c.pipe.take() {
-                            self.pipes.put(p, true);
-                            self.wake_pipe_waiter();
-                        }
+                    if let Some(p) = c.pipe.take() {
+                        self.pipes.put(p, true);
+                        self.wake_pipe_waiter();
                     }
                     return;
                 }
@@ -706,38 +646,76 @@ impl Driver {
                         }
                     }
                     let pipe = c.pipe.as_ref().expect("just ensured");
-                    let n = len.min(pipe.cap() as u64) as u32;
-                    // file → pipe, linked to pipe → socket: one round trip per chunk. A short
-                    // first splice cancels the second (-ECANCELED); the rest of the pipe is
-                    // then sent by a plain SpliceOut.
+                    let n = len.min(pipe.cap() as u64);
+                    // Pages already in the page cache go file → pipe here and now, with a
+                    // direct splice(2) that cannot wait for the disk; any others in an io-wq
+                    // thread (io_uring always runs a splice there), so that a cold file never
+                    // blocks the worker.
+                    if self.cachestat {
+                        match sys::cached(fd, offset, n) {
+                            Ok(true) => match sys::splice_file(fd, offset, pipe.w(), n as usize) {
+                                Ok(k) if k > 0 => {
+                                    c.in_pipe += k;
+                                    self.drain_pipe(idx, gen);
+                                    return;
+                                }
+                                // 0: the file is shorter than the response promised
+                                // (truncated while being served); an error: unreadable.
+                                _ => {
+                                    self.close(idx, gen);
+                                    return;
+                                }
+                            },
+                            Ok(false) => {}
+                            Err(e) => self.cachestat = e.raw_os_error() != Some(libc::ENOSYS),
+                        }
+                    }
+                    let Some(c) = self.conns.get_mut(idx, gen) else {
+                        return;
+                    };
+                    let pipe = c.pipe.as_ref().expect("just ensured");
                     let fill = opcode::Splice::new(
                         types::Fd(fd),
                         offset as i64,
                         types::Fd(pipe.w()),
                         -1,
-                        n,
+                        n as u32,
                     )
-                    .build()
-                    .flags(squeue::Flags::IO_LINK);
-                    // No SPLICE_F_MORE: it corks sub-MSS segments, and a peer with a small
-                    // receive window then gets data only at zero-window-probe pace.
-                    let drain =
-                        opcode::Splice::new(types::Fd(pipe.r()), -1, types::Fd(sock), -1, n)
-                            .build();
-                    // SAFETY: no memory buffers. The file fd stays open until `consume`
+                    .build();
+                    // SAFETY: no memory buffer. The file fd stays open until `consume`
                     // covers this output (buffer contract), which happens only after the
-                    // spliced bytes left the pipe; the pipe and socket are held by the
-                    // connection until both ops complete (ops += 2).
-                    unsafe {
-                        self.sq
-                            .push_linked([(fill, tok(Op::SpliceIn)), (drain, tok(Op::SpliceOut))])
-                    };
-                    c.ops += 2;
-                    c.write = Some(Op::SpliceOut);
-                    c.linked_out = true;
+                    // spliced bytes left the pipe; the pipe is held by the connection until
+                    // this op completes (ops += 1).
+                    unsafe { self.sq.push(fill, tok(Op::SpliceIn)) };
+                    c.ops += 1;
+                    c.write = Some(Op::SpliceIn);
                     return;
                 }
             }
+        }
+    }
+
+    /// Splice what the connection's pipe holds on to its socket, with a direct non-blocking
+    /// splice(2) (the socket is O_NONBLOCK): as an io_uring op the kernel would run it in an
+    /// io-wq thread, which cost twice the worker's own CPU in proxy-large. Bytes moved: the
+    /// connection is driven again on the next pass; a full socket: wait for POLLOUT.
+    fn drain_pipe(&mut self, idx: u32, gen: u32) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(idx, gen) else {
+            return;
+        };
+        let pipe = c.pipe.as_ref().expect("data in a pipe we hold");
+        match sys::splice(pipe.r(), c.fd.as_raw_fd(), c.in_pipe) {
+            Ok(n) if n > 0 => {
+                let n = n.min(c.in_pipe);
+                c.in_pipe -= n;
+                c.session.consume(&mut self.svc, n, now);
+                self.later.push((idx, gen));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => self.poll_out(idx, gen),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => self.later.push((idx, gen)),
+            // 0 from a pipe that holds bytes, or a dead socket: the body cannot go on.
+            _ => self.close(idx, gen),
         }
     }
 

@@ -5,10 +5,13 @@
 //! re-armed while `gw_wants_read()`. A finished exchange's socket goes to the worker's
 //! [`Pool`] when reusable and idle, else it is retired.
 //!
-//! A body (or tunnel) the session lets go by splice (`gw_splice_want()`) comes in with
-//! `Splice` from the socket into the connection's pipe (lent from the worker's pool) instead,
-//! at most what the pipe has room for; the connection's write side sends the pipe on with
-//! `SpliceOut` as `Output::Pipe`, and each completion on either side drives the other.
+//! A body (or tunnel) the session lets go by splice (`gw_splice_want()`) comes in with a
+//! direct non-blocking splice(2) from the socket into the connection's pipe (lent from the
+//! worker's pool) instead, at most what the pipe has room for, and a `PollAdd(POLLIN)` when
+//! the socket has nothing; the connection's write side splices the pipe on to the client the
+//! same way as `Output::Pipe`, and each side's progress drives the other. Direct, because the
+//! kernel runs every io_uring splice in an io-wq thread: in proxy-large those threads used
+//! 70% of ringd's CPU.
 //!
 //! Every upstream op counts in the connection's `ops` (so the connection, which owns the
 //! upstream and its buffers, outlives it) and in the upstream's own `ops`. Its token carries
@@ -51,10 +54,6 @@ pub struct Up {
     sending: bool,
     /// A Recv (or the PollIn after its -EAGAIN) is in flight: `rbuf` is the kernel's.
     recving: bool,
-    /// The op `recving` stands for is a Splice into the connection's pipe.
-    splicing: bool,
-    /// The op `sending` stands for is a PipeOut from the connection's upstream-bound pipe.
-    piping: bool,
     sbuf: Vec<u8>,
     rbuf: Box<[u8]>,
 }
@@ -106,8 +105,6 @@ impl Up {
             ops: 0,
             sending: false,
             recving: false,
-            splicing: false,
-            piping: false,
             sbuf,
             rbuf,
         }
@@ -123,17 +120,7 @@ pub struct Gw {
     serial: u32,
 }
 
-impl Gw {
-    /// Whether a Splice into the connection's pipe is in flight (the pipe stays lent).
-    pub fn splicing(&self) -> bool {
-        self.up.iter().chain(&self.retired).any(|u| u.splicing)
-    }
-
-    /// Whether a PipeOut from the upstream-bound pipe is in flight (that pipe stays lent).
-    pub fn piping(&self) -> bool {
-        self.up.iter().chain(&self.retired).any(|u| u.piping)
-    }
-}
+impl Gw {}
 
 /// A non-blocking, close-on-exec socket connecting to `addr`; true while in progress.
 fn connect(addr: &Addr) -> io::Result<(OwnedFd, bool)> {
@@ -315,27 +302,35 @@ impl Driver {
             // Client bytes spliced into the upstream-bound pipe follow what `to_send` held.
             let next = c.session.gateway().is_some_and(|x| x.pipe_up_next());
             if let (false, true, Some(pipe)) = (u.sending, next && c.up_in_pipe > 0, &c.up_pipe) {
-                let n = c.up_in_pipe.min(u32::MAX as usize) as u32;
-                let entry = opcode::Splice::new(
-                    types::Fd(pipe.r()),
-                    -1,
-                    types::Fd(u.fd.as_raw_fd()),
-                    -1,
-                    n,
-                )
-                .build();
-                // SAFETY: no memory buffer. The socket belongs to the Up, which the connection
-                // keeps (current or retired) until this op completes; the pipe stays lent
-                // while `piping` (the connection returns it only when no PipeOut is in flight,
-                // and frees it only after its last op).
-                unsafe {
-                    self.sq
-                        .push(entry, token(idx, gen, UpOp::PipeOut, u.serial))
-                };
-                u.sending = true;
-                u.piping = true;
-                u.ops += 1;
-                c.ops += 1;
+                // Direct, as the response's splice below.
+                match crate::sys::splice(pipe.r(), u.fd.as_raw_fd(), c.up_in_pipe) {
+                    Ok(k) if k > 0 => {
+                        let k = k.min(c.up_in_pipe);
+                        c.up_in_pipe -= k;
+                        c.up_eagain = false;
+                        c.session.gw_spliced_up(k, now);
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                        let entry =
+                            opcode::PollAdd::new(types::Fd(u.fd.as_raw_fd()), libc::POLLOUT as u32)
+                                .build();
+                        // SAFETY: no buffer; the socket belongs to the Up, which the
+                        // connection keeps (current or retired) until this op has completed.
+                        unsafe {
+                            self.sq
+                                .push(entry, token(idx, gen, UpOp::PollOut, u.serial))
+                        };
+                        u.sending = true;
+                        u.ops += 1;
+                        c.ops += 1;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    _ => {
+                        c.session.gw_error(&mut self.svc, Failure::Connect, now);
+                        continue;
+                    }
+                }
             }
             // A tunnel whose client closed its side: pass the half-close on.
             if let Some(x) = c.session.gateway().filter(|x| x.tunnel_shutdown_due()) {
@@ -356,27 +351,46 @@ impl Driver {
                 }
                 let pipe = c.pipe.as_ref().expect("just ensured");
                 let room = pipe.cap().saturating_sub(c.in_pipe);
-                if room > 0 {
-                    let n = (room as u64).min(want).min(u32::MAX as u64) as u32;
-                    let entry = opcode::Splice::new(
-                        types::Fd(u.fd.as_raw_fd()),
-                        -1,
-                        types::Fd(pipe.w()),
-                        -1,
-                        n,
-                    )
-                    .build();
-                    // SAFETY: no memory buffer. The socket belongs to the Up, which the
-                    // connection keeps (current or retired) until this op completes; the pipe
-                    // stays lent to the connection while `splicing` (pump_write and finalize
-                    // return it only when no Splice is in flight).
-                    unsafe { self.sq.push(entry, token(idx, gen, UpOp::Splice, u.serial)) };
-                    u.recving = true;
-                    u.splicing = true;
-                    u.ops += 1;
-                    c.ops += 1;
+                if room == 0 {
+                    return; // the client's drain drives us again
                 }
-                return;
+                // A direct non-blocking splice(2) (the socket is O_NONBLOCK): as an io_uring
+                // op the kernel would run it in an io-wq thread, which cost twice the
+                // worker's own CPU in proxy-large.
+                let n = (room as u64).min(want) as usize;
+                match crate::sys::splice(u.fd.as_raw_fd(), pipe.w(), n) {
+                    Ok(0) => c.session.gw_eof(&mut self.svc, now),
+                    Ok(k) => {
+                        c.in_pipe += k;
+                        c.session.gw_spliced(&mut self.svc, k, now);
+                    }
+                    Err(e) => match e.raw_os_error() {
+                        // Nothing to read, or (with data in the pipe) the pipe is out of
+                        // slots, which the client's drain frees and then drives us again.
+                        Some(libc::EAGAIN) => {
+                            if c.in_pipe == 0 {
+                                let entry = opcode::PollAdd::new(
+                                    types::Fd(u.fd.as_raw_fd()),
+                                    libc::POLLIN as u32,
+                                )
+                                .build();
+                                // SAFETY: no buffer; the socket belongs to the Up, which the
+                                // connection keeps (current or retired) until this op has
+                                // completed.
+                                unsafe {
+                                    self.sq.push(entry, token(idx, gen, UpOp::PollIn, u.serial))
+                                };
+                                u.recving = true;
+                                u.ops += 1;
+                                c.ops += 1;
+                            }
+                            return;
+                        }
+                        Some(libc::EINTR) => {}
+                        _ => c.session.gw_error(&mut self.svc, Failure::Cut, now),
+                    },
+                }
+                continue;
             }
             // Read the response while the client keeps up.
             if !u.recving && c.session.gw_wants_read() {
@@ -410,21 +424,6 @@ impl Driver {
         if !current {
             // A retired socket: forget the op; close the socket after its last one.
             if let Some(pos) = c.gw.retired.iter().position(|u| u.serial == serial) {
-                if op == UpOp::PipeOut {
-                    c.gw.retired[pos].piping = false;
-                    if res > 0 {
-                        c.up_in_pipe -= (res as usize).min(c.up_in_pipe);
-                    }
-                }
-                if op == UpOp::Splice {
-                    c.gw.retired[pos].splicing = false;
-                    // Bytes it moved are the body's next ones; count them, so that a pipe
-                    // holding data never goes back to the pool (the connection is closing:
-                    // the exchange ended before its body did).
-                    if res > 0 {
-                        c.in_pipe += res as usize;
-                    }
-                }
                 c.gw.retired[pos].ops -= 1;
                 if c.gw.retired[pos].ops == 0 {
                     c.gw.retired.swap_remove(pos);
@@ -485,44 +484,6 @@ impl Driver {
                         Failure::Connect
                     };
                     session.gw_error(svc, f, now);
-                }
-            }
-            UpOp::PipeOut => {
-                u.sending = false;
-                u.piping = false;
-                if res > 0 {
-                    let k = (res as usize).min(c.up_in_pipe);
-                    c.up_in_pipe -= k;
-                    c.up_eagain = false;
-                    if open {
-                        session.gw_spliced_up(k, now);
-                    }
-                } else if res == -libc::EAGAIN {
-                    poll = Some((UpOp::PollOut, libc::POLLOUT));
-                } else if res != -libc::ECANCELED && res != -libc::EINTR && open {
-                    session.gw_error(svc, Failure::Connect, now);
-                }
-            }
-            UpOp::Splice => {
-                u.recving = false;
-                u.splicing = false;
-                if res > 0 {
-                    c.in_pipe += res as usize;
-                    if open {
-                        session.gw_spliced(svc, res as usize, now);
-                    }
-                } else if res == 0 {
-                    if open {
-                        session.gw_eof(svc, now);
-                    }
-                } else if res == -libc::EAGAIN {
-                    // With data in the pipe, EAGAIN may mean it is out of slots (a socket
-                    // fills one per segment): the SpliceOut draining it drives us again.
-                    if c.in_pipe == 0 {
-                        poll = Some((UpOp::PollIn, libc::POLLIN));
-                    }
-                } else if res != -libc::ECANCELED && res != -libc::EINTR && open {
-                    session.gw_error(svc, Failure::Cut, now);
                 }
             }
             // Ready (or failed, which the retried op then reports): drive() retries.

@@ -167,7 +167,7 @@ pub struct Sq {
     pub ring: IoUring,
     pub tokens: Tokens,
     /// Entries not yet in the SQ, each with "linked to the next one" (part of a chain).
-    backlog: VecDeque<(squeue::Entry, bool)>,
+    backlog: VecDeque<squeue::Entry>,
 }
 
 impl Sq {
@@ -194,58 +194,15 @@ impl Sq {
                 return ud;
             }
         }
-        self.backlog.push_back((entry, false));
+        self.backlog.push_back(entry);
         ud
     }
 
-    /// Queue a linked chain (each entry but the last carries IO_LINK). The chain goes into
-    /// the SQ whole, or whole into the backlog: a chain split across two submissions would
-    /// run its second op unlinked.
-    ///
-    /// # Safety
-    /// As for `push`, for every entry.
-    pub unsafe fn push_linked<const N: usize>(
-        &mut self,
-        chain: [(squeue::Entry, Token); N],
-    ) -> [u64; N] {
-        let mut uds = [0u64; N];
-        let mut entries = Vec::with_capacity(N);
-        for (i, (entry, token)) in chain.into_iter().enumerate() {
-            uds[i] = self.tokens.insert(token);
-            entries.push(entry.user_data(uds[i]));
-        }
-        let fits = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len() >= N
-        };
-        if self.backlog.is_empty() && fits {
-            for e in &entries {
-                // SAFETY: the caller vouches for each entry's memory; room was checked above.
-                let pushed = unsafe { self.ring.submission().push(e) };
-                debug_assert!(pushed.is_ok());
-            }
-        } else {
-            let last = entries.len() - 1;
-            self.backlog
-                .extend(entries.into_iter().enumerate().map(|(i, e)| (e, i < last)));
-        }
-        uds
-    }
-
-    /// Move backlog entries into the SQ, submitting to make room when it fills. A linked
-    /// chain goes in only when it fits whole.
+    /// Move backlog entries into the SQ, submitting to make room when it fills.
     pub fn flush_backlog(&mut self) -> io::Result<()> {
-        while !self.backlog.is_empty() {
-            let chain = 1 + self
-                .backlog
-                .iter()
-                .take_while(|(_, linked)| *linked)
-                .count();
-            let room = {
-                let sq = self.ring.submission();
-                sq.capacity() - sq.len()
-            };
-            if room < chain {
+        while let Some(entry) = self.backlog.front() {
+            let full = self.ring.submission().is_full();
+            if full {
                 match self.ring.submit() {
                     Ok(_) => {}
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) => {
@@ -253,18 +210,15 @@ impl Sq {
                     }
                     Err(e) => return Err(e),
                 }
-                let sq = self.ring.submission();
-                if sq.capacity() - sq.len() < chain {
+                if self.ring.submission().is_full() {
                     return Ok(());
                 }
             }
-            for _ in 0..chain {
-                let (entry, _) = self.backlog.pop_front().expect("chain counted above");
-                // SAFETY: entries entered the backlog through `push`/`push_linked`, whose
-                // callers vouched for their memory until completion; room was checked above.
-                let pushed = unsafe { self.ring.submission().push(&entry) };
-                debug_assert!(pushed.is_ok());
-            }
+            // SAFETY: entries entered the backlog through `push`, whose callers vouched for
+            // their memory until completion; room was checked above.
+            let pushed = unsafe { self.ring.submission().push(entry) };
+            debug_assert!(pushed.is_ok());
+            self.backlog.pop_front();
         }
         Ok(())
     }

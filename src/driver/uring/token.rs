@@ -11,16 +11,13 @@ pub enum Op {
     Recv,
     /// Send of an `Output::Bytes` prefix.
     Send,
-    /// Splice file → pipe.
+    /// Splice file → pipe (pages not in the page cache: io-wq may wait for the disk).
     SpliceIn,
-    /// Splice pipe → socket.
-    SpliceOut,
     /// Poll for POLLOUT after a send/splice answered -EAGAIN.
     PollOut,
-    /// Poll for POLLIN on the client socket, linked before a `SpliceUp`.
+    /// Poll for POLLIN on the client socket before the next splice into its upstream-bound
+    /// pipe.
     PollInUp,
-    /// Splice client socket → the connection's upstream-bound pipe.
-    SpliceUp,
     /// Read file → the connection's copy buffer (no splice pipe exists or can be made).
     ReadFile,
     /// Send from the connection's copy buffer.
@@ -50,11 +47,6 @@ pub enum UpOp {
     Send,
     /// Recv into the upstream's own buffer.
     Recv,
-    /// Splice from the upstream socket into the connection's pipe (a body or tunnel that
-    /// goes by splice).
-    Splice,
-    /// Splice from the connection's upstream-bound pipe into the upstream socket.
-    PipeOut,
     /// Poll for POLLIN / POLLOUT after a recv / send answered -EAGAIN.
     PollIn,
     PollOut,
@@ -70,10 +62,8 @@ impl Op {
             Op::Recv
                 | Op::Send
                 | Op::SpliceIn
-                | Op::SpliceOut
                 | Op::PollOut
                 | Op::PollInUp
-                | Op::SpliceUp
                 | Op::ReadFile
                 | Op::SendBuf
                 | Op::Cancel
