@@ -552,11 +552,30 @@ fn every_thread_blocks_the_shutdown_signals() {
         .args(&["--data-dir", data.path().to_str().unwrap()])
         .workers(2)
         .start();
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", srv.pid())).unwrap();
+    // A thread names itself once it runs, which may be just after ringd reports ready: look
+    // again until the renewer has its name (every thread's mask is checked each time).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let names = thread_masks_block_shutdown_signals(srv.pid());
+        if names.iter().any(|n| n == "ringd-tls-renew") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewer thread runs: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts that every thread of `pid` but the main one blocks SIGINT, SIGTERM and SIGHUP;
+/// returns their names.
+fn thread_masks_block_shutdown_signals(pid: i32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
     let mut names = Vec::new();
     for t in tasks {
         let t = t.unwrap().path();
-        if t.file_name().and_then(|n| n.to_str()) == Some(&srv.pid().to_string()) {
+        if t.file_name().and_then(|n| n.to_str()) == Some(&pid.to_string()) {
             // The main thread: it takes them with sigtimedwait, which unblocks them while it
             // waits (its SigBlk shows them cleared then).
             continue;
@@ -576,8 +595,5 @@ fn every_thread_blocks_the_shutdown_signals() {
         }
         names.push(name.trim().to_string());
     }
-    assert!(
-        names.iter().any(|n| n == "ringd-tls-renew"),
-        "the renewer thread runs: {names:?}"
-    );
+    names
 }

@@ -120,8 +120,6 @@ pub struct Gw {
     serial: u32,
 }
 
-impl Gw {}
-
 /// A non-blocking, close-on-exec socket connecting to `addr`; true while in progress.
 fn connect(addr: &Addr) -> io::Result<(OwnedFd, bool)> {
     let (domain, sa) = match addr {
