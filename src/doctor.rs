@@ -114,9 +114,24 @@ fn uring_section(out: &mut dyn Write) -> io::Result<bool> {
             Err(e) => lines.push(line(
                 "io-wq worker cap",
                 format!("unsupported: {e}"),
-                Some("splice workers cannot be capped (Linux 5.15+ can)".into()),
+                Some("io-wq workers (cold file pages) cannot be capped (Linux 5.15+ can)".into()),
             )),
         }
+    }
+    // Probed on /proc/self/exe, a file every process has open-able.
+    let probe = std::fs::File::open("/proc/self/exe")
+        .and_then(|f| sys::cached(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 1));
+    match probe {
+        Ok(_) => lines.push(line("cachestat", "works", None)),
+        Err(e) => lines.push(line(
+            "cachestat",
+            format!("unsupported: {e}"),
+            Some(
+                "without cachestat (Linux 6.5+) every file chunk is spliced in an io-wq \
+                 thread, which costs more CPU than a splice in the worker"
+                    .into(),
+            ),
+        )),
     }
     print_section(out, "io_uring", &lines)?;
 
@@ -310,6 +325,7 @@ mod tests {
             "kernel.io_uring_disabled",
             "io_uring_setup",
             "setup flags",
+            "cachestat",
             "Splice",
             "AsyncCancel",
             "uring",
