@@ -670,10 +670,6 @@ impl Driver {
                             Err(e) => self.cachestat = e.raw_os_error() != Some(libc::ENOSYS),
                         }
                     }
-                    let Some(c) = self.conns.get_mut(idx, gen) else {
-                        return;
-                    };
-                    let pipe = c.pipe.as_ref().expect("just ensured");
                     let fill = opcode::Splice::new(
                         types::Fd(fd),
                         offset as i64,

@@ -165,6 +165,24 @@ fn retire(sq: &mut Sq, conn_ops: &mut u32, gw: &mut Gw, mut u: Up, idx: u32, gen
     gw.retired.push(u);
 }
 
+/// Waits for `u`'s socket to be ready after an EAGAIN: a PollAdd for POLLIN (`op` PollIn,
+/// which keeps `recving` set until it completes) or POLLOUT (`op` PollOut, `sending`).
+fn poll_up(sq: &mut Sq, conn_ops: &mut u32, u: &mut Up, idx: u32, gen: u32, op: UpOp) {
+    let events = if op == UpOp::PollIn {
+        u.recving = true;
+        libc::POLLIN
+    } else {
+        u.sending = true;
+        libc::POLLOUT
+    };
+    let entry = opcode::PollAdd::new(types::Fd(u.fd.as_raw_fd()), events as u32).build();
+    // SAFETY: no buffer; the socket belongs to the Up, which the connection keeps (current or
+    // retired) until this op has completed.
+    unsafe { sq.push(entry, token(idx, gen, op, u.serial)) };
+    u.ops += 1;
+    *conn_ops += 1;
+}
+
 impl Driver {
     /// Moves the proxied request of connection (idx, gen) along, if it has one: pool or
     /// retire a finished exchange's socket and release it, connect (pooled or new) for a new
@@ -310,18 +328,7 @@ impl Driver {
                         continue;
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                        let entry =
-                            opcode::PollAdd::new(types::Fd(u.fd.as_raw_fd()), libc::POLLOUT as u32)
-                                .build();
-                        // SAFETY: no buffer; the socket belongs to the Up, which the
-                        // connection keeps (current or retired) until this op has completed.
-                        unsafe {
-                            self.sq
-                                .push(entry, token(idx, gen, UpOp::PollOut, u.serial))
-                        };
-                        u.sending = true;
-                        u.ops += 1;
-                        c.ops += 1;
+                        poll_up(&mut self.sq, &mut c.ops, u, idx, gen, UpOp::PollOut);
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                     _ => {
@@ -367,20 +374,7 @@ impl Driver {
                         // slots, which the client's drain frees and then drives us again.
                         Some(libc::EAGAIN) => {
                             if c.in_pipe == 0 {
-                                let entry = opcode::PollAdd::new(
-                                    types::Fd(u.fd.as_raw_fd()),
-                                    libc::POLLIN as u32,
-                                )
-                                .build();
-                                // SAFETY: no buffer; the socket belongs to the Up, which the
-                                // connection keeps (current or retired) until this op has
-                                // completed.
-                                unsafe {
-                                    self.sq.push(entry, token(idx, gen, UpOp::PollIn, u.serial))
-                                };
-                                u.recving = true;
-                                u.ops += 1;
-                                c.ops += 1;
+                                poll_up(&mut self.sq, &mut c.ops, u, idx, gen, UpOp::PollIn);
                             }
                             return;
                         }
@@ -458,7 +452,7 @@ impl Driver {
                         x.sent(res as usize, now);
                     }
                 } else if res == -libc::EAGAIN {
-                    poll = Some((UpOp::PollOut, libc::POLLOUT));
+                    poll = Some(UpOp::PollOut);
                 } else if res != -libc::ECANCELED && res != -libc::EINTR && open {
                     session.gw_error(svc, Failure::Connect, now);
                 }
@@ -474,7 +468,7 @@ impl Driver {
                         session.gw_eof(svc, now);
                     }
                 } else if res == -libc::EAGAIN {
-                    poll = Some((UpOp::PollIn, libc::POLLIN));
+                    poll = Some(UpOp::PollIn);
                 } else if res != -libc::ECANCELED && res != -libc::EINTR && open {
                     let f = if session.gateway().is_some_and(|x| x.responded) {
                         Failure::Cut
@@ -489,17 +483,8 @@ impl Driver {
             UpOp::PollOut => u.sending = false,
             UpOp::Cancel => {}
         }
-        if let (Some((op, events)), true) = (poll, open) {
-            let entry = opcode::PollAdd::new(types::Fd(u.fd.as_raw_fd()), events as u32).build();
-            // SAFETY: no buffer; the socket belongs to the Up, which the connection keeps
-            // (current or retired) until this op has completed.
-            unsafe { self.sq.push(entry, token(idx, gen, op, serial)) };
-            match op {
-                UpOp::PollIn => u.recving = true,
-                _ => u.sending = true,
-            }
-            u.ops += 1;
-            c.ops += 1;
+        if let (Some(op), true) = (poll, open) {
+            poll_up(&mut self.sq, &mut c.ops, u, idx, gen, op);
         }
         self.drive(idx, gen);
     }
