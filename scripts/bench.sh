@@ -337,6 +337,7 @@ MANIFEST="$OUT/scenarios.tsv"
 declare -A RINGD_PID=() RINGD_PORT=()
 PEERS_STARTED=0
 LOADGEN_PID=""
+SPREAD_PID=""
 TUNED=0
 CLEANED=0
 
@@ -373,6 +374,7 @@ cleanup() {
     # TERM, not INT: commands a script starts in the background ignore SIGINT.
     [[ -n "$LOADGEN_PID" ]] && stop_pid "$LOADGEN_PID" TERM
     [[ -n "$SLOW_PID" ]] && stop_pid "$SLOW_PID" TERM
+    [[ -n "$SPREAD_PID" ]] && stop_pid "$SPREAD_PID" TERM
     stop_ringds
     stop_peers
     stop_wsgi
@@ -907,8 +909,16 @@ run_proxy_gunicorn() {
         peers_start "${gargs[@]}"
         start_proxies "127.0.0.1:$GUNICORN_UPSTREAM_PORT"
         dir="$BASE/proxy-gunicorn-$klass"
+        mkdir -p "$dir"
+        # Which gunicorn worker each proxy's upstream connections landed on (luck of accept):
+        # the cause of most of this scenario's round-to-round swing; see upstream-spread.log.
+        taskset -c "$CUR_GEN_CPUS" "$SCRIPTS_DIR/upstream-spread.sh" "$GUNICORN_UPSTREAM_PORT" \
+            "$dir/upstream-spread.log" </dev/null >/dev/null 2>&1 &
+        SPREAD_PID=$!
         run_compare "$dir" "proxy-gunicorn ($klass): each proxy (1 worker, CPU $CUR_SERVER_CPUS) in front of gunicorn $klass ($GUNICORN_UPSTREAM_WORKERS workers, CPU $CUR_GEN_CPUS), hello app, $CONNECTIONS connections" \
             / "$PROXY_TARGETS"
+        stop_pid "$SPREAD_PID" TERM
+        SPREAD_PID=""
         for t in ringd-proxy nginx-proxy; do
             run_slow_clients "$dir/slow-$(target_name "$t")" "$t" \
                 "proxy-gunicorn ($klass), $(target_name "$t") with $SLOW_CLIENTS slow clients ($SLOW_RATE, $SLOW_PATH) in the background: hello app, $CONNECTIONS connections"

@@ -583,6 +583,19 @@ def proxy_summary(scenario_dir, kind, bars=PROXY_BARS):
                              f"{fmt_num(_num(rw.get('errors_total')))} |")
             if (srep.get("meta") or {}).get("loadavg"):
                 lines.append(f"|  | {name}: load average at its start {srep['meta']['loadavg']} | | | | | |")
+        spread = os.path.join(scenario_dir, "upstream-spread.log")
+        if os.path.exists(spread):
+            with open(spread, encoding="utf-8") as f:
+                tail = f.read().split("# summary:", 1)
+            if len(tail) == 2:
+                rows = [ln for ln in tail[1].splitlines()[1:] if ln.strip()]
+                lines += ["", "## Upstream connections per gunicorn worker", "",
+                          "Sampled every 2 s by `scripts/upstream-spread.sh` during the rounds above "
+                          "(`upstream-spread.log`): each proxy's established connections per gunicorn "
+                          "worker, busiest worker first, the distinct splits in time order. Which worker "
+                          "accepts a connection is luck; a lopsided split queues most requests behind one "
+                          "worker and widens that proxy's latency spread in those rounds.", ""]
+                lines += [f"- {ln}" for ln in rows]
     churn = [(n, max(_run_tcp(r, "other_opens_per_1k") or 0 for r in runs[n])) for n in order]
     churn = [(n, v) for n, v in churn if v >= PROXY_CHURN_PER_1K]
     if churn:

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -482,6 +483,28 @@ class ProxySummary(Base):
         # nginx's is reported, not a verdict.
         self.assertIn("- reported (outside the bar): nginx's p99 with the slow clients", md)
         self.assertIn("| 3 | ringd | 2,900 | 1.00 ms | 2.50 ms | 2.50× | 0 |", md)
+
+    def test_gunicorn_lists_the_upstream_spread(self):
+        d = self.scenario("proxy-gunicorn-gthread", [
+            target("ringd", [run_result(2000, 1000, cpu=20.0)]),
+            target("nginx", [run_result(2500, 1000, cpu=30.0)]),
+        ])
+        log = os.path.join(d, "upstream-spread.log")
+        with open(log, "w") as f:
+            f.write("# upstream-spread: test\n"
+                    "11:00:01 ringd:100=5 ringd:200=59 nginx:100=64\n"
+                    "11:00:03 ringd:100=5 ringd:200=59 nginx:100=64\n"
+                    "11:00:05 ringd:200=64 nginx:100=63 nginx:200=1\n"
+                    "11:00:07\n")
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "upstream-spread.sh")
+        summary = subprocess.run(["bash", script, "--summarize", log], check=True,
+                                 capture_output=True, text=True).stdout
+        with open(log, "a") as f:
+            f.write(summary)
+        md, _ = benchtool.proxy_summary(d, "gunicorn")
+        self.assertIn("## Upstream connections per gunicorn worker", md)
+        self.assertIn("- nginx: 64/0, 63/1", md)
+        self.assertIn("- ringd: 59/5, 64/0", md)
 
     def test_gunicorn_without_slow_runs_has_no_slow_verdict(self):
         d = self.scenario("proxy-gunicorn-gthread", [
