@@ -68,7 +68,9 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
                   with it ringd runs kTLS and sends by sendfile; the report's title says which)
 
   proxy-small     in front of nginx serving the 1000-byte file: ringd's CPU/req <= 0.5x
-                  nginx's and <= HAProxy's; req/s >= 1.3x nginx's where ringd is the limit
+                  nginx's and <= HAProxy's; req/s >= 1.3x nginx's where ringd is the limit;
+                  also the relay (loadgen's relay binary: a TCP relay, no HTTP, one upstream
+                  connection per client), whose CPU/req is the floor of any proxy's here
   proxy-large     in front of nginx serving the 10 MiB file: ringd's bytes/s >= nginx's at
                   no more CPU per byte
   wsgi-hello      issue 13: the WSGI app scripts/peers/wsgi_bench.py served by ringd-wsgi
@@ -338,6 +340,8 @@ declare -A RINGD_PID=() RINGD_PORT=()
 PEERS_STARTED=0
 LOADGEN_PID=""
 SPREAD_PID=""
+RELAY_PID=""
+RELAY_PORT=""
 TUNED=0
 CLEANED=0
 
@@ -375,6 +379,7 @@ cleanup() {
     [[ -n "$LOADGEN_PID" ]] && stop_pid "$LOADGEN_PID" TERM
     [[ -n "$SLOW_PID" ]] && stop_pid "$SLOW_PID" TERM
     [[ -n "$SPREAD_PID" ]] && stop_pid "$SPREAD_PID" TERM
+    [[ -n "$RELAY_PID" ]] && stop_pid "$RELAY_PID" TERM
     stop_ringds
     stop_peers
     stop_wsgi
@@ -469,6 +474,7 @@ finish_env() {
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 RINGD_BIN="${RINGD_BIN:-$TARGET_DIR/$PROFILE/ringd}"
 LOADGEN_BIN="${LOADGEN_BIN:-$TARGET_DIR/$PROFILE/loadgen}"
+RELAY_BIN="${RELAY_BIN:-$TARGET_DIR/$PROFILE/relay}"
 
 build() {
     local -a cmd=(cargo build --workspace --bins)
@@ -595,6 +601,7 @@ target_url() {
     gunicorn) echo "http://127.0.0.1:$GUNICORN_FILES_PORT$path" ;;
     gunicorn-hello) echo "http://127.0.0.1:$GUNICORN_HELLO_PORT/" ;;
     ringd-proxy) echo "http://127.0.0.1:${RINGD_PORT[proxy]}$path" ;;
+    relay) echo "http://127.0.0.1:$RELAY_PORT$path" ;;
     wsgi-*) echo "http://127.0.0.1:${WSGI_PORT[${name#wsgi-}]}$path" ;;
     nginx-cgi) echo "http://127.0.0.1:$NGINX_CGI_PORT$path" ;;
     stack-ringd) echo "http://127.0.0.1:$STACK_RINGD_PORT$path" ;;
@@ -618,6 +625,7 @@ target_pid() {
     nginx-cgi) echo "$CGI_WRAPPER_PID" ;;
     stack-ringd) echo "$STACK_RINGD_PID" ;;
     stack-nginx) echo "$STACK_WRAPPER_PID" ;;
+    relay) echo "$RELAY_PID" ;;
     nginx | nginx-deferred | nginx-tls) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
     caddy) pids="$("$SCRIPTS_DIR/peers.sh" pids caddy)" && echo "${pids%% *}" ;;
     gunicorn) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-files)" && echo "${pids%% *}" ;;
@@ -816,6 +824,29 @@ start_proxies() {
         --upstream "$upstream"
 }
 
+# The relay (loadgen/src/bin/relay.rs): a TCP relay with one upstream connection per client,
+# which parses nothing. Its CPU per request is the kernel's share of any proxy's, the floor that
+# proxy-small's CPU bars are read against.
+start_relay() {
+    local upstream="$1" port=$((RINGD_PORT_BASE + 11))
+    [[ -x "$RELAY_BIN" ]] || die "$RELAY_BIN is missing (cargo build --release --workspace --bins)"
+    port_busy "$port" && die "port $port for the relay is taken (set RINGD_PORT_BASE)"
+    local -a cmd=(taskset -c "$CUR_SERVER_CPUS" "$RELAY_BIN" --listen "127.0.0.1:$port"
+        --upstream "$upstream")
+    record "${cmd[@]}"
+    "${cmd[@]}" </dev/null >"$RUN_DIR/relay.log" 2>&1 &
+    RELAY_PID=$!
+    RELAY_PORT=$port
+    wait_http "http://127.0.0.1:$port/small.bin" 15 "$RELAY_PID" ||
+        die "the relay did not come up on 127.0.0.1:$port; see $RUN_DIR/relay.log"
+    log "relay up on 127.0.0.1:$port (PID $RELAY_PID, CPUs $CUR_SERVER_CPUS) -> $upstream"
+}
+
+stop_relay() {
+    [[ -n "$RELAY_PID" ]] && stop_pid "$RELAY_PID" TERM
+    RELAY_PID=""
+}
+
 stop_proxy_ringd() {
     if [[ -n "${RINGD_PID[proxy]:-}" ]]; then
         stop_pid "${RINGD_PID[proxy]}" TERM
@@ -841,8 +872,10 @@ run_proxy_nginx() {
     peers_start --only nginx --workers 1 --cpus "$CUR_GEN_CPUS"
     start_proxies "127.0.0.1:$NGINX_PORT"
     if [[ -n "${SCENARIO_OK[proxy-small]:-}" ]]; then
-        run_compare "$BASE/proxy-small" "proxy-small: each proxy (1 worker, CPU $CUR_SERVER_CPUS) in front of nginx (CPU $CUR_GEN_CPUS), 1000-byte file, upstream keep-alive, $CONNECTIONS connections" \
-            /small.bin "$PROXY_TARGETS"
+        start_relay "127.0.0.1:$NGINX_PORT"
+        run_compare "$BASE/proxy-small" "proxy-small: each proxy (1 worker, CPU $CUR_SERVER_CPUS) in front of nginx (CPU $CUR_GEN_CPUS), 1000-byte file, upstream keep-alive, $CONNECTIONS connections; relay: a TCP relay, the floor" \
+            /small.bin "$PROXY_TARGETS relay"
+        stop_relay
         proxy_summary "$BASE/proxy-small" small
     fi
     if [[ -n "${SCENARIO_OK[proxy-large]:-}" ]]; then
@@ -910,14 +943,17 @@ run_proxy_gunicorn() {
         start_proxies "127.0.0.1:$GUNICORN_UPSTREAM_PORT"
         dir="$BASE/proxy-gunicorn-$klass"
         mkdir -p "$dir"
-        # Which gunicorn worker each proxy's upstream connections landed on (luck of accept):
-        # the cause of most of this scenario's round-to-round swing; see upstream-spread.log.
-        taskset -c "$CUR_GEN_CPUS" "$SCRIPTS_DIR/upstream-spread.sh" "$GUNICORN_UPSTREAM_PORT" \
-            "$dir/upstream-spread.log" </dev/null >/dev/null 2>&1 &
-        SPREAD_PID=$!
+        if [[ "$klass" == gthread ]]; then
+            # Which gunicorn worker each proxy's keep-alive upstream connections landed on (luck
+            # of accept): the cause of most of gthread's round-to-round swing. (Sync workers
+            # close every connection after one response: nothing to sample.)
+            taskset -c "$CUR_GEN_CPUS" "$SCRIPTS_DIR/upstream-spread.sh" "$GUNICORN_UPSTREAM_PORT" \
+                "$dir/upstream-spread.log" </dev/null >/dev/null 2>&1 &
+            SPREAD_PID=$!
+        fi
         run_compare "$dir" "proxy-gunicorn ($klass): each proxy (1 worker, CPU $CUR_SERVER_CPUS) in front of gunicorn $klass ($GUNICORN_UPSTREAM_WORKERS workers, CPU $CUR_GEN_CPUS), hello app, $CONNECTIONS connections" \
             / "$PROXY_TARGETS"
-        stop_pid "$SPREAD_PID" TERM
+        [[ -n "$SPREAD_PID" ]] && stop_pid "$SPREAD_PID" TERM
         SPREAD_PID=""
         for t in ringd-proxy nginx-proxy; do
             run_slow_clients "$dir/slow-$(target_name "$t")" "$t" \

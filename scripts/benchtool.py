@@ -345,7 +345,7 @@ PROXY_BARS = {
     "gunicorn_rps": 1.0,           # req/s at least nginx's
     "slow_p99": 2.0,               # p99 with the slow clients at most 2x without them
 }
-PROXY_TARGETS = ("ringd", "nginx", "haproxy", "caddy")
+PROXY_TARGETS = ("ringd", "nginx", "haproxy", "caddy", "relay")
 # A proxy that used this share of its one core was the limit of its run.
 PROXY_LIMIT_UTIL = 0.90
 
@@ -400,10 +400,11 @@ def _per_round(a_runs, b_runs, get):
 
 
 def _ratio_line(label, per_round, bar, higher, unit_fmt, num="ringd", den="nginx", reported=False):
-    """A verdict line on the median of the per-round ratios, with their spread."""
+    """A verdict line on the median of the per-round ratios, with their spread (bar None: a
+    reported figure with no bar)."""
     ratios = sorted(r[3] for r in per_round if r[3] is not None)
     med = _median(ratios)
-    ok = None if med is None else (med >= bar if higher else med <= bar)
+    ok = None if med is None or bar is None else (med >= bar if higher else med <= bar)
     sign = "≥" if higher else "≤"
     a = _median(sorted(r[1] for r in per_round if r[1] is not None))
     b = _median(sorted(r[2] for r in per_round if r[2] is not None))
@@ -411,8 +412,11 @@ def _ratio_line(label, per_round, bar, higher, unit_fmt, num="ringd", den="nginx
     if ratios:
         spread = (f"; rounds {', '.join(f'{x:.2f}×' for x in (r[3] for r in per_round) if x is not None)}"
                   f" (spread {ratios[-1] - ratios[0]:.2f})")
+    bar_text = "" if bar is None else f" (bar {sign} {bar:.2f}×)"
     text = (f"{label}: {num} {unit_fmt(a)} vs {den} {unit_fmt(b)}: median of the rounds' ratios "
-            f"{'–' if med is None else f'{med:.2f}×'} (bar {sign} {bar:.2f}×){spread}")
+            f"{'–' if med is None else f'{med:.2f}×'}{bar_text}{spread}")
+    if bar is None:
+        return None, f"- reported: {text}"
     if reported:
         return ok, f"- reported ({'within' if ok else 'outside' if ok is not None else 'n/a'} the bar): {text}"
     return ok, _verdict(ok, text)
@@ -492,6 +496,17 @@ def proxy_summary(scenario_dir, kind, bars=PROXY_BARS):
                             "are in the table below")
         checks["rps"] = ok
         lines.append(line)
+        if runs.get("relay"):
+            # The TCP relay (loadgen's relay binary): no HTTP, one upstream connection per client.
+            # What the kernel alone charges a proxy per request: no proxy goes below it.
+            _, line = _ratio_line("the floor: the TCP relay's CPU per request against nginx's (no proxy can "
+                                  "go below the relay)", _per_round(runs["relay"], n_runs, _run_cpu),
+                                  None, False, us, num="relay")
+            lines.append(line)
+            _, line = _ratio_line("ringd's CPU per request against the relay's (what ringd's HTTP work adds "
+                                  "to the floor)", _per_round(r_runs, runs["relay"], _run_cpu),
+                                  None, False, us, den="relay")
+            lines.append(line)
     elif kind == "large":
         ok, line = _ratio_line("bytes/s against nginx", _per_round(r_runs, n_runs, lambda r: _num(r.get("bytes_per_s"))),
                                bars["large_bps"], True, lambda x: fmt_mbps(x) + " MB/s")

@@ -423,6 +423,20 @@ class ProxySummary(Base):
         self.assertIn("Load average at the start: 2.50 2.10 1.90", md)
         self.assertIn("| 1 | caddy | 30,000 |", md)
 
+    def test_small_reports_the_relay_as_the_floor(self):
+        d = self.scenario("proxy-small", [
+            target("ringd", [run_result(95000, 900, cpu=c) for c in (20.0, 21.0, 22.0)]),
+            target("nginx", [run_result(60000, 1500, cpu=25.0) for _ in range(3)]),
+            target("relay", [run_result(99000, 800, cpu=c) for c in (15.0, 16.0, 17.0)]),
+        ])
+        md, checks = benchtool.proxy_summary(d, "small")
+        self.assertNotIn("relay", checks)
+        self.assertIn("- reported: the floor: the TCP relay's CPU per request against nginx's", md)
+        self.assertIn("relay 16.00 µs vs nginx 25.00 µs: median of the rounds' ratios 0.64×; "
+                      "rounds 0.60×, 0.64×, 0.68×", md)
+        self.assertIn("ringd 21.00 µs vs relay 16.00 µs: median of the rounds' ratios 1.31×", md)
+        self.assertIn("| 3 | relay | 99,000 |", md)
+
     def test_small_rps_bar_does_not_apply_when_ringd_was_not_the_limit(self):
         # 10 µs/req at 20,000 req/s is 20% of a core: the upstream's core set the pace.
         md, checks = benchtool.proxy_summary(self.small(ringd_rps=(20000, 20000, 20000)), "small")

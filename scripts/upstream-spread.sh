@@ -9,7 +9,8 @@
 # Every INTERVAL_S (default 2) seconds, one line: the time, then "proxy:worker_pid=count" for
 # every established connection to 127.0.0.1:PORT (from `ss -tnp`; the proxy is the process that
 # owns the other end). On SIGTERM or SIGINT it appends a summary: per proxy, the distinct splits
-# seen in time order (consecutive repeats folded), the busiest worker's count first.
+# seen in time order (consecutive repeats folded), the busiest worker's count first, leaving out
+# samples with under half of that proxy's most connections (a pool draining while idle).
 # `upstream-spread.sh --summarize LOG` prints that summary for a log's samples.
 set -euo pipefail
 usage="usage: upstream-spread.sh PORT OUT_LOG [INTERVAL_S] | --summarize LOG"
@@ -25,10 +26,12 @@ sample() {
             if (match($0, /users:\(\("[^"]+",pid=[0-9]+/)) {
                 u = substr($0, RSTART + 9, RLENGTH - 9); gsub(/"/, "", u); sub(/,pid/, "", u)
             }
-            if (lp == port) worker[rp] = u; else if (rp == port) proxy[lp] = u
+            split(u, nv, "=")
+            # the upstream side by its worker PID, the proxy side by its process name
+            if (lp == port) worker[rp] = nv[2]; else if (rp == port) proxy[lp] = nv[1]
         }
         END {
-            for (k in worker) if (k in proxy) { split(proxy[k], p, "="); c[p[1] ":" worker[k]]++ }
+            for (k in worker) if ((k in proxy) && proxy[k] != "") c[proxy[k] ":" worker[k]]++
             line = ""
             for (x in c) line = line " " x "=" c[x]
             print line
@@ -36,14 +39,19 @@ sample() {
 }
 
 summary() {
-    echo "# summary: per proxy, its connections per upstream worker (busiest first; every worker seen in the log counted, 0 where it had none), distinct splits in time order"
+    echo "# summary: per proxy, its connections per upstream worker (busiest first; every worker seen in the log counted, 0 where it had none), distinct splits in time order, samples with under half its most connections left out"
     awk '
         /^#/ { next }
         # First pass: every upstream worker that owned a connection at some point.
-        FNR == NR { for (i = 2; i <= NF; i++) { split($i, a, "="); split(a[1], b, ":"); w[b[2]] = 1 } next }
+        function parse(f,   m, j) {
+            # "proxy:pid=count" (older logs: "proxy:name=pid=count")
+            m = split(f, a, "="); cnt = a[m]; j = index(f, ":"); px_ = substr(f, 1, j - 1)
+            wk = a[m - 1]; sub(/.*:/, "", wk)
+        }
+        FNR == NR { for (i = 2; i <= NF; i++) { parse($i); w[wk] = 1 } next }
         {
             delete n
-            for (i = 2; i <= NF; i++) { split($i, a, "="); split(a[1], b, ":"); n[b[1], b[2]] = a[2]; px[b[1]] = 1; seen[b[1]] = 1 }
+            for (i = 2; i <= NF; i++) { parse($i); n[px_, wk] = cnt; seen[px_] = 1 }
             for (p in seen) {
                 k = 0
                 for (x in w) v[++k] = ((p, x) in n) ? n[p, x] : 0
@@ -53,7 +61,17 @@ summary() {
             }
             delete seen
         }
-        END { for (p in splits) print p ": " splits[p] }' "$out" "$out" | sort
+        # Only the splits of at least half the most connections of that proxy: the pool in use, not one
+        # draining while the other proxies run.
+        END {
+            for (p in splits) {
+                k = split(splits[p], e, ", "); most = 0
+                for (i = 1; i <= k; i++) { m = split(e[i], v, "/"); tot[i] = 0; for (j = 1; j <= m; j++) tot[i] += v[j]; if (tot[i] > most) most = tot[i] }
+                line = ""; prev = ""
+                for (i = 1; i <= k; i++) if (tot[i] * 2 >= most && e[i] != prev) { line = line (line == "" ? "" : ", ") e[i]; prev = e[i] }
+                print p ": " line
+            }
+        }' "$out" "$out" | sort
 }
 
 if [[ "$port" == --summarize ]]; then
