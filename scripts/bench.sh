@@ -69,8 +69,9 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
 
   proxy-small     in front of nginx serving the 1000-byte file: ringd's CPU/req <= 0.5x
                   nginx's and <= HAProxy's; req/s >= 1.3x nginx's where ringd is the limit;
-                  also the relay (loadgen's relay binary: a TCP relay, no HTTP, one upstream
-                  connection per client), whose CPU/req is the floor of any proxy's here
+                  also relay and relay-uring (loadgen's relay binary on epoll and io_uring: a
+                  TCP relay, no HTTP, one upstream connection per client), whose CPU/req is
+                  the floor of a proxy's here
   proxy-large     in front of nginx serving the 10 MiB file: ringd's bytes/s >= nginx's at
                   no more CPU per byte
   wsgi-hello      issue 13: the WSGI app scripts/peers/wsgi_bench.py served by ringd-wsgi
@@ -141,8 +142,8 @@ Options:
   -h, --help           this text
 
 Ports (environment): RINGD_PORT_BASE=$RINGD_PORT_BASE (+1 uring, +2 epoll, +3 tokio-uring;
-sites: +4 ringd-flags, +5 ringd-config; proxy scenarios: +6 ringd as a proxy; cache scenarios: +7
-ringd-cache, +8 ringd-static),
+sites: +4 ringd-flags, +5 ringd-config; proxy scenarios: +6 ringd as a proxy, +10 ringd-copy,
++11 relay, +12 relay-uring; cache scenarios: +7 ringd-cache, +8 ringd-static),
 NGINX_PORT=$NGINX_PORT, CADDY_PORT=$CADDY_PORT, NGINX_DEFERRED_PORT=$NGINX_DEFERRED_PORT (the same nginx with \`listen ...
 deferred\`, target nginx-deferred in the connect scenario), GUNICORN_HELLO_PORT=$GUNICORN_HELLO_PORT,
 GUNICORN_FILES_PORT=$GUNICORN_FILES_PORT; proxy scenarios: NGINX_PROXY_PORT=$NGINX_PROXY_PORT,
@@ -340,8 +341,7 @@ declare -A RINGD_PID=() RINGD_PORT=()
 PEERS_STARTED=0
 LOADGEN_PID=""
 SPREAD_PID=""
-RELAY_PID=""
-RELAY_PORT=""
+declare -A RELAY_PID=() RELAY_PORT=()
 TUNED=0
 CLEANED=0
 
@@ -379,7 +379,7 @@ cleanup() {
     [[ -n "$LOADGEN_PID" ]] && stop_pid "$LOADGEN_PID" TERM
     [[ -n "$SLOW_PID" ]] && stop_pid "$SLOW_PID" TERM
     [[ -n "$SPREAD_PID" ]] && stop_pid "$SPREAD_PID" TERM
-    [[ -n "$RELAY_PID" ]] && stop_pid "$RELAY_PID" TERM
+    stop_relays
     stop_ringds
     stop_peers
     stop_wsgi
@@ -601,7 +601,7 @@ target_url() {
     gunicorn) echo "http://127.0.0.1:$GUNICORN_FILES_PORT$path" ;;
     gunicorn-hello) echo "http://127.0.0.1:$GUNICORN_HELLO_PORT/" ;;
     ringd-proxy) echo "http://127.0.0.1:${RINGD_PORT[proxy]}$path" ;;
-    relay) echo "http://127.0.0.1:$RELAY_PORT$path" ;;
+    relay | relay-uring) echo "http://127.0.0.1:${RELAY_PORT[$name]}$path" ;;
     wsgi-*) echo "http://127.0.0.1:${WSGI_PORT[${name#wsgi-}]}$path" ;;
     nginx-cgi) echo "http://127.0.0.1:$NGINX_CGI_PORT$path" ;;
     stack-ringd) echo "http://127.0.0.1:$STACK_RINGD_PORT$path" ;;
@@ -625,7 +625,7 @@ target_pid() {
     nginx-cgi) echo "$CGI_WRAPPER_PID" ;;
     stack-ringd) echo "$STACK_RINGD_PID" ;;
     stack-nginx) echo "$STACK_WRAPPER_PID" ;;
-    relay) echo "$RELAY_PID" ;;
+    relay | relay-uring) echo "${RELAY_PID[$1]}" ;;
     nginx | nginx-deferred | nginx-tls) pids="$("$SCRIPTS_DIR/peers.sh" pids nginx)" && echo "${pids%% *}" ;;
     caddy) pids="$("$SCRIPTS_DIR/peers.sh" pids caddy)" && echo "${pids%% *}" ;;
     gunicorn) pids="$("$SCRIPTS_DIR/peers.sh" pids gunicorn-files)" && echo "${pids%% *}" ;;
@@ -824,27 +824,33 @@ start_proxies() {
         --upstream "$upstream"
 }
 
-# The relay (loadgen/src/bin/relay.rs): a TCP relay with one upstream connection per client,
-# which parses nothing. Its CPU per request is the kernel's share of any proxy's, the floor that
-# proxy-small's CPU bars are read against.
+# The relays (loadgen/src/bin/relay.rs): TCP relays with one upstream connection per client,
+# which parse nothing, on epoll (relay) and on io_uring (relay-uring). Their CPU per request is
+# the kernel's share of any proxy's, the floor that proxy-small's CPU bars are read against.
+# start_relay NAME PORT UPSTREAM [relay flags...]
 start_relay() {
-    local upstream="$1" port=$((RINGD_PORT_BASE + 11))
+    local name="$1" port="$2" upstream="$3" pid
+    shift 3
     [[ -x "$RELAY_BIN" ]] || die "$RELAY_BIN is missing (cargo build --release --workspace --bins)"
-    port_busy "$port" && die "port $port for the relay is taken (set RINGD_PORT_BASE)"
+    port_busy "$port" && die "port $port for $name is taken (set RINGD_PORT_BASE)"
     local -a cmd=(taskset -c "$CUR_SERVER_CPUS" "$RELAY_BIN" --listen "127.0.0.1:$port"
-        --upstream "$upstream")
+        --upstream "$upstream" "$@")
     record "${cmd[@]}"
-    "${cmd[@]}" </dev/null >"$RUN_DIR/relay.log" 2>&1 &
-    RELAY_PID=$!
-    RELAY_PORT=$port
-    wait_http "http://127.0.0.1:$port/small.bin" 15 "$RELAY_PID" ||
-        die "the relay did not come up on 127.0.0.1:$port; see $RUN_DIR/relay.log"
-    log "relay up on 127.0.0.1:$port (PID $RELAY_PID, CPUs $CUR_SERVER_CPUS) -> $upstream"
+    "${cmd[@]}" </dev/null >"$RUN_DIR/$name.log" 2>&1 &
+    pid=$!
+    RELAY_PID[$name]=$pid
+    RELAY_PORT[$name]=$port
+    wait_http "http://127.0.0.1:$port/small.bin" 15 "$pid" ||
+        die "$name did not come up on 127.0.0.1:$port; see $RUN_DIR/$name.log"
+    log "$name up on 127.0.0.1:$port (PID $pid, CPUs $CUR_SERVER_CPUS) -> $upstream"
 }
 
-stop_relay() {
-    [[ -n "$RELAY_PID" ]] && stop_pid "$RELAY_PID" TERM
-    RELAY_PID=""
+stop_relays() {
+    local name
+    for name in "${!RELAY_PID[@]}"; do
+        stop_pid "${RELAY_PID[$name]}" TERM
+        unset "RELAY_PID[$name]" "RELAY_PORT[$name]"
+    done
 }
 
 stop_proxy_ringd() {
@@ -872,10 +878,11 @@ run_proxy_nginx() {
     peers_start --only nginx --workers 1 --cpus "$CUR_GEN_CPUS"
     start_proxies "127.0.0.1:$NGINX_PORT"
     if [[ -n "${SCENARIO_OK[proxy-small]:-}" ]]; then
-        start_relay "127.0.0.1:$NGINX_PORT"
-        run_compare "$BASE/proxy-small" "proxy-small: each proxy (1 worker, CPU $CUR_SERVER_CPUS) in front of nginx (CPU $CUR_GEN_CPUS), 1000-byte file, upstream keep-alive, $CONNECTIONS connections; relay: a TCP relay, the floor" \
-            /small.bin "$PROXY_TARGETS relay"
-        stop_relay
+        start_relay relay $((RINGD_PORT_BASE + 11)) "127.0.0.1:$NGINX_PORT"
+        start_relay relay-uring $((RINGD_PORT_BASE + 12)) "127.0.0.1:$NGINX_PORT" --uring
+        run_compare "$BASE/proxy-small" "proxy-small: each proxy (1 worker, CPU $CUR_SERVER_CPUS) in front of nginx (CPU $CUR_GEN_CPUS), 1000-byte file, upstream keep-alive, $CONNECTIONS connections; relay, relay-uring: TCP relays, the floor" \
+            /small.bin "$PROXY_TARGETS relay relay-uring"
+        stop_relays
         proxy_summary "$BASE/proxy-small" small
     fi
     if [[ -n "${SCENARIO_OK[proxy-large]:-}" ]]; then

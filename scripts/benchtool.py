@@ -345,7 +345,7 @@ PROXY_BARS = {
     "gunicorn_rps": 1.0,           # req/s at least nginx's
     "slow_p99": 2.0,               # p99 with the slow clients at most 2x without them
 }
-PROXY_TARGETS = ("ringd", "nginx", "haproxy", "caddy", "relay")
+PROXY_TARGETS = ("ringd", "nginx", "haproxy", "caddy", "relay", "relay-uring")
 # A proxy that used this share of its one core was the limit of its run.
 PROXY_LIMIT_UTIL = 0.90
 
@@ -496,16 +496,17 @@ def proxy_summary(scenario_dir, kind, bars=PROXY_BARS):
                             "are in the table below")
         checks["rps"] = ok
         lines.append(line)
-        if runs.get("relay"):
-            # The TCP relay (loadgen's relay binary): no HTTP, one upstream connection per client.
-            # What the kernel alone charges a proxy per request: no proxy goes below it.
-            _, line = _ratio_line("the floor: the TCP relay's CPU per request against nginx's (no proxy can "
-                                  "go below the relay)", _per_round(runs["relay"], n_runs, _run_cpu),
-                                  None, False, us, num="relay")
+        for relay in ("relay", "relay-uring"):
+            if not runs.get(relay):
+                continue
+            # A TCP relay (loadgen's relay binary; -uring: on io_uring): no HTTP, one upstream
+            # connection per client. What the kernel alone charges a proxy per request.
+            _, line = _ratio_line(f"the floor: the TCP relay's CPU per request ({relay}) against nginx's",
+                                  _per_round(runs[relay], n_runs, _run_cpu), None, False, us, num=relay)
             lines.append(line)
-            _, line = _ratio_line("ringd's CPU per request against the relay's (what ringd's HTTP work adds "
-                                  "to the floor)", _per_round(r_runs, runs["relay"], _run_cpu),
-                                  None, False, us, den="relay")
+            _, line = _ratio_line(f"ringd's CPU per request against {relay}'s (what ringd's HTTP work adds to "
+                                  "that floor)", _per_round(r_runs, runs[relay], _run_cpu), None, False, us,
+                                  den=relay)
             lines.append(line)
     elif kind == "large":
         ok, line = _ratio_line("bytes/s against nginx", _per_round(r_runs, n_runs, lambda r: _num(r.get("bytes_per_s"))),

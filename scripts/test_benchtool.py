@@ -431,7 +431,7 @@ class ProxySummary(Base):
         ])
         md, checks = benchtool.proxy_summary(d, "small")
         self.assertNotIn("relay", checks)
-        self.assertIn("- reported: the floor: the TCP relay's CPU per request against nginx's", md)
+        self.assertIn("- reported: the floor: the TCP relay's CPU per request (relay) against nginx's", md)
         self.assertIn("relay 16.00 µs vs nginx 25.00 µs: median of the rounds' ratios 0.64×; "
                       "rounds 0.60×, 0.64×, 0.68×", md)
         self.assertIn("ringd 21.00 µs vs relay 16.00 µs: median of the rounds' ratios 1.31×", md)

@@ -1,4 +1,4 @@
-//! The relay binary (bench.sh proxy-small's floor) over real loopback sockets: every byte
+//! The relay binary (bench.sh proxy-small's floor), epoll and io_uring, over real loopback sockets: every byte
 //! reaches the other side in order both ways, a slow reader is waited for (short writes kept,
 //! not lost), each client gets its own upstream connection, and a client that leaves closes its
 //! upstream connection.
@@ -26,15 +26,19 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-fn start(upstream: SocketAddr) -> (Relay, SocketAddr) {
+fn start(upstream: SocketAddr, uring: bool) -> (Relay, SocketAddr) {
     let listen = free_port();
+    let mut args = vec![
+        "--listen".to_string(),
+        listen.to_string(),
+        "--upstream".to_string(),
+        upstream.to_string(),
+    ];
+    if uring {
+        args.push("--uring".into());
+    }
     let child = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--upstream",
-            &upstream.to_string(),
-        ])
+        .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -59,9 +63,18 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn bytes_pass_both_ways_and_a_slow_reader_loses_none() {
+    both_ways(false);
+}
+
+#[test]
+fn uring_bytes_pass_both_ways_and_a_slow_reader_loses_none() {
+    both_ways(true);
+}
+
+fn both_ways(uring: bool) {
     let up = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_addr = up.local_addr().unwrap();
-    let (relay, addr) = start(up_addr);
+    let (relay, addr) = start(up_addr, uring);
     // The readiness probe's connection came first: its upstream connection is accepted and
     // closed when the probe leaves.
     let (probe, _) = up.accept().unwrap();
@@ -111,6 +124,15 @@ fn bytes_pass_both_ways_and_a_slow_reader_loses_none() {
 
 #[test]
 fn each_client_gets_its_own_upstream_connection() {
+    own_upstream(false);
+}
+
+#[test]
+fn uring_each_client_gets_its_own_upstream_connection() {
+    own_upstream(true);
+}
+
+fn own_upstream(uring: bool) {
     let up = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_addr = up.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -129,7 +151,7 @@ fn each_client_gets_its_own_upstream_connection() {
             });
         }
     });
-    let (_relay, addr) = start(up_addr);
+    let (_relay, addr) = start(up_addr, uring);
     let mut clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let mut seen = Vec::new();
     for c in &mut clients {

@@ -9,7 +9,11 @@
 //! can go below it. bench.sh measures it beside the proxies so that a CPU bar can be read
 //! against the floor.
 //!
-//! Usage: relay --listen 127.0.0.1:18097 --upstream 127.0.0.1:18083
+//! `--uring` does the same on io_uring: one receive per side always in flight, each completed
+//! receive becomes one send to the other side, and every submission of a pass goes to the kernel
+//! in one `io_uring_enter` (the syscall count per request that a completion-driven proxy pays).
+//!
+//! Usage: relay --listen 127.0.0.1:18097 --upstream 127.0.0.1:18083 [--uring]
 //! Runs until it is killed (bench.sh stops it by its PID).
 
 use std::io::{self, ErrorKind, Read, Write};
@@ -30,6 +34,9 @@ struct Args {
     /// Address every client connection is relayed to (one upstream connection each).
     #[arg(long)]
     upstream: SocketAddr,
+    /// Use io_uring (batched receives and sends) instead of epoll with read/write.
+    #[arg(long)]
+    uring: bool,
 }
 
 const LISTENER: u64 = u64::MAX;
@@ -235,6 +242,13 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = TcpListener::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("relay: cannot listen on {}: {e}", args.listen))?;
+    if args.uring {
+        eprintln!(
+            "relay: listening on {} -> {} (io_uring)",
+            args.listen, args.upstream
+        );
+        return uring::run(listener, args.upstream);
+    }
     listener.set_nonblocking(true)?;
     let mut relay = Relay {
         ep: Epoll::new()?,
@@ -269,6 +283,215 @@ fn main() -> anyhow::Result<()> {
             };
             if !alive {
                 relay.close(idx);
+            }
+        }
+    }
+}
+
+/// The io_uring relay: per side one buffer and one operation in flight at a time (a receive,
+/// or the send of what the other side's receive brought); a pair is freed once both sides'
+/// operations have completed after it was shut down.
+mod uring {
+    use std::io;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    use io_uring::{opcode, squeue, types, IoUring};
+
+    const ACCEPT: u64 = u64::MAX;
+    const BUF: usize = 16 * 1024;
+
+    struct Side {
+        sock: TcpStream,
+        /// Bytes this side received, being sent to the other side: `buf[sent..len]` left.
+        buf: Box<[u8]>,
+        len: usize,
+        sent: usize,
+        /// Whether this side's receive or its send to the other side is in flight.
+        busy: bool,
+    }
+
+    struct Pair {
+        sides: [Side; 2],
+        closing: bool,
+    }
+
+    /// user_data: pair index << 2 | direction (the side that received) << 1 | 1 for a send.
+    fn ud(idx: usize, side: usize, send: bool) -> u64 {
+        (idx as u64) << 2 | (side as u64) << 1 | send as u64
+    }
+
+    struct Relay {
+        ring: IoUring,
+        pairs: Vec<Option<Pair>>,
+        free: Vec<usize>,
+        backlog: Vec<squeue::Entry>,
+    }
+
+    impl Relay {
+        fn push(&mut self, e: squeue::Entry) {
+            // SAFETY: every entry points at a socket and a buffer owned by a live pair, which
+            // is not freed while its operation is in flight (`busy`), or at nothing (accept).
+            if unsafe { self.ring.submission().push(&e) }.is_err() {
+                self.backlog.push(e);
+            }
+        }
+
+        fn recv(&mut self, idx: usize, side: usize) {
+            let Some(p) = self.pairs[idx].as_mut() else {
+                return;
+            };
+            let s = &mut p.sides[side];
+            s.busy = true;
+            let e = opcode::Recv::new(
+                types::Fd(s.sock.as_raw_fd()),
+                s.buf.as_mut_ptr(),
+                s.buf.len() as u32,
+            )
+            .build()
+            .user_data(ud(idx, side, false));
+            self.push(e);
+        }
+
+        fn send(&mut self, idx: usize, side: usize) {
+            let Some(p) = self.pairs[idx].as_mut() else {
+                return;
+            };
+            let to = p.sides[1 - side].sock.as_raw_fd();
+            let s = &mut p.sides[side];
+            s.busy = true;
+            let e = opcode::Send::new(
+                types::Fd(to),
+                s.buf[s.sent..].as_ptr(),
+                (s.len - s.sent) as u32,
+            )
+            .build()
+            .user_data(ud(idx, side, true));
+            self.push(e);
+        }
+
+        fn add(&mut self, client: TcpStream, up: TcpStream) -> io::Result<()> {
+            for s in [&client, &up] {
+                s.set_nodelay(true)?;
+            }
+            let idx = self.free.pop().unwrap_or_else(|| {
+                self.pairs.push(None);
+                self.pairs.len() - 1
+            });
+            let side = |sock| Side {
+                sock,
+                buf: vec![0u8; BUF].into_boxed_slice(),
+                len: 0,
+                sent: 0,
+                busy: false,
+            };
+            self.pairs[idx] = Some(Pair {
+                sides: [side(client), side(up)],
+                closing: false,
+            });
+            self.recv(idx, 0);
+            self.recv(idx, 1);
+            Ok(())
+        }
+
+        /// Shuts both sockets down (in-flight receives then complete with 0) and frees the
+        /// pair once nothing of it is in flight.
+        fn close(&mut self, idx: usize) {
+            let Some(p) = self.pairs[idx].as_mut() else {
+                return;
+            };
+            if !p.closing {
+                p.closing = true;
+                for s in &p.sides {
+                    let _ = s.sock.shutdown(std::net::Shutdown::Both);
+                }
+            }
+            if p.sides.iter().all(|s| !s.busy) {
+                self.pairs[idx] = None;
+                self.free.push(idx);
+            }
+        }
+
+        fn complete(&mut self, user_data: u64, res: i32) {
+            let idx = (user_data >> 2) as usize;
+            let side = ((user_data >> 1) & 1) as usize;
+            let send = user_data & 1 == 1;
+            let Some(p) = self.pairs[idx].as_mut() else {
+                return;
+            };
+            let s = &mut p.sides[side];
+            s.busy = false;
+            if p.closing || res <= 0 {
+                self.close(idx);
+                return;
+            }
+            if send {
+                s.sent += res as usize;
+                if s.sent < s.len {
+                    self.send(idx, side);
+                } else {
+                    self.recv(idx, side);
+                }
+            } else {
+                s.len = res as usize;
+                s.sent = 0;
+                self.send(idx, side);
+            }
+        }
+    }
+
+    pub fn run(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result<()> {
+        let mut r = Relay {
+            ring: IoUring::new(1024)?,
+            pairs: Vec::new(),
+            free: Vec::new(),
+            backlog: Vec::new(),
+        };
+        let accept = |fd| {
+            opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .build()
+                .user_data(ACCEPT)
+        };
+        r.push(accept(listener.as_raw_fd()));
+        loop {
+            match r.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let done: Vec<(u64, i32)> = r
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            for (user_data, res) in done {
+                if user_data == ACCEPT {
+                    if res >= 0 {
+                        use std::os::fd::FromRawFd;
+                        // SAFETY: a non-negative accept result is a new socket that nothing
+                        // else owns.
+                        let client = unsafe { TcpStream::from_raw_fd(res) };
+                        match TcpStream::connect(upstream) {
+                            Ok(up) => {
+                                if let Err(e) = r.add(client, up) {
+                                    eprintln!("relay: {e}");
+                                }
+                            }
+                            Err(e) => eprintln!("relay: connect {upstream}: {e}"),
+                        }
+                    }
+                    r.push(accept(listener.as_raw_fd()));
+                } else {
+                    r.complete(user_data, res);
+                }
+            }
+            while let Some(e) = r.backlog.pop() {
+                // SAFETY: as in `push`.
+                if unsafe { r.ring.submission().push(&e) }.is_err() {
+                    r.backlog.push(e);
+                    break;
+                }
             }
         }
     }
