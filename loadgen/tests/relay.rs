@@ -27,6 +27,10 @@ fn free_port() -> SocketAddr {
 }
 
 fn start(upstream: SocketAddr, uring: bool) -> (Relay, SocketAddr) {
+    start_with(upstream, uring, &[])
+}
+
+fn start_with(upstream: SocketAddr, uring: bool, more: &[&str]) -> (Relay, SocketAddr) {
     let listen = free_port();
     let mut args = vec![
         "--listen".to_string(),
@@ -37,6 +41,7 @@ fn start(upstream: SocketAddr, uring: bool) -> (Relay, SocketAddr) {
     if uring {
         args.push("--uring".into());
     }
+    args.extend(more.iter().map(|a| a.to_string()));
     let child = Command::new(env!("CARGO_BIN_EXE_relay"))
         .args(&args)
         .stdout(Stdio::null())
@@ -63,18 +68,24 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn bytes_pass_both_ways_and_a_slow_reader_loses_none() {
-    both_ways(false);
+    both_ways(false, &[]);
 }
 
 #[test]
 fn uring_bytes_pass_both_ways_and_a_slow_reader_loses_none() {
-    both_ways(true);
+    both_ways(true, &[]);
 }
 
-fn both_ways(uring: bool) {
+#[test]
+fn uring_with_few_buffers_waits_for_them_and_loses_none() {
+    // 16 buffers of 16 KiB against 32 MiB: receives run out of buffers again and again.
+    both_ways(true, &["--uring-bufs", "16"]);
+}
+
+fn both_ways(uring: bool, more: &[&str]) {
     let up = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_addr = up.local_addr().unwrap();
-    let (relay, addr) = start(up_addr, uring);
+    let (relay, addr) = start_with(up_addr, uring, more);
     // The readiness probe's connection came first: its upstream connection is accepted and
     // closed when the probe leaves.
     let (probe, _) = up.accept().unwrap();
@@ -82,6 +93,10 @@ fn both_ways(uring: bool) {
 
     let mut client = TcpStream::connect(addr).unwrap();
     let (mut server, _) = up.accept().unwrap();
+    // A relay that stalls fails the test instead of hanging it.
+    server
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let request = pattern(300_000, 1);
     let response = pattern(32 << 20, 7);
 

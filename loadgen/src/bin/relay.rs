@@ -9,9 +9,10 @@
 //! can go below it. bench.sh measures it beside the proxies so that a CPU bar can be read
 //! against the floor.
 //!
-//! `--uring` does the same on io_uring: one receive per side always in flight, each completed
-//! receive becomes one send to the other side, and every submission of a pass goes to the kernel
-//! in one `io_uring_enter` (the syscall count per request that a completion-driven proxy pays).
+//! `--uring` does the same on io_uring as ringd's uring driver receives: one multishot receive
+//! per side into a provided-buffer ring, each received buffer sent on to the other side (one
+//! send in flight per direction, in order), and every submission of a pass given to the kernel
+//! in one `io_uring_enter`.
 //!
 //! Usage: relay --listen 127.0.0.1:18097 --upstream 127.0.0.1:18083 [--uring]
 //! Runs until it is killed (bench.sh stops it by its PID).
@@ -37,6 +38,17 @@ struct Args {
     /// Use io_uring (batched receives and sends) instead of epoll with read/write.
     #[arg(long)]
     uring: bool,
+    /// With --uring: 16 KiB receive buffers in the ring (a power of two); a side whose receive
+    /// finds none free waits until a send hands one back.
+    #[arg(long, default_value_t = 4096, value_parser = parse_bufs)]
+    uring_bufs: u16,
+}
+
+fn parse_bufs(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if n.is_power_of_two() => Ok(n),
+        _ => Err(format!("{s} is not a power of two from 1 to 32768")),
+    }
 }
 
 const LISTENER: u64 = u64::MAX;
@@ -247,7 +259,7 @@ fn main() -> anyhow::Result<()> {
             "relay: listening on {} -> {} (io_uring)",
             args.listen, args.upstream
         );
-        return uring::run(listener, args.upstream);
+        return uring::run(listener, args.upstream, args.uring_bufs);
     }
     listener.set_nonblocking(true)?;
     let mut relay = Relay {
@@ -288,27 +300,30 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The io_uring relay: per side one buffer and one operation in flight at a time (a receive,
-/// or the send of what the other side's receive brought); a pair is freed once both sides'
-/// operations have completed after it was shut down.
+/// The io_uring relay: per side one multishot receive into a provided-buffer ring (as ringd's
+/// uring driver and loadgen's engine receive), and per direction one send in flight at a time,
+/// of the buffers that side received, in order, each handed back to the ring once sent. A pair
+/// is freed once nothing of it is in flight after it was shut down.
 mod uring {
-    use std::io;
+    use std::collections::VecDeque;
     use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd};
 
-    use io_uring::{opcode, squeue, types, IoUring};
+    use io_uring::{cqueue, opcode, squeue, types, IoUring};
+    use loadgen::bufring::BufRing;
 
     const ACCEPT: u64 = u64::MAX;
     const BUF: usize = 16 * 1024;
+    const BGID: u16 = 7;
 
     struct Side {
         sock: TcpStream,
-        /// Bytes this side received, being sent to the other side: `buf[sent..len]` left.
-        buf: Box<[u8]>,
-        len: usize,
-        sent: usize,
-        /// Whether this side's receive or its send to the other side is in flight.
-        busy: bool,
+        /// The multishot receive is armed.
+        armed: bool,
+        /// Buffers received here, not yet all sent to the other side: (bid, sent, len).
+        queue: VecDeque<(u16, usize, usize)>,
+        /// A send of `queue`'s front to the other side is in flight.
+        sending: bool,
     }
 
     struct Pair {
@@ -316,61 +331,65 @@ mod uring {
         closing: bool,
     }
 
-    /// user_data: pair index << 2 | direction (the side that received) << 1 | 1 for a send.
+    /// user_data: pair index << 2 | the side that received << 1 | 1 for a send.
     fn ud(idx: usize, side: usize, send: bool) -> u64 {
         (idx as u64) << 2 | (side as u64) << 1 | send as u64
     }
 
     struct Relay {
+        // Declared before `bufs`: the ring closes before the buffers it uses are unmapped.
         ring: IoUring,
+        bufs: BufRing,
         pairs: Vec<Option<Pair>>,
         free: Vec<usize>,
         backlog: Vec<squeue::Entry>,
+        /// Sides whose receive ended for want of buffers: re-armed once buffers come back.
+        starved: Vec<(usize, usize)>,
     }
 
     impl Relay {
         fn push(&mut self, e: squeue::Entry) {
-            // SAFETY: every entry points at a socket and a buffer owned by a live pair, which
-            // is not freed while its operation is in flight (`busy`), or at nothing (accept).
+            // SAFETY: every entry names a socket of a live pair and, for a send, bytes of a
+            // ring buffer that is not recycled before the send completes; pairs are not freed
+            // while an operation of theirs is in flight.
             if unsafe { self.ring.submission().push(&e) }.is_err() {
                 self.backlog.push(e);
             }
         }
 
-        fn recv(&mut self, idx: usize, side: usize) {
+        fn arm(&mut self, idx: usize, side: usize) {
             let Some(p) = self.pairs[idx].as_mut() else {
                 return;
             };
-            let s = &mut p.sides[side];
-            s.busy = true;
-            let e = opcode::Recv::new(
-                types::Fd(s.sock.as_raw_fd()),
-                s.buf.as_mut_ptr(),
-                s.buf.len() as u32,
-            )
-            .build()
-            .user_data(ud(idx, side, false));
+            if p.closing || p.sides[side].armed {
+                return;
+            }
+            p.sides[side].armed = true;
+            let fd = p.sides[side].sock.as_raw_fd();
+            let e = opcode::RecvMulti::new(types::Fd(fd), BGID)
+                .build()
+                .user_data(ud(idx, side, false));
             self.push(e);
         }
 
-        fn send(&mut self, idx: usize, side: usize) {
+        fn send_front(&mut self, idx: usize, side: usize) {
             let Some(p) = self.pairs[idx].as_mut() else {
                 return;
             };
             let to = p.sides[1 - side].sock.as_raw_fd();
             let s = &mut p.sides[side];
-            s.busy = true;
-            let e = opcode::Send::new(
-                types::Fd(to),
-                s.buf[s.sent..].as_ptr(),
-                (s.len - s.sent) as u32,
-            )
-            .build()
-            .user_data(ud(idx, side, true));
+            let Some(&(bid, sent, len)) = s.queue.front() else {
+                return;
+            };
+            s.sending = true;
+            let bytes = &self.bufs.get(bid, len)[sent..];
+            let e = opcode::Send::new(types::Fd(to), bytes.as_ptr(), bytes.len() as u32)
+                .build()
+                .user_data(ud(idx, side, true));
             self.push(e);
         }
 
-        fn add(&mut self, client: TcpStream, up: TcpStream) -> io::Result<()> {
+        fn add(&mut self, client: TcpStream, up: TcpStream) -> std::io::Result<()> {
             for s in [&client, &up] {
                 s.set_nodelay(true)?;
             }
@@ -380,22 +399,21 @@ mod uring {
             });
             let side = |sock| Side {
                 sock,
-                buf: vec![0u8; BUF].into_boxed_slice(),
-                len: 0,
-                sent: 0,
-                busy: false,
+                armed: false,
+                queue: VecDeque::new(),
+                sending: false,
             };
             self.pairs[idx] = Some(Pair {
                 sides: [side(client), side(up)],
                 closing: false,
             });
-            self.recv(idx, 0);
-            self.recv(idx, 1);
+            self.arm(idx, 0);
+            self.arm(idx, 1);
             Ok(())
         }
 
-        /// Shuts both sockets down (in-flight receives then complete with 0) and frees the
-        /// pair once nothing of it is in flight.
+        /// Shuts both sockets down (armed receives then end) and frees the pair, handing its
+        /// queued buffers back, once nothing of it is in flight.
         fn close(&mut self, idx: usize) {
             let Some(p) = self.pairs[idx].as_mut() else {
                 return;
@@ -406,46 +424,86 @@ mod uring {
                     let _ = s.sock.shutdown(std::net::Shutdown::Both);
                 }
             }
-            if p.sides.iter().all(|s| !s.busy) {
-                self.pairs[idx] = None;
-                self.free.push(idx);
+            if p.sides.iter().any(|s| s.armed || s.sending) {
+                return;
+            }
+            let p = self.pairs[idx].take().expect("checked above");
+            for s in &p.sides {
+                for &(bid, _, _) in &s.queue {
+                    self.bufs.recycle(bid);
+                }
+            }
+            self.bufs.publish();
+            self.free.push(idx);
+        }
+
+        fn received(&mut self, idx: usize, side: usize, res: i32, flags: u32) {
+            let Some(p) = self.pairs[idx].as_mut() else {
+                return;
+            };
+            let more = cqueue::more(flags);
+            if !more {
+                p.sides[side].armed = false;
+            }
+            if res > 0 {
+                let bid =
+                    cqueue::buffer_select(flags).expect("a multishot receive names its buffer");
+                let s = &mut p.sides[side];
+                s.queue.push_back((bid, 0, res as usize));
+                if p.closing {
+                    self.close(idx);
+                    return;
+                }
+                if !s.sending {
+                    self.send_front(idx, side);
+                }
+                if !more {
+                    self.arm(idx, side);
+                }
+            } else if res == -libc::ENOBUFS && !p.closing {
+                self.starved.push((idx, side));
+            } else {
+                self.close(idx);
             }
         }
 
-        fn complete(&mut self, user_data: u64, res: i32) {
-            let idx = (user_data >> 2) as usize;
-            let side = ((user_data >> 1) & 1) as usize;
-            let send = user_data & 1 == 1;
+        fn sent(&mut self, idx: usize, side: usize, res: i32) {
             let Some(p) = self.pairs[idx].as_mut() else {
                 return;
             };
             let s = &mut p.sides[side];
-            s.busy = false;
-            if p.closing || res <= 0 {
+            s.sending = false;
+            if res <= 0 || p.closing {
                 self.close(idx);
                 return;
             }
-            if send {
-                s.sent += res as usize;
-                if s.sent < s.len {
-                    self.send(idx, side);
-                } else {
-                    self.recv(idx, side);
+            let front = s
+                .queue
+                .front_mut()
+                .expect("a send in flight has its buffer queued");
+            front.1 += res as usize;
+            if front.1 == front.2 {
+                let (bid, _, _) = s.queue.pop_front().expect("front exists");
+                self.bufs.recycle(bid);
+                self.bufs.publish();
+                for (i, sd) in std::mem::take(&mut self.starved) {
+                    self.arm(i, sd);
                 }
-            } else {
-                s.len = res as usize;
-                s.sent = 0;
-                self.send(idx, side);
             }
+            self.send_front(idx, side);
         }
     }
 
-    pub fn run(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result<()> {
+    pub fn run(listener: TcpListener, upstream: SocketAddr, nbufs: u16) -> anyhow::Result<()> {
+        let ring = IoUring::new(1024)?;
+        let bufs = BufRing::new(&ring, nbufs, BUF, BGID)?;
         let mut r = Relay {
-            ring: IoUring::new(1024)?,
+            ring,
+            bufs,
             pairs: Vec::new(),
             free: Vec::new(),
             backlog: Vec::new(),
+            starved: Vec::new(),
         };
         let accept = |fd| {
             opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
@@ -460,15 +518,14 @@ mod uring {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => return Err(e.into()),
             }
-            let done: Vec<(u64, i32)> = r
+            let done: Vec<(u64, i32, u32)> = r
                 .ring
                 .completion()
-                .map(|c| (c.user_data(), c.result()))
+                .map(|c| (c.user_data(), c.result(), c.flags()))
                 .collect();
-            for (user_data, res) in done {
+            for (user_data, res, flags) in done {
                 if user_data == ACCEPT {
                     if res >= 0 {
-                        use std::os::fd::FromRawFd;
                         // SAFETY: a non-negative accept result is a new socket that nothing
                         // else owns.
                         let client = unsafe { TcpStream::from_raw_fd(res) };
@@ -482,8 +539,14 @@ mod uring {
                         }
                     }
                     r.push(accept(listener.as_raw_fd()));
+                    continue;
+                }
+                let idx = (user_data >> 2) as usize;
+                let side = ((user_data >> 1) & 1) as usize;
+                if user_data & 1 == 1 {
+                    r.sent(idx, side, res);
                 } else {
-                    r.complete(user_data, res);
+                    r.received(idx, side, res, flags);
                 }
             }
             while let Some(e) = r.backlog.pop() {
