@@ -9,8 +9,9 @@
 //! can go below it. bench.sh measures it beside the proxies so that a CPU bar can be read
 //! against the floor.
 //!
-//! `--uring` does the same on io_uring as ringd's uring driver receives: one multishot receive
-//! per side into a provided-buffer ring, each received buffer sent on to the other side (one
+//! `--uring` does the same on io_uring, set up and receiving as ringd's uring driver does
+//! (single issuer, deferred task work; one multishot receive per side into a provided-buffer
+//! ring), each received buffer sent on to the other side (one
 //! send in flight per direction, in order), and every submission of a pass given to the kernel
 //! in one `io_uring_enter`.
 //!
@@ -494,8 +495,38 @@ mod uring {
         }
     }
 
+    /// The ring ringd's uring driver would make: single issuer with deferred task work (Linux
+    /// 6.1), else cooperative task work (5.19), else a plain ring. Without them every
+    /// completion's task work interrupts the thread, which costs a relay more than its sends.
+    fn build_ring() -> std::io::Result<IoUring> {
+        let mut last = None;
+        for (single, defer, coop) in [
+            (true, true, false),
+            (false, false, true),
+            (false, false, false),
+        ] {
+            let mut b = IoUring::builder();
+            b.setup_cqsize(4096).setup_clamp();
+            if single {
+                b.setup_single_issuer();
+            }
+            if defer {
+                b.setup_defer_taskrun();
+            }
+            if coop {
+                b.setup_coop_taskrun();
+            }
+            match b.build(1024) {
+                Ok(r) => return Ok(r),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("io_uring setup failed")))
+    }
+
     pub fn run(listener: TcpListener, upstream: SocketAddr, nbufs: u16) -> anyhow::Result<()> {
-        let ring = IoUring::new(1024)?;
+        let ring = build_ring()?;
         let bufs = BufRing::new(&ring, nbufs, BUF, BGID)?;
         let mut r = Relay {
             ring,
