@@ -14,6 +14,10 @@
 # `upstream-spread.sh --summarize LOG` prints that summary for a log's samples.
 set -euo pipefail
 usage="usage: upstream-spread.sh PORT OUT_LOG [INTERVAL_S] | --summarize LOG"
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    sed -n '2,15p' "$0"
+    exit 0
+fi
 port="${1:?$usage}"
 out="${2:?$usage}"
 interval="${3:-2}"
