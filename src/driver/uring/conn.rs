@@ -67,7 +67,7 @@ pub struct Conn {
     /// Bytes spliced into `up_pipe` and not yet out to the upstream.
     pub up_in_pipe: usize,
     /// A PollInUp (client readable, for the next splice into `up_pipe`) is in flight.
-    pub splicing_up: bool,
+    pub polling_in_up: bool,
     /// The last splice into `up_pipe` answered EAGAIN with data in it (out of slots): wait for the
     /// upstream to drain it before splicing again.
     pub up_eagain: bool,
@@ -95,7 +95,7 @@ impl Conn {
             gw: Gw::default(),
             up_pipe: None,
             up_in_pipe: 0,
-            splicing_up: false,
+            polling_in_up: false,
             up_eagain: false,
         }
     }
@@ -217,7 +217,7 @@ impl Driver {
             // Readable (or failed, which the retried splice then reports): drive() splices.
             Op::PollInUp => {
                 if let Some(c) = self.conns.get_mut(idx, gen) {
-                    c.splicing_up = false;
+                    c.polling_in_up = false;
                 }
             }
             Op::ReadFile => self.on_read_file(idx, gen, res),
@@ -376,7 +376,7 @@ impl Driver {
                     // only after this op completes (ops += 1).
                     unsafe { self.sq.push(poll, tok) };
                     c.ops += 1;
-                    c.splicing_up = true;
+                    c.polling_in_up = true;
                 }
                 Some(libc::EINTR) => self.later.push((idx, gen)),
                 _ => self.close(idx, gen),
@@ -516,12 +516,12 @@ impl Driver {
         match (c.eof, c.session.client_splice_want()) {
             (false, Some(want)) => {
                 let blocked = c.up_eagain && c.up_in_pipe > 0;
-                if c.recv.is_none() && !c.splicing_up && !blocked {
+                if c.recv.is_none() && !c.polling_in_up && !blocked {
                     self.splice_up(idx, gen, want);
                 }
             }
             _ => {
-                if c.up_in_pipe == 0 && !c.splicing_up {
+                if c.up_in_pipe == 0 && !c.polling_in_up {
                     if let Some(p) = c.up_pipe.take() {
                         self.pipes.put(p, true);
                         self.wake_pipe_waiter();
@@ -532,7 +532,7 @@ impl Driver {
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
         };
-        let want = !c.eof && c.session.wants_read() && !c.splicing_up;
+        let want = !c.eof && c.session.wants_read() && !c.polling_in_up;
         if want && c.recv.is_none() {
             self.arm_recv(idx, gen);
         } else if !want && !c.recv_cancel {
