@@ -662,6 +662,18 @@ impl Worker {
     }
 }
 
+/// Hands the connection's record layer to the kernel when the session has a kTLS switch due:
+/// Ok(true) when it made one, Ok(false) when none was due, Err when it failed (the connection
+/// must close; `ktls::enable` logged why).
+fn switch_ktls(conn: &mut Conn) -> Result<bool, ()> {
+    match conn.session.take_ktls() {
+        Some(sw) => crate::tls::ktls::enable(conn.sock.as_raw_fd(), &sw)
+            .map(|_| true)
+            .map_err(|_| ()),
+        None => Ok(false),
+    }
+}
+
 /// One pass over a connection: write what the session has, read what the peer sent, until the
 /// socket would block, the session holds back, or the budget is spent.
 fn drive_conn(
@@ -680,10 +692,8 @@ fn drive_conn(
     loop {
         // After the handshake, the record layer moves to the kernel where the listener
         // runs kTLS (no read is in flight: reads happen only below).
-        if let Some(sw) = conn.session.take_ktls() {
-            if crate::tls::ktls::enable(conn.sock.as_raw_fd(), &sw).is_err() {
-                return Step::Close;
-            }
+        if switch_ktls(conn).is_err() {
+            return Step::Close;
         }
         // Output first: it frees the session to answer further pipelined requests.
         while conn.writable {
@@ -814,11 +824,10 @@ fn drive_conn(
         }
         // A switch that came due while writing (the handshake's last flight went out above):
         // the session wants no reads until it is made, and no edge may come to wake us.
-        if let Some(sw) = conn.session.take_ktls() {
-            if crate::tls::ktls::enable(conn.sock.as_raw_fd(), &sw).is_err() {
-                return Step::Close;
-            }
-            continue;
+        match switch_ktls(conn) {
+            Err(()) => return Step::Close,
+            Ok(true) => continue,
+            Ok(false) => {}
         }
         if !conn.readable || conn.eof || !conn.session.wants_read() {
             return Step::Wait;
