@@ -206,35 +206,48 @@ fn shards_in_network_namespaces_merge_exactly() {
         .sum();
     assert_eq!(per_sec, shard_secs);
 
-    // One process at the same total rate: the same picture within noise.
+    // One process at the same total rate: the same picture within noise. The p50s of two
+    // separate runs on a shared machine can drift apart while other work runs (seen: 193 µs
+    // merged against 747 µs single during a parallel build), so the single run is repeated,
+    // up to three times, until one lands within 3x; a merge that got the units or the counts
+    // wrong is off by far more than that every time.
     let single = dir.join("single.out");
-    let mut cmd = match &netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &ns.names[0], env!("CARGO_BIN_EXE_loadgen")]);
-            c
+    let mut tries = Vec::new();
+    let (mut one, mut pm, mut ps);
+    loop {
+        let mut cmd = match &netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.names[0], env!("CARGO_BIN_EXE_loadgen")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_loadgen")),
+        };
+        run(cmd
+            .args([
+                "-R", RATE, "-d", "2s", "-c", "6", "-t", "1", "-q", "--no-pin", "--json",
+            ])
+            .arg(&single)
+            .arg(&url));
+        one = read_json(&single);
+        let (a, b) = (u(&m, &["requests"]) as f64, u(&one, &["requests"]) as f64);
+        assert!(
+            (a - b).abs() / b < 0.05,
+            "merged {a} vs single {b} requests"
+        );
+        (pm, ps) = (
+            f(&m, &["latency_us", "p50"]),
+            f(&one, &["latency_us", "p50"]),
+        );
+        tries.push(ps);
+        if (pm / ps < 3.0 && ps / pm < 3.0) || tries.len() == 3 {
+            break;
         }
-        None => Command::new(env!("CARGO_BIN_EXE_loadgen")),
-    };
-    run(cmd
-        .args([
-            "-R", RATE, "-d", "2s", "-c", "6", "-t", "1", "-q", "--no-pin", "--json",
-        ])
-        .arg(&single)
-        .arg(&url));
-    let one = read_json(&single);
-    let (a, b) = (u(&m, &["requests"]) as f64, u(&one, &["requests"]) as f64);
-    assert!(
-        (a - b).abs() / b < 0.05,
-        "merged {a} vs single {b} requests"
-    );
-    let (pm, ps) = (
-        f(&m, &["latency_us", "p50"]),
-        f(&one, &["latency_us", "p50"]),
-    );
+    }
     assert!(
         pm / ps < 3.0 && ps / pm < 3.0,
-        "p50 merged {pm} µs vs single {ps} µs"
+        "p50 merged {pm} µs vs single {tries:?} µs in {} tries",
+        tries.len()
     );
     eprintln!(
         "shards ({}): merged p50 {pm} µs p99 {} µs; single p50 {ps} µs p99 {} µs",
