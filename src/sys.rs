@@ -201,7 +201,7 @@ pub fn pipe_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(got as usize)
 }
 
-/// Bytes waiting in a pipe (FIONREAD).
+/// Bytes waiting to be read in a pipe or a TCP socket (FIONREAD, which is SIOCINQ on a socket).
 pub fn pipe_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int into `n`, valid for the call.

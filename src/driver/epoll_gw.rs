@@ -358,6 +358,7 @@ pub fn drive(
             let pipe = sp.pipe.as_ref().expect("just ensured");
             let room = pipe.cap().saturating_sub(sp.in_pipe);
             if room == 0 {
+                session.gw_pipe_full();
                 return progress;
             }
             *budget -= 1;
@@ -377,6 +378,9 @@ pub fn drive(
                     // `readable`; the client's drain brings us back.
                     if sp.in_pipe == 0 {
                         u.readable = false;
+                    } else if crate::sys::pipe_bytes(u.sock.as_fd()).is_ok_and(|b| b > 0) {
+                        // The socket has bytes: the pipe is what is full.
+                        session.gw_pipe_full();
                     }
                     return progress;
                 }

@@ -290,6 +290,10 @@ pub struct Exchange {
     /// client by splice: the driver asks `splice_want` instead of reading, and reports with
     /// `spliced`.
     splicing: bool,
+    /// The driver's pipe took no more upstream bytes (no room, or out of slots) although the
+    /// upstream has some: the client holds the upstream back, whatever the bytes in the pipe
+    /// against `buffer_responses`. Cleared when bytes move on (`spliced`, `client_progress`).
+    pipe_full: bool,
     /// Bytes that went through the pipe (for the access log: proof that splice ran).
     pub spliced_bytes: u64,
     /// Client bytes (a tunnel's, or a streamed Content-Length body's) the driver spliced into
@@ -574,6 +578,7 @@ impl Exchange {
             cache_tag: None,
             splice_min: 0,
             splicing: false,
+            pipe_full: false,
             spliced_bytes: 0,
             up_in_pipe: 0,
             spliced_up: 0,
@@ -661,6 +666,7 @@ impl Exchange {
             return;
         }
         self.deadline = Some(now + self.start.read_timeout);
+        self.pipe_full = false;
         self.spliced_bytes += n;
         self.body_bytes += n;
         out.pipe(n);
@@ -986,7 +992,16 @@ impl Exchange {
     /// between two reads from the upstream while ringd wants to read, as nginx's
     /// `proxy_read_timeout` is; a slow client is the send-stall timer's business.
     pub fn held_back(&self, queued: usize) -> bool {
-        matches!(self.state, State::Body | State::Tunnel) && queued >= self.start.buffer
+        matches!(self.state, State::Body | State::Tunnel)
+            && (queued >= self.start.buffer || self.pipe_full)
+    }
+
+    /// The driver's splice pipe is full (no room, or out of slots) while the upstream has
+    /// bytes for it: the client, not the upstream, is what ringd waits for. A pipe smaller
+    /// than `buffer_responses` (or one whose slots run out first) would otherwise leave the
+    /// read timer running against a client that merely pauses.
+    pub fn pipe_full(&mut self) {
+        self.pipe_full = true;
     }
 
     /// The client took response bytes: the read timer starts again now, so that time spent
@@ -994,6 +1009,7 @@ impl Exchange {
     /// cannot read the upstream while it writes to the client) never counts against the
     /// upstream, which gets a whole `read_timeout` once ringd reads from it again.
     pub fn client_progress(&mut self, now: Instant) {
+        self.pipe_full = false;
         if matches!(self.state, State::Body | State::Tunnel) && self.deadline.is_some() {
             self.deadline = Some(now + self.start.read_timeout);
         }

@@ -38,6 +38,15 @@ impl Session {
         g.x.spliced(n as u64, &mut self.out, &mut ctx, now);
     }
 
+    /// The driver's splice pipe took no more of the upstream's bytes (no room, or out of
+    /// slots) while the upstream has some: until the client drains it, the upstream's read
+    /// timer does not run (see `Exchange::pipe_full`).
+    pub fn gw_pipe_full(&mut self) {
+        if let Some(g) = self.gw.as_mut() {
+            g.x.pipe_full();
+        }
+    }
+
     /// How many client bytes the driver may splice from this connection's socket into its
     /// upstream-bound pipe now (a tunnel's, or the rest of a streamed Content-Length request
     /// body), instead of reading them: Some only while nothing the client sent waits here.

@@ -20,7 +20,7 @@
 //! until its last op completes, then closed) and never reaches the session.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use io_uring::{opcode, types};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
@@ -357,6 +357,7 @@ impl Driver {
                 let pipe = c.pipe.as_ref().expect("just ensured");
                 let room = pipe.cap().saturating_sub(c.in_pipe);
                 if room == 0 {
+                    c.session.gw_pipe_full();
                     return; // the client's drain drives us again
                 }
                 // A direct non-blocking splice(2) (the socket is O_NONBLOCK): as an io_uring
@@ -375,6 +376,9 @@ impl Driver {
                         Some(libc::EAGAIN) => {
                             if c.in_pipe == 0 {
                                 poll_up(&mut self.sq, &mut c.ops, u, idx, gen, UpOp::PollIn);
+                            } else if crate::sys::pipe_bytes(u.fd.as_fd()).is_ok_and(|b| b > 0) {
+                                // The socket has bytes: the pipe is what is full.
+                                c.session.gw_pipe_full();
                             }
                             return;
                         }
