@@ -202,7 +202,7 @@ pub fn pipe_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
 }
 
 /// Bytes waiting to be read in a pipe or a TCP socket (FIONREAD, which is SIOCINQ on a socket).
-pub fn pipe_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+pub fn fionread(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int into `n`, valid for the call.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;

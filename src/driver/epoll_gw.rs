@@ -378,7 +378,7 @@ pub fn drive(
                     // `readable`; the client's drain brings us back.
                     if sp.in_pipe == 0 {
                         u.readable = false;
-                    } else if crate::sys::pipe_bytes(u.sock.as_fd()).is_ok_and(|b| b > 0) {
+                    } else if crate::sys::fionread(u.sock.as_fd()).is_ok_and(|b| b > 0) {
                         // The socket has bytes: the pipe is what is full.
                         session.gw_pipe_full();
                     }

@@ -376,7 +376,7 @@ impl Driver {
                         Some(libc::EAGAIN) => {
                             if c.in_pipe == 0 {
                                 poll_up(&mut self.sq, &mut c.ops, u, idx, gen, UpOp::PollIn);
-                            } else if crate::sys::pipe_bytes(u.fd.as_fd()).is_ok_and(|b| b > 0) {
+                            } else if crate::sys::fionread(u.fd.as_fd()).is_ok_and(|b| b > 0) {
                                 // The socket has bytes: the pipe is what is full.
                                 c.session.gw_pipe_full();
                             }

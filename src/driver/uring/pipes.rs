@@ -38,7 +38,7 @@ impl Pipe {
 
     /// Whether the pipe holds no data (FIONREAD); false when that cannot be told.
     pub fn is_empty(&self) -> bool {
-        sys::pipe_bytes(self.r.as_fd()).is_ok_and(|n| n == 0)
+        sys::fionread(self.r.as_fd()).is_ok_and(|n| n == 0)
     }
 
     /// Capacity in bytes: the most one splice into it should ask for.
