@@ -120,6 +120,21 @@ struct Relay {
     buf: Vec<u8>,
 }
 
+/// Puts `item` in a free slot of `slots` (one freed earlier, listed in `free`, or a new one)
+/// and returns its index: both relays keep their pairs so.
+fn insert<T>(slots: &mut Vec<Option<T>>, free: &mut Vec<usize>, item: T) -> usize {
+    match free.pop() {
+        Some(idx) => {
+            slots[idx] = Some(item);
+            idx
+        }
+        None => {
+            slots.push(Some(item));
+            slots.len() - 1
+        }
+    }
+}
+
 fn token(idx: usize, side: usize) -> u64 {
     (idx as u64) << 1 | side as u64
 }
@@ -154,30 +169,24 @@ impl Relay {
             s.set_nonblocking(true)?;
             s.set_nodelay(true)?;
         }
-        let idx = self.free.pop().unwrap_or_else(|| {
-            self.pairs.push(None);
-            self.pairs.len() - 1
-        });
-        self.ep.ctl(
-            libc::EPOLL_CTL_ADD,
-            client.as_raw_fd(),
-            libc::EPOLLIN as u32,
-            token(idx, 0),
-        )?;
-        self.ep.ctl(
-            libc::EPOLL_CTL_ADD,
-            up.as_raw_fd(),
-            libc::EPOLLIN as u32,
-            token(idx, 1),
-        )?;
+        let (cfd, ufd) = (client.as_raw_fd(), up.as_raw_fd());
         let side = |sock| Side {
             sock,
             pending: Vec::new(),
         };
-        self.pairs[idx] = Some(Pair {
+        let pair = Pair {
             sides: [side(client), side(up)],
-        });
-        Ok(())
+        };
+        let idx = insert(&mut self.pairs, &mut self.free, pair);
+        let ev = libc::EPOLLIN as u32;
+        let added = self
+            .ep
+            .ctl(libc::EPOLL_CTL_ADD, cfd, ev, token(idx, 0))
+            .and_then(|()| self.ep.ctl(libc::EPOLL_CTL_ADD, ufd, ev, token(idx, 1)));
+        if added.is_err() {
+            self.close(idx);
+        }
+        added
     }
 
     fn close(&mut self, idx: usize) {
@@ -394,20 +403,17 @@ mod uring {
             for s in [&client, &up] {
                 s.set_nodelay(true)?;
             }
-            let idx = self.free.pop().unwrap_or_else(|| {
-                self.pairs.push(None);
-                self.pairs.len() - 1
-            });
             let side = |sock| Side {
                 sock,
                 armed: false,
                 queue: VecDeque::new(),
                 sending: false,
             };
-            self.pairs[idx] = Some(Pair {
+            let pair = Pair {
                 sides: [side(client), side(up)],
                 closing: false,
-            });
+            };
+            let idx = super::insert(&mut self.pairs, &mut self.free, pair);
             self.arm(idx, 0);
             self.arm(idx, 1);
             Ok(())
