@@ -82,7 +82,7 @@ gunicorn (scripts/peers.sh), pins the servers and the generator to separate core
   wsgi-10k        the same servers, a 10 KiB body
   wsgi-echo       the same servers, POST of 10 KiB echoed
   cgi-hello       issue 13: a shell CGI script printing a header and a line, run by ringd
-                  (--cgi, epoll backend, 1 worker) and by nginx + fcgiwrap (Debian's
+                  (--cgi, uring backend, 1 worker) and by nginx + fcgiwrap (Debian's
                   packages; 1 nginx worker, $FCGIWRAP_CHILDREN fcgiwrap processes), all on the
                   first server CPU, $CGI_CONNECTIONS connections: ringd's req/s >= 1.2x at no
                   more CPU per request, the scripts' CPU included for both
@@ -1172,9 +1172,9 @@ EOF
     "${cmd[@]}" </dev/null >"$dir/wrapper.log" 2>&1 &
     CGI_WRAPPER_PID=$!
     # ringd reaps its scripts itself: their CPU is in its own counters.
-    SITES_BACKEND=epoll start_sites_ringd cgi $((RINGD_PORT_BASE + 9)) "" "$WWW_DIR" \
+    SITES_BACKEND=uring start_sites_ringd cgi $((RINGD_PORT_BASE + 9)) "" "$WWW_DIR" \
         --cgi "/cgi-bin=$dir/cgi-bin"
-    CMP_CONNECTIONS="$CGI_CONNECTIONS" run_compare "$BASE/cgi-hello" "cgi-hello: a shell CGI script (header + one line), ringd --cgi (epoll, 1 worker) and nginx (1 worker) + fcgiwrap ($FCGIWRAP_CHILDREN processes), all on CPU $CUR_SERVER_CPUS, scripts' CPU included; $CGI_CONNECTIONS connections" \
+    CMP_CONNECTIONS="$CGI_CONNECTIONS" run_compare "$BASE/cgi-hello" "cgi-hello: a shell CGI script (header + one line), ringd --cgi (uring, 1 worker) and nginx (1 worker) + fcgiwrap ($FCGIWRAP_CHILDREN processes), all on CPU $CUR_SERVER_CPUS, scripts' CPU included; $CGI_CONNECTIONS connections" \
         /cgi-bin/hello.sh "ringd-cgi nginx-cgi"
     stop_pid "${RINGD_PID[cgi]}" TERM
     rm -f "$RUN_DIR/ringd-cgi.pid"

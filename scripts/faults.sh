@@ -43,8 +43,8 @@ Options:
   --flood N       idle connections of the emfile flood (default 400)
   --nofile N      the emfile run's fd limit (default 256: above what the load itself holds,
                   up to ~130 fds on uring with its splice pipes, well below load + flood)
-  --backend B     ringd's --backend: auto (default; CGI makes it epoll) or uring/tokio-uring
-                  (the CGI route and its share of the mix are left out: CGI runs on epoll)
+  --backend B     ringd's --backend: auto (default), uring, epoll or tokio-uring (the CGI
+                  route and its share of the mix are left out there: tokio-uring runs no CGI)
   --out DIR       output directory (default results/<YYYY-MM-DD>-<host>-faults)
   --no-build      use target/release/{ringd,loadgen} as they are
   -h, --help      this text
@@ -89,7 +89,7 @@ done
 for v in SECS BEFORE DOWN FLOOD NOFILE; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "--${v,,} wants a whole number"
 done
-case "$BACKEND" in auto | epoll) CGI=1 ;; uring | tokio-uring) CGI=0 ;; *) die "--backend: auto, epoll, uring or tokio-uring" ;; esac
+case "$BACKEND" in auto | epoll | uring) CGI=1 ;; tokio-uring) CGI=0 ;; *) die "--backend: auto, epoll, uring or tokio-uring" ;; esac
 ((BEFORE + DOWN + 5 <= SECS)) || die "--secs must leave room: at least --before + --down + 5"
 
 HOST="$(hostname -s 2>/dev/null || echo host)"

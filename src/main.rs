@@ -13,7 +13,7 @@ use ringd::{config::Config, driver, sys, worker};
 
 /// Serves with flags (and the config file they name); SIGHUP re-reads that file.
 fn serve_args(args: ServeArgs, given: Vec<String>) -> anyhow::Result<()> {
-    let mut config =
+    let config =
         cli::build_config(&args, &given).map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
     // WSGI routes need a Python interpreter: the `ringd-wsgi` package runs them.
     if let Some((app, at)) = config.sites.wsgi_apps().into_iter().next() {
@@ -27,29 +27,17 @@ fn serve_args(args: ServeArgs, given: Vec<String>) -> anyhow::Result<()> {
              (`pip install ./python`) and run `ringd-wsgi --config {file}` there"
         );
     }
-    // CGI runs on the epoll driver for now: auto picks it, another backend is refused.
-    if config.sites.has_cgi() && config.backend != ringd::config::Backend::Epoll {
-        if args.backend != cli::BackendArg::Auto {
-            anyhow::bail!(
-                "CGI (--cgi, cgi routes) runs on --backend epoll for now; the {} backend does \
-                 not spawn scripts yet (leave --backend at auto, or give epoll)",
-                config.backend.name()
-            );
-        }
-        eprintln!("ringd: --backend auto: CGI runs on the epoll backend only; using epoll");
-        config.backend = ringd::config::Backend::Epoll;
+    // CGI runs on the uring and epoll drivers; tokio-uring does not spawn scripts.
+    if config.sites.has_cgi() && config.backend == ringd::config::Backend::TokioUring {
+        anyhow::bail!(
+            "CGI (--cgi, cgi routes) runs on --backend uring or epoll; the tokio-uring \
+             backend does not spawn scripts"
+        );
     }
-    // A reload resolves `--backend auto` as the start did (epoll when there is CGI), so that
-    // a reload of the same file does not report a `backend` change.
-    let reloader: Option<worker::Reloader> = args.config.is_some().then(|| {
-        Box::new(move || {
-            let mut new = cli::build_config(&args, &given)?;
-            if new.sites.has_cgi() && args.backend == cli::BackendArg::Auto {
-                new.backend = ringd::config::Backend::Epoll;
-            }
-            Ok(new)
-        }) as worker::Reloader
-    });
+    let reloader: Option<worker::Reloader> = args
+        .config
+        .is_some()
+        .then(|| Box::new(move || cli::build_config(&args, &given)) as worker::Reloader);
     serve(config, reloader)
 }
 

@@ -316,10 +316,10 @@ fn do_reload(
             );
             None
         }
-        Ok(new) if new.sites.has_cgi() && running.backend != crate::config::Backend::Epoll => {
+        Ok(new) if new.sites.has_cgi() && running.backend == crate::config::Backend::TokioUring => {
             eprintln!(
                 "ringd: reload failed, nothing changed: the new config runs CGI scripts, which \
-                 need --backend epoll (this server runs {}; restart it to switch)",
+                 need --backend uring or epoll (this server runs {}; restart it to switch)",
                 running.backend.name()
             );
             None

@@ -1,16 +1,23 @@
-//! The epoll driver's CGI processes: a script spawned in its own process group with three
-//! non-blocking pipes registered with the worker's `Poll`; stdin gets the request body,
-//! stdout feeds the exchange, stderr goes to ringd's error log line by line with the
-//! script's name. Finished, timed-out or abandoned scripts are signalled (SIGTERM to the
-//! group, SIGKILL a second later) and reaped from the tick: no zombie is left behind.
+//! CGI processes, for the epoll and uring drivers alike: a script spawned in its own process
+//! group with three non-blocking pipes; stdin gets the request body, stdout feeds the
+//! exchange, stderr goes to ringd's error log line by line with the script's name. Finished,
+//! timed-out or abandoned scripts are signalled (SIGTERM to the group, SIGKILL a second later)
+//! and reaped from the tick: no zombie is left behind.
+//!
+//! The pipes are read and written here with plain non-blocking calls; how the driver learns
+//! that a pipe that answered EAGAIN is ready again is its [`Watch`]: epoll registers each pipe
+//! once, edge-triggered, under the connection's token ([`EpollWatch`]); the uring driver arms
+//! a one-shot `PollAdd` on the pipe that blocked (`uring/cgi.rs`).
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mio::event::Source;
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry, Token};
 
@@ -22,6 +29,49 @@ use crate::session::{Service, Session};
 pub const GRACE: Duration = Duration::from_secs(1);
 /// Longest stderr line kept (longer ones are cut).
 const MAX_ERR_LINE: usize = 4096;
+
+/// Which of a script's pipes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pipe {
+    Stdin = 0,
+    Stdout = 1,
+    Stderr = 2,
+}
+
+/// How the driver waits for a script's pipes.
+pub trait Watch {
+    /// A new script's pipe (already non-blocking): epoll registers it here.
+    fn attach(&mut self, pipe: Pipe, src: &mut dyn Source) -> io::Result<()>;
+    /// `fd` answered EAGAIN: wake the connection when it is ready (epoll's edge-triggered
+    /// registration already does; uring arms a one-shot poll).
+    fn blocked(&mut self, pipe: Pipe, fd: RawFd);
+    /// The pipe is about to be closed: forget it.
+    fn detach(&mut self, pipe: Pipe, src: &mut dyn Source);
+}
+
+/// The epoll driver's [`Watch`]: every pipe registered once, edge-triggered, under the client
+/// connection's token with [`UP_BIT`] set.
+pub struct EpollWatch<'a> {
+    pub registry: &'a Registry,
+    pub token: usize,
+}
+
+impl Watch for EpollWatch<'_> {
+    fn attach(&mut self, pipe: Pipe, src: &mut dyn Source) -> io::Result<()> {
+        let interest = match pipe {
+            Pipe::Stdin => Interest::WRITABLE,
+            Pipe::Stdout | Pipe::Stderr => Interest::READABLE,
+        };
+        self.registry
+            .register(src, Token(self.token | UP_BIT), interest)
+    }
+
+    fn blocked(&mut self, _: Pipe, _: RawFd) {}
+
+    fn detach(&mut self, _: Pipe, src: &mut dyn Source) {
+        let _ = self.registry.deregister(src);
+    }
+}
 
 /// A running script.
 pub struct CgiProc {
@@ -106,8 +156,8 @@ impl Procs {
     }
 
     /// Puts `p` down: at once (SIGTERM now) when `now_term`, else after a grace period.
-    pub fn retire(&mut self, mut p: CgiProc, registry: &Registry, now_term: bool, now: Instant) {
-        p.close_pipes(registry);
+    pub fn retire(&mut self, mut p: CgiProc, watch: &mut dyn Watch, now_term: bool, now: Instant) {
+        p.close_pipes(watch);
         if let Ok(Some(_)) = p.child.try_wait() {
             self.alive = self.alive.saturating_sub(1);
             return;
@@ -134,15 +184,15 @@ fn signal_group(child: &Child, sig: i32) {
 }
 
 impl CgiProc {
-    fn close_pipes(&mut self, registry: &Registry) {
+    fn close_pipes(&mut self, watch: &mut dyn Watch) {
         if let Some(mut s) = self.stdin.take() {
-            let _ = registry.deregister(&mut s);
+            watch.detach(Pipe::Stdin, &mut s);
         }
         if let Some(mut s) = self.stdout.take() {
-            let _ = registry.deregister(&mut s);
+            watch.detach(Pipe::Stdout, &mut s);
         }
         if let Some(mut s) = self.stderr.take() {
-            let _ = registry.deregister(&mut s);
+            watch.detach(Pipe::Stderr, &mut s);
         }
     }
 
@@ -173,11 +223,10 @@ impl CgiProc {
 
 /// What driving a script needs from the worker.
 pub struct Ctx<'a> {
-    pub registry: &'a Registry,
+    pub watch: &'a mut dyn Watch,
     pub procs: &'a mut Procs,
     /// Most scripts alive per worker; beyond it a request gets 503.
     pub max: usize,
-    pub token: usize,
 }
 
 /// Drives the CGI script of `session`'s exchange, if it has one: spawn, feed stdin, log
@@ -201,7 +250,7 @@ pub fn drive(
         if let Some(p) = slot.take() {
             // A failure (timeout, bad output) puts the script down at once.
             let failed = x.failure.is_some();
-            cx.procs.retire(p, cx.registry, failed, now);
+            cx.procs.retire(p, cx.watch, failed, now);
         }
         session.gw_release(svc, now);
         return true;
@@ -245,7 +294,6 @@ pub fn drive(
             }
         };
         cx.procs.alive += 1;
-        let tok = Token(cx.token | UP_BIT);
         let mut p = CgiProc {
             stdin: child.stdin.take().map(Sender::from),
             stdout: child.stdout.take().map(Receiver::from),
@@ -256,19 +304,16 @@ pub fn drive(
         };
         let mut ok = true;
         if let Some(s) = p.stdin.as_mut() {
-            ok &= s.set_nonblocking(true).is_ok()
-                && cx.registry.register(s, tok, Interest::WRITABLE).is_ok();
+            ok &= s.set_nonblocking(true).is_ok() && cx.watch.attach(Pipe::Stdin, s).is_ok();
         }
         if let Some(s) = p.stdout.as_mut() {
-            ok &= s.set_nonblocking(true).is_ok()
-                && cx.registry.register(s, tok, Interest::READABLE).is_ok();
+            ok &= s.set_nonblocking(true).is_ok() && cx.watch.attach(Pipe::Stdout, s).is_ok();
         }
         if let Some(s) = p.stderr.as_mut() {
-            ok &= s.set_nonblocking(true).is_ok()
-                && cx.registry.register(s, tok, Interest::READABLE).is_ok();
+            ok &= s.set_nonblocking(true).is_ok() && cx.watch.attach(Pipe::Stderr, s).is_ok();
         }
         if !ok {
-            cx.procs.retire(p, cx.registry, true, now);
+            cx.procs.retire(p, cx.watch, true, now);
             session.gw_error(svc, Failure::Connect, now);
             return true;
         }
@@ -286,7 +331,7 @@ pub fn drive(
         let pending = session.gateway().map_or(0, |x| x.to_send().len());
         if pending == 0 {
             if let Some(mut s) = p.stdin.take() {
-                let _ = cx.registry.deregister(&mut s);
+                cx.watch.detach(Pipe::Stdin, &mut s);
             }
             break;
         }
@@ -305,7 +350,10 @@ pub fn drive(
                 }
                 progress = true;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                cx.watch.blocked(Pipe::Stdin, stdin.as_raw_fd());
+                break;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
                 // The script does not read its input (EPIPE): fine, it answers without it.
@@ -314,7 +362,7 @@ pub fn drive(
                     x.sent(rest, now);
                 }
                 if let Some(mut s) = p.stdin.take() {
-                    let _ = cx.registry.deregister(&mut s);
+                    cx.watch.detach(Pipe::Stdin, &mut s);
                 }
                 break;
             }
@@ -330,7 +378,7 @@ pub fn drive(
             Ok(0) => {
                 p.flush_err();
                 if let Some(mut s) = p.stderr.take() {
-                    let _ = cx.registry.deregister(&mut s);
+                    cx.watch.detach(Pipe::Stderr, &mut s);
                 }
             }
             Ok(n) => {
@@ -338,6 +386,10 @@ pub fn drive(
                 p.log_stderr(&data);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                cx.watch.blocked(Pipe::Stderr, err.as_raw_fd());
+                break;
+            }
             Err(_) => break,
         }
     }
@@ -351,7 +403,7 @@ pub fn drive(
         match res {
             Some(Ok(0)) => {
                 if let Some(mut s) = p.stdout.take() {
-                    let _ = cx.registry.deregister(&mut s);
+                    cx.watch.detach(Pipe::Stdout, &mut s);
                 }
                 session.gw_eof(svc, now);
                 return true;
@@ -360,7 +412,11 @@ pub fn drive(
                 session.gw_feed(svc, &buf[..n], now);
                 return true;
             }
-            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(o) = p.stdout.as_ref() {
+                    cx.watch.blocked(Pipe::Stdout, o.as_raw_fd());
+                }
+            }
             Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => return true,
             Some(Err(_)) => {
                 session.gw_error(svc, Failure::Cut, now);

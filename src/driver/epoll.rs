@@ -611,11 +611,14 @@ impl Worker {
             pipes: &mut self.pipes,
             token: i,
         };
-        let mut cx = cgi_proc::Ctx {
+        let mut watch = cgi_proc::EpollWatch {
             registry: self.poll.registry(),
+            token: i,
+        };
+        let mut cx = cgi_proc::Ctx {
+            watch: &mut watch,
             procs: &mut self.procs,
             max: self.cgi_max,
-            token: i,
         };
         let mut ax = app::Ctx {
             notify: self.notify.as_ref(),
@@ -646,7 +649,11 @@ impl Worker {
             conn.splice_up.release(&mut self.pipes);
             if let Some(p) = conn.cgi.take() {
                 // The client is gone: the script is put down (SIGTERM, then SIGKILL).
-                self.procs.retire(p, self.poll.registry(), true, now);
+                let mut watch = cgi_proc::EpollWatch {
+                    registry: self.poll.registry(),
+                    token: i,
+                };
+                self.procs.retire(p, &mut watch, true, now);
             }
             if let Some(a) = conn.app.take() {
                 // The app thread stops producing and calls the response's close().

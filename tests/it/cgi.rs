@@ -16,7 +16,7 @@ fn script(d: &TempDir, name: &str, text: &str) {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn setup(extra: &[&str], workers: usize) -> (TempDir, Server) {
+fn setup(backend: &str, extra: &[&str], workers: usize) -> (TempDir, Server) {
     let d = TempDir::new("cgi");
     d.write("www/index.html", b"static\n");
     script(
@@ -78,7 +78,7 @@ fn setup(extra: &[&str], workers: usize) -> (TempDir, Server) {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let srv = ServerBuilder::new("epoll", &d.path().join("www"))
+    let srv = ServerBuilder::new(backend, &d.path().join("www"))
         .workers(workers)
         .args(&argv)
         .start();
@@ -86,8 +86,8 @@ fn setup(extra: &[&str], workers: usize) -> (TempDir, Server) {
 }
 
 /// Meta-variables, PATH_INFO, query, bodies both ways, Status, Location, stderr.
-pub fn scripts_run_per_rfc_3875() {
-    let (_d, srv) = setup(&[], 2);
+pub fn scripts_run_per_rfc_3875(backend: &str) {
+    let (_d, srv) = setup(backend, &[], 2);
     let mut c = Client::new(srv.connect());
     c.set_timeout(Duration::from_secs(10));
     let r = c.exchange(
@@ -125,6 +125,23 @@ pub fn scripts_run_per_rfc_3875() {
         r.head
     );
     assert_eq!(r.header("x-len"), Some("11"));
+    // A body far larger than a pipe, both ways: the script's stdin fills (ringd waits for it
+    // to be writable) before the script reads it, and its stdout fills before ringd reads.
+    let big = crate::harness::random_bytes(900 * 1024, 13);
+    let mut req = format!(
+        "POST /cgi-bin/echo.py HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&big);
+    let r = c.exchange(&req);
+    assert_eq!(r.status, 201, "{}", r.head);
+    assert_eq!(r.header("x-len"), Some("921600"));
+    assert!(
+        r.body == big,
+        "the echoed body differs ({} bytes back)",
+        r.body.len()
+    );
     let r = c.exchange(b"GET /cgi-bin/redirect.sh HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("https://example.test/elsewhere"));
@@ -185,8 +202,8 @@ pub fn scripts_run_per_rfc_3875() {
 
 /// Beyond the per-worker limit → 503; a client that stops reading an endless script and
 /// leaves gets it killed; nothing is left over.
-pub fn misbehaving_scripts() {
-    let (d, srv) = setup(&["--cgi-max-procs", "2"], 1);
+pub fn misbehaving_scripts(backend: &str) {
+    let (d, srv) = setup(backend, &["--cgi-max-procs", "2"], 1);
     let get = |path: &str| {
         let mut c = Client::new(srv.connect());
         c.set_timeout(Duration::from_secs(40));
@@ -262,7 +279,7 @@ pub fn misbehaving_scripts() {
 }
 
 /// A script past its timeout: 504, and its process group is killed.
-pub fn timeout_kills_the_script() {
+pub fn timeout_kills_the_script(backend: &str) {
     let d = TempDir::new("cgi-timeout");
     d.write("www/x", b"x");
     script(
@@ -274,7 +291,7 @@ pub fn timeout_kills_the_script() {
         "c.toml",
         b"[[sites]]\nhosts = [\"_\"]\nroot = \"www\"\n[[sites.routes]]\npath = \"/cgi-bin/*\"\ncgi = { dir = \"cgi\", timeout = \"1s\" }\n",
     );
-    let srv = ServerBuilder::new("epoll", d.path())
+    let srv = ServerBuilder::new(backend, d.path())
         .config(&d.path().join("c.toml"))
         .start();
     let mut c = Client::new(srv.connect());
@@ -327,4 +344,35 @@ fn children_in_state(parent: i32, state: char) -> Vec<i32> {
         }
     }
     out
+}
+
+/// tokio-uring spawns no scripts: a CGI config on it is refused at start, saying so (never
+/// served with CGI routes that would hang).
+pub fn tokio_uring_refuses_cgi() {
+    let d = TempDir::new("cgi-tokio");
+    d.write("www/x", b"x");
+    script(
+        &d,
+        "s.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nhi'\n",
+    );
+    let flag = format!("/cgi-bin={}", d.path().join("cgi").display());
+    let root = d.path().join("www");
+    let (status, _, err) = crate::harness::run_ringd(
+        &[
+            root.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "tokio-uring",
+            "--cgi",
+            &flag,
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("CGI") && err.contains("--backend uring or epoll"),
+        "{err}"
+    );
 }

@@ -211,8 +211,8 @@ pub fn cgi_without_pipes_answers_503_logged_once() {
     );
 }
 
-/// A SIGHUP that re-reads an unchanged config with CGI routes (which make `--backend auto`
-/// pick epoll) reloads it without claiming the backend changed.
+/// A SIGHUP that re-reads an unchanged config with CGI routes (`--backend auto`, which once
+/// had to pick epoll for them) reloads it without claiming the backend changed.
 pub fn reload_with_cgi_reports_no_backend_change() {
     let d = cgi_site("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\n");
     let cfg = d.write(

@@ -159,19 +159,32 @@ fn proxy_auto_keeps_its_backend_choice() {
     proxy::auto_keeps_its_choice();
 }
 
-/// CGI runs on the epoll backend for now.
-mod cgi_epoll {
-    #[test]
-    fn scripts_run_per_rfc_3875() {
-        crate::cgi::scripts_run_per_rfc_3875();
+/// CGI on the uring and epoll backends; tokio-uring refuses a CGI config with a clear error.
+mod cgi_scripts {
+    macro_rules! uring_and_epoll {
+        ($($name:ident => $case:path),* $(,)?) => {
+            $(
+                mod $name {
+                    #[test]
+                    fn uring() {
+                        crate::harness::run_case("uring", $case);
+                    }
+                    #[test]
+                    fn epoll() {
+                        crate::harness::run_case("epoll", $case);
+                    }
+                }
+            )*
+        };
+    }
+    uring_and_epoll! {
+        scripts_run_per_rfc_3875 => crate::cgi::scripts_run_per_rfc_3875,
+        misbehaving_scripts => crate::cgi::misbehaving_scripts,
+        timeout_kills_the_script => crate::cgi::timeout_kills_the_script,
     }
     #[test]
-    fn misbehaving_scripts() {
-        crate::cgi::misbehaving_scripts();
-    }
-    #[test]
-    fn timeout_kills_the_script() {
-        crate::cgi::timeout_kills_the_script();
+    fn tokio_uring_refuses_cgi() {
+        crate::cgi::tokio_uring_refuses_cgi();
     }
 }
 

@@ -71,6 +71,10 @@ pub struct Conn {
     /// The last splice into `up_pipe` answered EAGAIN with data in it (out of slots): wait for the
     /// upstream to drain it before splicing again.
     pub up_eagain: bool,
+    /// The CGI script of its exchange (`cgi.rs`).
+    pub cgi: Option<crate::driver::cgi_proc::CgiProc>,
+    /// user_data of the poll in flight on each of the script's pipes (stdin, stdout, stderr).
+    pub cgi_polls: [Option<u64>; 3],
 }
 
 impl Conn {
@@ -97,6 +101,8 @@ impl Conn {
             up_in_pipe: 0,
             polling_in_up: false,
             up_eagain: false,
+            cgi: None,
+            cgi_polls: [None; 3],
         }
     }
 }
@@ -170,10 +176,10 @@ fn errno(res: i32) -> i32 {
 impl Driver {
     /// Set up a freshly accepted socket as a connection and start reading from it.
     pub(super) fn add_conn(&mut self, fd: OwnedFd) {
-        // Multishot accept gives no peer address, and only the access log and the proxy's
-        // forwarding fields use it: skip the getpeername (a syscall per connection) otherwise.
-        let proxies = !self.svc.config().sites.upstreams.is_empty();
-        let peer = if self.config.access_log.is_some() || proxies {
+        // Multishot accept gives no peer address, and only the access log, the proxy's
+        // forwarding fields and CGI's REMOTE_ADDR use it: skip the getpeername (a syscall per
+        // connection) otherwise.
+        let peer = if self.needs_peer {
             match sys::peer_addr(std::os::fd::AsFd::as_fd(&fd)) {
                 Ok(p) => p,
                 // The peer is already gone (ENOTCONN) or the socket is odd: just close it.
@@ -231,7 +237,15 @@ impl Driver {
                     }
                 }
             }
-            Op::Accept | Op::Tick | Op::Shutdown | Op::Open | Op::ReadBody | Op::Up(..) => {
+            // A script's pipe was closed: its poll is cancelled, nothing more to do.
+            Op::CgiCancel => {}
+            Op::Accept
+            | Op::Tick
+            | Op::Shutdown
+            | Op::Open
+            | Op::ReadBody
+            | Op::Up(..)
+            | Op::CgiPoll(_) => {
                 unreachable!("not a connection op")
             }
         }
@@ -486,8 +500,10 @@ impl Driver {
         if c.session.collapsed() {
             c.session.collapse_poll(&mut self.svc, self.now);
         }
-        // The proxied request, if any: connect, send, read (output may follow).
+        // The proxied request or CGI script, if any: connect or spawn, send, read (output may
+        // follow).
         self.drive_gw(idx, gen);
+        self.drive_cgi(idx, gen);
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
         };
@@ -768,6 +784,7 @@ impl Driver {
             return;
         }
         self.gw_close(idx, gen);
+        self.cgi_close(idx, gen);
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
         };

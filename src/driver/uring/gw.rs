@@ -199,6 +199,10 @@ impl Driver {
                 }
                 return;
             };
+            if x.cgi.is_some() {
+                // A CGI script, not an upstream: `cgi.rs` drives it.
+                return;
+            }
             // Finished: pool or retire the socket, then let the session go on.
             if let Some(reusable) = x.finished() {
                 if let Some(u) = c.gw.up.take() {

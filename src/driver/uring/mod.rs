@@ -8,6 +8,7 @@
 //! woken meanwhile, and start the open jobs of requests parked on files. A `Timeout` op ticks every `TICK` for the clock, deadlines and the access
 //! log.
 
+mod cgi;
 mod conn;
 mod gw;
 mod open;
@@ -138,6 +139,14 @@ pub(crate) struct Driver {
     pool: Pool<OwnedFd>,
     /// Buffers of finished upstream exchanges, for the next ones.
     up_bufs: gw::UpBufs,
+    /// CGI scripts alive and being reaped, the most alive at once, and the buffer their
+    /// stdout and stderr are read into (allocated by the first script).
+    procs: super::cgi_proc::Procs,
+    cgi_max: usize,
+    cgi_buf: Vec<u8>,
+    /// Something needs each connection's peer address (access log, proxy, CGI): see
+    /// `add_conn`.
+    needs_peer: bool,
     trim: super::Trim,
 }
 
@@ -155,6 +164,7 @@ impl Driver {
         let _ = ring::pin_iowq_to_current(&ring);
         let bufs = BufRing::new(&ring, RECV_BGID, RECV_BUFS, RECV_BUF_SIZE)?;
         let log = AccessLog::open(&ctx.config)?;
+        let cgi_max = ctx.config.cgi_max_procs.max(1);
         let mut svc = Service::new(&ctx.config, ctx.roots);
         svc.set_time(SystemTime::now());
         svc.set_can_splice(true);
@@ -205,11 +215,23 @@ impl Driver {
             open_waiters: HashMap::new(),
             pool: Pool::default(),
             up_bufs: gw::UpBufs::default(),
+            procs: super::cgi_proc::Procs::default(),
+            cgi_max,
+            cgi_buf: Vec::new(),
+            needs_peer: false,
             trim: super::Trim::default(),
         })
     }
 
+    /// Whether the access log, a proxy route or a CGI route (in the config now in force) needs
+    /// connections' peer addresses.
+    fn peer_needed(&self) -> bool {
+        let sites = &self.svc.config().sites;
+        self.config.access_log.is_some() || !sites.upstreams.is_empty() || sites.has_cgi()
+    }
+
     fn run_loop(&mut self) -> Result<(), DriverError> {
+        self.needs_peer = self.peer_needed();
         self.arm_tick();
         self.arm_shutdown_poll();
         self.maybe_arm_accept();
@@ -344,6 +366,7 @@ impl Driver {
             Op::Open | Op::ReadBody => self.on_job_op(tok.op, tok.conn, tok.conn_gen, res),
             Op::Cancel if tok.conn == u32::MAX => {}
             Op::Up(op, serial) => self.on_up_op(tok, op, serial, res),
+            Op::CgiPoll(pipe) => self.on_cgi_poll(tok, ud, pipe),
             _ => self.on_conn_op(tok, res, flags, more),
         }
     }
@@ -356,10 +379,12 @@ impl Driver {
         if self.reload.apply(&mut self.reload_seen, &mut self.svc) {
             // Server numbers may mean other servers now.
             self.pool.clear();
+            self.needs_peer = self.peer_needed();
         }
         self.pool.sweep_upstreams(self.now, self.svc.upstreams());
         self.log.flush(self.svc.access_log());
         self.sweep();
+        self.procs.reap(self.now);
         let _ = self.trim.tick(self.conns.len());
         if let Some(deadline) = self.draining {
             if self.now >= deadline {

@@ -36,6 +36,10 @@ pub enum Op {
     /// within the connection, so a completion for a socket already replaced (retry) or
     /// retired (finished, abandoned) is told apart from one for the current socket.
     Up(UpOp, u32),
+    /// Poll on one of a CGI script's pipes (`cgi.rs`; the `u8` is `cgi_proc::Pipe`).
+    CgiPoll(u8),
+    /// AsyncCancel of such a poll, its pipe being closed.
+    CgiCancel,
 }
 
 /// What an upstream op is.
@@ -68,6 +72,8 @@ impl Op {
                 | Op::SendBuf
                 | Op::Cancel
                 | Op::Up(..)
+                | Op::CgiPoll(_)
+                | Op::CgiCancel
         )
     }
 }
