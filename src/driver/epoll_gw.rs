@@ -20,6 +20,7 @@ use mio::{Interest, Registry, Token};
 
 use super::pool::Pool;
 use super::uring::pipes::{Pipe, PipePool};
+use super::SpliceEagain;
 use crate::config::upstreams::Addr;
 use crate::gateway::proxy::Failure;
 use crate::session::{Service, Session};
@@ -373,14 +374,12 @@ pub fn drive(
                     session.gw_spliced(svc, k, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // With data in the pipe, EAGAIN may mean the pipe is out of slots (a
-                    // socket fills one per segment), not that the socket is drained: keep
-                    // `readable`; the client's drain brings us back.
-                    if sp.in_pipe == 0 {
-                        u.readable = false;
-                    } else if crate::sys::fionread(u.sock.as_fd()).is_ok_and(|b| b > 0) {
-                        // The socket has bytes: the pipe is what is full.
-                        session.gw_pipe_full();
+                    // With data in the pipe, `readable` stays set: the pipe may be what is
+                    // full, and the client's drain brings us back.
+                    match super::splice_eagain(u.sock.as_fd(), sp.in_pipe) {
+                        SpliceEagain::SocketDry => u.readable = false,
+                        SpliceEagain::PipeFull => session.gw_pipe_full(),
+                        SpliceEagain::Drain => {}
                     }
                     return progress;
                 }

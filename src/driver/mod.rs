@@ -22,6 +22,33 @@ pub mod pool;
 pub mod tokio_uring;
 pub mod uring;
 
+/// What an EAGAIN from a splice of an upstream socket into a connection's pipe means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpliceEagain {
+    /// The pipe was empty: the socket has nothing; wait for it to be readable.
+    SocketDry,
+    /// The pipe holds bytes and is out of slots (a socket fills one per segment) while the
+    /// socket still has bytes: ringd, not the upstream, holds the body back (the session is
+    /// told, so the upstream's read timer does not run); the client's drain brings the
+    /// driver back.
+    PipeFull,
+    /// The pipe holds bytes and the socket none (or FIONREAD failed): the client's drain
+    /// brings the driver back, and the next splice tells.
+    Drain,
+}
+
+/// Tells why splicing upstream socket `sock` into a pipe holding `in_pipe` bytes answered
+/// EAGAIN (the uring and epoll drivers' shared rule).
+pub(crate) fn splice_eagain(sock: std::os::fd::BorrowedFd<'_>, in_pipe: usize) -> SpliceEagain {
+    if in_pipe == 0 {
+        SpliceEagain::SocketDry
+    } else if crate::sys::fionread(sock).is_ok_and(|b| b > 0) {
+        SpliceEagain::PipeFull
+    } else {
+        SpliceEagain::Drain
+    }
+}
+
 /// What one worker thread is handed. Owned by that thread alone.
 pub struct WorkerCtx {
     /// Worker index, 0-based.

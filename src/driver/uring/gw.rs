@@ -30,6 +30,7 @@ use super::ring::Sq;
 use super::token::{Op, Token, UpOp};
 use super::Driver;
 use crate::config::upstreams::Addr;
+use crate::driver::{splice_eagain, SpliceEagain};
 use crate::gateway::proxy::Failure;
 
 /// Size of each upstream's receive buffer.
@@ -378,11 +379,12 @@ impl Driver {
                         // Nothing to read, or (with data in the pipe) the pipe is out of
                         // slots, which the client's drain frees and then drives us again.
                         Some(libc::EAGAIN) => {
-                            if c.in_pipe == 0 {
-                                poll_up(&mut self.sq, &mut c.ops, u, idx, gen, UpOp::PollIn);
-                            } else if crate::sys::fionread(u.fd.as_fd()).is_ok_and(|b| b > 0) {
-                                // The socket has bytes: the pipe is what is full.
-                                c.session.gw_pipe_full();
+                            match splice_eagain(u.fd.as_fd(), c.in_pipe) {
+                                SpliceEagain::SocketDry => {
+                                    poll_up(&mut self.sq, &mut c.ops, u, idx, gen, UpOp::PollIn)
+                                }
+                                SpliceEagain::PipeFull => c.session.gw_pipe_full(),
+                                SpliceEagain::Drain => {}
                             }
                             return;
                         }
