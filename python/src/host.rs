@@ -75,6 +75,27 @@ pub struct Args {
     /// Append an access log (combined format) to FILE. Example: `--access-log access.log`.
     #[arg(long, value_name = "FILE")]
     pub access_log: Option<PathBuf>,
+    /// Each worker's I/O loop: `auto` (uring where the kernel allows io_uring, else epoll,
+    /// saying why), `uring` or `epoll`. Example: `--backend epoll`.
+    #[arg(long, value_name = "BACKEND", default_value = "auto", value_parser = ["auto", "uring", "epoll"])]
+    pub backend: String,
+}
+
+/// The I/O loop `--backend` names (auto: uring where io_uring works here).
+fn backend_of(args: &Args) -> Result<Backend, String> {
+    match args.backend.as_str() {
+        "epoll" => Ok(Backend::Epoll),
+        "uring" => ringd::driver::check_available(Backend::Uring)
+            .map(|()| Backend::Uring)
+            .map_err(|e| format!("--backend uring: {e}")),
+        _ => match ringd::driver::check_available(Backend::Uring) {
+            Ok(()) => Ok(Backend::Uring),
+            Err(e) => {
+                eprintln!("ringd-wsgi: --backend auto: {e}; using the epoll backend");
+                Ok(Backend::Epoll)
+            }
+        },
+    }
 }
 
 /// The bound listeners and settings, between `prepare` and the forks.
@@ -97,7 +118,7 @@ fn config_of(args: &Args) -> Result<Config, String> {
         let mut c = crate::cli::build_config(&serve, &[]).map_err(|e| e.join("\n"))?;
         c.listen = args.bind;
         c.workers = args.workers.max(1);
-        c.backend = Backend::Epoll;
+        c.backend = backend_of(args)?;
         c.pin = false;
         return Ok(c);
     }
@@ -120,7 +141,7 @@ fn config_of(args: &Args) -> Result<Config, String> {
         root: cwd,
         listen: args.bind,
         workers: args.workers.max(1),
-        backend: Backend::Epoll,
+        backend: backend_of(args)?,
         pin: false,
         access_log: args.access_log.clone(),
         sites: Arc::new(sites),
@@ -222,11 +243,12 @@ pub fn prepare(py: Python<'_>, argv: Vec<String>) -> PyResult<Master> {
         apps.join(", ")
     };
     println!(
-        "ringd-wsgi: serving {what} on {url} ({} worker process{}, {} thread{} each, epoll)",
+        "ringd-wsgi: serving {what} on {url} ({} worker process{}, {} thread{} each, {})",
         config.workers,
         if config.workers == 1 { "" } else { "es" },
         args.threads,
         if args.threads == 1 { "" } else { "s" },
+        config.backend.name(),
     );
     println!("ringd-wsgi: {}", python_mode(py));
     use std::io::Write;

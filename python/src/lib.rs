@@ -1,4 +1,4 @@
-//! ringd-wsgi: ringd's core and epoll driver inside the app's own CPython, serving WSGI apps
+//! ringd-wsgi: ringd's core and its uring (or epoll) driver inside the app's own CPython, serving WSGI apps
 //! (PEP 3333). The Python side (`ringd_wsgi/__main__.py`) is the master: it calls `prepare`
 //! (flags → config → listeners bound, nothing started), forks one process per worker, and
 //! replaces workers that exit. In a worker, `Master.run_worker` imports the app, starts

@@ -1,8 +1,8 @@
 //! The WSGI source's plumbing: a bounded queue of calls from the worker's I/O thread to the
 //! app threads (which live in the `ringd-wsgi` Python package and hold the GIL only while
 //! they run Python), and each call's reply: the app's response as bytes (an HTTP/1.1 head,
-//! then body chunks), handed back through a per-call `Flow` and a `mio::Waker` (an eventfd)
-//! that wakes the worker's loop. The I/O thread never blocks on either and never touches
+//! then body chunks), handed back through a per-call `Flow` and an eventfd that wakes the
+//! worker's loop (epoll's `mio::Waker`; the uring driver polls a plain eventfd). The I/O thread never blocks on either and never touches
 //! Python; an app thread blocks (GIL released) when the client is more than
 //! [`FLOW_BYTES`] behind.
 
@@ -123,17 +123,33 @@ impl Flow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gone;
 
+/// How news wakes the worker's loop.
+enum Waker {
+    /// epoll: mio's waker, registered with the worker's `Poll`.
+    Mio(mio::Waker),
+    /// uring: an eventfd the driver keeps a multishot poll on.
+    EventFd(std::os::fd::OwnedFd),
+}
+
 /// Tells one worker's loop which calls have news.
 pub struct Notify {
     ready: Mutex<Vec<(usize, u64)>>,
-    waker: mio::Waker,
+    waker: Waker,
 }
 
 impl Notify {
     pub fn new(waker: mio::Waker) -> Notify {
         Notify {
             ready: Mutex::new(Vec::new()),
-            waker,
+            waker: Waker::Mio(waker),
+        }
+    }
+
+    /// News wakes the loop by adding to eventfd `fd` (which the driver polls, through a dup).
+    pub fn with_eventfd(fd: std::os::fd::OwnedFd) -> Notify {
+        Notify {
+            ready: Mutex::new(Vec::new()),
+            waker: Waker::EventFd(fd),
         }
     }
 
@@ -150,7 +166,15 @@ impl Notify {
         drop(r);
         // One wake-up per batch: the loop drains the whole list.
         if first {
-            let _ = self.waker.wake();
+            match &self.waker {
+                Waker::Mio(w) => {
+                    let _ = w.wake();
+                }
+                Waker::EventFd(fd) => {
+                    use std::os::fd::AsFd;
+                    let _ = crate::sys::eventfd_write(fd.as_fd(), 1);
+                }
+            }
         }
     }
 }

@@ -188,75 +188,42 @@ mod cgi_scripts {
     }
 }
 
-/// WSGI apps on the real `ringd-wsgi` (the Python package, epoll driver): `SKIP` without
-/// it in .venv/, unless `RINGD_REQUIRE_WSGI` is set.
+/// WSGI apps on the real `ringd-wsgi` (the Python package), on its uring and epoll loops:
+/// `SKIP` without it in .venv/, unless `RINGD_REQUIRE_WSGI` is set.
 mod wsgi_apps {
-    fn run(f: fn()) {
-        crate::harness::catch_skip("wsgi", f);
+    macro_rules! both {
+        ($($name:ident => $case:path),* $(,)?) => {
+            $(
+                mod $name {
+                    #[test]
+                    fn uring() {
+                        crate::harness::catch_skip("wsgi", || crate::wsgi::on_backend("uring", $case));
+                    }
+                    #[test]
+                    fn epoll() {
+                        crate::harness::catch_skip("wsgi", || crate::wsgi::on_backend("epoll", $case));
+                    }
+                }
+            )*
+        };
     }
-    #[test]
-    fn hello_app() {
-        run(crate::wsgi::hello_app);
-    }
-    #[test]
-    fn environ_keys() {
-        run(crate::wsgi::environ_keys);
-    }
-    #[test]
-    fn input_and_100_continue() {
-        run(crate::wsgi::input_and_continue);
-    }
-    #[test]
-    fn wsgiref_validator_passes() {
-        run(crate::wsgi::validator_passes);
-    }
-    #[test]
-    fn response_rules() {
-        run(crate::wsgi::response_rules);
-    }
-    #[test]
-    fn misbehaving_apps() {
-        run(crate::wsgi::misbehaving_apps);
-    }
-    #[test]
-    fn timeout_replaces_worker() {
-        run(crate::wsgi::timeout_replaces_worker);
-    }
-    #[test]
-    fn flask_app() {
-        run(crate::wsgi::flask_app);
-    }
-    #[test]
-    fn django_project() {
-        run(crate::wsgi::django_project);
-    }
-    #[test]
-    fn config_route() {
-        run(crate::wsgi::config_route);
-    }
-    #[test]
-    fn reload_and_max_requests() {
-        run(crate::wsgi::reload_and_max_requests);
-    }
-    #[test]
-    fn input_streams_with_backpressure() {
-        run(crate::wsgi_stream::upload_streams_with_backpressure);
-    }
-    #[test]
-    fn input_unread_bodies_keep_alive() {
-        run(crate::wsgi_stream::unread_bodies_keep_alive);
-    }
-    #[test]
-    fn input_client_breaks_off_mid_body() {
-        run(crate::wsgi_stream::client_breaks_off_mid_body);
-    }
-    #[test]
-    fn input_flask_chunked_upload_streams() {
-        run(crate::wsgi_stream::flask_chunked_upload_streams);
-    }
-    #[test]
-    fn leaked_files_are_closed() {
-        run(crate::wsgi_stream::leaked_files_are_closed);
+    both! {
+        hello_app => crate::wsgi::hello_app,
+        environ_keys => crate::wsgi::environ_keys,
+        input_and_100_continue => crate::wsgi::input_and_continue,
+        wsgiref_validator_passes => crate::wsgi::validator_passes,
+        response_rules => crate::wsgi::response_rules,
+        misbehaving_apps => crate::wsgi::misbehaving_apps,
+        timeout_replaces_worker => crate::wsgi::timeout_replaces_worker,
+        flask_app => crate::wsgi::flask_app,
+        django_project => crate::wsgi::django_project,
+        config_route => crate::wsgi::config_route,
+        reload_and_max_requests => crate::wsgi::reload_and_max_requests,
+        input_streams_with_backpressure => crate::wsgi_stream::upload_streams_with_backpressure,
+        input_unread_bodies_keep_alive => crate::wsgi_stream::unread_bodies_keep_alive,
+        input_client_breaks_off_mid_body => crate::wsgi_stream::client_breaks_off_mid_body,
+        input_flask_chunked_upload_streams => crate::wsgi_stream::flask_chunked_upload_streams,
+        leaked_files_are_closed => crate::wsgi_stream::leaked_files_are_closed,
     }
 }
 

@@ -37,12 +37,36 @@ pub(crate) fn venv_bin(name: &str) -> PathBuf {
     wsgi_bin().with_file_name(name)
 }
 
-/// Starts `ringd-wsgi ARGS` in `dir` on a free port.
+thread_local! {
+    /// The `--backend` this test thread's ringd-wsgi servers get (None: the default, auto).
+    static BACKEND: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every ringd-wsgi it starts on `backend`.
+pub fn on_backend(backend: &'static str, f: fn()) {
+    BACKEND.with(|b| b.set(Some(backend)));
+    f();
+}
+
+/// Starts `ringd-wsgi ARGS` in `dir` on a free port (on the thread's `on_backend`, if any).
 pub(crate) fn serve(dir: &Path, args: &[&str]) -> Server {
     let bin = wsgi_bin();
     let mut all = vec!["--bind", "127.0.0.1:0"];
+    if let Some(b) = BACKEND.with(|b| b.get()) {
+        all.extend_from_slice(&["--backend", b]);
+    }
     all.extend_from_slice(args);
-    ServerBuilder::program(&bin, &all, dir).start()
+    let srv = ServerBuilder::program(&bin, &all, dir).start();
+    // The loop it serves on is the one asked for (its "serving" line ends with the name).
+    if let Some(b) = BACKEND.with(|b| b.get()) {
+        let diag = srv.diagnostics();
+        assert!(
+            diag.lines()
+                .any(|l| l.starts_with("ringd-wsgi: serving") && l.ends_with(&format!(", {b})"))),
+            "ringd-wsgi does not say it serves on {b}:\n{diag}"
+        );
+    }
+    srv
 }
 
 fn pep_app(tag: &str) -> TempDir {

@@ -75,6 +75,8 @@ pub struct Conn {
     pub cgi: Option<crate::driver::cgi_proc::CgiProc>,
     /// user_data of the poll in flight on each of the script's pipes (stdin, stdout, stderr).
     pub cgi_polls: [Option<u64>; 3],
+    /// The WSGI call of its exchange (`apps.rs`).
+    pub app: Option<crate::driver::app::AppCall>,
 }
 
 impl Conn {
@@ -103,6 +105,7 @@ impl Conn {
             up_eagain: false,
             cgi: None,
             cgi_polls: [None; 3],
+            app: None,
         }
     }
 }
@@ -177,8 +180,8 @@ impl Driver {
     /// Set up a freshly accepted socket as a connection and start reading from it.
     pub(super) fn add_conn(&mut self, fd: OwnedFd) {
         // Multishot accept gives no peer address, and only the access log, the proxy's
-        // forwarding fields and CGI's REMOTE_ADDR use it: skip the getpeername (a syscall per
-        // connection) otherwise.
+        // forwarding fields and CGI's and WSGI's REMOTE_ADDR use it: skip the getpeername (a
+        // syscall per connection) otherwise.
         let peer = if self.needs_peer {
             match sys::peer_addr(std::os::fd::AsFd::as_fd(&fd)) {
                 Ok(p) => p,
@@ -245,7 +248,8 @@ impl Driver {
             | Op::Open
             | Op::ReadBody
             | Op::Up(..)
-            | Op::CgiPoll(_) => {
+            | Op::CgiPoll(_)
+            | Op::AppWake => {
                 unreachable!("not a connection op")
             }
         }
@@ -504,6 +508,7 @@ impl Driver {
         // follow).
         self.drive_gw(idx, gen);
         self.drive_cgi(idx, gen);
+        self.drive_app(idx, gen);
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
         };
@@ -788,6 +793,10 @@ impl Driver {
         let Some(c) = self.conns.get_mut(idx, gen) else {
             return;
         };
+        if let Some(a) = c.app.take() {
+            // The app thread stops producing and calls the response's close().
+            a.cancel();
+        }
         c.phase = Phase::Closing;
         c.waiting_pipe = false;
         if c.ops == 0 {

@@ -200,8 +200,9 @@ impl Driver {
                 }
                 return;
             };
-            if x.cgi.is_some() {
-                // A CGI script, not an upstream: `cgi.rs` drives it.
+            if x.cgi.is_some() || x.is_app() {
+                // A CGI script or a WSGI app, not an upstream: `cgi.rs` or `apps.rs` drives
+                // it (and puts it down when it is finished).
                 return;
             }
             // Finished: pool or retire the socket, then let the session go on.

@@ -8,6 +8,7 @@
 //! woken meanwhile, and start the open jobs of requests parked on files. A `Timeout` op ticks every `TICK` for the clock, deadlines and the access
 //! log.
 
+mod apps;
 mod cgi;
 mod conn;
 mod gw;
@@ -147,6 +148,8 @@ pub(crate) struct Driver {
     /// Something needs each connection's peer address (access log, proxy, CGI): see
     /// `add_conn`.
     needs_peer: bool,
+    /// The WSGI app plumbing, in a process that hosts an app queue (`ringd-wsgi`).
+    apps: Option<apps::Apps>,
     trim: super::Trim,
 }
 
@@ -219,21 +222,26 @@ impl Driver {
             cgi_max,
             cgi_buf: Vec::new(),
             needs_peer: false,
+            apps: apps::Apps::new().map_err(DriverError::UringSetup)?,
             trim: super::Trim::default(),
         })
     }
 
-    /// Whether the access log, a proxy route or a CGI route (in the config now in force) needs
-    /// connections' peer addresses.
+    /// Whether the access log, a proxy route, a CGI route (in the config now in force) or a
+    /// WSGI app (REMOTE_ADDR) needs connections' peer addresses.
     fn peer_needed(&self) -> bool {
         let sites = &self.svc.config().sites;
-        self.config.access_log.is_some() || !sites.upstreams.is_empty() || sites.has_cgi()
+        self.config.access_log.is_some()
+            || !sites.upstreams.is_empty()
+            || sites.has_cgi()
+            || self.apps.is_some()
     }
 
     fn run_loop(&mut self) -> Result<(), DriverError> {
         self.needs_peer = self.peer_needed();
         self.arm_tick();
         self.arm_shutdown_poll();
+        self.arm_app_poll();
         self.maybe_arm_accept();
         loop {
             self.sq.flush_backlog()?;
@@ -367,6 +375,7 @@ impl Driver {
             Op::Cancel if tok.conn == u32::MAX => {}
             Op::Up(op, serial) => self.on_up_op(tok, op, serial, res),
             Op::CgiPoll(pipe) => self.on_cgi_poll(tok, ud, pipe),
+            Op::AppWake => self.on_app_wake(res, more),
             _ => self.on_conn_op(tok, res, flags, more),
         }
     }
@@ -577,7 +586,8 @@ impl Driver {
         self.draining.get_or_insert(self.now);
         self.exiting = true;
         self.close_all();
-        for ud in [self.tick, self.shutdown_poll, self.accept]
+        let app_poll = self.apps.as_ref().and_then(|a| a.armed());
+        for ud in [self.tick, self.shutdown_poll, self.accept, app_poll]
             .into_iter()
             .flatten()
         {

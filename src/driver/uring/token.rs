@@ -40,6 +40,8 @@ pub enum Op {
     CgiPoll(u8),
     /// AsyncCancel of such a poll, its pipe being closed.
     CgiCancel,
+    /// Multishot poll on the WSGI app threads' eventfd (`apps.rs`).
+    AppWake,
 }
 
 /// What an upstream op is.
