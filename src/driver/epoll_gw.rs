@@ -179,8 +179,10 @@ pub fn drive(
         let Some(x) = session.gateway() else {
             return progress;
         };
-        if x.cgi.is_some() {
-            // A CGI script, not an upstream: `cgi_proc` drives it.
+        if x.cgi.is_some() || x.is_app() {
+            // A CGI script or a WSGI app, not an upstream: `cgi_proc` or `app` drives it (and
+            // puts it down when it is finished: a call released here would never be
+            // cancelled, and its app thread would block once it had queued FLOW_BYTES).
             return progress;
         }
         // Finished: pool or close the socket, then let the session go on.

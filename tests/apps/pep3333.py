@@ -113,6 +113,10 @@ def app(environ, start_response):
     if p == "/cl_long":
         start_response("200 OK", [("Content-Length", "5")])
         return [b"abcdefghij", b"klm"]
+    if p == "/cl_long_endless":
+        # The response is complete after 5 bytes; the app would go on for 6 GiB.
+        start_response("200 OK", [("Content-Length", "5")])
+        return Closing("cl_long_endless", (b"y" * 65536 for _ in range(100000)))
     if p == "/chunked":
         start_response("200 OK", text)
         return Closing("chunked", [b"one ", b"two"])

@@ -307,6 +307,20 @@ pub fn response_rules() {
         (r.header("content-length"), r.body_str().as_str()),
         (Some("5"), "abcde")
     );
+    // More, without end: the response ends at its Content-Length, and the app is stopped
+    // there (its close() runs) rather than left blocked behind the bytes nobody reads.
+    let mut c = Client::new(srv.connect());
+    let r = c.exchange(&req("GET", "/cl_long_endless", &[]));
+    assert_eq!(
+        (r.header("content-length"), r.body_str().as_str()),
+        (Some("5"), "yyyyy")
+    );
+    assert!(
+        wait_file(&d.path().join("cl_long_endless.closed")),
+        "the app went on past its Content-Length (close() not called)"
+    );
+    let r = c.exchange(&req("GET", "/hello", &[]));
+    assert_eq!(r.body, b"Hello, World!\n", "the connection lives on");
     // Fewer: the connection closes after what the app sent.
     let mut s = srv.connect();
     s.write_all(&req("GET", "/cl_short", &[])).unwrap();
