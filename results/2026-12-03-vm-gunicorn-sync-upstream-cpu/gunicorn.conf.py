@@ -1,0 +1,11 @@
+bind = "127.0.0.1:18300"
+workers = 2
+worker_class = "sync"
+backlog = 2048
+keepalive = 2
+timeout = 60
+accesslog = None
+loglevel = "warning"
+pythonpath = "/work/main/scripts/peers"
+raw_env = ["RINGD_BENCH_WWW=/work/main/.peers/www"]
+worker_tmp_dir = "/dev/shm"
