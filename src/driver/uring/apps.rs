@@ -82,7 +82,7 @@ impl Driver {
             let _ = crate::sys::eventfd_read(a.fd.as_fd());
         }
         a.notify.drain(&mut a.ready);
-        for (slot, serial) in std::mem::take(&mut a.ready) {
+        for &(slot, serial) in &a.ready {
             let Some((gen, c)) = self.conns.get_any(slot as u32) else {
                 continue;
             };
@@ -90,6 +90,8 @@ impl Driver {
                 self.ready.push((slot as u32, gen));
             }
         }
+        // Kept (with its capacity) for the next wake-up.
+        a.ready.clear();
         if !more && res != -libc::ECANCELED {
             self.arm_app_poll();
         }
