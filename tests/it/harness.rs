@@ -374,6 +374,20 @@ impl Server {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
+    /// The server's stderr once it contains `needle`, or what it holds after 10 s. A line the
+    /// server wrote before the event a test saw can still be in the pipe, on its way to the
+    /// reader thread, so a test that looks for it waits here rather than reading once.
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let err = self.stderr_text();
+            if err.contains(needle) || std::time::Instant::now() >= deadline {
+                return err;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Command line, stdout and stderr so far, for failure messages.
     pub fn diagnostics(&self) -> String {
         let mut s = String::new();

@@ -776,7 +776,7 @@ proxy = { upstream = "app", strip_prefix = "/api", headers = { set = { "X-Env" =
         "B".repeat(10),
         "a failing server still got requests"
     );
-    let err = srv.stderr_text();
+    let err = srv.wait_stderr(&format!("upstream app: {} is down", a.addr));
     assert!(
         err.contains(&format!("upstream app: {} is down", a.addr)),
         "{err}"
@@ -788,7 +788,8 @@ proxy = { upstream = "app", strip_prefix = "/api", headers = { set = { "X-Env" =
         again.contains('A'),
         "the recovered server got nothing: {again}"
     );
-    assert!(srv.stderr_text().contains(&format!("{} is up", a.addr)));
+    let up = format!("{} is up", a.addr);
+    assert!(srv.wait_stderr(&up).contains(&up));
 }
 
 /// The response cache in front of a proxy route (issue 14, first slice): RFC 9111's store

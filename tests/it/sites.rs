@@ -398,7 +398,7 @@ pub fn reload_under_load(backend: &str) {
         let lag = first_new.unwrap().saturating_duration_since(at);
         assert!(lag < Duration::from_secs(1), "new route after {lag:?}");
     }
-    let err = srv.stderr_text();
+    let err = srv.wait_stderr("reloaded");
     assert!(err.contains("reloaded"), "{err}");
 
     // The same across a reload with loadgen at a constant rate: the route's status changes

@@ -376,11 +376,7 @@ pub fn misbehaving_apps() {
             !r.body_str().contains(secret),
             "{path}: traceback leaked to the client"
         );
-        let t0 = Instant::now();
-        while !srv.stderr_text().contains(secret) && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let err = srv.stderr_text();
+        let err = srv.wait_stderr(secret);
         assert!(
             err.contains(secret) && err.contains("Traceback"),
             "{path}: {err}"
@@ -425,7 +421,7 @@ pub fn timeout_replaces_worker() {
         String::from_utf8_lossy(&got)
     );
     assert!(
-        srv.stderr_text().contains("past --timeout"),
+        srv.wait_stderr("past --timeout").contains("past --timeout"),
         "{}",
         srv.diagnostics()
     );
