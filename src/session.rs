@@ -598,12 +598,15 @@ impl Session {
             // splices its bytes instead).
             return !(self.eof || self.shutdown)
                 && g.x.backlog() < TUNNEL_BACKLOG
+                && !g.x.pipe_up_pending()
                 && self.client_splice_want().is_none();
         }
         if let (Some(g), Some(_)) = (&self.gw, &self.stream) {
-            // A streamed body: read while the upstream keeps up.
+            // A streamed body: read while the upstream keeps up, and not before what went by
+            // splice (a body's tail below `proxy_splice_min` is read) has all gone out.
             return !(self.closing || self.eof)
                 && g.x.backlog() < TUNNEL_BACKLOG
+                && !g.x.pipe_up_pending()
                 && self.client_splice_want().is_none();
         }
         !(self.closing || self.eof || self.shutdown)

@@ -619,6 +619,13 @@ impl Exchange {
         }
     }
 
+    /// Whether client bytes wait in the driver's upstream-bound pipe. The session reads no
+    /// more from the client meanwhile: bytes it read would join `req`, which goes out before
+    /// the pipe, ahead of bytes the client sent earlier.
+    pub fn pipe_up_pending(&self) -> bool {
+        self.up_in_pipe > 0
+    }
+
     /// Whether the driver may write its upstream-bound pipe's bytes now (what `req` holds
     /// goes first).
     pub fn pipe_up_next(&self) -> bool {
@@ -725,6 +732,7 @@ impl Exchange {
         if data.is_empty() || sb.complete || matches!(self.state, State::Done { .. }) {
             return;
         }
+        debug_assert_eq!(self.up_in_pipe, 0, "body bytes would overtake the pipe's");
         if self.sent > 0 && !matches!(self.state, State::Connect) {
             self.req.drain(..self.sent);
             self.sent = 0;
@@ -941,6 +949,7 @@ impl Exchange {
         if self.state != State::Tunnel {
             return;
         }
+        debug_assert_eq!(self.up_in_pipe, 0, "tunnel bytes would overtake the pipe's");
         if self.sent > 0 {
             self.req.drain(..self.sent);
             self.sent = 0;

@@ -25,7 +25,13 @@ struct TestServer {
 
 impl TestServer {
     fn spawn(handler: impl Fn(TcpStream, &AtomicBool) + Send + Sync + 'static) -> TestServer {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        TestServer::spawn_on(TcpListener::bind("127.0.0.1:0").unwrap(), handler)
+    }
+
+    fn spawn_on(
+        l: TcpListener,
+        handler: impl Fn(TcpStream, &AtomicBool) + Send + Sync + 'static,
+    ) -> TestServer {
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -367,7 +373,29 @@ impl BodyUpstream {
         let heads_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let reqs: Received = Arc::default();
         let (h, r) = (heads_seen.clone(), reqs.clone());
-        let server = TestServer::spawn(move |s, stop| body_serve(s, &h, &r, stop));
+        let server = TestServer::spawn(move |s, stop| body_serve(s, &h, &r, stop, Duration::ZERO));
+        BodyUpstream {
+            server,
+            heads_seen,
+            reqs,
+        }
+    }
+
+    /// One that reads slowly: a 16 KiB receive buffer (so TCP's window stays small), a pause
+    /// after each request head before it reads the body, and 1 ms after every read.
+    fn spawn_slow(pause: Duration) -> BodyUpstream {
+        use socket2::{Domain, Socket, Type};
+        let heads_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reqs: Received = Arc::default();
+        let (h, r) = (heads_seen.clone(), reqs.clone());
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(16 * 1024).unwrap();
+        sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        sock.listen(16).unwrap();
+        let server = TestServer::spawn_on(sock.into(), move |s, stop| {
+            body_serve(s, &h, &r, stop, pause)
+        });
         BodyUpstream {
             server,
             heads_seen,
@@ -381,6 +409,7 @@ fn body_serve(
     seen: &std::sync::atomic::AtomicUsize,
     reqs: &Mutex<Vec<(String, Vec<u8>)>>,
     stop: &AtomicBool,
+    pause: Duration,
 ) {
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let mut buf = Vec::new();
@@ -392,6 +421,7 @@ fn body_serve(
                 buf.drain(..end + 4);
                 seen.fetch_add(1, Ordering::SeqCst);
                 head = Some((h, 0));
+                thread::sleep(pause);
             }
         }
         if let Some((h, _)) = &head {
@@ -424,6 +454,10 @@ fn body_serve(
         }
         if !read_more(&mut s, &mut buf) {
             return;
+        }
+        if !pause.is_zero() {
+            // The slow one: a reader that never quite keeps up.
+            thread::sleep(Duration::from_millis(1));
         }
     }
 }
@@ -563,4 +597,72 @@ root = "www"
         before,
         "{backend}: the upstream took a broken body as a request"
     );
+}
+
+/// A streamed Content-Length body that goes by splice (client → pipe → upstream) to an
+/// upstream slower than the client: the body outgrows ringd's socket buffer toward it (4 MiB
+/// at most), so the pipe still holds bytes when the rest of the body falls below
+/// `proxy_splice_min` and is read instead. Those bytes go after the pipe's, never before: they
+/// went before, on uring and epoll, until the session stopped reading while the pipe held
+/// bytes (seen once in CI as a changed body in `streamed_request_bodies`).
+pub fn streamed_body_to_slow_upstream(backend: &str) {
+    let up = BodyUpstream::spawn_slow(Duration::from_millis(300));
+    let d = TempDir::new("stream-slow");
+    let conf = format!(
+        r#"
+[upstreams.app]
+servers = ["{}"]
+buffer_requests = false
+read_timeout = "10s"
+max_fails = 0
+
+[[sites]]
+hosts = ["_"]
+root = "www"
+  [[sites.routes]]
+  path = "/up/*"
+  proxy = {{ upstream = "app" }}
+"#,
+        up.server.addr
+    );
+    let srv = start_with(backend, &d, "s.toml", &conf, &["--max-body", "32MiB"]);
+    // The body's tail (below the 64 KiB splice minimum) comes a moment after the rest.
+    for (round, tail) in [40_000usize, 1_000, 63_000, 20_000].into_iter().enumerate() {
+        let len = 9_000_000 + 77_777 * round;
+        let body: Vec<u8> = (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let s = srv.connect();
+        let mut w = s.try_clone().unwrap();
+        let head =
+            format!("POST /up/{round} HTTP/1.1\r\nHost: t.test\r\nContent-Length: {len}\r\n\r\n");
+        let sent = body.clone();
+        let writer = thread::spawn(move || {
+            w.write_all(head.as_bytes())?;
+            w.write_all(&sent[..len - tail])?;
+            thread::sleep(Duration::from_millis(2));
+            w.write_all(&sent[len - tail..])
+        });
+        let mut c = Client::new(s);
+        c.set_timeout(Duration::from_secs(20));
+        let r = c
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("{backend} round {round}: {e:?}\n{}", srv.diagnostics()));
+        writer.join().unwrap().unwrap();
+        assert_eq!(
+            (r.status, r.body_str()),
+            (200, len.to_string()),
+            "{backend}"
+        );
+        let reqs = up.reqs.lock().unwrap();
+        let (_, got) = reqs.last().unwrap();
+        if got != &body {
+            let at = got.iter().zip(&body).position(|(a, b)| a != b);
+            panic!(
+                "{backend} round {round}: the body changed on the way (lengths {} and {len}, first \
+                 difference at {at:?})",
+                got.len()
+            );
+        }
+    }
 }
