@@ -149,8 +149,11 @@ impl Server {
             }
             listeners.push(l);
         }
+        // The workers' config names the real port: CGI and WSGI tell apps SERVER_PORT.
+        let mut config = config.clone();
+        config.listen = addr;
         Ok(Server {
-            config: config.clone(),
+            config,
             listeners,
             local: addr,
             reloader: None,

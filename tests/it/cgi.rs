@@ -99,6 +99,7 @@ pub fn scripts_run_per_rfc_3875(backend: &str) {
         "GATEWAY_INTERFACE=CGI/1.1",
         "SERVER_PROTOCOL=HTTP/1.1",
         "SERVER_NAME=site.test",
+        &format!("SERVER_PORT={}", srv.addr().rsplit(':').next().unwrap()),
         "REQUEST_METHOD=GET",
         "SCRIPT_NAME=/cgi-bin/env.sh",
         "PATH_INFO=/extra/path",
