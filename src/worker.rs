@@ -149,11 +149,8 @@ impl Server {
             }
             listeners.push(l);
         }
-        // The workers' config names the real port: CGI and WSGI tell apps SERVER_PORT.
-        let mut config = config.clone();
-        config.listen = addr;
         Ok(Server {
-            config,
+            config: config.clone(),
             listeners,
             local: addr,
             reloader: None,
@@ -196,8 +193,12 @@ impl Server {
         let mut checker = crate::health::start(&self.config.sites.upstreams);
         let mut workers: Vec<(OwnedFd, JoinHandle<Result<(), DriverError>>)> = Vec::new();
         let mut start_err = None;
+        // The workers' config names the bound port (CGI and WSGI tell apps SERVER_PORT); a
+        // reload is still compared with the config as written (`listen` may say port 0).
+        let mut bound = self.config.clone();
+        bound.listen = self.local;
         for (id, listener) in self.listeners.into_iter().enumerate() {
-            match spawn_worker(id, &self.config, listener, &cpus, &roots, &reload) {
+            match spawn_worker(id, &bound, listener, &cpus, &roots, &reload) {
                 Ok(w) => workers.push(w),
                 Err(e) => {
                     start_err = Some(e);
