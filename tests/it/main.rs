@@ -18,6 +18,7 @@ mod escapes;
 mod faults;
 mod harness;
 mod http;
+mod integrity;
 mod ktls;
 mod lifecycle;
 mod limits;
@@ -93,6 +94,7 @@ per_backend! {
     proxy_websocket_tunnel => crate::tunnel::websocket_tunnel,
     proxy_streamed_request_bodies => crate::tunnel::streamed_request_bodies,
     proxy_streamed_body_to_slow_upstream => crate::tunnel::streamed_body_to_slow_upstream,
+    proxy_bodies_survive_random_timing => crate::integrity::proxied_bodies_survive_random_timing,
     proxy_splice_large_and_small_bodies => crate::splice::bodies_large_and_small,
     proxy_splice_body_cut_short => crate::splice::body_cut_short,
     proxy_splice_slow_reader_backpressure => crate::splice::slow_reader_backpressure,
