@@ -295,21 +295,19 @@ impl Input {
             self.buf.clear();
             self.pos = 0;
         }
-        let src2 = src.clone();
+        // Straight into `buf`: the bytes are copied once on their way from the I/O thread.
+        let buf = &mut self.buf;
         let got = if src.input_would_wait() {
-            py.detach(move || src2.read_input(READ_STEP))
+            py.detach(|| src.read_input(READ_STEP, buf))
         } else {
-            src2.read_input(READ_STEP)
+            src.read_input(READ_STEP, buf)
         };
         match got {
-            Ok(d) if d.is_empty() => {
+            Ok(0) => {
                 self.src = None;
                 Ok(false)
             }
-            Ok(d) => {
-                self.buf.extend_from_slice(&d);
-                Ok(true)
-            }
+            Ok(_) => Ok(true),
             Err(Gone) => {
                 self.src = None;
                 Err(PyOSError::new_err(
@@ -319,15 +317,17 @@ impl Input {
         }
     }
 
-    fn take(&mut self, n: usize) -> Vec<u8> {
+    /// The next `n` bytes (fewer at the end of what `buf` holds), as a range of `buf`: the
+    /// caller makes its `bytes` object straight from them.
+    fn take(&mut self, n: usize) -> std::ops::Range<usize> {
         let end = self.pos.saturating_add(n).min(self.buf.len());
-        let s = self.buf[self.pos..end].to_vec();
+        let r = self.pos..end;
         self.pos = end;
-        s
+        r
     }
 
     /// Up to `n` bytes (all that is left with None): fewer only at the end of the body.
-    fn read_n(&mut self, py: Python<'_>, n: Option<usize>) -> PyResult<Vec<u8>> {
+    fn read_n(&mut self, py: Python<'_>, n: Option<usize>) -> PyResult<std::ops::Range<usize>> {
         let want = n.unwrap_or(usize::MAX);
         while self.avail() < want {
             if !self.fill(py)? {
@@ -338,7 +338,7 @@ impl Input {
     }
 
     /// One line (with its `\n`), at most `limit` bytes.
-    fn line(&mut self, py: Python<'_>, limit: Option<usize>) -> PyResult<Vec<u8>> {
+    fn line(&mut self, py: Python<'_>, limit: Option<usize>) -> PyResult<std::ops::Range<usize>> {
         let limit = limit.unwrap_or(usize::MAX);
         let mut scanned = 0;
         loop {
@@ -374,7 +374,8 @@ impl Input {
         size: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let n = size_arg(size)?;
-        Ok(PyBytes::new(py, &self.read_n(py, n)?))
+        let r = self.read_n(py, n)?;
+        Ok(PyBytes::new(py, &self.buf[r]))
     }
 
     #[pyo3(signature = (size=None))]
@@ -384,7 +385,8 @@ impl Input {
         size: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let limit = size_arg(size)?;
-        Ok(PyBytes::new(py, &self.line(py, limit)?))
+        let r = self.line(py, limit)?;
+        Ok(PyBytes::new(py, &self.buf[r]))
     }
 
     #[pyo3(signature = (hint=None))]
@@ -402,7 +404,7 @@ impl Input {
                 break;
             }
             total += l.len();
-            out.append(PyBytes::new(py, &l))?;
+            out.append(PyBytes::new(py, &self.buf[l]))?;
             if hint.is_some_and(|h| total >= h) {
                 break;
             }
@@ -416,7 +418,7 @@ impl Input {
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let l = self.line(py, None)?;
-        Ok((!l.is_empty()).then(|| PyBytes::new(py, &l)))
+        Ok((!l.is_empty()).then(|| PyBytes::new(py, &self.buf[l])))
     }
 }
 

@@ -217,10 +217,11 @@ impl Reply {
         self.flow.st.lock().unwrap_or_else(|e| e.into_inner()).gone
     }
 
-    /// Request body bytes for `wsgi.input`: up to `max` of those that have arrived, blocking
-    /// (release the GIL around it) until at least one has or the body is at its end (then
-    /// empty). Err when the client is gone (it broke off mid-body, or the call was abandoned).
-    pub fn read_input(&self, max: usize) -> Result<Vec<u8>, Gone> {
+    /// Request body bytes for `wsgi.input`: up to `max` of those that have arrived, appended
+    /// to `out` (one copy, straight from the queue), blocking (release the GIL around it)
+    /// until at least one has or the body is at its end (then none: Ok(0)). Err when the
+    /// client is gone (it broke off mid-body, or the call was abandoned).
+    pub fn read_input(&self, max: usize, out: &mut Vec<u8>) -> Result<usize, Gone> {
         let mut st = self.flow.st.lock().unwrap_or_else(|e| e.into_inner());
         let mut post = false;
         if !st.read_once {
@@ -251,7 +252,6 @@ impl Reply {
         let n = max.min(st.input.len());
         let (a, b) = st.input.as_slices();
         let from_a = n.min(a.len());
-        let mut out = Vec::with_capacity(n);
         out.extend_from_slice(&a[..from_a]);
         out.extend_from_slice(&b[..n - from_a]);
         st.input.drain(..n);
@@ -265,7 +265,7 @@ impl Reply {
         if post {
             self.notify.post(self.at);
         }
-        Ok(out)
+        Ok(n)
     }
 
     /// Whether `read_input` could block now.
