@@ -190,11 +190,7 @@ pub fn scripts_run_per_rfc_3875(backend: &str) {
         assert_eq!(r.status, status, "{path}: {}", r.head);
     }
     drop(c);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !srv.stderr_text().contains("python says hi") && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    let err = srv.stderr_text();
+    let err = srv.wait_stderr("python says hi");
     assert!(
         err.contains("ringd: cgi /cgi-bin/echo.py: python says hi"),
         "{err}"

@@ -464,11 +464,7 @@ pub fn reload_under_load(backend: &str) {
         b"[[sites]]\nhosts = [\"_\"]\nroot = \"www\"\nbogus = 1\n",
     );
     srv.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !srv.stderr_text().contains("nothing changed") && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    let err = srv.stderr_text();
+    let err = srv.wait_stderr("nothing changed");
     assert!(err.contains("r.toml:4:1: unknown key `bogus`"), "{err}");
     thread::sleep(Duration::from_millis(400));
     let mut c = Client::new(srv.connect());
