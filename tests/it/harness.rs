@@ -27,6 +27,18 @@ const UNAVAILABLE_WORDS: [&str; 6] = [
 /// Panic payload that marks a backend as unable to run on this machine.
 pub struct Skip(pub String);
 
+/// A listener on 127.0.0.1 whose accepted sockets have a `rcvbuf`-byte receive buffer (set
+/// before listen, so TCP's window stays that small): a test upstream that ringd must fill.
+pub fn small_rcvbuf_listener(rcvbuf: usize) -> std::net::TcpListener {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(rcvbuf).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    sock.bind(&any.into()).unwrap();
+    sock.listen(64).unwrap();
+    sock.into()
+}
+
 /// Run one test case against one backend: honours `RINGD_TEST_BACKENDS`, turns a `Skip`
 /// panic into a visible `SKIP backend=X: reason` line (written past the test harness's output
 /// capture, so it always shows), and lets real failures through.

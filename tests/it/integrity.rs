@@ -8,7 +8,7 @@
 //! `RINGD_TEST_SEED`) and names it in any failure, so a failure can be replayed.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -172,13 +172,7 @@ struct Upstream {
 
 impl Upstream {
     fn spawn() -> Upstream {
-        use socket2::{Domain, Socket, Type};
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(16 * 1024).unwrap();
-        sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        sock.listen(64).unwrap();
-        let l: TcpListener = sock.into();
+        let l = crate::harness::small_rcvbuf_listener(16 * 1024);
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));

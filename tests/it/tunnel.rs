@@ -384,18 +384,11 @@ impl BodyUpstream {
     /// One that reads slowly: a 16 KiB receive buffer (so TCP's window stays small), a pause
     /// after each request head before it reads the body, and 1 ms after every read.
     fn spawn_slow(pause: Duration) -> BodyUpstream {
-        use socket2::{Domain, Socket, Type};
         let heads_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let reqs: Received = Arc::default();
         let (h, r) = (heads_seen.clone(), reqs.clone());
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(16 * 1024).unwrap();
-        sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        sock.listen(16).unwrap();
-        let server = TestServer::spawn_on(sock.into(), move |s, stop| {
-            body_serve(s, &h, &r, stop, pause)
-        });
+        let l = crate::harness::small_rcvbuf_listener(16 * 1024);
+        let server = TestServer::spawn_on(l, move |s, stop| body_serve(s, &h, &r, stop, pause));
         BodyUpstream {
             server,
             heads_seen,
